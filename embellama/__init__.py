@@ -1,0 +1,50 @@
+"""embellama: text embeddings with llama.cpp, through a checked cffi binding.
+
+>>> from embellama import EmbeddingModel, ModelConfig  # doctest: +SKIP
+>>> model = EmbeddingModel(ModelConfig(model_path="all-MiniLM-L6-v2.F16.gguf"))  # doctest: +SKIP
+>>> model.embed_batch(["a cat", "a dog"]).shape  # doctest: +SKIP
+(2, 384)
+"""
+
+from __future__ import annotations
+
+from ._config import ModelConfig, Normalization, PoolingStrategy
+from ._engine import EmbeddingEngine
+from ._exceptions import (
+    ConfigurationError,
+    EmbeddingError,
+    EmbellamaError,
+    InvalidInputError,
+    LibraryError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ResourceClosedError,
+    ThreadAffinityError,
+)
+from ._lib import Library, get_library, load_library
+from ._model import EmbeddingModel
+from ._pooling import normalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigurationError",
+    "EmbeddingEngine",
+    "EmbeddingError",
+    "EmbeddingModel",
+    "EmbellamaError",
+    "InvalidInputError",
+    "Library",
+    "LibraryError",
+    "ModelConfig",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "Normalization",
+    "PoolingStrategy",
+    "ResourceClosedError",
+    "ThreadAffinityError",
+    "get_library",
+    "load_library",
+    "normalize",
+    "__version__",
+]

@@ -1,0 +1,174 @@
+"""ModelConfig and the pooling and normalization choices."""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
+
+
+class PoolingStrategy(str, enum.Enum):
+    """How token vectors become one vector per text.
+
+    MEAN, CLS and LAST run inside llama.cpp; MAX and MEAN_SQRT are computed with numpy
+    from the token-level output; NONE returns the token-level vectors themselves.
+    """
+
+    MEAN = "mean"
+    """Average of the token vectors."""
+    CLS = "cls"
+    """The first token's vector (BERT's [CLS])."""
+    MAX = "max"
+    """Element-wise maximum over tokens."""
+    MEAN_SQRT = "mean_sqrt"
+    """Sum over tokens divided by sqrt(token count) (sentence-transformers' mean_sqrt_len_tokens)."""
+    LAST = "last"
+    """The last token's vector (decoder models)."""
+    NONE = "none"
+    """No pooling: one vector per token."""
+
+    @classmethod
+    def parse(cls, value: PoolingStrategy | str) -> PoolingStrategy:
+        """Accept an enum member or its name/value, case-insensitively."""
+        if isinstance(value, PoolingStrategy):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower().replace("-", "_")
+            aliases = {"mean_sqrt_len_tokens": "mean_sqrt", "lasttoken": "last", "last_token": "last"}
+            key = aliases.get(key, key)
+            for member in cls:
+                if member.value == key:
+                    return member
+        valid = ", ".join(m.value for m in cls)
+        raise ConfigurationError(f"unknown pooling {value!r}; expected one of: {valid}")
+
+    @property
+    def native(self) -> str:
+        """The llama.cpp pooling that computes it ("none" for the numpy strategies)."""
+        return {"mean": "mean", "cls": "cls", "last": "last"}.get(self.value, "none")
+
+
+class Normalization(str, enum.Enum):
+    """Vector normalization; a float ``p`` in ModelConfig.normalize means the p-norm."""
+
+    NONE = "none"
+    L2 = "l2"
+    L1 = "l1"
+    MAX_ABS = "max_abs"
+    """Divide by the largest absolute component (values in [-1, 1])."""
+
+
+NormalizeSpec = Union[bool, str, float, Normalization]
+
+
+def parse_normalization(value: NormalizeSpec) -> Normalization | float:
+    """``True`` → L2, ``False`` → NONE, a name, or a number p > 0 for the p-norm."""
+    if isinstance(value, bool):
+        return Normalization.L2 if value else Normalization.NONE
+    if isinstance(value, Normalization):
+        return value
+    if isinstance(value, str):
+        for member in Normalization:
+            if member.value == value.strip().lower():
+                return member
+    elif isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+        p = float(value)
+        return {1.0: Normalization.L1, 2.0: Normalization.L2}.get(p, p)
+    valid = ", ".join(m.value for m in Normalization)
+    raise ConfigurationError(f"unknown normalization {value!r}; expected True/False, {valid} or a p > 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """How to load and run one embedding model. Validated on construction.
+
+    Change a field with ``dataclasses.replace(config, n_threads=4)``. Fields left at
+    None are derived from the model when it loads.
+    """
+
+    model_path: str | os.PathLike[str]
+    """Path of the GGUF file."""
+    model_name: str | None = None
+    """Name used in errors, logs and by EmbeddingEngine; default: the file's stem."""
+    n_ctx: int | None = None
+    """Context length (tokens per text); default: the model's training context."""
+    n_threads: int | None = None
+    """CPU threads; default: the number of CPUs this process may use."""
+    n_gpu_layers: int = -1
+    """Layers to offload to a GPU (-1: all, 0: none); ignored by CPU builds."""
+    pooling: PoolingStrategy | str | None = None
+    """Pooling strategy; default: the one the GGUF metadata names (else MEAN)."""
+    normalize: NormalizeSpec = True
+    """L2 by default; False, "l1", "max_abs" or a p-norm exponent."""
+    n_batch: int | None = None
+    """Most tokens per llama.cpp call; default: max(n_ctx, 512)."""
+    n_ubatch: int | None = None
+    """Physical batch; must equal n_batch for non-causal models (default: n_batch)."""
+    n_seq_max: int | None = None
+    """Most texts per llama.cpp call; default: min(n_batch, 256)."""
+    truncate: bool = True
+    """Cut over-long texts (keeping the end tokens like [SEP]) instead of raising."""
+    max_tokens: int | None = None
+    """Token limit per text, e.g. 256 to match sentence-transformers; default: n_ctx."""
+    flash_attn: bool | None = None
+    """Flash attention; None lets llama.cpp choose (on for CPU)."""
+    use_mmap: bool = True
+    """Memory-map the model file."""
+    extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    """Free-form settings for tools built on embellama; ignored by the library."""
+
+    def __post_init__(self) -> None:
+        path = self.model_path
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise ConfigurationError(f"model_path must be a non-empty path, got {path!r}")
+        object.__setattr__(self, "model_path", Path(path))
+        name = self.model_name
+        if name is None:
+            object.__setattr__(self, "model_name", Path(path).stem)
+        elif not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"model_name must be a non-empty str, got {name!r}")
+        who = f"model {self.model_name!r}"
+        for key in ("n_ctx", "n_threads", "n_batch", "n_ubatch", "n_seq_max", "max_tokens"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigurationError(f"{who}: {key} must be a positive int or None, got {value!r}")
+        if not isinstance(self.n_gpu_layers, int) or isinstance(self.n_gpu_layers, bool) or self.n_gpu_layers < -1:
+            raise ConfigurationError(f"{who}: n_gpu_layers must be an int >= -1, got {self.n_gpu_layers!r}")
+        if self.pooling is not None:
+            try:
+                object.__setattr__(self, "pooling", PoolingStrategy.parse(self.pooling))
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{who}: {exc}") from None
+        try:
+            parse_normalization(self.normalize)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{who}: {exc}") from None
+        for key in ("truncate", "use_mmap"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigurationError(f"{who}: {key} must be a bool, got {getattr(self, key)!r}")
+        if self.flash_attn is not None and not isinstance(self.flash_attn, bool):
+            raise ConfigurationError(f"{who}: flash_attn must be a bool or None, got {self.flash_attn!r}")
+        if self.n_ubatch is not None and self.n_batch is not None and self.n_ubatch > self.n_batch:
+            raise ConfigurationError(f"{who}: n_ubatch ({self.n_ubatch}) > n_batch ({self.n_batch})")
+        if self.n_seq_max is not None:
+            if self.n_seq_max > 256:
+                raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > 256, llama.cpp's limit")
+            if self.n_batch is not None and self.n_seq_max > self.n_batch:
+                raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > n_batch ({self.n_batch})")
+        if self.n_ctx is not None and self.n_batch is not None and self.n_batch < self.n_ctx:
+            # A text of n_ctx tokens must fit one call: sequences are never split.
+            raise ConfigurationError(f"{who}: n_batch ({self.n_batch}) < n_ctx ({self.n_ctx})")
+        if self.max_tokens is not None and self.n_ctx is not None and self.max_tokens > self.n_ctx:
+            raise ConfigurationError(f"{who}: max_tokens ({self.max_tokens}) > n_ctx ({self.n_ctx})")
+
+    @property
+    def name(self) -> str:
+        """The model's name (``model_name`` or the file's stem)."""
+        return str(self.model_name)

@@ -1,0 +1,530 @@
+"""Finding, loading and checking libllama (cffi ABI mode).
+
+One ``ffi.cdef`` from ``include/llama.cdef.h``, one ``dlopen``. Before anything else
+uses the library, :func:`load_library` checks that the declarations match it:
+
+1. every declared function resolves;
+2. struct sizes and field offsets equal the layout that ``build_llama.py`` measured
+   against the real ``llama.h`` (``manifest.json`` beside the library);
+3. the known defaults of ``llama_context_default_params()`` and
+   ``llama_model_default_params()`` land in the declared fields. The defaults are read
+   into an oversized buffer first, so a wrong declaration cannot overrun memory.
+
+A mismatch raises :class:`~embellama.LibraryError` naming what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cffi
+
+from ._exceptions import LibraryError
+
+__all__ = ["Library", "find_library_candidates", "get_library", "load_library"]
+
+logger = logging.getLogger("embellama")
+llama_logger = logging.getLogger("embellama.llama")
+# llama.cpp is chatty at INFO; stay quiet unless the user asks for it.
+llama_logger.setLevel(logging.WARNING)
+logging.getLogger("embellama").addHandler(logging.NullHandler())
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+LIB_ROOT = PACKAGE_DIR / "_lib"
+BACKENDS = ("cuda", "metal", "vulkan", "cpu")
+ENV_LIB = "EMBELLAMA_LIB"
+ENV_BACKEND = "EMBELLAMA_BACKEND"
+BUILD_HINT = "python build_llama.py  (from an embellama checkout; --help lists the backends)"
+
+
+def _find_cdef() -> Path:
+    for candidate in (PACKAGE_DIR / "_include" / "llama.cdef.h", PACKAGE_DIR.parent / "include" / "llama.cdef.h"):
+        if candidate.is_file():
+            return candidate
+    raise LibraryError("embellama's C declarations (include/llama.cdef.h) are missing")
+
+
+def read_cdef() -> str:
+    """The C declarations embellama hands to cffi."""
+    return _find_cdef().read_text(encoding="utf-8")
+
+
+if sys.platform == "darwin":
+    _LIB_NAMES = ("libllama.dylib", "libllama.0.dylib")
+elif sys.platform == "win32":
+    _LIB_NAMES = ("llama.dll", "libllama.dll")
+else:
+    _LIB_NAMES = ("libllama.so", "libllama.so.0")
+
+# Loaded before libllama, with RTLD_GLOBAL, so that a copied build whose RUNPATH
+# points elsewhere still finds its own ggml libraries.
+_GGML_PRELOAD = ("ggml-base", "ggml-cpu", "ggml")
+
+# Known defaults at the pinned commit: (field, expected value). A declaration that is
+# out of step with the library moves these fields, and the values stop matching.
+_CONTEXT_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("n_ctx", 512),
+    ("n_batch", 2048),
+    ("n_ubatch", 512),
+    ("n_seq_max", 1),
+    ("n_rs_seq", 0),
+    ("n_outputs_max", 0),
+    ("n_outputs_max_per_seq", 1),
+    ("ctx_type", 0),
+    ("rope_scaling_type", -1),
+    ("pooling_type", -1),
+    ("attention_type", -1),
+    ("flash_attn_type", -1),
+    ("rope_freq_base", 0.0),
+    ("rope_freq_scale", 0.0),
+    ("yarn_ext_factor", -1.0),
+    ("yarn_attn_factor", -1.0),
+    ("yarn_beta_fast", -1.0),
+    ("yarn_beta_slow", -1.0),
+    ("yarn_orig_ctx", 0),
+    ("defrag_thold", -1.0),
+    ("cb_eval", None),
+    ("cb_eval_user_data", None),
+    ("type_k", 1),
+    ("type_v", 1),
+    ("abort_callback", None),
+    ("abort_callback_data", None),
+    ("embeddings", False),
+    ("offload_kqv", True),
+    ("no_perf", True),
+    ("op_offload", True),
+    ("swa_full", True),
+    ("kv_unified", False),
+    ("samplers", None),
+    ("n_samplers", 0),
+    ("ctx_other", None),
+)
+_MODEL_DEFAULTS: tuple[tuple[str, Any], ...] = (
+    ("devices", None),
+    ("tensor_buft_overrides", None),
+    ("n_gpu_layers", -1),
+    ("split_mode", 1),
+    ("load_mode", -1),
+    ("lazy_mode", 1),
+    ("main_gpu", 0),
+    ("tensor_split", None),
+    ("progress_callback", None),
+    ("progress_callback_user_data", None),
+    ("kv_overrides", None),
+    ("vocab_only", False),
+    ("check_tensors", False),
+    ("use_extra_bufts", True),
+    ("no_host", False),
+    ("no_alloc", False),
+    ("load_mtp", False),
+)
+_SENTINELS = {
+    "llama_context_params": ("llama_context_default_params", _CONTEXT_DEFAULTS),
+    "llama_model_params": ("llama_model_default_params", _MODEL_DEFAULTS),
+}
+_RAW_SIZE = 4096  # far larger than any params struct: the callee cannot overrun it
+
+
+@dataclass
+class Library:
+    """A loaded and checked libllama: the ``ffi``, the ``lib`` and where it came from."""
+
+    ffi: cffi.FFI
+    lib: Any
+    path: Path
+    manifest: dict[str, Any] | None
+    source: str
+    warnings: list[str] = field(default_factory=list)
+    _callback: Any = None
+    _log_partial: list[str] = field(default_factory=list)
+
+    @property
+    def backend(self) -> str:
+        """The backend named in the manifest ("cpu", "cuda", ...), else guessed from devices."""
+        if self.manifest and "backend" in self.manifest:
+            return str(self.manifest["backend"])
+        kinds = {d["type"] for d in self.devices()}
+        return "gpu" if "GPU" in kinds or "IGPU" in kinds else "cpu"
+
+    @property
+    def version(self) -> str:
+        """``llama_version()`` of the loaded library."""
+        return self.ffi.string(self.lib.llama_version()).decode()
+
+    @property
+    def commit(self) -> str | None:
+        """The llama.cpp commit the manifest records, if any."""
+        return None if self.manifest is None else self.manifest.get("llama_cpp_commit")
+
+    def system_info(self) -> str:
+        """``llama_print_system_info()``: the CPU features the build uses."""
+        return self.ffi.string(self.lib.llama_print_system_info()).decode().strip()
+
+    def devices(self) -> list[dict[str, Any]]:
+        """The ggml devices the library sees (name, description, type, memory)."""
+        kinds = ["CPU", "GPU", "IGPU", "ACCEL", "META"]
+        out = []
+        for i in range(self.lib.ggml_backend_dev_count()):
+            dev = self.lib.ggml_backend_dev_get(i)
+            free = self.ffi.new("size_t *")
+            total = self.ffi.new("size_t *")
+            self.lib.ggml_backend_dev_memory(dev, free, total)
+            kind = int(self.lib.ggml_backend_dev_type(dev))
+            out.append(
+                {
+                    "name": self.ffi.string(self.lib.ggml_backend_dev_name(dev)).decode(),
+                    "description": self.ffi.string(self.lib.ggml_backend_dev_description(dev)).decode(),
+                    "type": kinds[kind] if 0 <= kind < len(kinds) else str(kind),
+                    "memory_total": int(total[0]),
+                    "memory_free": int(free[0]),
+                }
+            )
+        return out
+
+    def supports_gpu_offload(self) -> bool:
+        """Whether llama.cpp can offload layers to a device."""
+        return bool(self.lib.llama_supports_gpu_offload())
+
+    def max_parallel_sequences(self) -> int:
+        """``LLAMA_MAX_SEQ``: the most sequences one context can hold."""
+        return int(self.lib.llama_max_parallel_sequences())
+
+    # -- llama.cpp log lines into Python logging ------------------------------
+
+    def _route_logs(self) -> None:
+        levels = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+        state = {"level": logging.INFO}
+        partial = self._log_partial
+
+        def on_log(level: int, text: Any, _user_data: Any) -> None:
+            try:
+                if level != 5:  # GGML_LOG_LEVEL_CONT continues the previous line
+                    state["level"] = levels.get(level, logging.INFO)
+                py_level = state["level"]
+                if not llama_logger.isEnabledFor(py_level):
+                    partial.clear()
+                    return
+                chunk = self.ffi.string(text).decode("utf-8", "replace")
+                partial.append(chunk)
+                if not chunk.endswith("\n"):
+                    return
+                line = "".join(partial).rstrip()
+                partial.clear()
+                if line:
+                    llama_logger.log(py_level, "%s", line)
+            except Exception:  # never let an exception cross into C
+                pass
+
+        self._callback = self.ffi.callback("ggml_log_callback", on_log)
+        self.lib.llama_log_set(self._callback, self.ffi.NULL)
+
+
+_lock = threading.Lock()
+_library: Library | None = None
+
+
+def get_library() -> Library:
+    """The process-wide library, loaded (and checked) on first use."""
+    if _library is None:
+        return load_library()
+    return _library
+
+
+def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | None = None) -> Library:
+    """Load libllama once per process and return it.
+
+    Search order: ``path`` (a file or a folder), then ``$EMBELLAMA_LIB`` (a file or a
+    folder), then the builds of ``build_llama.py`` under ``embellama/_lib/<backend>/``
+    (``backend`` or ``$EMBELLAMA_BACKEND`` picks one; otherwise cuda, metal, vulkan, cpu).
+    Calling it again with another library after one is loaded raises ``LibraryError``.
+    """
+    global _library
+    with _lock:
+        if _library is not None:
+            if path is not None and _resolve_file(Path(path)) != _library.path:
+                raise LibraryError(
+                    f"libllama is already loaded from {_library.path}; a process can load only one "
+                    f"(asked for {path})"
+                )
+            return _library
+        lib = open_library(path, backend=backend)
+        lib.lib.llama_backend_init()
+        if lib.lib.ggml_backend_dev_count() == 0:
+            # A build with GGML_BACKEND_DL: its backends are separate modules.
+            lib.lib.ggml_backend_load_all_from_path(str(lib.path.parent).encode())
+        if lib.lib.ggml_backend_dev_count() == 0:
+            raise LibraryError(f"{lib.path}: llama.cpp found no compute backend (no ggml device)")
+        lib._route_logs()
+        for message in lib.warnings:
+            logger.warning("%s", message)
+        logger.info("loaded libllama %s from %s (%s)", lib.version, lib.path, lib.source)
+        _library = lib
+        return lib
+
+
+def find_library_candidates(
+    path: str | os.PathLike[str] | None = None, *, backend: str | None = None
+) -> list[tuple[str, Path, bool]]:
+    """Where :func:`load_library` looks, in order: ``(source, path, explicit)`` tuples."""
+    if path is not None:
+        return [("argument", Path(path), True)]
+    env = os.environ.get(ENV_LIB)
+    if env:
+        return [(f"${ENV_LIB}", Path(env), True)]
+    backend = backend or os.environ.get(ENV_BACKEND) or None
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise LibraryError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+        names: Iterable[str] = (backend,)
+    else:
+        names = BACKENDS
+    return [(f"built {name} library", LIB_ROOT / name, False) for name in names]
+
+
+def _resolve_file(path: Path) -> Path:
+    if path.is_dir():
+        for name in _LIB_NAMES:
+            if (path / name).exists():
+                return (path / name).resolve()
+        raise FileNotFoundError(f"no {' or '.join(_LIB_NAMES)} in folder {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path.resolve()
+
+
+def open_library(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    backend: str | None = None,
+    cdef: str | None = None,
+) -> Library:
+    """Find, ``dlopen`` and check a libllama without initialising it.
+
+    ``cdef`` replaces the shipped declarations (the tests use it to prove that a
+    mismatched declaration is caught).
+    """
+    tried: list[str] = []
+    for source, candidate, explicit in find_library_candidates(path, backend=backend):
+        try:
+            file = _resolve_file(candidate)
+        except FileNotFoundError as exc:
+            tried.append(f"  {source}: {exc}")
+            if explicit:
+                break
+            continue
+        try:
+            return _open_checked(file, source, cdef)
+        except LibraryError as exc:
+            if explicit:
+                raise
+            tried.append(f"  {source}: {file}: {exc}")
+    raise LibraryError(
+        "could not find a usable libllama. Looked in:\n"
+        + "\n".join(tried)
+        + f"\nBuild one with:  {BUILD_HINT}\nor point ${ENV_LIB} at a libllama file or folder."
+    )
+
+
+def _preload_ggml(ffi: cffi.FFI, folder: Path) -> list[Any]:
+    handles = []
+    flags = ffi.RTLD_NOW | ffi.RTLD_GLOBAL
+    for stem in _GGML_PRELOAD:
+        for name in (f"lib{stem}.so", f"lib{stem}.dylib", f"{stem}.dll"):
+            candidate = folder / name
+            if candidate.exists():
+                try:
+                    handles.append(ffi.dlopen(str(candidate), flags))
+                except OSError:
+                    pass  # libllama's own dependency lookup gets its chance next
+                break
+    return handles
+
+
+def _read_manifest(file: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    manifest_path = file.parent / "manifest.json"
+    if not manifest_path.is_file():
+        return None, []
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return None, [f"{manifest_path}: unreadable manifest ({exc}); using the runtime check only"]
+    recorded = (manifest.get("files") or {}).get(file.name)
+    if recorded is None:
+        # files maps names to sha256; libllama may be recorded under its SONAME.
+        real = file.resolve().name
+        recorded = (manifest.get("files") or {}).get(real)
+    if isinstance(recorded, str) and not recorded.startswith("->"):
+        actual = hashlib.sha256(file.read_bytes()).hexdigest()
+        if actual != recorded:
+            return None, [
+                f"{file} is not the file {manifest_path} describes (sha256 differs); "
+                "using the runtime check only"
+            ]
+    return manifest, []
+
+
+def _open_checked(file: Path, source: str, cdef: str | None) -> Library:
+    ffi = cffi.FFI()
+    text = read_cdef() if cdef is None else cdef
+    try:
+        ffi.cdef(text)
+    except cffi.CDefError as exc:
+        raise LibraryError(f"the C declarations do not parse: {exc}") from exc
+    preloaded = _preload_ggml(ffi, file.parent)
+    try:
+        lib = ffi.dlopen(str(file), ffi.RTLD_NOW | ffi.RTLD_GLOBAL)
+    except OSError as exc:
+        raise LibraryError(f"cannot load {file}: {exc}") from exc
+    manifest, warnings = _read_manifest(file)
+    check_symbols(ffi, lib, file)
+    if manifest is not None:
+        check_layout(ffi, manifest.get("layout") or {}, file)
+    else:
+        warnings.append(
+            f"{file} has no build manifest: its struct layout was checked only against known "
+            "default values, not field by field"
+        )
+    check_defaults(ffi, str(file), file)
+    library = Library(ffi=ffi, lib=lib, path=file, manifest=manifest, source=source, warnings=warnings)
+    library._preloaded = preloaded  # type: ignore[attr-defined]
+    return library
+
+
+def check_symbols(ffi: cffi.FFI, lib: Any, file: Path) -> None:
+    """Every declared function must resolve in the library."""
+    missing = []
+    for name in dir(lib):
+        try:
+            getattr(lib, name)
+        except AttributeError:
+            missing.append(name)
+    if missing:
+        raise LibraryError(
+            f"{file} lacks {len(missing)} declared function(s): {', '.join(sorted(missing))}. "
+            "It is from another llama.cpp version than include/llama.cdef.h"
+        )
+
+
+def _struct_fields(ffi: cffi.FFI, name: str) -> list[str] | None:
+    for spelling in (f"struct {name}", name):
+        try:
+            ctype = ffi.typeof(spelling)
+        except ffi.error:
+            continue
+        return [fname for fname, _ in (ctype.fields or [])]
+    return None
+
+
+def check_layout(ffi: cffi.FFI, layout: dict[str, Any], file: Path) -> None:
+    """Struct sizes and field offsets of the declarations must equal the measured layout."""
+    problems = []
+    for struct, measured in sorted(layout.items()):
+        fields = _struct_fields(ffi, struct)
+        if fields is None:
+            continue
+        spelling = f"struct {struct}"
+        size = ffi.sizeof(spelling)
+        if size != measured.get("size"):
+            problems.append(f"sizeof({struct}) is {size} here but {measured.get('size')} in llama.h")
+        offsets = measured.get("fields") or {}
+        for fname in fields:
+            ours = ffi.offsetof(spelling, fname)
+            theirs = offsets.get(fname)
+            if theirs is None:
+                problems.append(f"{struct}.{fname} is not in the measured layout")
+            elif ours != theirs:
+                problems.append(f"{struct}.{fname} is at offset {ours} here but {theirs} in llama.h")
+    for struct in ("llama_batch", "llama_context_params", "llama_model_params"):
+        if struct not in layout:
+            problems.append(f"the manifest has no layout for {struct}")
+    if problems:
+        raise LibraryError(
+            f"ABI mismatch between include/llama.cdef.h and {file}:\n  " + "\n  ".join(problems)
+        )
+
+
+def check_defaults(ffi: cffi.FFI, lib_path: str, file: Path) -> None:
+    """The known defaults of the params constructors must land in the declared fields."""
+    raw_ffi = cffi.FFI()
+    raw_ffi.cdef(
+        f"typedef struct {{ unsigned char bytes[{_RAW_SIZE}]; }} embellama_raw;\n"
+        + "".join(f"embellama_raw {fn}(void);\n" for fn, _ in _SENTINELS.values())
+    )
+    raw_lib = raw_ffi.dlopen(lib_path)
+    problems = []
+    for struct, (function, expected) in _SENTINELS.items():
+        spelling = f"struct {struct}"
+        size = ffi.sizeof(spelling)
+        if size > _RAW_SIZE:
+            problems.append(f"sizeof({struct}) = {size} is implausible")
+            continue
+        raw = getattr(raw_lib, function)()
+        value = ffi.new(f"{spelling} *")
+        ffi.memmove(value, raw_ffi.buffer(raw_ffi.addressof(raw, "bytes"), size), size)
+        raw_bytes = bytes(raw_ffi.buffer(raw_ffi.addressof(raw, "bytes"), size))
+        declared = set(_struct_fields(ffi, struct) or ())
+        for fname, want in expected:
+            if fname not in declared:
+                problems.append(f"{struct}.{fname} is not declared")
+                continue
+            got = getattr(value[0], fname)
+            ctype = dict(ffi.typeof(spelling).fields)[fname].type
+            if ctype.kind == "primitive" and ctype.cname == "_Bool":
+                off = ffi.offsetof(spelling, fname)
+                got = raw_bytes[off]
+                want = int(want)
+            elif ctype.kind in ("pointer", "function"):
+                got = None if got == ffi.NULL else "non-NULL"
+            elif ctype.kind == "enum":
+                got = int(ffi.cast("int", got))
+            if got != want:
+                problems.append(f"{struct}.{fname}: expected default {want!r}, found {got!r}")
+    problems.extend(_check_sizes_x86_64(ffi, lib_path))
+    if problems:
+        raise LibraryError(
+            f"ABI mismatch: the defaults of {file} do not land where include/llama.cdef.h "
+            "declares them (a field added, removed or reordered):\n  " + "\n  ".join(problems)
+        )
+
+
+def _check_sizes_x86_64(ffi: cffi.FFI, lib_path: str) -> list[str]:
+    """Measure how many bytes the params constructors really write (x86-64 only).
+
+    On x86-64 (System V and Windows alike) a large struct is returned through a hidden
+    pointer passed as the first argument, so ``T f(void)`` can be called as
+    ``void *f(void *out)`` with a buffer we own. Filling it twice with different
+    patterns shows which bytes the library writes, hence the struct's real size; a
+    field appended to the end, which no default value reveals, is caught this way.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    sret_ffi = cffi.FFI()
+    sret_ffi.cdef("".join(f"void * {fn}(void * out);\n" for fn, _ in _SENTINELS.values()))
+    sret_lib = sret_ffi.dlopen(lib_path)
+    problems = []
+    for struct, (function, _) in _SENTINELS.items():
+        written = bytearray(_RAW_SIZE)
+        for pattern in (0x00, 0xFF):
+            buf = sret_ffi.new(f"unsigned char[{_RAW_SIZE}]", bytes([pattern]) * _RAW_SIZE)
+            getattr(sret_lib, function)(buf)
+            data = sret_ffi.buffer(buf)[:]
+            for i in range(_RAW_SIZE):
+                if data[i] != pattern:
+                    written[i] = 1
+        last = max((i for i in range(_RAW_SIZE) if written[i]), default=-1)
+        align = ffi.alignof(f"struct {struct}")
+        real = (last + align) // align * align
+        ours = ffi.sizeof(f"struct {struct}")
+        if real != ours:
+            problems.append(f"{function}() writes {real} bytes but struct {struct} is declared as {ours}")
+    return problems

@@ -1,0 +1,363 @@
+"""EmbeddingModel: text in, numpy vectors out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
+from ._exceptions import ConfigurationError, InvalidInputError
+from ._pooling import normalize as _normalize
+from ._pooling import pool_tokens
+from .llama import Batch, Context, ContextParams, Model
+
+__all__ = ["EmbeddingModel"]
+
+logger = logging.getLogger("embellama")
+
+DEFAULT_CTX_CAP = 8192
+"""Default n_ctx is the model's training context, but at most this many tokens."""
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class EmbeddingModel:
+    """One GGUF embedding model with its llama.cpp context.
+
+    >>> with EmbeddingModel(ModelConfig(model_path="all-MiniLM-L6-v2.gguf")) as m:  # doctest: +SKIP
+    ...     m.embed("Hello world").shape
+    (384,)
+
+    The context belongs to the thread that loads the model (``load()``, or the first
+    ``embed``); use it from that thread only, or through :class:`EmbeddingEngine`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        if not isinstance(config, ModelConfig):
+            raise ConfigurationError(f"expected a ModelConfig, got {type(config).__name__}")
+        self.config = config
+        self._model: Model | None = None
+        self._context: Context | None = None
+        self._batch: Batch | None = None
+        self._pooling: PoolingStrategy | None = None
+        self._norm: Normalization | float = parse_normalization(config.normalize)
+        self._max_tokens = 0
+        self._budget = 0
+
+    # -- lifetime ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The model's name (from the config)."""
+        return self.config.name
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the model and its context are in memory."""
+        return self._context is not None
+
+    def load(self) -> EmbeddingModel:
+        """Load the model and create its context in the calling thread. Idempotent."""
+        if self._context is not None:
+            self._context._handle()  # raises if another thread owns it
+            return self
+        cfg = self.config
+        started = time.perf_counter()
+        model = Model(cfg.model_path, n_gpu_layers=cfg.n_gpu_layers, use_mmap=cfg.use_mmap, name=cfg.name)
+        try:
+            pooling = self._choose_pooling(model)
+            n_ctx = cfg.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
+            n_batch = cfg.n_batch or max(n_ctx, 512)
+            n_ubatch = cfg.n_ubatch or n_batch
+            if n_batch < n_ctx:
+                raise ConfigurationError(f"model {cfg.name!r}: n_batch ({n_batch}) < n_ctx ({n_ctx})")
+            n_seq_max = cfg.n_seq_max or min(n_batch, 256)
+            params = ContextParams(
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_ubatch=n_ubatch,
+                n_seq_max=n_seq_max,
+                n_threads=cfg.n_threads or _cpu_count(),
+                pooling=pooling.native,
+                flash_attn=cfg.flash_attn,
+            )
+            context = Context(model, params)
+        except BaseException:
+            model.close()
+            raise
+        self._budget = min(context.n_batch, context.n_ubatch)
+        self._max_tokens = min(cfg.max_tokens or context.n_ctx, context.n_ctx, self._budget)
+        if self._max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
+            context.close()
+            model.close()
+            raise ConfigurationError(f"model {cfg.name!r}: max_tokens {self._max_tokens} leaves no room for text")
+        self._batch = Batch(self._budget, context.n_seq_max, library=model._lib)
+        self._model, self._context, self._pooling = model, context, pooling
+        logger.info(
+            "loaded %s (%s, %d dims, pooling %s, n_ctx %d) in %.2f s",
+            cfg.name,
+            model.description,
+            model.n_embd,
+            pooling.value,
+            context.n_ctx,
+            time.perf_counter() - started,
+        )
+        return self
+
+    def _choose_pooling(self, model: Model) -> PoolingStrategy:
+        if self.config.pooling is not None:
+            return PoolingStrategy.parse(self.config.pooling)
+        named = model.pooling_type
+        if named in ("mean", "cls", "last"):
+            return PoolingStrategy.parse(named)
+        if named == "rank":
+            raise ConfigurationError(
+                f"model {self.name!r} is a reranker (pooling 'rank'); embellama embeds text. "
+                "Pass pooling= explicitly to use its hidden states anyway"
+            )
+        fallback = PoolingStrategy.LAST if model.is_causal else PoolingStrategy.MEAN
+        logger.warning(
+            "model %r names no pooling in its metadata; using %s", self.name, fallback.value
+        )
+        return fallback
+
+    def unload(self) -> None:
+        """Free the context and the model (from the thread that loaded it). Idempotent."""
+        if self._context is not None:
+            self._context.close()
+        if self._model is not None:
+            self._model.close()
+        self._context = self._model = self._batch = None
+
+    close = unload
+
+    def __enter__(self) -> EmbeddingModel:
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.unload()
+
+    def _require(self) -> tuple[Model, Context, Batch]:
+        if self._context is None:
+            self.load()
+        assert self._model is not None and self._context is not None and self._batch is not None
+        self._context._handle()  # thread affinity and closed checks before any work
+        return self._model, self._context, self._batch
+
+    # -- information ------------------------------------------------------------
+
+    @property
+    def embedding_dimensions(self) -> int:
+        """Length of each embedding vector."""
+        return self._require()[0].n_embd
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Most tokens of one text (special tokens included) before truncation or error."""
+        self._require()
+        return self._max_tokens
+
+    @property
+    def model_size(self) -> int:
+        """Bytes of the model's tensors."""
+        return self._require()[0].size
+
+    @property
+    def pooling(self) -> PoolingStrategy:
+        """The pooling strategy in use."""
+        self._require()
+        assert self._pooling is not None
+        return self._pooling
+
+    @property
+    def model(self) -> Model:
+        """The low-level :class:`~embellama.llama.Model`."""
+        return self._require()[0]
+
+    @property
+    def context(self) -> Context:
+        """The low-level :class:`~embellama.llama.Context`."""
+        return self._require()[1]
+
+    # -- tokens -------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, truncate: bool | None = None) -> npt.NDArray[np.int32]:
+        """Token ids exactly as :meth:`embed` feeds them to the model (special tokens included)."""
+        model, _, _ = self._require()
+        return self._tokenize(model, text, None, self.config.truncate if truncate is None else truncate)
+
+    def _tokenize(self, model: Model, text: Any, index: int | None, truncate: bool) -> npt.NDArray[np.int32]:
+        if not isinstance(text, str):
+            raise InvalidInputError(f"expected str, got {type(text).__name__}", self.name, index)
+        if not text:
+            raise InvalidInputError("text is empty", self.name, index)
+        try:
+            ids = model.tokenize(text, add_special=True, parse_special=False)
+        except InvalidInputError as exc:
+            raise InvalidInputError(str(exc).split(": ", 1)[-1], self.name, index) from None
+        limit = self._max_tokens
+        if len(ids) > limit:
+            if not truncate:
+                raise InvalidInputError(
+                    f"text has {len(ids)} tokens; the limit is {limit} (set truncate=True to cut it)",
+                    self.name,
+                    index,
+                )
+            suffix = model.special_tokens.suffix
+            ids = np.concatenate([ids[: limit - len(suffix)], np.asarray(suffix, dtype=np.int32)])
+        return ids
+
+    # -- embeddings -----------------------------------------------------------------
+
+    def embed(self, text: str, *, normalize: NormalizeSpec | None = None) -> npt.NDArray[np.float32]:
+        """Embedding of one text: shape ``(dim,)``, or ``(n_tokens, dim)`` with pooling NONE."""
+        return self.embed_batch([text], normalize=normalize)[0]
+
+    def embed_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        normalize: NormalizeSpec | None = None,
+    ) -> Any:
+        """Embeddings of several texts, in order: float32 array of shape ``(n, dim)``.
+
+        With pooling NONE the result is a list of ``(n_tokens_i, dim)`` arrays instead.
+        ``batch_size`` caps the texts per llama.cpp call (default: as many as fit).
+        """
+        model, context, batch = self._require()
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InvalidInputError(
+                f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name
+            )
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
+        norm = self._norm if normalize is None else parse_normalization(normalize)
+        assert self._pooling is not None
+        pooling = self._pooling
+        truncate = self.config.truncate
+        tokens = [self._tokenize(model, t, i, truncate) for i, t in enumerate(texts)]
+        dim = model.n_embd
+        if pooling is PoolingStrategy.NONE:
+            per_token: list[npt.NDArray[np.float32]] = [np.empty((0, dim), np.float32)] * len(tokens)
+        else:
+            out = np.empty((len(tokens), dim), dtype=np.float32)
+        max_seqs = min(context.n_seq_max, batch_size or context.n_seq_max)
+        progress = _Progress(len(tokens), self.name, show_progress_bar)
+        for group in _pack(tokens, self._budget, max_seqs):
+            lengths = np.fromiter((len(tokens[i]) for i in group), dtype=np.int64, count=len(group))
+            batch.set_sequences(np.concatenate([tokens[i] for i in group]), lengths)
+            context.process(batch)
+            if pooling.native != "none":
+                vectors = context.sequence_embeddings(len(group))
+            else:
+                flat = context.token_embeddings(batch.n_tokens)
+                if pooling is PoolingStrategy.NONE:
+                    pieces = np.split(flat, np.cumsum(lengths)[:-1])
+                    for i, piece in zip(group, pieces):
+                        per_token[i] = _normalize(piece, norm)
+                    progress.advance(len(group))
+                    continue
+                vectors = pool_tokens(flat, lengths, pooling)
+            out[group] = _normalize(vectors, norm)
+            progress.advance(len(group))
+        progress.close()
+        return per_token if pooling is PoolingStrategy.NONE else out
+
+    @overload
+    def encode(
+        self,
+        sentences: str,
+        batch_size: int | None = ...,
+        show_progress_bar: bool | None = ...,
+        normalize_embeddings: bool | None = ...,
+    ) -> npt.NDArray[np.float32]: ...
+
+    @overload
+    def encode(
+        self,
+        sentences: Sequence[str],
+        batch_size: int | None = ...,
+        show_progress_bar: bool | None = ...,
+        normalize_embeddings: bool | None = ...,
+    ) -> npt.NDArray[np.float32]: ...
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        normalize_embeddings: bool | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """sentence-transformers-style ``encode``: a str gives ``(dim,)``, a list ``(n, dim)``."""
+        if isinstance(sentences, str):
+            return self.embed(sentences, normalize=normalize_embeddings)
+        result = self.embed_batch(
+            sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=normalize_embeddings
+        )
+        if isinstance(result, list):
+            raise ConfigurationError(f"model {self.name!r}: encode() needs a pooling other than NONE")
+        return result
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.is_loaded else "not loaded"
+        return f"<EmbeddingModel {self.name!r} {state}>"
+
+
+def _pack(tokens: Sequence[npt.NDArray[np.int32]], budget: int, max_seqs: int) -> Iterator[list[int]]:
+    """Group texts, in order, into calls of at most ``budget`` tokens and ``max_seqs`` texts."""
+    group: list[int] = []
+    used = 0
+    for i, ids in enumerate(tokens):
+        n = len(ids)
+        if group and (used + n > budget or len(group) >= max_seqs):
+            yield group
+            group, used = [], 0
+        group.append(i)
+        used += n
+    if group:
+        yield group
+
+
+class _Progress:
+    """A one-line progress display on stderr for long batches (no dependency)."""
+
+    def __init__(self, total: int, name: str, enabled: bool | None) -> None:
+        if enabled is None:
+            enabled = logger.getEffectiveLevel() <= logging.INFO and total > 1
+        self.enabled = enabled
+        self.total = total
+        self.done = 0
+        self.name = name
+        self.started = time.perf_counter()
+        self._last = 0.0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self._last >= 0.2 or self.done >= self.total:
+            self._last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            sys.stderr.write(f"\rembedding with {self.name}: {self.done}/{self.total} texts ({rate:.0f}/s)")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.total:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+

@@ -1,0 +1,606 @@
+"""Low-level classes over the binding: :class:`Model`, :class:`Context`, :class:`Batch`.
+
+Each owns one C object and frees it exactly once: ``close()``, a ``with`` block, or,
+as a safety net, the garbage collector (``ffi.gc``). Use after close raises
+:class:`~embellama.ResourceClosedError`.
+
+A :class:`Context` belongs to the thread that created it; a call from any other thread
+raises :class:`~embellama.ThreadAffinityError`. Everything that would make llama.cpp
+abort the process (a ``GGML_ASSERT``) is checked here first and raised as an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._exceptions import (
+    ConfigurationError,
+    EmbeddingError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ResourceClosedError,
+    ThreadAffinityError,
+)
+from ._lib import Library, get_library
+
+__all__ = ["Batch", "Context", "ContextParams", "Model", "SpecialTokens"]
+
+POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The special tokens a vocabulary wraps around text (ids are -1 when absent)."""
+
+    bos: int
+    eos: int
+    sep: int
+    pad: int
+    add_bos: bool
+    add_eos: bool
+    add_sep: bool
+    prefix: tuple[int, ...]
+    """Tokens ``tokenize(add_special=True)`` puts before the text."""
+    suffix: tuple[int, ...]
+    """Tokens ``tokenize(add_special=True)`` puts after the text."""
+
+
+class Model:
+    """A GGUF model loaded by llama.cpp.
+
+    A model is read-only once loaded and may be shared by contexts, but each context
+    stays on its own thread. The weights are freed when the model is closed and the
+    last context made from it is gone.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_gpu_layers: int = -1,
+        vocab_only: bool = False,
+        use_mmap: bool = True,
+        name: str | None = None,
+        library: Library | None = None,
+    ) -> None:
+        self._lib = library or get_library()
+        ffi, lib = self._lib.ffi, self._lib.lib
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        if not self.path.is_file():
+            raise ModelNotFoundError(str(self.path), self.name)
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = int(n_gpu_layers)
+        params.vocab_only = bool(vocab_only)
+        if not use_mmap:
+            params.load_mode = lib.LLAMA_LOAD_MODE_NONE
+        if not _looks_like_gguf(self.path):
+            raise ModelLoadError(str(self.path), "not a GGUF file (bad magic)", self.name)
+        raw = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        if raw == ffi.NULL:
+            raise ModelLoadError(
+                str(self.path),
+                "llama.cpp could not load it (see the 'embellama.llama' log for details)",
+                self.name,
+            )
+        self._ptr: Any = ffi.gc(raw, lib.llama_model_free)
+        self._vocab = lib.llama_model_get_vocab(raw)
+        self._special: SpecialTokens | None = None
+
+    # -- lifetime --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the model; the weights go once no context uses them. Idempotent."""
+        self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._ptr is None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _handle(self) -> Any:
+        if self._ptr is None:
+            raise ResourceClosedError(f"model {self.name!r} is closed")
+        return self._ptr
+
+    # -- metadata --------------------------------------------------------------
+
+    @property
+    def n_embd(self) -> int:
+        """Size of the output embedding vectors."""
+        return int(self._lib.lib.llama_model_n_embd_out(self._handle()))
+
+    @property
+    def n_ctx_train(self) -> int:
+        """The context length the model was trained with."""
+        return int(self._lib.lib.llama_model_n_ctx_train(self._handle()))
+
+    @property
+    def n_layer(self) -> int:
+        """Number of layers."""
+        return int(self._lib.lib.llama_model_n_layer(self._handle()))
+
+    @property
+    def size(self) -> int:
+        """Bytes of all tensors."""
+        return int(self._lib.lib.llama_model_size(self._handle()))
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters."""
+        return int(self._lib.lib.llama_model_n_params(self._handle()))
+
+    @property
+    def n_vocab(self) -> int:
+        """Number of tokens in the vocabulary."""
+        self._handle()
+        return int(self._lib.lib.llama_vocab_n_tokens(self._vocab))
+
+    @property
+    def vocab_type(self) -> str:
+        """The tokenizer family: "spm", "bpe", "wpm" (BERT), "ugm" (T5), ..."""
+        self._handle()
+        kinds = ["none", "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2", "test"]
+        value = int(self._lib.lib.llama_vocab_type(self._vocab))
+        return kinds[value] if 0 <= value < len(kinds) else str(value)
+
+    @property
+    def architecture(self) -> str:
+        """``general.architecture`` from the GGUF metadata (e.g. "bert", "llama")."""
+        return self.metadata_value("general.architecture") or "unknown"
+
+    @property
+    def description(self) -> str:
+        """llama.cpp's one-line description (architecture, size, type)."""
+        buf = self._lib.ffi.new("char[256]")
+        n = self._lib.lib.llama_model_desc(self._handle(), buf, 256)
+        return self._lib.ffi.string(buf, max(n, 0)).decode("utf-8", "replace")
+
+    @property
+    def has_encoder(self) -> bool:
+        """True for encoder-decoder models (T5); BERT-like models report False."""
+        return bool(self._lib.lib.llama_model_has_encoder(self._handle()))
+
+    @property
+    def has_decoder(self) -> bool:
+        """True when the model has a decoder stack (BERT counts as one in llama.cpp)."""
+        return bool(self._lib.lib.llama_model_has_decoder(self._handle()))
+
+    @property
+    def pooling_type(self) -> str | None:
+        """The pooling named by ``<arch>.pooling_type`` in the GGUF metadata, if any."""
+        value = self.metadata_value(f"{self.architecture}.pooling_type")
+        if value is None:
+            return None
+        try:
+            return POOLING_NAMES.get(int(value), value)
+        except ValueError:
+            return value
+
+    @property
+    def is_causal(self) -> bool:
+        """Whether attention is causal (decoder-style), from ``<arch>.attention.causal``."""
+        value = self.metadata_value(f"{self.architecture}.attention.causal")
+        if value is not None:
+            return value.lower() == "true"
+        return self.architecture not in _NON_CAUSAL_ARCHS
+
+    def metadata_value(self, key: str) -> str | None:
+        """One GGUF metadata value as text, or None when the key is absent."""
+        ffi, lib = self._lib.ffi, self._lib.lib
+        size = 256
+        while True:
+            buf = ffi.new("char[]", size)
+            n = lib.llama_model_meta_val_str(self._handle(), key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return ffi.string(buf, n).decode("utf-8", "replace")
+            size = n + 1
+
+    def metadata(self) -> dict[str, str]:
+        """All GGUF metadata as text (large arrays are summarised by llama.cpp)."""
+        ffi, lib = self._lib.ffi, self._lib.lib
+        out = {}
+        handle = self._handle()
+        buf = ffi.new("char[]", 4096)
+        for i in range(lib.llama_model_meta_count(handle)):
+            n = lib.llama_model_meta_key_by_index(handle, i, buf, 4096)
+            key = ffi.string(buf, max(n, 0)).decode("utf-8", "replace")
+            n = lib.llama_model_meta_val_str_by_index(handle, i, buf, 4096)
+            out[key] = ffi.string(buf, max(min(n, 4095), 0)).decode("utf-8", "replace")
+        return out
+
+    # -- tokens ----------------------------------------------------------------
+
+    @property
+    def special_tokens(self) -> SpecialTokens:
+        """BOS/EOS/SEP ids, whether the vocabulary adds them, and what it adds where."""
+        if self._special is None:
+            lib, vocab = self._lib.lib, self._vocab
+            self._handle()
+            bare = self.tokenize("a", add_special=False)
+            full = self.tokenize("a", add_special=True)
+            start = _find_subsequence(full, bare)
+            prefix = tuple(int(t) for t in full[:start]) if start >= 0 else ()
+            suffix = tuple(int(t) for t in full[start + len(bare) :]) if start >= 0 else ()
+            self._special = SpecialTokens(
+                bos=int(lib.llama_vocab_bos(vocab)),
+                eos=int(lib.llama_vocab_eos(vocab)),
+                sep=int(lib.llama_vocab_sep(vocab)),
+                pad=int(lib.llama_vocab_pad(vocab)),
+                add_bos=bool(lib.llama_vocab_get_add_bos(vocab)),
+                add_eos=bool(lib.llama_vocab_get_add_eos(vocab)),
+                add_sep=bool(lib.llama_vocab_get_add_sep(vocab)),
+                prefix=prefix,
+                suffix=suffix,
+            )
+        return self._special
+
+    def tokenize(
+        self, text: str | bytes, *, add_special: bool = True, parse_special: bool = False
+    ) -> npt.NDArray[np.int32]:
+        """Token ids of ``text`` (UTF-8).
+
+        ``add_special`` adds what the vocabulary asks for (BERT: ``[CLS] … [SEP]``;
+        llama: BOS). ``parse_special`` turns text like ``"<s>"`` into control tokens;
+        leave it off for user text.
+        """
+        ffi, lib = self._lib.ffi, self._lib.lib
+        self._handle()
+        if isinstance(text, str):
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(f"text is not valid Unicode ({exc.reason})", self.name) from exc
+        elif isinstance(text, bytes):
+            data = text
+        else:
+            raise InvalidInputError(f"expected str, got {type(text).__name__}", self.name)
+        if len(data) >= 2**31 - 16:
+            raise InvalidInputError(f"text of {len(data)} bytes is too large", self.name)
+        capacity = len(data) + 8
+        while True:
+            out = np.empty(capacity, dtype=np.int32)
+            n = lib.llama_tokenize(
+                self._vocab,
+                data,
+                len(data),
+                ffi.from_buffer("llama_token[]", out),
+                capacity,
+                add_special,
+                parse_special,
+            )
+            if n >= 0:
+                return out[:n].copy() if n < capacity // 2 else out[:n]
+            if n == -(2**31):
+                raise InvalidInputError("text produces too many tokens", self.name)
+            capacity = -n
+
+    def detokenize(self, tokens: npt.ArrayLike, *, remove_special: bool = False) -> str:
+        """Text of token ids; ``remove_special`` drops BOS/EOS and the like."""
+        ffi, lib = self._lib.ffi, self._lib.lib
+        self._handle()
+        ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        n_vocab = self.n_vocab
+        if ids.size and (ids.min() < 0 or ids.max() >= n_vocab):
+            raise InvalidInputError(f"token ids must lie in [0, {n_vocab})", self.name)
+        size = max(16, ids.size * 8)
+        while True:
+            buf = ffi.new("char[]", size)
+            n = lib.llama_detokenize(
+                self._vocab, ffi.from_buffer("llama_token[]", ids), ids.size, buf, size, remove_special, False
+            )
+            if n >= 0:
+                return ffi.string(buf, n).decode("utf-8", "replace")
+            size = -n + 1
+
+    def token_text(self, token: int) -> str:
+        """The vocabulary's text for one token id."""
+        if not 0 <= token < self.n_vocab:
+            raise InvalidInputError(f"token id {token} is outside [0, {self.n_vocab})", self.name)
+        text = self._lib.lib.llama_vocab_get_text(self._vocab, int(token))
+        return self._lib.ffi.string(text).decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.description
+        return f"<Model {self.name!r} {state}>"
+
+
+_NON_CAUSAL_ARCHS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert", "t5encoder", "eurobert"})
+
+
+def _looks_like_gguf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def _find_subsequence(haystack: npt.NDArray[np.int32], needle: npt.NDArray[np.int32]) -> int:
+    n = len(needle)
+    for start in range(len(haystack) - n + 1):
+        if np.array_equal(haystack[start : start + n], needle):
+            return start
+    return -1
+
+
+@dataclass(frozen=True)
+class ContextParams:
+    """What a :class:`Context` is created with (validated before reaching C)."""
+
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_seq_max: int
+    n_threads: int
+    pooling: str = "unspecified"
+    """llama.cpp pooling: "unspecified" (the model's), "none", "mean", "cls", "last"."""
+    flash_attn: bool | None = None
+    """None lets llama.cpp decide (on for the CPU)."""
+    embeddings: bool = True
+
+
+_POOLING_CODES = {name: code for code, name in POOLING_NAMES.items()}
+
+
+class Context:
+    """A llama.cpp context: the working memory for computing embeddings.
+
+    Not thread-safe: only the thread that created it may use it.
+    """
+
+    def __init__(self, model: Model, params: ContextParams) -> None:
+        self._lib = model._lib
+        ffi, lib = self._lib.ffi, self._lib.lib
+        self.model = model
+        self.params = params
+        self._owner = threading.get_ident()
+        _validate_context_params(params, model, self._lib.max_parallel_sequences())
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = params.n_ctx
+        cparams.n_batch = params.n_batch
+        cparams.n_ubatch = params.n_ubatch
+        cparams.n_seq_max = params.n_seq_max
+        cparams.n_threads = params.n_threads
+        cparams.n_threads_batch = params.n_threads
+        cparams.embeddings = params.embeddings
+        cparams.pooling_type = _POOLING_CODES[params.pooling]
+        cparams.kv_unified = True
+        if params.flash_attn is not None:
+            cparams.flash_attn_type = 1 if params.flash_attn else 0
+        model_ptr = model._handle()
+        raw = lib.llama_init_from_model(model_ptr, cparams)
+        if raw == ffi.NULL:
+            raise ConfigurationError(
+                f"model {model.name!r}: llama.cpp could not create a context with {params} "
+                "(see the 'embellama.llama' log)"
+            )
+        free = lib.llama_free
+
+        def destroy(ptr: Any, _keep_model: Any = model_ptr) -> None:
+            free(ptr)  # the model pointer stays referenced until the context is freed
+
+        self._ptr: Any = ffi.gc(raw, destroy)
+        self.n_ctx = int(lib.llama_n_ctx(raw))
+        self.n_batch = int(lib.llama_n_batch(raw))
+        self.n_ubatch = int(lib.llama_n_ubatch(raw))
+        self.n_seq_max = int(lib.llama_n_seq_max(raw))
+        self.pooling = POOLING_NAMES.get(int(lib.llama_pooling_type(raw)), "unknown")
+        self.n_embd = model.n_embd
+        self._memory = lib.llama_get_memory(raw)
+        self._use_encode = model.has_encoder and not model.has_decoder
+
+    # -- lifetime and ownership --------------------------------------------------
+
+    def _handle(self) -> Any:
+        if threading.get_ident() != self._owner:
+            raise ThreadAffinityError(
+                f"context of model {self.model.name!r} belongs to thread {self._owner}; "
+                f"it was used from thread {threading.get_ident()}. Give each thread its own "
+                "context (or use EmbeddingEngine, which does)"
+            )
+        if self._ptr is None:
+            raise ResourceClosedError(f"context of model {self.model.name!r} is closed")
+        return self._ptr
+
+    @property
+    def owner_thread(self) -> int:
+        """``threading.get_ident()`` of the thread that owns this context."""
+        return self._owner
+
+    def close(self) -> None:
+        """Free the context now (only from its own thread). Idempotent."""
+        if self._ptr is None:
+            return
+        ptr = self._handle()
+        self._ptr = None
+        self._lib.ffi.release(ptr)
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._ptr is None
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- computing ------------------------------------------------------------
+
+    def process(self, batch: Batch) -> None:
+        """Run the model over every sequence in ``batch`` (the memory is cleared first)."""
+        ptr = self._handle()
+        lib = self._lib.lib
+        n = batch.n_tokens
+        if n <= 0:
+            raise InvalidInputError("the batch is empty", self.model.name)
+        # These would be GGML_ASSERTs (process abort) inside llama.cpp.
+        if n > self.n_batch or n > self.n_ubatch:
+            raise InvalidInputError(
+                f"batch of {n} tokens exceeds the context's n_batch={self.n_batch}/"
+                f"n_ubatch={self.n_ubatch}",
+                self.model.name,
+            )
+        if batch.n_seqs > self.n_seq_max:
+            raise InvalidInputError(
+                f"batch holds {batch.n_seqs} sequences; the context allows {self.n_seq_max}",
+                self.model.name,
+            )
+        if batch.max_seq_len > self.n_ctx:
+            raise InvalidInputError(
+                f"a sequence of {batch.max_seq_len} tokens exceeds n_ctx={self.n_ctx}", self.model.name
+            )
+        if self._memory != self._lib.ffi.NULL:
+            lib.llama_memory_clear(self._memory, True)
+        fn = lib.llama_encode if self._use_encode else lib.llama_decode
+        rc = fn(ptr, batch._struct[0])
+        if rc != 0:
+            raise EmbeddingError(
+                "llama.cpp failed to process the batch", self.model.name, text_length=n, return_code=int(rc)
+            )
+
+    def sequence_embeddings(self, n_seqs: int) -> npt.NDArray[np.float32]:
+        """Pooled embeddings of sequences ``0..n_seqs-1`` of the last batch, ``(n_seqs, n_embd)``."""
+        ptr = self._handle()
+        ffi, lib = self._lib.ffi, self._lib.lib
+        if self.pooling in ("none", "unknown"):
+            raise EmbeddingError("this context does not pool (pooling 'none')", self.model.name)
+        out = np.empty((n_seqs, self.n_embd), dtype=np.float32)
+        nbytes = self.n_embd * 4
+        for seq in range(n_seqs):
+            row = lib.llama_get_embeddings_seq(ptr, seq)
+            if row == ffi.NULL:
+                raise EmbeddingError(f"llama.cpp returned no embedding for sequence {seq}", self.model.name)
+            ffi.memmove(out[seq], row, nbytes)
+        return out
+
+    def token_embeddings(self, n_tokens: int) -> npt.NDArray[np.float32]:
+        """Token-level embeddings of the last batch, ``(n_tokens, n_embd)`` (pooling "none")."""
+        ptr = self._handle()
+        ffi, lib = self._lib.ffi, self._lib.lib
+        if self.pooling != "none":
+            raise EmbeddingError("token embeddings need a context with pooling 'none'", self.model.name)
+        base = lib.llama_get_embeddings(ptr)
+        if base == ffi.NULL:
+            raise EmbeddingError("llama.cpp returned no token embeddings", self.model.name)
+        out = np.empty((n_tokens, self.n_embd), dtype=np.float32)
+        ffi.memmove(out, base, out.nbytes)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"<Context model={self.model.name!r} n_ctx={self.n_ctx} n_batch={self.n_batch} "
+            f"n_seq_max={self.n_seq_max} pooling={self.pooling}>"
+        )
+
+
+def _validate_context_params(params: ContextParams, model: Model, max_seq: int) -> None:
+    name = model.name
+    for key in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "n_threads"):
+        value = getattr(params, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"model {name!r}: {key} must be a positive int, got {value!r}")
+    if params.pooling not in _POOLING_CODES or params.pooling == "rank":
+        raise ConfigurationError(f"model {name!r}: unsupported llama.cpp pooling {params.pooling!r}")
+    if params.n_ubatch > params.n_batch:
+        raise ConfigurationError(f"model {name!r}: n_ubatch ({params.n_ubatch}) > n_batch ({params.n_batch})")
+    if params.n_seq_max > max_seq:
+        raise ConfigurationError(f"model {name!r}: n_seq_max ({params.n_seq_max}) > llama.cpp's limit {max_seq}")
+    if params.n_seq_max > params.n_batch:
+        # GGML_ASSERT(n_outputs_max <= ...) in llama_init_from_model otherwise.
+        raise ConfigurationError(f"model {name!r}: n_seq_max ({params.n_seq_max}) > n_batch ({params.n_batch})")
+    if params.n_ctx > model.n_ctx_train and not model.is_causal:
+        raise ConfigurationError(
+            f"model {name!r}: n_ctx ({params.n_ctx}) exceeds the {model.n_ctx_train} positions "
+            "the model was trained with"
+        )
+
+
+class Batch:
+    """Token buffers for one llama.cpp call, filled from numpy without per-token loops.
+
+    Holds up to ``capacity`` tokens in up to ``max_seqs`` sequences; every token is an
+    output (embeddings need them all).
+    """
+
+    def __init__(self, capacity: int, max_seqs: int, *, library: Library | None = None) -> None:
+        if capacity < 1 or max_seqs < 1:
+            raise ConfigurationError(f"batch capacity and max_seqs must be >= 1, got {capacity}, {max_seqs}")
+        self._lib = library or get_library()
+        ffi = self._lib.ffi
+        self.capacity = int(capacity)
+        self.max_seqs = int(max_seqs)
+        self.token = np.zeros(capacity, dtype=np.int32)
+        self.pos = np.zeros(capacity, dtype=np.int32)
+        self.n_seq_id = np.ones(capacity, dtype=np.int32)
+        self.seq_id = np.zeros(capacity, dtype=np.int32)
+        self.logits = np.ones(capacity, dtype=np.int8)
+        # seq_id is an array of pointers, one per token; each points at that token's
+        # entry of self.seq_id, so filling self.seq_id is all a fill needs to do.
+        base = int(ffi.cast("uintptr_t", ffi.from_buffer(self.seq_id)))
+        self._seq_ptrs = (base + 4 * np.arange(capacity, dtype=np.uint64)).astype(np.uintp)
+        self._struct = ffi.new("llama_batch *")
+        s = self._struct
+        s.n_tokens = 0
+        s.token = ffi.cast("llama_token *", ffi.from_buffer(self.token))
+        s.embd = ffi.NULL
+        s.pos = ffi.cast("llama_pos *", ffi.from_buffer(self.pos))
+        s.n_seq_id = ffi.cast("int32_t *", ffi.from_buffer(self.n_seq_id))
+        s.seq_id = ffi.cast("llama_seq_id **", ffi.from_buffer(self._seq_ptrs))
+        s.logits = ffi.cast("int8_t *", ffi.from_buffer(self.logits))
+        self.n_tokens = 0
+        self.n_seqs = 0
+        self.max_seq_len = 0
+        self.lengths: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+    def set_sequences(self, tokens: npt.NDArray[np.int32], lengths: npt.ArrayLike) -> None:
+        """Fill with sequences given as one flat token array and their lengths.
+
+        Sequence ``i`` gets seq_id ``i`` and positions ``0..len-1``.
+        """
+        lens = np.asarray(lengths, dtype=np.int64)
+        total = int(lens.sum())
+        if lens.ndim != 1 or lens.size == 0 or (lens <= 0).any():
+            raise InvalidInputError("every sequence needs at least one token")
+        if total != len(tokens):
+            raise InvalidInputError(f"lengths sum to {total} but {len(tokens)} tokens were given")
+        if total > self.capacity or lens.size > self.max_seqs:
+            raise InvalidInputError(
+                f"{lens.size} sequences / {total} tokens exceed the batch's "
+                f"{self.max_seqs} sequences / {self.capacity} tokens"
+            )
+        starts = np.cumsum(lens) - lens
+        self.token[:total] = tokens
+        self.pos[:total] = np.arange(total, dtype=np.int32) - np.repeat(starts, lens).astype(np.int32)
+        self.seq_id[:total] = np.repeat(np.arange(lens.size, dtype=np.int32), lens)
+        self.n_tokens = total
+        self.n_seqs = int(lens.size)
+        self.max_seq_len = int(lens.max())
+        self.lengths = lens
+        self._struct.n_tokens = total
+
+    def clear(self) -> None:
+        """Empty the batch (the buffers are kept)."""
+        self.n_tokens = self.n_seqs = self.max_seq_len = 0
+        self._struct.n_tokens = 0
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.n_seqs} seqs, {self.n_tokens}/{self.capacity} tokens>"
