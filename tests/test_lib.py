@@ -1,0 +1,200 @@
+"""The loader: search order, errors, the ABI guard both ways, log routing, a real call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+import embellama
+from embellama import LibraryError, _lib
+
+
+def _lib_dir(library) -> Path:
+    return library.path.parent
+
+
+# -- search order and errors ------------------------------------------------------------
+
+
+def test_search_order_argument_then_env_then_builds(monkeypatch, tmp_path):
+    monkeypatch.delenv("EMBELLAMA_LIB", raising=False)
+    monkeypatch.delenv("EMBELLAMA_BACKEND", raising=False)
+    default = _lib.find_library_candidates()
+    assert [c[1] for c in default] == [_lib.LIB_ROOT / b for b in ("cuda", "metal", "vulkan", "cpu")]
+    assert not any(c[2] for c in default)
+
+    monkeypatch.setenv("EMBELLAMA_LIB", str(tmp_path / "env"))
+    assert _lib.find_library_candidates() == [("$EMBELLAMA_LIB", tmp_path / "env", True)]
+    # an explicit argument wins over the environment
+    assert _lib.find_library_candidates(tmp_path / "arg") == [("argument", tmp_path / "arg", True)]
+
+    monkeypatch.delenv("EMBELLAMA_LIB")
+    monkeypatch.setenv("EMBELLAMA_BACKEND", "cpu")
+    assert [c[1] for c in _lib.find_library_candidates()] == [_lib.LIB_ROOT / "cpu"]
+    monkeypatch.setenv("EMBELLAMA_BACKEND", "tpu")
+    with pytest.raises(LibraryError, match="unknown backend 'tpu'"):
+        _lib.find_library_candidates()
+
+
+def test_missing_everywhere_names_every_place_and_the_build_command(monkeypatch, tmp_path):
+    monkeypatch.delenv("EMBELLAMA_LIB", raising=False)
+    monkeypatch.delenv("EMBELLAMA_BACKEND", raising=False)
+    monkeypatch.setattr(_lib, "LIB_ROOT", tmp_path / "nothing")
+    with pytest.raises(LibraryError) as info:
+        _lib.open_library()
+    message = str(info.value)
+    for backend in ("cuda", "metal", "vulkan", "cpu"):
+        assert str(tmp_path / "nothing" / backend) in message
+    assert "build_llama.py" in message and "EMBELLAMA_LIB" in message
+
+
+def test_env_var_pointing_nowhere_is_an_error_not_a_fallback(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBELLAMA_LIB", str(tmp_path / "missing.so"))
+    with pytest.raises(LibraryError, match=r"\$EMBELLAMA_LIB: .*missing.so does not exist"):
+        _lib.open_library()
+
+
+def test_folder_without_library(tmp_path):
+    with pytest.raises(LibraryError, match="no libllama"):
+        _lib.open_library(tmp_path)
+
+
+def test_file_that_is_not_a_library(tmp_path):
+    fake = tmp_path / "libllama.so"
+    fake.write_text("not an ELF file")
+    with pytest.raises(LibraryError, match="cannot load"):
+        _lib.open_library(fake)
+
+
+def test_env_var_accepts_file_and_folder(monkeypatch, library):
+    monkeypatch.setenv("EMBELLAMA_LIB", str(library.path))
+    assert _lib.open_library().path == library.path
+    monkeypatch.setenv("EMBELLAMA_LIB", str(_lib_dir(library)))
+    assert _lib.open_library().path == library.path
+
+
+def test_second_library_in_one_process_is_refused(library, tmp_path):
+    assert embellama.load_library() is library
+    with pytest.raises(LibraryError, match="already loaded"):
+        embellama.load_library(tmp_path)
+
+
+# -- ABI guard ----------------------------------------------------------------------------
+
+
+def test_shipped_declarations_pass_the_guard(library):
+    assert library.manifest is not None, "the built library should come with its manifest"
+    assert library.warnings == []
+    assert library.commit == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+    layout = library.manifest["layout"]
+    ffi = library.ffi
+    assert layout["llama_context_params"]["size"] == ffi.sizeof("struct llama_context_params")
+    assert layout["llama_batch"]["fields"]["logits"] == ffi.offsetof("struct llama_batch", "logits")
+
+
+MISMATCHES = [
+    # a field missing in the middle (shifts everything after it)
+    ("    uint32_t n_rs_seq;\n", "", "n_outputs_max_per_seq"),
+    # a field the library does not have, as in llama-cpp-py-sync's header
+    ("    enum ggml_type type_v;\n", "    enum ggml_type type_v;\n    size_t moe_cache_size;\n", "llama_context_params"),
+    # a field appended at the end: no default reveals it, only the size does
+    ("    struct llama_context * ctx_other;\n", "    struct llama_context * ctx_other;\n    size_t extra;\n", "160"),
+    # two fields swapped
+    ("    bool vocab_only;\n    bool check_tensors;\n    bool use_extra_bufts;\n",
+     "    bool use_extra_bufts;\n    bool check_tensors;\n    bool vocab_only;\n", "vocab_only"),
+    # a function the library does not export
+    ("float * llama_get_embeddings_seq(", "float * llama_get_embeddings_by_seq(", "llama_get_embeddings_by_seq"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "named"), MISMATCHES)
+def test_mismatched_declarations_raise_library_error(library, old, new, named):
+    text = _lib.read_cdef()
+    assert old in text
+    with pytest.raises(LibraryError, match="ABI mismatch|lacks") as info:
+        _lib.open_library(library.path, cdef=text.replace(old, new))
+    assert named in str(info.value)
+
+
+def test_layout_check_against_manifest(library):
+    layout = json.loads(json.dumps(library.manifest["layout"]))
+    _lib.check_layout(library.ffi, layout, library.path)  # the real one passes
+    layout["llama_model_params"]["fields"]["n_gpu_layers"] += 4
+    layout["llama_batch"]["size"] += 8
+    with pytest.raises(LibraryError) as info:
+        _lib.check_layout(library.ffi, layout, library.path)
+    assert "llama_model_params.n_gpu_layers is at offset 16 here but 20 in llama.h" in str(info.value)
+    assert "sizeof(llama_batch)" in str(info.value)
+
+
+def test_custom_build_without_manifest_uses_runtime_check(library, tmp_path):
+    copy = tmp_path / "custom"
+    shutil.copytree(_lib_dir(library), copy, symlinks=True, ignore=shutil.ignore_patterns("manifest.json", "bin"))
+    opened = _lib.open_library(copy)
+    assert opened.manifest is None
+    assert any("no build manifest" in w for w in opened.warnings)
+    # and a wrong declaration is still caught without a manifest
+    text = _lib.read_cdef().replace("    bool embeddings;\n", "    bool embeddings;\n    bool extra_flag;\n")
+    with pytest.raises(LibraryError, match="offload_kqv"):
+        _lib.open_library(copy, cdef=text)
+
+
+def test_manifest_of_another_file_is_not_trusted(library, tmp_path):
+    copy = tmp_path / "custom"
+    shutil.copytree(_lib_dir(library), copy, symlinks=True, ignore=shutil.ignore_patterns("bin"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = {name: "0" * 64 for name in manifest["files"]}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    opened = _lib.open_library(copy)
+    assert opened.manifest is None
+    assert any("sha256 differs" in w for w in opened.warnings)
+
+
+# -- logging and a real call ----------------------------------------------------------------
+
+
+def test_llama_logs_are_routed_to_python_logging(library, minilm_f16, caplog):
+    from embellama.llama import Model
+
+    llama_logger = logging.getLogger("embellama.llama")
+    assert llama_logger.level == logging.WARNING  # quiet by default
+    with caplog.at_level(logging.DEBUG, logger="embellama.llama"):
+        Model(minilm_f16).close()
+    records = [r for r in caplog.records if r.name == "embellama.llama"]
+    assert any("llama_model_loader" in r.getMessage() for r in records)
+    assert all("\n" not in r.getMessage() for r in records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="embellama.llama"):
+        Model(minilm_f16).close()
+    assert not [r for r in caplog.records if r.name == "embellama.llama" and r.levelno < logging.WARNING]
+
+
+def test_real_model_metadata(library, minilm_f16):
+    from embellama.llama import Model
+
+    vocab_txt = (Path(__import__("make_model").hf_model_dir()) / "vocab.txt").read_text(encoding="utf-8")
+    with Model(minilm_f16) as model:
+        assert model.n_embd == 384
+        assert model.n_vocab == len(vocab_txt.splitlines()) == 30522
+        assert model.n_ctx_train == 512
+        assert model.n_layer == 6
+        assert model.architecture == "bert"
+        assert model.pooling_type == "mean"
+        assert model.vocab_type == "wpm"
+        assert not model.is_causal
+        assert not model.has_encoder  # llama.cpp reports BERT as decoder-only
+        assert 20e6 < model.n_params < 25e6
+        assert model.size < minilm_f16.stat().st_size
+
+
+def test_library_reports_backend_and_devices(library):
+    assert library.backend == "cpu"
+    devices = library.devices()
+    assert devices and devices[0]["type"] == "CPU"
+    assert library.version.startswith("0.")
+    assert "AVX" in library.system_info() or "NEON" in library.system_info()
+    assert library.max_parallel_sequences() == 256
