@@ -43,8 +43,8 @@ __all__ = [
     "PoolingStrategy",
     "ResourceClosedError",
     "ThreadAffinityError",
+    "__version__",
     "get_library",
     "load_library",
     "normalize",
-    "__version__",
 ]

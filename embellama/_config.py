@@ -7,7 +7,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from ._exceptions import ConfigurationError
 
@@ -65,7 +64,7 @@ class Normalization(str, enum.Enum):
     """Divide by the largest absolute component (values in [-1, 1])."""
 
 
-NormalizeSpec = Union[bool, str, float, Normalization]
+NormalizeSpec = bool | str | float | Normalization
 
 
 def parse_normalization(value: NormalizeSpec) -> Normalization | float:
@@ -117,6 +116,8 @@ class ModelConfig:
     """Cut over-long texts (keeping the end tokens like [SEP]) instead of raising."""
     max_tokens: int | None = None
     """Token limit per text, e.g. 256 to match sentence-transformers; default: n_ctx."""
+    parse_special: bool = False
+    """Treat markup like "[CLS]" or "<s>" in the text as special tokens (Hugging Face does)."""
     flash_attn: bool | None = None
     """Flash attention; None lets llama.cpp choose (on for CPU)."""
     use_mmap: bool = True
@@ -150,7 +151,7 @@ class ModelConfig:
             parse_normalization(self.normalize)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{who}: {exc}") from None
-        for key in ("truncate", "use_mmap"):
+        for key in ("truncate", "use_mmap", "parse_special"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigurationError(f"{who}: {key} must be a bool, got {getattr(self, key)!r}")
         if self.flash_attn is not None and not isinstance(self.flash_attn, bool):

@@ -16,10 +16,10 @@ A mismatch raises :class:`~embellama.LibraryError` naming what differs.
 from __future__ import annotations
 
 import hashlib
-import platform
 import json
 import logging
 import os
+import platform
 import sys
 import threading
 from collections.abc import Iterable
@@ -251,10 +251,9 @@ def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | N
     global _library
     with _lock:
         if _library is not None:
-            if path is not None and _resolve_file(Path(path)) != _library.path:
+            if path is not None and _same_file(Path(path), _library.path) is False:
                 raise LibraryError(
-                    f"libllama is already loaded from {_library.path}; a process can load only one "
-                    f"(asked for {path})"
+                    f"libllama is already loaded from {_library.path}; a process can load only one (asked for {path})"
                 )
             return _library
         lib = open_library(path, backend=backend)
@@ -289,6 +288,13 @@ def find_library_candidates(
     else:
         names = BACKENDS
     return [(f"built {name} library", LIB_ROOT / name, False) for name in names]
+
+
+def _same_file(path: Path, loaded: Path) -> bool:
+    try:
+        return _resolve_file(path) == loaded
+    except FileNotFoundError:
+        return False
 
 
 def _resolve_file(path: Path) -> Path:
@@ -367,8 +373,7 @@ def _read_manifest(file: Path) -> tuple[dict[str, Any] | None, list[str]]:
         actual = hashlib.sha256(file.read_bytes()).hexdigest()
         if actual != recorded:
             return None, [
-                f"{file} is not the file {manifest_path} describes (sha256 differs); "
-                "using the runtime check only"
+                f"{file} is not the file {manifest_path} describes (sha256 differs); using the runtime check only"
             ]
     return manifest, []
 
@@ -448,9 +453,7 @@ def check_layout(ffi: cffi.FFI, layout: dict[str, Any], file: Path) -> None:
         if struct not in layout:
             problems.append(f"the manifest has no layout for {struct}")
     if problems:
-        raise LibraryError(
-            f"ABI mismatch between include/llama.cdef.h and {file}:\n  " + "\n  ".join(problems)
-        )
+        raise LibraryError(f"ABI mismatch between include/llama.cdef.h and {file}:\n  " + "\n  ".join(problems))
 
 
 def check_defaults(ffi: cffi.FFI, lib_path: str, file: Path) -> None:
@@ -477,16 +480,16 @@ def check_defaults(ffi: cffi.FFI, lib_path: str, file: Path) -> None:
             if fname not in declared:
                 problems.append(f"{struct}.{fname} is not declared")
                 continue
-            got = getattr(value[0], fname)
             ctype = dict(ffi.typeof(spelling).fields)[fname].type
             if ctype.kind == "primitive" and ctype.cname == "_Bool":
-                off = ffi.offsetof(spelling, fname)
-                got = raw_bytes[off]
+                got = raw_bytes[ffi.offsetof(spelling, fname)]  # any byte: 2..255 is a mismatch too
                 want = int(want)
-            elif ctype.kind in ("pointer", "function"):
-                got = None if got == ffi.NULL else "non-NULL"
-            elif ctype.kind == "enum":
-                got = int(ffi.cast("int", got))
+            else:
+                got = getattr(value[0], fname)
+                if ctype.kind in ("pointer", "function"):
+                    got = None if got == ffi.NULL else "non-NULL"
+                elif ctype.kind == "enum":
+                    got = int(ffi.cast("int", got))
             if got != want:
                 problems.append(f"{struct}.{fname}: expected default {want!r}, found {got!r}")
     problems.extend(_check_sizes_x86_64(ffi, lib_path))

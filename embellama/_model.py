@@ -128,9 +128,7 @@ class EmbeddingModel:
                 "Pass pooling= explicitly to use its hidden states anyway"
             )
         fallback = PoolingStrategy.LAST if model.is_causal else PoolingStrategy.MEAN
-        logger.warning(
-            "model %r names no pooling in its metadata; using %s", self.name, fallback.value
-        )
+        logger.warning("model %r names no pooling in its metadata; using %s", self.name, fallback.value)
         return fallback
 
     def unload(self) -> None:
@@ -204,7 +202,7 @@ class EmbeddingModel:
         if not text:
             raise InvalidInputError("text is empty", self.name, index)
         try:
-            ids = model.tokenize(text, add_special=True, parse_special=False)
+            ids = model.tokenize(text, add_special=True, parse_special=self.config.parse_special)
         except InvalidInputError as exc:
             raise InvalidInputError(str(exc).split(": ", 1)[-1], self.name, index) from None
         limit = self._max_tokens
@@ -240,9 +238,7 @@ class EmbeddingModel:
         """
         model, context, batch = self._require()
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-            raise InvalidInputError(
-                f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name
-            )
+            raise InvalidInputError(f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
         norm = self._norm if normalize is None else parse_normalization(normalize)
@@ -267,7 +263,7 @@ class EmbeddingModel:
                 flat = context.token_embeddings(batch.n_tokens)
                 if pooling is PoolingStrategy.NONE:
                     pieces = np.split(flat, np.cumsum(lengths)[:-1])
-                    for i, piece in zip(group, pieces):
+                    for i, piece in zip(group, pieces, strict=True):
                         per_token[i] = _normalize(piece, norm)
                     progress.advance(len(group))
                     continue
@@ -360,4 +356,3 @@ class _Progress:
         if self.enabled and self.total:
             sys.stderr.write("\n")
             sys.stderr.flush()
-

@@ -330,7 +330,9 @@ class Model:
         return f"<Model {self.name!r} {state}>"
 
 
-_NON_CAUSAL_ARCHS = frozenset({"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert", "t5encoder", "eurobert"})
+_NON_CAUSAL_ARCHS = frozenset(
+    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert", "t5encoder"}
+)
 
 
 _MN_TABLE: dict[int, None] | None = None
@@ -475,8 +477,7 @@ class Context:
         # These would be GGML_ASSERTs (process abort) inside llama.cpp.
         if n > self.n_batch or n > self.n_ubatch:
             raise InvalidInputError(
-                f"batch of {n} tokens exceeds the context's n_batch={self.n_batch}/"
-                f"n_ubatch={self.n_ubatch}",
+                f"batch of {n} tokens exceeds the context's n_batch={self.n_batch}/n_ubatch={self.n_ubatch}",
                 self.model.name,
             )
         if batch.n_seqs > self.n_seq_max:

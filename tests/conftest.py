@@ -52,9 +52,9 @@ def minilm_q8(minilm_paths) -> Path:
     return minilm_paths["q8_0"]
 
 
-def _reference(texts: list[str], tag: str) -> dict[str, np.ndarray]:
+def _reference(texts: list[str], tag: str, modes: str = "mean,cls,max,mean_sqrt") -> dict[str, np.ndarray]:
     """sentence-transformers / HF tokenizer outputs for ``texts``, cached by content."""
-    digest = hashlib.sha256(json.dumps([texts, ST_MAX_SEQ_LENGTH]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps([texts, ST_MAX_SEQ_LENGTH, modes]).encode()).hexdigest()[:16]
     weights = make_model._sha256(make_model.hf_model_dir() / "model.safetensors")[:12]
     out = make_model.cache_dir() / "reference" / f"{tag}-{weights}-{digest}.npz"
     if not out.is_file():
@@ -62,7 +62,7 @@ def _reference(texts: list[str], tag: str) -> dict[str, np.ndarray]:
         texts_file = out.with_suffix(".json")
         texts_file.write_text(json.dumps(texts), encoding="utf-8")
         cmd = [sys.executable, str(TESTS / "reference.py"), str(texts_file), str(out)]
-        cmd += ["--max-seq-length", str(ST_MAX_SEQ_LENGTH)]
+        cmd += ["--max-seq-length", str(ST_MAX_SEQ_LENGTH), "--modes", modes]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"reference.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -99,4 +99,4 @@ def sts():
 @pytest.fixture(scope="session")
 def sts_reference(sts) -> dict[str, np.ndarray]:
     s1, s2, _ = sts
-    return _reference(s1 + s2, "sts")
+    return _reference(s1 + s2, "sts", modes="")

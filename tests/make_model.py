@@ -55,9 +55,10 @@ def llama_source() -> Path:
     if os.environ.get("EMBELLAMA_LLAMA_SRC"):
         candidates.append(Path(os.environ["EMBELLAMA_LLAMA_SRC"]))
     for manifest in sorted((REPO / "embellama" / "_lib").glob("*/manifest.json")):
-        location = json.loads(manifest.read_text()).get("source", {}).get("location")
-        if location:
-            candidates.append(Path(location))
+        source = json.loads(manifest.read_text()).get("source", {})
+        for key in ("directory", "location"):
+            if source.get(key):
+                candidates.append(Path(source[key]))
     bl = _build_llama()
     candidates.append(Path(bl.cached_source_dir(Path(bl.default_cache_dir()))))
     for candidate in candidates:
@@ -88,7 +89,15 @@ def ensure_models(verbose: bool = True) -> dict[str, Path]:
         started = time.perf_counter()
         tmp = f16.with_suffix(f".{os.getpid()}.tmp")
         env = dict(os.environ, PYTHONPATH=str(src / "gguf-py"), HF_HUB_OFFLINE="1", NO_LOCAL_GGUF="")
-        cmd = [sys.executable, str(src / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", "f16", "--outfile", str(tmp)]
+        cmd = [
+            sys.executable,
+            str(src / "convert_hf_to_gguf.py"),
+            str(hf_dir),
+            "--outtype",
+            "f16",
+            "--outfile",
+            str(tmp),
+        ]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("texts", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--modes", default=",".join(MODES), help="pooling modes to compute ('' for none)")
     args = parser.parse_args(argv)
 
     import torch
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     result["ids_flat"] = np.array([i for seq in ids for i in seq], dtype=np.int32)
     result["ids_len"] = np.array([len(seq) for seq in ids], dtype=np.int64)
 
-    for name, mode in MODES.items():
+    for name in filter(None, args.modes.split(",")):
+        mode = MODES[name]
         word = models.Transformer(model_dir, max_seq_length=args.max_seq_length)
         pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode=mode)
         st = SentenceTransformer(modules=[word, pool], device="cpu")

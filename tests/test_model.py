@@ -66,7 +66,9 @@ def test_embed_shapes_dtype_and_norm(minilm):
 
 
 def test_similarity_is_meaningful(minilm):
-    a, b, c = minilm.embed_batch(["A girl is styling her hair.", "A girl is brushing her hair.", "Stocks fell sharply."])
+    a, b, c = minilm.embed_batch(
+        ["A girl is styling her hair.", "A girl is brushing her hair.", "Stocks fell sharply."]
+    )
     assert a @ b > 0.7
     assert a @ c < 0.2
 
@@ -99,8 +101,13 @@ def test_normalize_override(minilm):
 
 @pytest.mark.parametrize(
     ("bad", "message"),
-    [("", "text is empty"), (None, "expected str, got NoneType"), (42, "expected str, got int"),
-     (b"bytes", "expected str, got bytes"), ("\ud800 lone surrogate", "not valid Unicode")],
+    [
+        ("", "text is empty"),
+        (None, "expected str, got NoneType"),
+        (42, "expected str, got int"),
+        (b"bytes", "expected str, got bytes"),
+        ("\ud800 lone surrogate", "not valid Unicode"),
+    ],
 )
 def test_invalid_input(minilm, bad, message):
     with pytest.raises(InvalidInputError, match=message) as info:
@@ -140,7 +147,7 @@ def test_missing_and_broken_model_files(tmp_path, minilm_f16, library):
     with pytest.raises(ModelLoadError, match="not a GGUF file"):
         EmbeddingModel(ModelConfig(model_path=text)).load()
     truncated = tmp_path / "truncated.gguf"
-    truncated.write_bytes(minilm_f16.read_bytes()[: 3_000_000])
+    truncated.write_bytes(minilm_f16.read_bytes()[:3_000_000])
     with pytest.raises(ModelLoadError, match="truncated.gguf"):
         EmbeddingModel(ModelConfig(model_path=truncated)).load()
 
@@ -154,7 +161,9 @@ def test_bad_context_settings_raise_instead_of_aborting(minilm_f16):
             Context(model, ContextParams(n_ctx=32, n_batch=32, n_ubatch=32, n_seq_max=64, n_threads=1))
         with pytest.raises(ConfigurationError, match="n_ubatch"):
             Context(model, ContextParams(n_ctx=64, n_batch=64, n_ubatch=128, n_seq_max=1, n_threads=1))
-        with Context(model, ContextParams(n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=2, n_threads=1, pooling="mean")) as ctx:
+        with Context(
+            model, ContextParams(n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=2, n_threads=1, pooling="mean")
+        ) as ctx:
             big = Batch(256, 8)
             big.set_sequences(np.full(100, 1000, dtype=np.int32), [100])
             with pytest.raises(InvalidInputError, match="exceeds the context's n_batch=64"):

@@ -1,0 +1,5 @@
+"""``python -m embellama``: the same as the ``embellama`` command."""
+
+from ._cli import main
+
+raise SystemExit(main())

