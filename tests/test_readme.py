@@ -1,0 +1,42 @@
+"""The README's Python examples run, with MODEL set to the test model, and print what they say."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+
+EXPECTED = {
+    "Embed text": ["(384,) (3, 384) 384 512"],
+    "Configure": ["PoolingStrategy.CLS (384,)"],
+    "Handle errors": [
+        "model 'minilm': text is empty",
+        "model 'minilm': expected str, got NoneType",
+        "model 'minilm': text has 1002 tokens; the limit is 512",
+        "model 'missing': model file not found: missing.gguf",
+    ],
+    "Serve several models": ["['minilm'] 384 3"],
+    "Tokens and the low-level": ["bert 384 30522 mean (101,)", "(2, 384)"],
+}
+
+
+def test_every_example_is_checked():
+    assert len(BLOCKS) == len(EXPECTED)
+
+
+@pytest.mark.parametrize("title", list(EXPECTED))
+def test_readme_example(title, minilm_f16):
+    text = README.read_text(encoding="utf-8")
+    heading = text.index(title)
+    block = next(b for b in BLOCKS if text.index(b) > heading)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, f"README:{title}", "exec"), {"MODEL": str(minilm_f16)})
+    for expected in EXPECTED[title]:
+        assert expected in out.getvalue()
