@@ -31,9 +31,15 @@ def library():
     import embellama
 
     try:
-        return embellama.load_library()
+        lib = embellama.load_library()
     except embellama.LibraryError as exc:
         pytest.fail(f"libllama is required for this test: {exc}")
+    wanted = os.environ.get("EMBELLAMA_BACKEND")
+    if wanted and lib.backend != wanted:
+        pytest.fail(f"asked for the {wanted} backend but loaded a {lib.backend} build from {lib.path}")
+    if wanted in ("cuda", "metal", "vulkan") and not any(d["type"] in ("GPU", "IGPU") for d in lib.devices()):
+        pytest.fail(f"the {wanted} build sees no GPU device: {lib.devices()}")
+    return lib
 
 
 @pytest.fixture(scope="session")

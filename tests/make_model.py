@@ -13,7 +13,6 @@ Needs torch, safetensors and numpy (the ``tests`` nox session installs them).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -69,11 +68,7 @@ def llama_source() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return str(_build_llama().sha256_file(path))
 
 
 def ensure_models(verbose: bool = True) -> dict[str, Path]:

@@ -1,0 +1,179 @@
+"""Throughput and memory of embellama beside its peers, in one run, reported as ratios.
+
+    python benchmarks/bench_throughput.py [--rounds 3] [--limit N] [--out FILE]
+
+Each configuration runs in its own process (so peak RSS is its own), rounds are
+interleaved, and the table gives medians and the ratio to embellama. Peers measured:
+llama.cpp's ``llama-embedding`` from the same build (``build_llama.py --with-tools``)
+and sentence-transformers on the same weights, when installed.
+
+Corpus: the 2,758 STS Benchmark test sentences from ../shared when present, else
+generated sentences of similar length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+
+def corpus(limit: int | None) -> tuple[str, list[str]]:
+    if STS.is_file():
+        with open(STS, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        texts = [r[5] for r in rows] + [r[6] for r in rows]
+        name = "STS-B test sentences"
+    else:
+        from texts import generated
+
+        texts = [t for t in generated(2758, seed=7) if len(t.split()) <= 35]
+        name = "generated sentences"
+    return name, texts[:limit] if limit else texts
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- workers: each runs in its own process and prints one JSON line -------------------
+
+
+def worker_embellama(model: str, texts: list[str], threads: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    from embellama import EmbeddingModel, ModelConfig
+
+    m = EmbeddingModel(ModelConfig(model_path=model, n_threads=threads)).load()
+    t1 = time.perf_counter()
+    m.embed_batch(texts, show_progress_bar=False)
+    t2 = time.perf_counter()
+    return {"load_s": t1 - t0, "embed_s": t2 - t1, "rss_mb": peak_rss_mb()}
+
+
+def worker_st(model: str, texts: list[str], threads: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    import torch
+    from make_model import hf_model_dir
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    st = SentenceTransformer(str(hf_model_dir()), device="cpu")
+    t1 = time.perf_counter()
+    st.encode(texts, batch_size=64, normalize_embeddings=True)
+    t2 = time.perf_counter()
+    return {"load_s": t1 - t0, "embed_s": t2 - t1, "rss_mb": peak_rss_mb()}
+
+
+def run_cli(binary: Path, model: str, texts: list[str], threads: int) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write("\n".join(texts))
+        prompt_file = f.name
+    cmd = [str(binary), "-m", model, "-f", prompt_file, "-c", "512", "-b", "512", "-ub", "512", "-t", str(threads)]
+    cmd += ["--embd-output-format", "array", "--embd-normalize", "2", "--log-disable"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    os.unlink(prompt_file)
+    if proc.returncode != 0:
+        raise RuntimeError(f"llama-embedding failed: {proc.stderr[-2000:]}")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024}
+
+
+WORKERS = {"embellama": worker_embellama, "sentence-transformers": worker_st}
+
+
+def spawn(name: str, model: str, texts_file: str, threads: int) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--texts", texts_file]
+    cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, help="use only the first N texts")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--model", help="GGUF model (default: the F16 test model)")
+    parser.add_argument("--out", type=Path, help="also write the markdown table here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--texts", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
+        print(json.dumps(WORKERS[args.worker](args.model, texts, args.threads)))
+        return 0
+
+    from make_model import ensure_models
+
+    model = args.model or str(ensure_models(verbose=False)["f16"])
+    corpus_name, texts = corpus(args.limit)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+        json.dump(texts, f)
+        texts_file = f.name
+
+    names = ["embellama"]
+    cli = REPO / "embellama" / "_lib" / "cpu" / "bin" / "llama-embedding"
+    if cli.is_file():
+        names.append("llama-embedding")
+    try:
+        import sentence_transformers  # noqa: F401
+
+        names.append("sentence-transformers")
+    except ImportError:
+        pass
+
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for name in names:
+            print(f"round {r + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
+            if name == "llama-embedding":
+                full = run_cli(cli, model, texts, args.threads)
+                fixed = run_cli(cli, model, texts[:1], args.threads)
+                full["embed_s"] = full["wall_s"] - fixed["wall_s"]  # without start-up and load
+                results[name].append(full)
+            else:
+                results[name].append(spawn(name, model, texts_file, args.threads))
+    os.unlink(texts_file)
+
+    base = statistics.median(x["embed_s"] for x in results["embellama"])
+    lines = [
+        f"Corpus: {len(texts)} {corpus_name}; model {Path(model).name}; {args.threads} threads; "
+        f"{args.rounds} rounds, medians; {platform.machine()} {os.cpu_count()} CPUs.",
+        "",
+        "| tool | texts/s | speed vs embellama | peak RSS MB | load s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        embed_s = statistics.median(x["embed_s"] for x in results[name])
+        rss = statistics.median(x["rss_mb"] for x in results[name])
+        load = statistics.median(x.get("load_s", float("nan")) for x in results[name])
+        lines.append(f"| {name} | {len(texts) / embed_s:.1f} | {base / embed_s:.2f} | {rss:.0f} | {load:.2f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
