@@ -269,3 +269,35 @@ def test_token_level_output(minilm_f16):
         np.testing.assert_allclose(single, out[0], atol=1e-5)
         with pytest.raises(ConfigurationError, match="encode"):
             m.encode(["x", "y"])
+
+
+def test_invalid_token_ids_are_an_error_not_a_crash(minilm_f16):
+    from embellama import EmbeddingError
+
+    with Model(minilm_f16) as model:
+        params = ContextParams(n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=1, n_threads=1, pooling="mean")
+        with Context(model, params) as ctx:
+            batch = Batch(64, 1)
+            batch.set_sequences(np.array([101, 10**6, 102], dtype=np.int32), [3])
+            with pytest.raises(EmbeddingError, match="return code -1"):
+                ctx.process(batch)
+            batch.set_sequences(np.array([101, 7592, 102], dtype=np.int32), [3])
+            ctx.process(batch)  # the context is still usable
+            assert ctx.sequence_embeddings(1).shape == (1, 384)
+
+
+def test_interpreter_exits_cleanly_with_live_models(minilm_f16):
+    import subprocess
+    import sys
+
+    code = (
+        "import threading, embellama as e\n"
+        f"m = e.EmbeddingModel(e.ModelConfig(model_path={str(minilm_f16)!r}))\n"
+        "m.embed('left loaded at exit')\n"
+        f"eng = e.EmbeddingEngine([e.ModelConfig(model_path={str(minilm_f16)!r}, model_name='w')])\n"
+        "eng.embed('worker still running at exit')\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "ok"
