@@ -46,8 +46,20 @@ def corpus(limit: int | None) -> tuple[str, list[str]]:
     return name, texts[:limit] if limit else texts
 
 
+def _hwm_mb(pid: int | str = "self") -> float | None:
+    """VmHWM (peak RSS of this process image) from /proc; ru_maxrss would include the parent's."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _hwm_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- workers: each runs in its own process and prints one JSON line -------------------
@@ -85,13 +97,19 @@ def run_cli(binary: Path, model: str, texts: list[str], threads: int) -> dict[st
     cmd = [str(binary), "-m", model, "-f", prompt_file, "-c", "512", "-b", "512", "-ub", "512", "-t", str(threads)]
     cmd += ["--embd-output-format", "array", "--embd-normalize", "2", "--log-disable"]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        peak = 0.0
+        while proc.poll() is None:  # sample the child's own high-water mark until it exits
+            peak = max(peak, _hwm_mb(proc.pid) or 0.0)
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
     os.unlink(prompt_file)
     if proc.returncode != 0:
-        raise RuntimeError(f"llama-embedding failed: {proc.stderr[-2000:]}")
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024}
+        raise RuntimeError(f"llama-embedding failed: {stderr[-2000:]}")
+    return {"wall_s": wall, "rss_mb": peak}
 
 
 WORKERS = {"embellama": worker_embellama, "sentence-transformers": worker_st}
@@ -166,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         embed_s = statistics.median(x["embed_s"] for x in results[name])
         rss = statistics.median(x["rss_mb"] for x in results[name])
         load = statistics.median(x.get("load_s", float("nan")) for x in results[name])
-        lines.append(f"| {name} | {len(texts) / embed_s:.1f} | {base / embed_s:.2f} | {rss:.0f} | {load:.2f} |")
+        load_text = "n/a (CLI)" if load != load else f"{load:.2f}"
+        lines.append(f"| {name} | {len(texts) / embed_s:.1f} | {base / embed_s:.2f} | {rss:.0f} | {load_text} |")
     table = "\n".join(lines)
     print(table)
     if args.out:
