@@ -79,8 +79,9 @@ def worker_embellama(model: str, texts: list[str], threads: int) -> dict[str, fl
 def worker_st(model: str, texts: list[str], threads: int) -> dict[str, float]:
     t0 = time.perf_counter()
     import torch
-    from make_model import hf_model_dir
     from sentence_transformers import SentenceTransformer
+
+    from make_model import hf_model_dir
 
     torch.set_num_threads(threads)
     st = SentenceTransformer(str(hf_model_dir()), device="cpu")

@@ -213,8 +213,7 @@ class EmbeddingModel:
                     self.name,
                     index,
                 )
-            suffix = model.special_tokens.suffix
-            ids = np.concatenate([ids[: limit - len(suffix)], np.asarray(suffix, dtype=np.int32)])
+            ids = truncate_tokens(ids, limit, model.special_tokens.suffix)
         return ids
 
     # -- embeddings -----------------------------------------------------------------
@@ -311,6 +310,14 @@ class EmbeddingModel:
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"
         return f"<EmbeddingModel {self.name!r} {state}>"
+
+
+def truncate_tokens(ids: npt.NDArray[np.int32], limit: int, suffix: Sequence[int]) -> npt.NDArray[np.int32]:
+    """Cut ``ids`` to ``limit`` tokens, keeping the vocabulary's trailing specials ([SEP], EOS)."""
+    if len(ids) <= limit:
+        return ids
+    tail = np.asarray(suffix, dtype=np.int32)
+    return np.concatenate([ids[: limit - len(tail)], tail])
 
 
 def _pack(tokens: Sequence[npt.NDArray[np.int32]], budget: int, max_seqs: int) -> Iterator[list[int]]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_tokenize import HAS_SPECIAL_MARKUP, LLAMA_CPP_WPM_DIVERGES
 
 from embellama import EmbeddingModel, ModelConfig
+from test_tokenize import HAS_SPECIAL_MARKUP, LLAMA_CPP_WPM_DIVERGES
 
 ST_LIMIT = 256
 
