@@ -264,6 +264,13 @@ def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | N
         if lib.lib.ggml_backend_dev_count() == 0:
             raise LibraryError(f"{lib.path}: llama.cpp found no compute backend (no ggml device)")
         lib._route_logs()
+        built_for = (lib.manifest or {}).get("backend", "cpu")
+        if built_for != "cpu" and not any(d["type"] in ("GPU", "IGPU") for d in lib.devices()):
+            lib.warnings.append(
+                f"{lib.path} is a {built_for} build but llama.cpp sees no {built_for} device (no GPU, or "
+                f"its driver is missing; see the 'embellama.llama' log): everything runs on the CPU. "
+                f"Set {ENV_BACKEND}=cpu to use the CPU build"
+            )
         for message in lib.warnings:
             logger.warning("%s", message)
         logger.info("loaded libllama %s from %s (%s)", lib.version, lib.path, lib.source)
