@@ -106,4 +106,5 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".", *MODEL_DEPS)
     out = session.run("python", "tests/make_model.py", silent=True)
     paths = dict(line.split("\t", 1) for line in str(out).splitlines() if "\t" in line)
-    session.run("embellama", "demo", paths["f16"].strip(), env={"EMBELLAMA_LIB": os.environ.get("EMBELLAMA_LIB", "")})
+    env = {"EMBELLAMA_LIB": os.environ.get("EMBELLAMA_LIB", ""), "EMBELLAMA_BACKEND": "cpu"}
+    session.run("embellama", "demo", paths["f16"].strip(), env=env)
