@@ -257,13 +257,13 @@ def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | N
                 )
             return _library
         lib = open_library(path, backend=backend)
+        lib._route_logs()  # first, so that backend start-up messages reach logging too
         lib.lib.llama_backend_init()
         if lib.lib.ggml_backend_dev_count() == 0:
             # A build with GGML_BACKEND_DL: its backends are separate modules.
             lib.lib.ggml_backend_load_all_from_path(str(lib.path.parent).encode())
         if lib.lib.ggml_backend_dev_count() == 0:
             raise LibraryError(f"{lib.path}: llama.cpp found no compute backend (no ggml device)")
-        lib._route_logs()
         built_for = (lib.manifest or {}).get("backend", "cpu")
         if built_for != "cpu" and not any(d["type"] in ("GPU", "IGPU") for d in lib.devices()):
             lib.warnings.append(
