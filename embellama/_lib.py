@@ -147,6 +147,7 @@ class Library:
     warnings: list[str] = field(default_factory=list)
     _callback: Any = None
     _log_partial: list[str] = field(default_factory=list)
+    _preloaded: list[Any] = field(default_factory=list)  # ggml handles kept open with the library
 
     @property
     def backend(self) -> str:
@@ -407,9 +408,9 @@ def _open_checked(file: Path, source: str, cdef: str | None) -> Library:
             "default values, not field by field"
         )
     check_defaults(ffi, str(file), file)
-    library = Library(ffi=ffi, lib=lib, path=file, manifest=manifest, source=source, warnings=warnings)
-    library._preloaded = preloaded  # type: ignore[attr-defined]
-    return library
+    return Library(
+        ffi=ffi, lib=lib, path=file, manifest=manifest, source=source, warnings=warnings, _preloaded=preloaded
+    )
 
 
 def check_symbols(ffi: cffi.FFI, lib: Any, file: Path) -> None:
