@@ -69,7 +69,8 @@ def worker_embellama(model: str, texts: list[str], threads: int) -> dict[str, fl
     t0 = time.perf_counter()
     from embellama import EmbeddingModel, ModelConfig
 
-    m = EmbeddingModel(ModelConfig(model_path=model, n_threads=threads)).load()
+    layers = int(os.environ.get("EMBELLAMA_GPU_LAYERS", "-1"))
+    m = EmbeddingModel(ModelConfig(model_path=model, n_threads=threads, n_gpu_layers=layers)).load()
     t1 = time.perf_counter()
     m.embed_batch(texts, show_progress_bar=False)
     t2 = time.perf_counter()
@@ -97,6 +98,7 @@ def run_cli(binary: Path, model: str, texts: list[str], threads: int) -> dict[st
         prompt_file = f.name
     cmd = [str(binary), "-m", model, "-f", prompt_file, "-c", "512", "-b", "512", "-ub", "512", "-t", str(threads)]
     cmd += ["--embd-output-format", "array", "--embd-normalize", "2", "--log-disable"]
+    cmd += ["-ngl", os.environ.get("EMBELLAMA_GPU_LAYERS", "-1")]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err)
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="use only the first N texts")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--model", help="GGUF model (default: the F16 test model)")
+    parser.add_argument("--backend", default="cpu", help="which build of embellama/_lib/ to measure (cpu, cuda, ...)")
+    parser.add_argument("--gpu-layers", type=int, default=-1, help="layers to offload in GPU builds (-1: all)")
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
@@ -150,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         texts_file = f.name
 
     names = ["embellama"]
-    cli = REPO / "embellama" / "_lib" / "cpu" / "bin" / "llama-embedding"
+    os.environ["EMBELLAMA_BACKEND"] = args.backend  # inherited by the worker processes
+    os.environ["EMBELLAMA_GPU_LAYERS"] = str(args.gpu_layers)
+    cli = REPO / "embellama" / "_lib" / args.backend / "bin" / "llama-embedding"
     if cli.is_file():
         names.append("llama-embedding")
     try:
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = statistics.median(x["embed_s"] for x in results["embellama"])
     lines = [
-        f"Corpus: {len(texts)} {corpus_name}; model {Path(model).name}; {args.threads} threads; "
+        f"Corpus: {len(texts)} {corpus_name}; model {Path(model).name}; {args.backend} build; {args.threads} threads; "
         f"{args.rounds} rounds, medians; {platform.machine()} {os.cpu_count()} CPUs.",
         "",
         "| tool | texts/s | speed vs embellama | peak RSS MB | load s |",
