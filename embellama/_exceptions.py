@@ -65,6 +65,7 @@ class InvalidInputError(EmbellamaError, ValueError):
     """The input text is unusable: not a str, empty, not encodable, or too long."""
 
     def __init__(self, message: str, model_name: str | None = None, index: int | None = None):
+        self.reason = message
         self.model_name = model_name
         self.index = index
         where = f" (input #{index})" if index is not None else ""

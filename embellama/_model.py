@@ -204,7 +204,7 @@ class EmbeddingModel:
         try:
             ids = model.tokenize(text, add_special=True, parse_special=self.config.parse_special)
         except InvalidInputError as exc:
-            raise InvalidInputError(str(exc).split(": ", 1)[-1], self.name, index) from None
+            raise InvalidInputError(exc.reason, self.name, index) from None
         limit = self._max_tokens
         if len(ids) > limit:
             if not truncate:

