@@ -12,6 +12,8 @@ from ._exceptions import ConfigurationError
 
 __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 
+_SPLIT_MODES = ("none", "layer", "row", "tensor")
+
 
 class PoolingStrategy(str, enum.Enum):
     """How token vectors become one vector per text.
@@ -102,6 +104,14 @@ class ModelConfig:
     """CPU threads; default: the number of CPUs this process may use."""
     n_gpu_layers: int = -1
     """Layers to offload to a GPU (-1: all, 0: none); ignored by CPU builds."""
+    main_gpu: int = 0
+    """With ``split_mode="none"``, the GPU (index among the GPUs) that holds the model; -1: none."""
+    split_mode: str = "layer"
+    """How several GPUs share the model: "none" (main_gpu only), "layer", "row" or "tensor"."""
+    tensor_split: tuple[float, ...] | None = None
+    """Share of the model per GPU, e.g. (3, 1); default: by free memory."""
+    offload_kqv: bool = True
+    """Keep the KV cache and attention on the GPU with the offloaded layers."""
     pooling: PoolingStrategy | str | None = None
     """Pooling strategy; default: the one the GGUF metadata names (else MEAN)."""
     normalize: NormalizeSpec = True
@@ -142,6 +152,21 @@ class ModelConfig:
                 raise ConfigurationError(f"{who}: {key} must be a positive int or None, got {value!r}")
         if not isinstance(self.n_gpu_layers, int) or isinstance(self.n_gpu_layers, bool) or self.n_gpu_layers < -1:
             raise ConfigurationError(f"{who}: n_gpu_layers must be an int >= -1, got {self.n_gpu_layers!r}")
+        if isinstance(self.main_gpu, bool) or not isinstance(self.main_gpu, int) or self.main_gpu < -1:
+            raise ConfigurationError(f"{who}: main_gpu must be an int >= -1, got {self.main_gpu!r}")
+        if self.split_mode not in _SPLIT_MODES:
+            raise ConfigurationError(
+                f"{who}: unknown split_mode {self.split_mode!r}; expected one of: {', '.join(_SPLIT_MODES)}"
+            )
+        if self.tensor_split is not None:
+            shares = self.tensor_split
+            ok = isinstance(shares, (tuple, list)) and 0 < len(shares) <= 16
+            ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in shares)
+            if not ok or any(not math.isfinite(x) or x < 0 for x in shares) or sum(shares) <= 0:
+                raise ConfigurationError(
+                    f"{who}: tensor_split must be 1 to 16 non-negative numbers with a positive sum, got {shares!r}"
+                )
+            object.__setattr__(self, "tensor_split", tuple(float(x) for x in shares))
         if self.pooling is not None:
             try:
                 object.__setattr__(self, "pooling", PoolingStrategy.parse(self.pooling))
@@ -151,7 +176,7 @@ class ModelConfig:
             parse_normalization(self.normalize)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{who}: {exc}") from None
-        for key in ("truncate", "use_mmap", "parse_special"):
+        for key in ("truncate", "use_mmap", "parse_special", "offload_kqv"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigurationError(f"{who}: {key} must be a bool, got {getattr(self, key)!r}")
         if self.flash_attn is not None and not isinstance(self.flash_attn, bool):

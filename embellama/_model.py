@@ -75,7 +75,15 @@ class EmbeddingModel:
             return self
         cfg = self.config
         started = time.perf_counter()
-        model = Model(cfg.model_path, n_gpu_layers=cfg.n_gpu_layers, use_mmap=cfg.use_mmap, name=cfg.name)
+        model = Model(
+            cfg.model_path,
+            n_gpu_layers=cfg.n_gpu_layers,
+            main_gpu=cfg.main_gpu,
+            split_mode=cfg.split_mode,
+            tensor_split=cfg.tensor_split,
+            use_mmap=cfg.use_mmap,
+            name=cfg.name,
+        )
         try:
             pooling = self._choose_pooling(model)
             n_ctx = cfg.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
@@ -92,6 +100,7 @@ class EmbeddingModel:
                 n_threads=cfg.n_threads or _cpu_count(),
                 pooling=pooling.native,
                 flash_attn=cfg.flash_attn,
+                offload_kqv=cfg.offload_kqv,
             )
             context = Context(model, params)
         except BaseException:

@@ -11,9 +11,11 @@ abort the process (a ``GGML_ASSERT``) is checked here first and raised as an exc
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from ._exceptions import (
 )
 from ._lib import Library, get_library
 
-__all__ = ["Batch", "Context", "ContextParams", "Model", "SpecialTokens", "quantize"]
+__all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 
 POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 
@@ -54,6 +56,66 @@ class SpecialTokens:
     """Tokens ``tokenize(add_special=True)`` puts after the text."""
 
 
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2, "tensor": 3}
+"""llama.cpp's ``llama_split_mode``: how layers are spread over several GPUs."""
+
+
+@dataclass(frozen=True)
+class ModelLoadOptions:
+    """How a :class:`Model` was asked to load (the GPU placement of its layers)."""
+
+    n_gpu_layers: int = -1
+    """Layers to offload to GPUs: -1 all, 0 none (CPU builds ignore it)."""
+    main_gpu: int = 0
+    """With ``split_mode="none"``: index of the GPU that holds the model (-1: none)."""
+    split_mode: str = "layer"
+    """Over several GPUs: "none" (main_gpu only), "layer", "row" or "tensor"."""
+    tensor_split: tuple[float, ...] | None = None
+    """Share of the model per GPU, e.g. (3, 1); None splits by free memory."""
+    vocab_only: bool = False
+    use_mmap: bool = True
+
+
+def _gpu_devices(library: Library) -> list[dict[str, Any]]:
+    return [d for d in library.devices() if d["type"] in ("GPU", "IGPU")]
+
+
+def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[Any, Any]:
+    """A ``llama_model_params`` for ``opts`` and the C buffers it points to (keep them alive)."""
+    ffi, lib = library.ffi, library.lib
+    if opts.split_mode not in SPLIT_MODES:
+        raise ConfigurationError(
+            f"model {name!r}: unknown split_mode {opts.split_mode!r}; expected one of: {', '.join(SPLIT_MODES)}"
+        )
+    if isinstance(opts.n_gpu_layers, bool) or not isinstance(opts.n_gpu_layers, int) or opts.n_gpu_layers < -1:
+        raise ConfigurationError(f"model {name!r}: n_gpu_layers must be an int >= -1, got {opts.n_gpu_layers!r}")
+    gpus = _gpu_devices(library)
+    if isinstance(opts.main_gpu, bool) or not isinstance(opts.main_gpu, int) or opts.main_gpu < -1:
+        raise ConfigurationError(f"model {name!r}: main_gpu must be an int >= -1, got {opts.main_gpu!r}")
+    if opts.split_mode == "none" and gpus and opts.main_gpu >= len(gpus):
+        names = ", ".join(d["name"] for d in gpus)
+        raise ConfigurationError(f"model {name!r}: main_gpu={opts.main_gpu} but the GPUs are {len(gpus)}: {names}")
+    params = lib.llama_model_default_params()
+    params.n_gpu_layers = opts.n_gpu_layers
+    params.main_gpu = opts.main_gpu
+    params.split_mode = SPLIT_MODES[opts.split_mode]
+    params.vocab_only = bool(opts.vocab_only)
+    if not opts.use_mmap:
+        params.load_mode = lib.LLAMA_LOAD_MODE_NONE
+    keep = None
+    if opts.tensor_split is not None:
+        shares = opts.tensor_split
+        n_max = int(lib.llama_max_devices())
+        if not shares or len(shares) > n_max or any(not math.isfinite(x) or x < 0 for x in shares) or sum(shares) <= 0:
+            raise ConfigurationError(
+                f"model {name!r}: tensor_split must be 1 to {n_max} non-negative shares with a positive sum, "
+                f"got {shares!r}"
+            )
+        keep = ffi.new("float[]", list(shares) + [0.0] * (n_max - len(shares)))
+        params.tensor_split = keep
+    return params, keep
+
+
 class Model:
     """A GGUF model loaded by llama.cpp.
 
@@ -67,6 +129,9 @@ class Model:
         path: str | os.PathLike[str],
         *,
         n_gpu_layers: int = -1,
+        main_gpu: int = 0,
+        split_mode: str = "layer",
+        tensor_split: Sequence[float] | None = None,
         vocab_only: bool = False,
         use_mmap: bool = True,
         name: str | None = None,
@@ -78,14 +143,19 @@ class Model:
         self.name = name or self.path.stem
         if not self.path.is_file():
             raise ModelNotFoundError(str(self.path), self.name)
-        params = lib.llama_model_default_params()
-        params.n_gpu_layers = int(n_gpu_layers)
-        params.vocab_only = bool(vocab_only)
-        if not use_mmap:
-            params.load_mode = lib.LLAMA_LOAD_MODE_NONE
         if not _looks_like_gguf(self.path):
             raise ModelLoadError(str(self.path), "not a GGUF file (bad magic)", self.name)
+        self.load_options = ModelLoadOptions(
+            n_gpu_layers=n_gpu_layers,
+            main_gpu=main_gpu,
+            split_mode=split_mode,
+            tensor_split=None if tensor_split is None else tuple(float(x) for x in tensor_split),
+            vocab_only=vocab_only,
+            use_mmap=use_mmap,
+        )
+        params, keep = _model_params(self._lib, self.load_options, self.name)
         raw = lib.llama_model_load_from_file(os.fsencode(self.path), params)
+        del keep  # llama.cpp copies tensor_split while loading
         if raw == ffi.NULL:
             raise ModelLoadError(
                 str(self.path),
@@ -375,10 +445,30 @@ class ContextParams:
     """llama.cpp pooling: "unspecified" (the model's), "none", "mean", "cls", "last"."""
     flash_attn: bool | None = None
     """None lets llama.cpp decide (on for the CPU)."""
+    offload_kqv: bool = True
+    """Keep the KV cache and attention on the GPU with the offloaded layers."""
     embeddings: bool = True
 
 
 _POOLING_CODES = {name: code for code, name in POOLING_NAMES.items()}
+
+
+def _context_params(library: Library, params: ContextParams) -> Any:
+    """The ``llama_context_params`` for ``params`` (already validated)."""
+    cparams = library.lib.llama_context_default_params()
+    cparams.n_ctx = params.n_ctx
+    cparams.n_batch = params.n_batch
+    cparams.n_ubatch = params.n_ubatch
+    cparams.n_seq_max = params.n_seq_max
+    cparams.n_threads = params.n_threads
+    cparams.n_threads_batch = params.n_threads
+    cparams.embeddings = params.embeddings
+    cparams.pooling_type = _POOLING_CODES[params.pooling]
+    cparams.kv_unified = True
+    if params.flash_attn is not None:
+        cparams.flash_attn_type = 1 if params.flash_attn else 0
+    cparams.offload_kqv = bool(params.offload_kqv)
+    return cparams
 
 
 class Context:
@@ -394,18 +484,7 @@ class Context:
         self.params = params
         self._owner = threading.get_ident()
         _validate_context_params(params, model, self._lib.max_parallel_sequences())
-        cparams = lib.llama_context_default_params()
-        cparams.n_ctx = params.n_ctx
-        cparams.n_batch = params.n_batch
-        cparams.n_ubatch = params.n_ubatch
-        cparams.n_seq_max = params.n_seq_max
-        cparams.n_threads = params.n_threads
-        cparams.n_threads_batch = params.n_threads
-        cparams.embeddings = params.embeddings
-        cparams.pooling_type = _POOLING_CODES[params.pooling]
-        cparams.kv_unified = True
-        if params.flash_attn is not None:
-            cparams.flash_attn_type = 1 if params.flash_attn else 0
+        cparams = _context_params(self._lib, params)
         model_ptr = model._handle()
         raw = lib.llama_init_from_model(model_ptr, cparams)
         if raw == ffi.NULL:
