@@ -44,14 +44,14 @@ def _require_device(session: nox.Session, backend: str) -> None:
             gpus = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.strip()
         if not gpus:
             session.error(
-                "tests(backend='cuda') needs an NVIDIA GPU with its driver: nvidia-smi "
+                "the cuda backend needs an NVIDIA GPU with its driver: nvidia-smi "
                 + ("lists no GPU" if smi else "is not installed")
-                + ". Run tests(backend='cpu') on this machine."
+                + ". Use backend 'cpu' on this machine."
             )
     elif backend == "metal" and sys.platform != "darwin":
-        session.error("tests(backend='metal') needs macOS with Metal; this is " + sys.platform)
+        session.error("the metal backend needs macOS with Metal; this is " + sys.platform)
     elif backend == "vulkan" and not shutil.which("vulkaninfo"):
-        session.error("tests(backend='vulkan') needs a Vulkan driver (vulkaninfo not found)")
+        session.error("the vulkan backend needs a Vulkan driver (vulkaninfo not found)")
 
 
 @nox.session(venv_backend="none")
@@ -79,6 +79,10 @@ def tests(session: nox.Session, backend: str) -> None:
     session.run("python", "tests/make_model.py")
     env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
     session.run("pytest", *(session.posargs or ["-q"]), env=env)
+    if backend != "cpu":
+        # The same texts through the CPU build: the GPU build must agree (exit 1 below cosine 0.999).
+        _build(session, "cpu")
+        session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--min-cos", "0.999")
 
 
 @nox.session
@@ -92,11 +96,22 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Throughput and memory of embellama beside llama.cpp's llama-embedding, as ratios."""
-    _build(session, "cpu", "--with-tools")
+    """Throughput and memory of embellama beside llama.cpp's llama-embedding, as ratios.
+
+    ``nox -s bench -- --backend cuda`` measures a CUDA build (and compares it with the CPU build).
+    """
+    backend = "cpu"
+    if "--backend" in session.posargs:
+        backend = session.posargs[session.posargs.index("--backend") + 1]
+    _require_device(session, backend)
+    _build(session, backend, "--with-tools")
     session.install("-e", ".", *MODEL_DEPS)
     session.run("python", "tests/make_model.py")
     session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
+    if backend != "cpu":
+        _build(session, "cpu")
+        out = f"benchmarks/results/{backend}-vs-cpu.md"
+        session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--out", out)
 
 
 @nox.session

@@ -1,4 +1,4 @@
-"""The GPU test sessions refuse to run (and so to pass) where their device is missing."""
+"""The nox sessions: GPU sessions refuse to run (and so to pass) where their device is missing."""
 
 from __future__ import annotations
 
@@ -17,8 +17,15 @@ class _Stop(Exception):
 
 
 class FakeSession:
-    def __init__(self):
+    def __init__(self, posargs=()):
         self.ran = []
+        self.posargs = list(posargs)
+
+    def install(self, *args, **kwargs):
+        pass
+
+    def commands(self):
+        return [" ".join(map(str, args)) for args in self.ran]
 
     def error(self, message):
         raise _Stop(message)
@@ -64,9 +71,28 @@ def test_metal_session_needs_macos(noxfile, monkeypatch):
 
 def test_cpu_session_builds_then_runs_pytest(noxfile, monkeypatch):
     session = FakeSession()
-    session.posargs = []
-    session.install = lambda *a, **k: None
     noxfile.tests(session, "cpu")
-    commands = [" ".join(map(str, args)) for args in session.ran]
+    commands = session.commands()
     assert "build_llama.py --backend cpu" in commands[0]
     assert commands[-1].startswith("pytest")
+
+
+def test_cuda_session_runs_the_suite_then_compares_with_the_cpu_build(noxfile, monkeypatch):
+    monkeypatch.setattr(noxfile.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    gpu = types.SimpleNamespace(stdout="GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)")
+    monkeypatch.setattr(noxfile.subprocess, "run", lambda *a, **k: gpu)
+    session = FakeSession()
+    noxfile.tests(session, "cuda")
+    commands = session.commands()
+    assert "build_llama.py --backend cuda" in commands[0]
+    pytest_at = next(i for i, c in enumerate(commands) if c.startswith("pytest"))
+    assert "build_llama.py --backend cpu" in commands[pytest_at + 1]
+    assert commands[-1].endswith("compare_backends.py cpu cuda --min-cos 0.999")
+
+
+def test_gpu_bench_refuses_without_the_device(noxfile, monkeypatch):
+    monkeypatch.setattr(noxfile.shutil, "which", lambda name: None)
+    session = FakeSession(["--backend", "cuda"])
+    with pytest.raises(_Stop, match="needs an NVIDIA GPU"):
+        noxfile.bench(session)
+    assert session.ran == []
