@@ -41,14 +41,12 @@ def _worker(args: argparse.Namespace) -> None:
     lib = get_library()
     load_s = time.perf_counter() - t0
     model.embed_batch(texts[:16])  # warm-up: first-call set-up (GPU kernels, graphs) is not throughput
-    times = []
-    for _ in range(args.rounds):
-        t1 = time.perf_counter()
-        vectors = model.embed_batch(texts)
-        times.append(time.perf_counter() - t1)
+    t1 = time.perf_counter()
+    vectors = model.embed_batch(texts)
+    embed_s = time.perf_counter() - t1
     np.save(args.save, vectors)
     devices = [d["name"] for d in lib.devices()]
-    info = {"backend": lib.backend, "path": str(lib.path), "devices": devices, "load_s": load_s, "embed_s": times}
+    info = {"backend": lib.backend, "path": str(lib.path), "devices": devices, "load_s": load_s, "embed_s": embed_s}
     print(json.dumps(info))
 
 
@@ -63,7 +61,6 @@ def _run_build(build: str, args: argparse.Namespace, texts_file: Path, save: Pat
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, __file__, "--worker", "--texts", str(texts_file), "--save", str(save)]
     cmd += ["--model", args.model, "--threads", str(args.threads), "--gpu-layers", str(args.gpu_layers)]
-    cmd += ["--rounds", str(args.rounds)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"build {build!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -74,22 +71,23 @@ def _run_build(build: str, args: argparse.Namespace, texts_file: Path, save: Pat
 def compare(args: argparse.Namespace) -> dict[str, object]:
     """Run every build and return the report (also written as markdown and JSON)."""
     name, texts = corpus(args.limit)
-    rows = []
+    runs: list[list[dict[str, object]]] = [[] for _ in args.builds]
     with tempfile.TemporaryDirectory() as tmp:
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(texts), encoding="utf-8")
-        vectors = []
-        for i, build in enumerate(args.builds):
-            print(f"[{i + 1}/{len(args.builds)}] {build}: {len(texts)} texts", file=sys.stderr, flush=True)
-            save = Path(tmp) / f"{i}.npy"
-            info = _run_build(build, args, texts_file, save)
-            vectors.append(np.load(save))
-            rows.append({"build": build, **info})
+        for r in range(args.rounds):  # rounds interleave the builds, so machine noise hits all alike
+            for i, build in enumerate(args.builds):
+                print(f"round {r + 1}/{args.rounds}: {build} ({len(texts)} texts)", file=sys.stderr, flush=True)
+                runs[i].append(_run_build(build, args, texts_file, Path(tmp) / f"{i}.npy"))
+        vectors = [np.load(Path(tmp) / f"{i}.npy") for i in range(len(args.builds))]
+    rows: list[dict[str, object]] = []
     ref = vectors[0]
-    for row, vec in zip(rows, vectors, strict=True):
+    for build, results, vec in zip(args.builds, runs, vectors, strict=True):
         cos = np.sum(ref * vec, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(vec, axis=1))
-        row["cos_min"], row["cos_mean"] = float(cos.min()), float(cos.mean())
-        row["texts_per_s"] = len(texts) / statistics.median(row["embed_s"])  # type: ignore[arg-type]
+        row = {**results[-1], "build": build, "cos_min": float(cos.min()), "cos_mean": float(cos.mean())}
+        row["load_s"] = statistics.median(float(x["load_s"]) for x in results)  # type: ignore[arg-type]
+        row["texts_per_s"] = len(texts) / statistics.median(float(x["embed_s"]) for x in results)  # type: ignore[arg-type]
+        rows.append(row)
     base = float(rows[0]["texts_per_s"])  # type: ignore[arg-type]
     for row in rows:
         row["speed_ratio"] = float(row["texts_per_s"]) / base  # type: ignore[arg-type]
@@ -98,6 +96,7 @@ def compare(args: argparse.Namespace) -> dict[str, object]:
         "n_texts": len(texts),
         "model": Path(args.model).name,
         "threads": args.threads,
+        "rounds": args.rounds,
         "gpu_layers": args.gpu_layers,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "min_cos": args.min_cos,
@@ -112,7 +111,8 @@ def markdown(report: dict[str, object]) -> str:
         f"# Backends compared: {report['corpus']} ({report['n_texts']} texts), {report['model']}",
         "",
         f"Machine: {report['machine']}; n_threads {report['threads']}, n_gpu_layers {report['gpu_layers']}. "
-        "Speed is the median embedding time after a warm-up, as a ratio to the first build; "
+        f"Speed: median of {report['rounds']} interleaved rounds, each a fresh process timed after a warm-up, "
+        "as a ratio to the first build; "
         "cosine is to the first build's vectors.",
         "",
         "| build | backend | devices | texts/s | speed vs first | load s | min cos | mean cos |",
@@ -121,7 +121,7 @@ def markdown(report: dict[str, object]) -> str:
     for r in report["rows"]:  # type: ignore[attr-defined]
         lines.append(
             f"| {r['build']} | {r['backend']} | {', '.join(r['devices'])} | {r['texts_per_s']:.0f} | "
-            f"{r['speed_ratio']:.2f} | {r['load_s']:.2f} | {r['cos_min']:.7f} | {r['cos_mean']:.7f} |"
+            f"{r['speed_ratio']:.2f} | {r['load_s']:.2f} | {r['cos_min']:.8f} | {r['cos_mean']:.8f} |"
         )
     verdict = "all at or above" if report["ok"] else "BELOW"
     lines += ["", f"Minimum cosine {verdict} the threshold {report['min_cos']}.", ""]
