@@ -93,6 +93,12 @@ _LIB_NAME_RE = re.compile(r"^(?:lib)?([A-Za-z0-9_+-]+?)(?:\.\d+)*\.(?:so|dylib|d
 _PROGRESS_RE = re.compile(r"^\[\s*(\d+)/(\d+)\s*\]|^\[\s*(\d+)%\]")
 _CUDA_ARCH_ITEM_RE = re.compile(r"^(?:[0-9]{2,3}[af]?(?:-real|-virtual)?|native|all|all-major)$")
 
+# On CPUs with Intel AMX (Sapphire Rapids and newer) -march=native compiles ggml's AMX
+# kernels, which crash in ggml_backend_amx_mul_mat on quantized weights (Q8_0 MiniLM
+# here; llama.cpp issue 20824). Native x86-64 builds leave them out; the other AVX-512
+# and VNNI kernels stay.
+NO_AMX_FLAGS = ("-mno-amx-tile", "-mno-amx-int8", "-mno-amx-bf16")
+
 
 # --------------------------------------------------------------------------- errors
 
@@ -211,6 +217,8 @@ def cmake_options(
     extra: Sequence[str] = (),
     build_commit: str | None = None,
     system: str | None = None,
+    no_amx: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The ``-D`` options for configuring llama.cpp.
 
@@ -218,6 +226,8 @@ def cmake_options(
     ``build_commit`` is baked into libllama as LLAMA_COMMIT (useful for sources
     without ``.git``).  ``system`` is ``platform.system()`` unless given; on macOS,
     where ggml turns Metal on by default, non-metal backends switch it off.
+    ``no_amx`` adds :data:`NO_AMX_FLAGS` to the C and C++ flags, after any
+    ``$CFLAGS``/``$CXXFLAGS`` in ``environ`` (see :func:`compiler_can_drop_amx`).
     ``extra`` is appended last, so it overrides anything before it.
     """
     if backend not in BACKENDS:
@@ -246,6 +256,11 @@ def cmake_options(
         # Explicit either way: ggml's own default flips to OFF when SOURCE_DATE_EPOCH is set.
         "-DGGML_NATIVE=" + ("OFF" if portable else "ON"),
     ]
+    if no_amx and not portable:
+        env = os.environ if environ is None else environ
+        for lang, var in (("C", "CFLAGS"), ("CXX", "CXXFLAGS")):
+            flags = [*shlex.split(env.get(var, "")), *NO_AMX_FLAGS]
+            opts.append(f"-DCMAKE_{lang}_FLAGS={' '.join(flags)}")
     if build_commit:
         opts.append(f"-DLLAMA_BUILD_COMMIT={build_commit}")
     if backend == "cuda":
@@ -287,6 +302,31 @@ def configure_command(
 
 def build_command(build_dir: Path, targets: Sequence[str], jobs: int) -> list[str]:
     return ["cmake", "--build", str(build_dir), "--target", *targets, "-j", str(jobs)]
+
+
+def compiler_can_drop_amx(environ: Mapping[str, str] | None = None, machine: str | None = None) -> bool:
+    """Whether a native build here should get :data:`NO_AMX_FLAGS`.
+
+    True on x86-64 (not Windows, where ggml uses MSVC's own flags) when the C compiler
+    (``$CC`` or ``cc``) accepts them; a compiler that does not know AMX cannot emit it.
+    """
+    env = os.environ if environ is None else environ
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64") or platform.system() == "Windows":
+        return False
+    compiler = shlex.split(env.get("CC", "")) or ["cc"]
+    if shutil.which(compiler[0]) is None:
+        return False
+    try:
+        proc = subprocess.run(
+            [*compiler, *NO_AMX_FLAGS, "-E", "-x", "c", os.devnull],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
 
 
 def detect_cuda_arch() -> str | None:
@@ -1323,8 +1363,9 @@ class Plan:
 def make_plan(args: argparse.Namespace) -> Plan:
     """Work out paths, options and commands from the arguments.
 
-    Writes nothing and fetches nothing; only a real (not --dry-run) cuda build without
-    --cuda-arch runs ``nvidia-smi``.
+    Writes nothing and fetches nothing; it asks the C compiler whether it knows the
+    AMX flags, and only a real (not --dry-run) cuda build without --cuda-arch runs
+    ``nvidia-smi``.
     """
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser().resolve()
     cached = cached_source_dir(cache_dir)
@@ -1381,6 +1422,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         with_tools=args.with_tools,
         extra=(),
         build_commit=build_commit,
+        no_amx=not args.portable and compiler_can_drop_amx(),
     )
     if args.with_tools:
         options.append(f"-DCMAKE_PROJECT_INCLUDE={build_dir / RPATH_INCLUDE_NAME}")

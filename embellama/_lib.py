@@ -192,6 +192,16 @@ class Library:
             )
         return out
 
+    @property
+    def has_amx_kernels(self) -> bool:
+        """Whether the CPU backend was compiled with ggml's AMX kernels.
+
+        They crash the process on quantized weights (llama.cpp issue 20824), so models
+        loaded through embellama then keep their weights out of llama.cpp's extra CPU
+        buffer types (AMX and weight repacking).
+        """
+        return "AMX_INT8 = 1" in self.system_info()
+
     def supports_gpu_offload(self) -> bool:
         """Whether llama.cpp can offload layers to a device."""
         return bool(self.lib.llama_supports_gpu_offload())
@@ -271,6 +281,12 @@ def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | N
                 f"{lib.path} is a {built_for} build but llama.cpp sees no {built_for} device (no GPU, or "
                 f"its driver is missing; see the 'embellama.llama' log): everything runs on the CPU. "
                 f"Set {ENV_BACKEND}=cpu to use the CPU build"
+            )
+        if lib.has_amx_kernels:
+            lib.warnings.append(
+                f"{lib.path} has ggml's AMX kernels, which crash on quantized weights (llama.cpp issue "
+                "20824): embellama loads models without llama.cpp's extra CPU buffer types (AMX, weight "
+                "repacking). build_llama.py builds without AMX"
             )
         for message in lib.warnings:
             logger.warning("%s", message)

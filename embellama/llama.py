@@ -100,6 +100,8 @@ def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[
     params.main_gpu = opts.main_gpu
     params.split_mode = SPLIT_MODES[opts.split_mode]
     params.vocab_only = bool(opts.vocab_only)
+    if library.has_amx_kernels:
+        params.use_extra_bufts = False  # keeps weights out of the AMX buffer type (see Library)
     if not opts.use_mmap:
         params.load_mode = lib.LLAMA_LOAD_MODE_NONE
     keep = None

@@ -137,6 +137,35 @@ def test_extra_args_come_last_and_build_commit_is_passed() -> None:
     assert "-DLLAMA_BUILD_COMMIT=0c1e5709" in got
 
 
+def test_native_x86_builds_leave_out_the_amx_kernels() -> None:
+    no_amx = " ".join(bl.NO_AMX_FLAGS)
+    got = defines(opts("cpu", no_amx=True, environ={}))
+    assert got["CMAKE_C_FLAGS"] == got["CMAKE_CXX_FLAGS"] == no_amx
+    # the user's own flags are kept, ahead of ours
+    got = defines(opts("cuda", no_amx=True, environ={"CFLAGS": "-O2 -g", "CXXFLAGS": "-pipe"}))
+    assert (got["CMAKE_C_FLAGS"], got["CMAKE_CXX_FLAGS"]) == (f"-O2 -g {no_amx}", f"-pipe {no_amx}")
+    # portable builds do not turn AMX on in the first place; --cmake-arg still wins
+    assert "CMAKE_C_FLAGS" not in defines(opts("cpu", portable=True, no_amx=True, environ={}))
+    got = opts("cpu", no_amx=True, environ={}, extra=["-DCMAKE_C_FLAGS=-mamx-int8"])
+    assert got[-1] == "-DCMAKE_C_FLAGS=-mamx-int8"
+
+
+def test_compiler_can_drop_amx_only_on_x86_64() -> None:
+    assert bl.compiler_can_drop_amx({}, machine="aarch64") is False
+    assert bl.compiler_can_drop_amx({"CC": "/nonexistent/cc"}, machine="x86_64") is False
+
+
+@needs_cc
+def test_compiler_can_drop_amx_asks_the_compiler() -> None:
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("x86-64 only")
+    assert bl.compiler_can_drop_amx({"CC": str(CC)}) is True
+    # a compiler that rejects the flags (here: a script that always fails) gets none
+    assert bl.compiler_can_drop_amx({"CC": "false"}) is False
+
+
 def test_build_dir_names() -> None:
     assert bl.build_dir_name("cpu") == bl.LLAMA_CPP_COMMIT[:12] + "-cpu"
     assert bl.build_dir_name("cuda", True, True).endswith("-cuda-portable-tools")
@@ -180,6 +209,7 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bl, "pip_download_sdist", forbidden)
     monkeypatch.setattr(bl, "detect_cuda_arch", forbidden)
     monkeypatch.setattr(bl, "run_step", forbidden)
+    monkeypatch.setattr(bl, "compiler_can_drop_amx", lambda *a, **k: True)  # it runs `cc -E`
 
 
 def dry(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> str:
@@ -207,6 +237,7 @@ def test_dry_run_cpu_prints_commands(capsys: pytest.CaptureFixture[str], tmp_pat
     out = dry(capsys, tmp_path, "--jobs", "3", "--prefix", str(tmp_path / "p"))
     got = option_lines(out)
     assert got[: len(COMMON_OFF) + 1] == [*COMMON_OFF, "-DGGML_NATIVE=ON"]
+    assert defines(got)["CMAKE_CXX_FLAGS"].endswith(" ".join(bl.NO_AMX_FLAGS))
     assert "would pip download llama-cpp-python==0.3.36" in out
     assert "cmake -S " in out and " -DLLAMA_BUILD_TOOLS=OFF" in out
     assert "--target llama -j 3" in out

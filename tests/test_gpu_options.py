@@ -35,6 +35,17 @@ def test_model_params_defaults_offload_everything(library):
     assert params.vocab_only is False
 
 
+def test_builds_with_amx_kernels_keep_weights_out_of_extra_buffers(library, monkeypatch):
+    # ggml's AMX kernels crash on quantized weights (llama.cpp #20824): a library that has
+    # them loads models without the extra CPU buffer types; others keep them (repacking).
+    assert _model_params(library, ModelLoadOptions(), "m")[0].use_extra_bufts is not library.has_amx_kernels
+    monkeypatch.setattr(library, "system_info", lambda: "CPU : AVX512 = 1 | AMX_INT8 = 1 | OPENMP = 1 |")
+    assert library.has_amx_kernels
+    assert _model_params(library, ModelLoadOptions(), "m")[0].use_extra_bufts is False
+    monkeypatch.setattr(library, "system_info", lambda: "CPU : AVX512 = 1 | OPENMP = 1 |")
+    assert _model_params(library, ModelLoadOptions(), "m")[0].use_extra_bufts is True
+
+
 @pytest.mark.parametrize("offload_kqv", [True, False])
 def test_context_params_carry_offload_kqv(library, offload_kqv):
     params = ContextParams(n_ctx=64, n_batch=64, n_ubatch=64, n_seq_max=4, n_threads=1, offload_kqv=offload_kqv)

@@ -226,6 +226,32 @@ def test_real_model_metadata(library, minilm_f16):
         assert model.size < minilm_f16.stat().st_size
 
 
+_EMBED_Q8 = """
+import sys
+import numpy as np
+from embellama import EmbeddingModel, ModelConfig
+texts = ["The cat sat on the mat.", "Markets rallied on Friday.", "Dogs are loyal animals."]
+out = [EmbeddingModel(ModelConfig(model_path=p, n_threads=2)).embed_batch(texts) for p in sys.argv[1:3]]
+print(float(np.min((out[0] * out[1]).sum(1))))
+"""
+
+
+def test_quantized_model_embeds_without_crashing_the_process(library, minilm_f16, minilm_q8):
+    # A native build on a CPU with AMX once compiled ggml's AMX kernels, which segfault on
+    # Q8_0 weights; run in a child so a crash is a failed test, not a dead test run.
+    proc = subprocess.run(
+        [sys.executable, "-c", _EMBED_Q8, str(minilm_q8), str(minilm_f16)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert float(proc.stdout.strip().splitlines()[-1]) > 0.99
+    if library.manifest is not None:  # a build of build_llama.py: no AMX kernels at all
+        assert not library.has_amx_kernels, library.system_info()
+
+
 def test_library_reports_backend_and_devices(library):
     assert library.backend == "cpu"
     devices = library.devices()
