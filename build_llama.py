@@ -119,12 +119,13 @@ class StepFailed(BuildError):
         self.step = step
         self.returncode = returncode
         self.log = log
+        self.hint = ""
 
     def report(self, lines: int = LOG_TAIL_LINES) -> str:
         tail = log_tail(self.log, lines)
         failed = f"step {self.step!r} failed (exit {self.returncode})"
         head = f"{PREFIX}: {failed}; last {lines} lines of {self.log}:"
-        return head + "\n" + "\n".join(tail)
+        return head + "\n" + "\n".join(tail) + (f"\n{PREFIX}: hint: {self.hint}" if self.hint else "")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -327,6 +328,70 @@ def compiler_can_drop_amx(environ: Mapping[str, str] | None = None, machine: str
     except (OSError, subprocess.SubprocessError):
         return False
     return proc.returncode == 0
+
+
+def _has_cublas(folder: Path) -> bool:
+    return any(folder.glob("libcublas.so*")) or any(folder.glob("cublas64_*.dll")) or (folder / "cublas.lib").exists()
+
+
+def cuda_toolkit_lib_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Folders where a CUDA toolkit (or the system) keeps its libraries."""
+    env = os.environ if environ is None else environ
+    roots = [Path(env[k]) for k in ("CUDAToolkit_ROOT", "CUDA_PATH", "CUDA_HOME") if env.get(k)]
+    roots.append(Path("/usr/local/cuda"))
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        roots.append(Path(nvcc).resolve().parent.parent)
+    dirs = [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib/aarch64-linux-gnu"), Path("/usr/lib64")]
+    for root in roots:
+        dirs += [root / "lib64", root / "lib", root / "lib" / "x64", *sorted(root.glob("targets/*/lib"))]
+    return dirs
+
+
+@dataclasses.dataclass(frozen=True)
+class PipCublas:
+    """cuBLAS from NVIDIA's pip wheels (nvidia-cublas for CUDA 13, nvidia-cublas-cu12 for 12)."""
+
+    include: Path
+    cublas: Path
+    cublas_lt: Path
+
+    def cmake_options(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The options that point FindCUDAToolkit's CUDA::cublas targets at the wheel."""
+        env = os.environ if environ is None else environ
+        cuda_flags = [*shlex.split(env.get("CUDAFLAGS", "")), f"-I{self.include}"]
+        return [
+            f"-DCUDA_cublas_LIBRARY={self.cublas}",
+            f"-DCUDA_cublasLt_LIBRARY={self.cublas_lt}",
+            f"-DCMAKE_CUDA_FLAGS={shlex.join(cuda_flags)}",
+        ]
+
+
+def find_pip_cublas(
+    search_path: Sequence[str] | None = None,
+    toolkit_lib_dirs: Sequence[Path] | None = None,
+) -> PipCublas | None:
+    """cuBLAS from a pip wheel on ``search_path`` (``sys.path``), when the toolkit has none.
+
+    CUDA toolkits assembled from NVIDIA's pip wheels (nvcc, cudart, ...) often lack
+    cuBLAS, which ggml-cuda links; its wheel ships only ``libcublas.so.<major>``, which
+    CMake's FindCUDAToolkit does not look for. None when the toolkit has cuBLAS or no
+    wheel is installed.
+    """
+    lib_dirs = cuda_toolkit_lib_dirs() if toolkit_lib_dirs is None else toolkit_lib_dirs
+    if any(_has_cublas(d) for d in lib_dirs if d.is_dir()):
+        return None
+    for entry in sys.path if search_path is None else search_path:
+        nvidia = Path(entry or ".") / "nvidia"
+        if not nvidia.is_dir():
+            continue
+        for pkg in [*sorted(nvidia.glob("cu[0-9]*"), reverse=True), nvidia / "cublas"]:
+            include, lib = pkg / "include", pkg / "lib"
+            cublas = sorted(lib.glob("libcublas.so.*"))
+            cublas_lt = sorted(lib.glob("libcublasLt.so.*"))
+            if (include / "cublas_v2.h").is_file() and cublas and cublas_lt:
+                return PipCublas(include.resolve(), cublas[0].resolve(), cublas_lt[0].resolve())
+    return None
 
 
 def detect_cuda_arch() -> str | None:
@@ -1424,6 +1489,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
         build_commit=build_commit,
         no_amx=not args.portable and compiler_can_drop_amx(),
     )
+    if args.backend == "cuda":
+        cublas = find_pip_cublas()
+        if cublas is not None:
+            options += cublas.cmake_options()
+            note = f"{note + '; ' if note else ''}cuBLAS from a pip wheel: {cublas.cublas}"
     if args.with_tools:
         options.append(f"-DCMAKE_PROJECT_INCLUDE={build_dir / RPATH_INCLUDE_NAME}")
     options.extend(args.cmake_arg)
@@ -1545,13 +1615,22 @@ def _build(plan: Plan, args: argparse.Namespace, started: float) -> int:
         else:
             prepare_reconfigure(build_dir, stamp)
             say(f"configure running ({reason})")
-            run_step(
-                "configure",
-                plan.configure_cmd,
-                fresh_log(logs / "configure.log"),
-                verbose=args.verbose,
-                progress=True,
-            )
+            try:
+                run_step(
+                    "configure",
+                    plan.configure_cmd,
+                    fresh_log(logs / "configure.log"),
+                    verbose=args.verbose,
+                    progress=True,
+                )
+            except StepFailed as exc:
+                if plan.backend == "cuda" and "cublas" in "\n".join(log_tail(exc.log, 200)).lower():
+                    exc.hint = (
+                        "ggml-cuda links cuBLAS, which this CUDA toolkit lacks: install it with the toolkit, or "
+                        "`pip install nvidia-cublas` (CUDA 13; nvidia-cublas-cu12 for CUDA 12) into the Python "
+                        "that runs build_llama.py, which then finds it"
+                    )
+                raise
             write_json_atomic(build_dir / STAMP_NAME, stamp)
             t.detail = f"{plan.generator or 'default generator'}, {len(plan.options)} options"
 

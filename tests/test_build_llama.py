@@ -210,6 +210,7 @@ def no_side_effects(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bl, "detect_cuda_arch", forbidden)
     monkeypatch.setattr(bl, "run_step", forbidden)
     monkeypatch.setattr(bl, "compiler_can_drop_amx", lambda *a, **k: True)  # it runs `cc -E`
+    monkeypatch.setattr(bl, "find_pip_cublas", lambda *a, **k: None)  # whatever this machine has
 
 
 def dry(capsys: pytest.CaptureFixture[str], tmp_path: Path, *argv: str) -> str:
@@ -644,6 +645,63 @@ def test_main_reports_a_failing_step(
     assert f"build_llama: step 'configure' failed (exit 3); last 40 lines of {log}:" in err
     assert "boom" in err
     assert not (tmp_path / "p" / "manifest.json").exists()
+
+
+def test_main_hints_at_cublas_when_a_cuda_configure_misses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = fake_tree(tmp_path)
+    failing = [sys.executable, "-c", "import sys; print('target CUDA::cublas was not found'); sys.exit(1)"]
+    monkeypatch.setattr(bl, "configure_command", lambda *a: failing)
+    monkeypatch.setattr(bl.shutil, "which", lambda name, **kw: "/usr/bin/cmake" if name == "cmake" else None)
+    monkeypatch.setattr(bl, "find_pip_cublas", lambda *a, **k: None)
+    argv = ["--source", str(src), "--build-dir", str(tmp_path / "b"), "--prefix", str(tmp_path / "p")]
+    assert bl.main([*argv, "--backend", "cuda", "--cuda-arch", "90"]) == 1
+    assert "hint: ggml-cuda links cuBLAS" in capsys.readouterr().err
+    assert bl.main([*argv, "--backend", "vulkan", "--build-dir", str(tmp_path / "v")]) == 1
+    assert "hint:" not in capsys.readouterr().err
+
+
+def _fake_cublas_wheel(site: Path, package: str) -> Path:
+    pkg = site / "nvidia" / package
+    (pkg / "include").mkdir(parents=True)
+    (pkg / "include" / "cublas_v2.h").write_text("")
+    (pkg / "lib").mkdir()
+    for name in ("libcublas.so.13", "libcublasLt.so.13", "libnvblas.so.13"):
+        (pkg / "lib" / name).write_text("")
+    return pkg.resolve()
+
+
+def test_find_pip_cublas_when_the_toolkit_has_none(tmp_path: Path) -> None:
+    toolkit = tmp_path / "cuda" / "lib64"
+    toolkit.mkdir(parents=True)
+    (toolkit / "libcudart.so.13").write_text("")
+    site = tmp_path / "site"
+    pkg = _fake_cublas_wheel(site, "cu13")
+    found = bl.find_pip_cublas([str(tmp_path / "empty"), str(site)], [toolkit, tmp_path / "missing"])
+    assert found == bl.PipCublas(pkg / "include", pkg / "lib" / "libcublas.so.13", pkg / "lib" / "libcublasLt.so.13")
+    assert found.cmake_options({"CUDAFLAGS": "-lineinfo"}) == [
+        f"-DCUDA_cublas_LIBRARY={pkg / 'lib' / 'libcublas.so.13'}",
+        f"-DCUDA_cublasLt_LIBRARY={pkg / 'lib' / 'libcublasLt.so.13'}",
+        f"-DCMAKE_CUDA_FLAGS=-lineinfo -I{pkg / 'include'}",
+    ]
+    # a toolkit with its own cuBLAS is left to CMake; no wheel, nothing found
+    (toolkit / "libcublas.so.13").write_text("")
+    assert bl.find_pip_cublas([str(site)], [toolkit]) is None
+    assert bl.find_pip_cublas([str(tmp_path / "empty")], [tmp_path / "missing"]) is None
+
+
+def test_dry_run_cuda_uses_a_pip_cublas(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = _fake_cublas_wheel(tmp_path / "site", "cu13")
+    monkeypatch.setattr(bl, "compiler_can_drop_amx", lambda *a, **k: False)
+    monkeypatch.setattr(bl, "cuda_toolkit_lib_dirs", lambda *a, **k: [])
+    monkeypatch.setattr(bl.sys, "path", [str(tmp_path / "site")])
+    out = dry(capsys, tmp_path, "--backend", "cuda", "--cuda-arch", "90")
+    got = defines(option_lines(out))
+    assert got["CUDA_cublas_LIBRARY"] == str(pkg / "lib" / "libcublas.so.13")
+    assert "cuBLAS from a pip wheel" in out
 
 
 def test_run_step_shows_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
