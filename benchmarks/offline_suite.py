@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import lzma
 import os
 import shutil
 import subprocess
@@ -36,7 +37,12 @@ DEFAULT_DIR = REPO / ".offline"
 TRANSFER_LIMIT = 64 * 2**20  # what one transfer may carry
 WHEELS = ("cffi==2.0.0", "pycparser==3.0")
 # Left out of the llama.cpp source: nothing the libraries, llama-embedding or the converter need.
-SOURCE_SKIP = ("docs", "media", "benches", "tests", "tools/ui", "tools/server/public", ".git")
+# Left out as well: the ggml backends that build_llama.py does not build.
+_UNUSED_BACKENDS = ("cann", "et", "hexagon", "opencl", "openvino", "sycl", "virtgpu", "webgpu", "zdnn")
+SOURCE_SKIP = (
+    *("docs", "media", "benches", "tests", "tools/ui", "tools/server/public", ".git"),
+    *(f"ggml/src/ggml-{b}" for b in _UNUSED_BACKENDS),
+)
 
 
 def _say(message: str) -> None:
@@ -111,7 +117,8 @@ def pack(args: argparse.Namespace) -> int:
     models = make_model.ensure_models(verbose=False)
     cache = test_dir / "cache"
     (cache / "models").mkdir(parents=True)
-    shutil.copy2(models["f16"], cache / "models" / models["f16"].name)  # Q8_0 is made there from it
+    with open(models["f16"], "rb") as src, lzma.open(cache / "models" / (models["f16"].name + ".xz"), "wb") as dst:
+        shutil.copyfileobj(src, dst, 2**20)  # Q8_0 is made there from it
     # The references the suite compares with, computed here by sentence-transformers.
     conftest._reference(conftest.varied_texts(), "varied")
     if conftest.STS_FILE.is_file():
@@ -120,15 +127,17 @@ def pack(args: argparse.Namespace) -> int:
         shutil.copy2(conftest.STS_FILE, test_dir / "sts-test.csv")
     shutil.copytree(make_model.cache_dir() / "reference", cache / "reference", ignore=shutil.ignore_patterns("*.tmp*"))
     hf = make_model.hf_model_dir()
-    shutil.copytree(hf, test_dir / "hf", ignore=shutil.ignore_patterns("model.safetensors", "*.bin", "onnx", "openvino"))
+    shutil.copytree(hf, test_dir / "hf", ignore=shutil.ignore_patterns("model.safetensors", "*.bin", "onnx"))
     digest = make_model._sha256(hf / "model.safetensors")
     (test_dir / "hf" / "model.safetensors.sha256").write_text(digest + "\n", encoding="ascii")
 
-    sizes = {"build": _size(build_dir), "test": _size(test_dir)}
-    (root / "bundle.json").write_text(json.dumps({"weights_key": digest[:12], "sizes": sizes}, indent=1))
+    (test_dir / "bundle.json").write_text(json.dumps({"weights_key": digest[:12]}))
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=False).stdout
+    repo = sum(_size(REPO / name) for name in tracked.decode().split("\0") if name and (REPO / name).is_file())
+    sizes = {"build": _size(build_dir), "test": _size(test_dir), "build + test": _size(build_dir) + _size(test_dir)}
     for name, size in sizes.items():
-        verdict = "fits" if size + _size(REPO / "embellama") < TRANSFER_LIMIT else "too large for one 64 MiB transfer"
-        _say(f"{root / name}: {size / 2**20:.1f} MiB ({verdict})")
+        verdict = "fits in" if size + repo < TRANSFER_LIMIT else "is over"
+        _say(f"{name}: {size / 2**20:.1f} MiB; with the checkout it {verdict} one 64 MiB transfer")
     _say(f"packed in {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -178,7 +187,12 @@ def test(args: argparse.Namespace) -> int:
         cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--target", str(site)]
         if _run([*cmd, *wheels]) != 0:
             return 1
-    bundle = json.loads((root / "bundle.json").read_text())
+    bundle = json.loads((root / "test" / "bundle.json").read_text())
+    for packed in (root / "test" / "cache" / "models").glob("*.gguf.xz"):
+        model = packed.with_suffix("")
+        if not model.is_file():
+            with lzma.open(packed) as src, open(model, "wb") as dst:
+                shutil.copyfileobj(src, dst, 2**20)
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(REPO), str(site), os.environ.get("PYTHONPATH", "")]),
@@ -197,14 +211,10 @@ def test(args: argparse.Namespace) -> int:
         ("pytest", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={results / 'junit.xml'}"]),
     ]
     if args.backend != "cpu":
-        steps.append(
-            ("compare", [py, "benchmarks/compare_backends.py", "cpu", args.backend, "--min-cos", "0.999"]
-             + ["--out", str(results / f"{args.backend}-vs-cpu.md")])
-        )  # fmt: skip
-    steps.append(
-        ("bench", [py, "benchmarks/bench_throughput.py", "--backend", args.backend, "--rounds", str(args.rounds)]
-         + ["--out", str(results / f"bench-{args.backend}.md")])
-    )  # fmt: skip
+        compare = [py, "benchmarks/compare_backends.py", "cpu", args.backend, "--min-cos", "0.999"]
+        steps.append(("compare", [*compare, "--out", str(results / f"{args.backend}-vs-cpu.md")]))
+    bench = [py, "benchmarks/bench_throughput.py", "--backend", args.backend, "--rounds", str(args.rounds)]
+    steps.append(("bench", [*bench, "--out", str(results / f"bench-{args.backend}.md")]))
     summary = {"weights_key": bundle["weights_key"], "backend": args.backend, "steps": {}}
     failed = 0
     for name, cmd in steps:
