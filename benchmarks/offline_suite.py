@@ -125,7 +125,8 @@ def pack(args: argparse.Namespace) -> int:
         s1, s2, _ = conftest.read_sts()
         conftest._reference(s1 + s2, "sts", modes="")
         shutil.copy2(conftest.STS_FILE, test_dir / "sts-test.csv")
-    shutil.copytree(make_model.cache_dir() / "reference", cache / "reference", ignore=shutil.ignore_patterns("*.tmp*"))
+    references = make_model.cache_dir() / "reference"  # where conftest keeps them
+    shutil.copytree(references, cache / "models" / "reference", ignore=shutil.ignore_patterns("*.tmp*"))
     hf = make_model.hf_model_dir()
     shutil.copytree(hf, test_dir / "hf", ignore=shutil.ignore_patterns("model.safetensors", "*.bin", "onnx"))
     digest = make_model._sha256(hf / "model.safetensors")
@@ -188,19 +189,24 @@ def test(args: argparse.Namespace) -> int:
         if _run([*cmd, *wheels]) != 0:
             return 1
     bundle = json.loads((root / "test" / "bundle.json").read_text())
-    for packed in (root / "test" / "cache" / "models").glob("*.gguf.xz"):
-        model = packed.with_suffix("")
-        if not model.is_file():
-            with lzma.open(packed) as src, open(model, "wb") as dst:
+    # The packed model and references join the build's cache, beside the source.
+    cache = (root / "cache").resolve()
+    packed = root / "test" / "cache" / "models"
+    for item in sorted(p for p in packed.rglob("*") if p.is_file()):
+        target = cache / "models" / item.relative_to(packed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if item.suffix == ".xz" and not target.with_suffix("").is_file():
+            with lzma.open(item) as src, open(target.with_suffix(""), "wb") as dst:
                 shutil.copyfileobj(src, dst, 2**20)
+        elif item.suffix != ".xz" and not target.is_file():
+            shutil.copy2(item, target)
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join([str(REPO), str(site), os.environ.get("PYTHONPATH", "")]),
         EMBELLAMA_BACKEND=args.backend,
         EMBELLAMA_LIB="",
-        EMBELLAMA_CACHE_DIR=str(root / "test" / "cache"),
+        EMBELLAMA_CACHE_DIR=str(cache),
         EMBELLAMA_TEST_HF_DIR=str(root / "test" / "hf"),
-        EMBELLAMA_LLAMA_SRC=str(_build_llama().cached_source_dir((root / "cache").resolve())),
         CI="1",  # the STS test must not skip
     )
     if (root / "test" / "sts-test.csv").is_file():
