@@ -261,7 +261,7 @@ def cmake_options(
         env = os.environ if environ is None else environ
         for lang, var in (("C", "CFLAGS"), ("CXX", "CXXFLAGS")):
             flags = [*shlex.split(env.get(var, "")), *NO_AMX_FLAGS]
-            opts.append(f"-DCMAKE_{lang}_FLAGS={' '.join(flags)}")
+            opts.append(f"-DCMAKE_{lang}_FLAGS={shlex.join(flags)}")
     if build_commit:
         opts.append(f"-DLLAMA_BUILD_COMMIT={build_commit}")
     if backend == "cuda":
