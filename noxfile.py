@@ -115,6 +115,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def offline(session: nox.Session) -> None:
+    """Pack the test session for a GPU machine without internet (benchmarks/offline_suite.py).
+
+    ``nox -s offline -- --python 3.12`` names that machine's Python (for the cffi wheel).
+    """
+    _build(session, "cpu")
+    session.install("-e", ".[test]", *MODEL_DEPS)
+    session.run("python", "benchmarks/offline_suite.py", "pack", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """Build everything, make the MiniLM model and print the similarities of a few sentences."""
     _build(session, "cpu")

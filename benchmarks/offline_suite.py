@@ -4,13 +4,14 @@
 model package). This script packs what the suite needs on a connected machine, and runs
 it on the offline one in two steps:
 
-    python benchmarks/offline_suite.py pack                  # here: writes .offline/build and .offline/test
+    nox -s offline                                           # here: pack, writes .offline/build and .offline/test
     # copy the checkout with .offline/ to the GPU machine, then there:
     python3 benchmarks/offline_suite.py build --backend cuda # CUDA + CPU builds, with llama-embedding
     python3 benchmarks/offline_suite.py test --backend cuda --results DIR
 
-``pack`` says how large each part is: ``build/`` (15 MiB) and ``test/`` (47 MiB) travel
-together in a 64 MiB transfer, or one after the other.
+``pack`` needs the test dependencies (``nox -s offline`` installs them, then runs it) and
+says how large each part is: ``build/`` (15 MiB) and ``test/`` (47 MiB) travel together
+in a 64 MiB transfer, or one after the other.
 
 ``build`` keeps its work in ``.offline/`` (an incremental rerun takes seconds). ``test``
 runs the whole pytest suite against the backend's build, compares it with the CPU build
