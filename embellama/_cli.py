@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ._config import ModelConfig
-from ._exceptions import EmbellamaError
+from ._config import ModelConfig, PoolingStrategy
+from ._exceptions import ConfigurationError, EmbellamaError
 from ._lib import load_library
 from ._model import EmbeddingModel
 
@@ -84,6 +84,11 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     sentences = list(args.text) or DEMO_SENTENCES
+    if args.pooling is not None and PoolingStrategy.parse(args.pooling) is PoolingStrategy.NONE:
+        raise ConfigurationError(
+            "demo compares one vector per sentence; --pooling none gives one per token "
+            "(use mean, cls, max, mean_sqrt or last, or 'embellama embed --pooling none')"
+        )
     started = time.perf_counter()
     with EmbeddingModel(_config(args)) as model:
         loaded = time.perf_counter()

@@ -13,6 +13,8 @@ from ._exceptions import ConfigurationError
 __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 
 _SPLIT_MODES = ("none", "layer", "row", "tensor")
+_MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
+_MAX_SEQ = 256  # llama.h LLAMA_MAX_SEQ (the context checks it against the library again)
 
 
 class PoolingStrategy(str, enum.Enum):
@@ -101,7 +103,7 @@ class ModelConfig:
     n_ctx: int | None = None
     """Context length (tokens per text); default: the model's training context."""
     n_threads: int | None = None
-    """CPU threads; default: the number of CPUs this process may use."""
+    """CPU threads (at most 512); default: the number of CPUs this process may use."""
     n_gpu_layers: int = -1
     """Layers to offload to a GPU (-1: all, 0: none); ignored by CPU builds."""
     main_gpu: int = 0
@@ -119,9 +121,9 @@ class ModelConfig:
     n_batch: int | None = None
     """Most tokens per llama.cpp call; default: max(n_ctx, 512)."""
     n_ubatch: int | None = None
-    """Physical batch; must equal n_batch for non-causal models (default: n_batch)."""
+    """Most tokens llama.cpp computes at once (default: n_batch); n_seq_max must divide it."""
     n_seq_max: int | None = None
-    """Most texts per llama.cpp call; default: min(n_batch, 256)."""
+    """Most texts per llama.cpp call; default: the most (up to 256) that divide the micro-batch."""
     truncate: bool = True
     """Cut over-long texts (keeping the end tokens like [SEP]) instead of raising."""
     max_tokens: int | None = None
@@ -183,11 +185,16 @@ class ModelConfig:
             raise ConfigurationError(f"{who}: flash_attn must be a bool or None, got {self.flash_attn!r}")
         if self.n_ubatch is not None and self.n_batch is not None and self.n_ubatch > self.n_batch:
             raise ConfigurationError(f"{who}: n_ubatch ({self.n_ubatch}) > n_batch ({self.n_batch})")
+        if self.n_threads is not None and self.n_threads > _MAX_THREADS:
+            raise ConfigurationError(f"{who}: n_threads ({self.n_threads}) > {_MAX_THREADS}, ggml's limit")
         if self.n_seq_max is not None:
-            if self.n_seq_max > 256:
-                raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > 256, llama.cpp's limit")
-            if self.n_batch is not None and self.n_seq_max > self.n_batch:
-                raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > n_batch ({self.n_batch})")
+            if self.n_seq_max > _MAX_SEQ:
+                raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > {_MAX_SEQ}, llama.cpp's limit")
+            for key in ("n_ubatch", "n_batch"):
+                value = getattr(self, key)
+                if value is not None and self.n_seq_max > value:
+                    # llama.cpp lays out n_seq_max sequences of at least one token in a micro-batch
+                    raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > {key} ({value})")
         if self.n_ctx is not None and self.n_batch is not None and self.n_batch < self.n_ctx:
             # A text of n_ctx tokens must fit one call: sequences are never split.
             raise ConfigurationError(f"{who}: n_batch ({self.n_batch}) < n_ctx ({self.n_ctx})")

@@ -146,7 +146,6 @@ class Library:
     source: str
     warnings: list[str] = field(default_factory=list)
     _callback: Any = None
-    _log_partial: list[str] = field(default_factory=list)
     _preloaded: list[Any] = field(default_factory=list)  # ggml handles kept open with the library
 
     @property
@@ -214,14 +213,18 @@ class Library:
 
     def _route_logs(self) -> None:
         levels = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-        state = {"level": logging.INFO}
-        partial = self._log_partial
+        # llama.cpp logs from several threads; each assembles its own lines.
+        local = threading.local()
 
         def on_log(level: int, text: Any, _user_data: Any) -> None:
             try:
+                partial: list[str] | None = getattr(local, "partial", None)
+                if partial is None:
+                    partial = local.partial = []
+                    local.level = logging.INFO
                 if level != 5:  # GGML_LOG_LEVEL_CONT continues the previous line
-                    state["level"] = levels.get(level, logging.INFO)
-                py_level = state["level"]
+                    local.level = levels.get(level, logging.INFO)
+                py_level = local.level
                 if not llama_logger.isEnabledFor(py_level):
                     partial.clear()
                     return
@@ -238,6 +241,12 @@ class Library:
 
         self._callback = self.ffi.callback("ggml_log_callback", on_log)
         self.lib.llama_log_set(self._callback, self.ffi.NULL)
+
+    def _unroute_logs(self) -> None:
+        """Give llama.cpp back its default logger before the callback can be freed."""
+        if self._callback is not None:
+            self.lib.llama_log_set(self.ffi.NULL, self.ffi.NULL)
+            self._callback = None
 
 
 _lock = threading.Lock()
@@ -269,30 +278,39 @@ def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | N
             return _library
         lib = open_library(path, backend=backend)
         lib._route_logs()  # first, so that backend start-up messages reach logging too
-        lib.lib.llama_backend_init()
-        if lib.lib.ggml_backend_dev_count() == 0:
-            # A build with GGML_BACKEND_DL: its backends are separate modules.
-            lib.lib.ggml_backend_load_all_from_path(str(lib.path.parent).encode())
-        if lib.lib.ggml_backend_dev_count() == 0:
-            raise LibraryError(f"{lib.path}: llama.cpp found no compute backend (no ggml device)")
-        built_for = (lib.manifest or {}).get("backend", "cpu")
-        if built_for != "cpu" and not any(d["type"] in ("GPU", "IGPU") for d in lib.devices()):
-            lib.warnings.append(
-                f"{lib.path} is a {built_for} build but llama.cpp sees no {built_for} device (no GPU, or "
-                f"its driver is missing; see the 'embellama.llama' log): everything runs on the CPU. "
-                f"Set {ENV_BACKEND}=cpu to use the CPU build"
-            )
-        if lib.has_amx_kernels:
-            lib.warnings.append(
-                f"{lib.path} has ggml's AMX kernels, which crash on quantized weights (llama.cpp issue "
-                "20824): embellama loads models without llama.cpp's extra CPU buffer types (AMX, weight "
-                "repacking). build_llama.py builds without AMX"
-            )
+        try:
+            _start_backend(lib)
+        except BaseException:
+            lib._unroute_logs()  # C must not keep a pointer to a callback that is about to be freed
+            raise
         for message in lib.warnings:
             logger.warning("%s", message)
         logger.info("loaded libllama %s from %s (%s)", lib.version, lib.path, lib.source)
         _library = lib
         return lib
+
+
+def _start_backend(lib: Library) -> None:
+    """``llama_backend_init`` and the device checks of a freshly opened library."""
+    lib.lib.llama_backend_init()
+    if lib.lib.ggml_backend_dev_count() == 0:
+        # A build with GGML_BACKEND_DL: its backends are separate modules.
+        lib.lib.ggml_backend_load_all_from_path(str(lib.path.parent).encode())
+    if lib.lib.ggml_backend_dev_count() == 0:
+        raise LibraryError(f"{lib.path}: llama.cpp found no compute backend (no ggml device)")
+    built_for = (lib.manifest or {}).get("backend", "cpu")
+    if built_for != "cpu" and not any(d["type"] in ("GPU", "IGPU") for d in lib.devices()):
+        lib.warnings.append(
+            f"{lib.path} is a {built_for} build but llama.cpp sees no {built_for} device (no GPU, or "
+            f"its driver is missing; see the 'embellama.llama' log): everything runs on the CPU. "
+            f"Set {ENV_BACKEND}=cpu to use the CPU build"
+        )
+    if lib.has_amx_kernels:
+        lib.warnings.append(
+            f"{lib.path} has ggml's AMX kernels, which crash on quantized weights (llama.cpp issue "
+            "20824): embellama loads models without llama.cpp's extra CPU buffer types (AMX, weight "
+            "repacking). build_llama.py builds without AMX"
+        )
 
 
 def find_library_candidates(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy,
 from ._exceptions import ConfigurationError, InvalidInputError
 from ._pooling import normalize as _normalize
 from ._pooling import pool_tokens
-from .llama import Batch, Context, ContextParams, Model
+from .llama import GGML_MAX_N_THREADS, Batch, Context, ContextParams, Model, reserve_tokens, sequences_for
 
 __all__ = ["EmbeddingModel"]
 
@@ -84,46 +85,70 @@ class EmbeddingModel:
             use_mmap=cfg.use_mmap,
             name=cfg.name,
         )
+        context: Context | None = None
         try:
             pooling = self._choose_pooling(model)
-            n_ctx = cfg.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
-            n_batch = cfg.n_batch or max(n_ctx, 512)
-            n_ubatch = cfg.n_ubatch or n_batch
-            if n_batch < n_ctx:
-                raise ConfigurationError(f"model {cfg.name!r}: n_batch ({n_batch}) < n_ctx ({n_ctx})")
-            n_seq_max = cfg.n_seq_max or min(n_batch, 256)
-            params = ContextParams(
-                n_ctx=n_ctx,
-                n_batch=n_batch,
-                n_ubatch=n_ubatch,
-                n_seq_max=n_seq_max,
-                n_threads=cfg.n_threads or _cpu_count(),
-                pooling=pooling.native,
-                flash_attn=cfg.flash_attn,
-                offload_kqv=cfg.offload_kqv,
-            )
-            context = Context(model, params)
+            context = Context(model, self._context_params(model, pooling))
+            # Never more tokens per call than llama.cpp reserved its compute buffers for.
+            budget = reserve_tokens(context.params, model.is_causal)
+            n_ctx = context.params.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
+            max_tokens = min(cfg.max_tokens or n_ctx, n_ctx, budget)
+            if max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
+                raise ConfigurationError(f"model {cfg.name!r}: max_tokens {max_tokens} leaves no room for text")
+            batch = Batch(budget, context.n_seq_max, library=model._lib)
         except BaseException:
+            if context is not None:
+                context.close()
             model.close()
             raise
-        self._budget = min(context.n_batch, context.n_ubatch)
-        self._max_tokens = min(cfg.max_tokens or context.n_ctx, context.n_ctx, self._budget)
-        if self._max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
-            context.close()
-            model.close()
-            raise ConfigurationError(f"model {cfg.name!r}: max_tokens {self._max_tokens} leaves no room for text")
-        self._batch = Batch(self._budget, context.n_seq_max, library=model._lib)
-        self._model, self._context, self._pooling = model, context, pooling
+        self._budget, self._max_tokens = budget, max_tokens
+        self._model, self._context, self._batch, self._pooling = model, context, batch, pooling
         logger.info(
-            "loaded %s (%s, %d dims, pooling %s, n_ctx %d) in %.2f s",
+            "loaded %s (%s, %d dims, pooling %s, n_ctx %d, n_seq_max %d) in %.2f s",
             cfg.name,
             model.description,
             model.n_embd,
             pooling.value,
             context.n_ctx,
+            context.n_seq_max,
             time.perf_counter() - started,
         )
         return self
+
+    def _context_params(self, model: Model, pooling: PoolingStrategy) -> ContextParams:
+        """Context settings: the config's, and for the rest values llama.cpp accepts.
+
+        Unset ``n_seq_max`` becomes the largest count up to llama.cpp's limit that divides
+        the reserved micro-batch (see :func:`embellama.llama.reserve_tokens`); an explicit
+        one that does not is refused when the context is created.
+        """
+        cfg = self.config
+        causal = model.is_causal
+        n_ctx = cfg.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
+        if cfg.n_batch:
+            n_batch = cfg.n_batch
+        elif causal:
+            n_batch = n_ctx  # the KV cache of a causal model holds n_ctx tokens in all
+        else:
+            n_batch = max(-(-n_ctx // 256) * 256, 512)  # a multiple of 256 leaves room for many texts
+        if n_batch < n_ctx:
+            raise ConfigurationError(f"model {cfg.name!r}: n_batch ({n_batch}) < n_ctx ({n_ctx})")
+        n_ubatch = cfg.n_ubatch or n_batch
+        if n_ubatch > n_batch:
+            raise ConfigurationError(f"model {cfg.name!r}: n_ubatch ({n_ubatch}) > n_batch ({n_batch})")
+        params = ContextParams(
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_seq_max=1,
+            n_threads=cfg.n_threads or min(_cpu_count(), GGML_MAX_N_THREADS),
+            pooling=pooling.native,
+            flash_attn=cfg.flash_attn,
+            offload_kqv=cfg.offload_kqv,
+        )
+        limit = model._lib.max_parallel_sequences()
+        n_seq_max = cfg.n_seq_max or sequences_for(reserve_tokens(params, causal), limit)
+        return dataclasses.replace(params, n_seq_max=n_seq_max)
 
     def _choose_pooling(self, model: Model) -> PoolingStrategy:
         if self.config.pooling is not None:
@@ -287,7 +312,7 @@ class EmbeddingModel:
         sentences: str,
         batch_size: int | None = ...,
         show_progress_bar: bool | None = ...,
-        normalize_embeddings: bool | None = ...,
+        normalize_embeddings: bool = ...,
     ) -> npt.NDArray[np.float32]: ...
 
     @overload
@@ -296,7 +321,7 @@ class EmbeddingModel:
         sentences: Sequence[str],
         batch_size: int | None = ...,
         show_progress_bar: bool | None = ...,
-        normalize_embeddings: bool | None = ...,
+        normalize_embeddings: bool = ...,
     ) -> npt.NDArray[np.float32]: ...
 
     def encode(
@@ -304,14 +329,22 @@ class EmbeddingModel:
         sentences: str | Sequence[str],
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
-        normalize_embeddings: bool | None = None,
+        normalize_embeddings: bool = False,
     ) -> npt.NDArray[np.float32]:
-        """sentence-transformers-style ``encode``: a str gives ``(dim,)``, a list ``(n, dim)``."""
+        """sentence-transformers-style ``encode``: a str gives ``(dim,)``, a list ``(n, dim)``.
+
+        As in sentence-transformers, the model's own pipeline decides the output (here
+        ``ModelConfig.normalize``, like a Normalize module), and ``normalize_embeddings=True``
+        L2-normalizes on top of it.
+        """
+        if not isinstance(normalize_embeddings, bool):
+            raise ConfigurationError(
+                f"model {self.name!r}: normalize_embeddings must be a bool, got {normalize_embeddings!r}"
+            )
+        norm: NormalizeSpec | None = Normalization.L2 if normalize_embeddings else None
         if isinstance(sentences, str):
-            return self.embed(sentences, normalize=normalize_embeddings)
-        result = self.embed_batch(
-            sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=normalize_embeddings
-        )
+            return self.embed(sentences, normalize=norm)
+        result = self.embed_batch(sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=norm)
         if isinstance(result, list):
             raise ConfigurationError(f"model {self.name!r}: encode() needs a pooling other than NONE")
         return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._config import Normalization, PoolingStrategy
+from ._config import Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 
 __all__ = ["normalize", "pool_tokens"]
 
@@ -34,8 +34,14 @@ def pool_tokens(
     raise ValueError(f"pool_tokens cannot pool with {strategy}")
 
 
-def normalize(vectors: npt.NDArray[np.float32], mode: Normalization | float) -> npt.NDArray[np.float32]:
-    """Normalize the rows of ``vectors`` in place and return them; zero rows stay zero."""
+def normalize(vectors: npt.NDArray[np.float32], mode: NormalizeSpec = True) -> npt.NDArray[np.float32]:
+    """Normalize the rows of ``vectors`` in place and return them; zero rows stay zero.
+
+    ``mode`` is what ``ModelConfig.normalize`` takes: ``True`` (L2), ``False``, ``"l2"``,
+    ``"l1"``, ``"max_abs"``, a :class:`Normalization` or a p > 0 for the p-norm. Anything
+    else raises :class:`~embellama.ConfigurationError`.
+    """
+    mode = parse_normalization(mode)
     if mode is Normalization.NONE:
         return vectors
     if mode is Normalization.L2:

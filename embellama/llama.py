@@ -97,8 +97,6 @@ def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[
         raise ConfigurationError(f"model {name!r}: main_gpu={opts.main_gpu} but the GPUs are {len(gpus)}: {names}")
     params = lib.llama_model_default_params()
     params.n_gpu_layers = opts.n_gpu_layers
-    params.main_gpu = opts.main_gpu
-    params.split_mode = SPLIT_MODES[opts.split_mode]
     params.vocab_only = bool(opts.vocab_only)
     if library.has_amx_kernels:
         params.use_extra_bufts = False  # keeps weights out of the AMX buffer type (see Library)
@@ -114,7 +112,13 @@ def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[
                 f"got {shares!r}"
             )
         keep = ffi.new("float[]", list(shares) + [0.0] * (n_max - len(shares)))
-        params.tensor_split = keep
+    if gpus:
+        # Without GPUs there is nothing to place and the GPU options are ignored
+        # (llama.cpp itself would refuse split_mode "tensor" then).
+        params.main_gpu = opts.main_gpu
+        params.split_mode = SPLIT_MODES[opts.split_mode]
+        if keep is not None:
+            params.tensor_split = keep
     return params, keep
 
 
@@ -272,11 +276,15 @@ class Model:
 
     @property
     def is_causal(self) -> bool:
-        """Whether attention is causal (decoder-style), from ``<arch>.attention.causal``."""
+        """Whether llama.cpp runs this model with causal attention.
+
+        As llama.cpp decides it: ``<arch>.attention.causal`` from the metadata (default
+        true), except for the architectures whose loader forces bidirectional attention.
+        """
+        if self.architecture in _FORCED_NON_CAUSAL_ARCHS:
+            return False
         value = self.metadata_value(f"{self.architecture}.attention.causal")
-        if value is not None:
-            return value.lower() == "true"
-        return self.architecture not in _NON_CAUSAL_ARCHS
+        return value is None or value.lower() == "true"
 
     def metadata_value(self, key: str) -> str | None:
         """One GGUF metadata value as text, or None when the key is absent."""
@@ -402,9 +410,8 @@ class Model:
         return f"<Model {self.name!r} {state}>"
 
 
-_NON_CAUSAL_ARCHS = frozenset(
-    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "neo-bert", "modern-bert", "t5encoder"}
-)
+# Architectures whose llama.cpp loader sets causal_attn = false whatever the metadata says.
+_FORCED_NON_CAUSAL_ARCHS = frozenset({"gemma-embedding", "rnd1", "dream", "llada", "llada-moe"})
 
 
 _MN_TABLE: dict[int, None] | None = None
@@ -614,25 +621,68 @@ class Context:
         )
 
 
+GGML_MAX_N_THREADS = 512
+"""ggml.h's ``GGML_MAX_N_THREADS``: ggml's per-thread tables have this many entries."""
+
+
+def _pad(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+def reserve_tokens(params: ContextParams, causal: bool) -> int:
+    """Tokens of the micro-batch llama.cpp reserves its worst-case graph for.
+
+    ``llama_init_from_model`` lays out ``n_seq_max`` sequences of equal length in
+    ``min(n_ctx rounded up to 256, n_ubatch)`` tokens (with ``n_batch`` first capped at
+    ``n_ctx`` for causal models, ``n_ubatch`` at ``n_batch``). Unless ``n_seq_max``
+    divides that number, the token count is rounded up, the pooling matrices stop
+    matching and ``GGML_ASSERT(ggml_can_mul_mat(a, b))`` aborts the process.
+    """
+    n_batch = min(params.n_ctx, params.n_batch) if causal else params.n_batch
+    n_ubatch = min(n_batch, params.n_ubatch)
+    return min(_pad(params.n_ctx, 256), n_ubatch)
+
+
+def sequences_for(tokens: int, limit: int) -> int:
+    """The largest ``n_seq_max`` up to ``limit`` that divides ``tokens`` (see :func:`reserve_tokens`)."""
+    best = 1
+    for d in range(1, min(tokens, limit) + 1):
+        if tokens % d == 0:
+            best = d
+    return best
+
+
 def _validate_context_params(params: ContextParams, model: Model, max_seq: int) -> None:
+    """Refuse, with the reason, every setting llama.cpp would abort the process on."""
     name = model.name
     for key in ("n_ctx", "n_batch", "n_ubatch", "n_seq_max", "n_threads"):
         value = getattr(params, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigurationError(f"model {name!r}: {key} must be a positive int, got {value!r}")
+    if params.n_batch > 2**31 - 1:
+        raise ConfigurationError(f"model {name!r}: n_batch ({params.n_batch}) does not fit llama.cpp's int32")
+    if params.n_threads > GGML_MAX_N_THREADS:
+        raise ConfigurationError(
+            f"model {name!r}: n_threads ({params.n_threads}) > {GGML_MAX_N_THREADS}, ggml's GGML_MAX_N_THREADS"
+        )
     if params.pooling not in _POOLING_CODES or params.pooling == "rank":
         raise ConfigurationError(f"model {name!r}: unsupported llama.cpp pooling {params.pooling!r}")
     if params.n_ubatch > params.n_batch:
         raise ConfigurationError(f"model {name!r}: n_ubatch ({params.n_ubatch}) > n_batch ({params.n_batch})")
     if params.n_seq_max > max_seq:
         raise ConfigurationError(f"model {name!r}: n_seq_max ({params.n_seq_max}) > llama.cpp's limit {max_seq}")
-    if params.n_seq_max > params.n_batch:
-        # GGML_ASSERT(n_outputs_max <= ...) in llama_init_from_model otherwise.
-        raise ConfigurationError(f"model {name!r}: n_seq_max ({params.n_seq_max}) > n_batch ({params.n_batch})")
-    if params.n_ctx > model.n_ctx_train and not model.is_causal:
+    if model.n_ctx_train > 0 and params.n_ctx > model.n_ctx_train:
         raise ConfigurationError(
             f"model {name!r}: n_ctx ({params.n_ctx}) exceeds the {model.n_ctx_train} positions "
             "the model was trained with"
+        )
+    tokens = reserve_tokens(params, model.is_causal)
+    if tokens % params.n_seq_max:
+        raise ConfigurationError(
+            f"model {name!r}: n_seq_max ({params.n_seq_max}) must divide the {tokens} tokens of llama.cpp's "
+            f"micro-batch (min(n_ctx rounded up to 256, n_ubatch) = min({_pad(params.n_ctx, 256)}, "
+            f"{params.n_ubatch})), or llama.cpp aborts the process; the largest that fits is "
+            f"{sequences_for(tokens, max_seq)}"
         )
 
 
@@ -640,72 +690,131 @@ class Batch:
     """Token buffers for one llama.cpp call, filled from numpy without per-token loops.
 
     Holds up to ``capacity`` tokens in up to ``max_seqs`` sequences; every token is an
-    output (embeddings need them all).
+    output (embeddings need them all). The buffers C reads are private; ``tokens``,
+    ``positions`` and ``sequence_ids`` are read-only views of the filled part, and only
+    :meth:`set_sequences` and :meth:`clear` change what C sees.
     """
 
     def __init__(self, capacity: int, max_seqs: int, *, library: Library | None = None) -> None:
-        if capacity < 1 or max_seqs < 1:
-            raise ConfigurationError(f"batch capacity and max_seqs must be >= 1, got {capacity}, {max_seqs}")
+        for key, value in (("capacity", capacity), ("max_seqs", max_seqs)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"batch {key} must be an int >= 1, got {value!r}")
         self._lib = library or get_library()
         ffi = self._lib.ffi
-        self.capacity = int(capacity)
-        self.max_seqs = int(max_seqs)
-        self.token = np.zeros(capacity, dtype=np.int32)
-        self.pos = np.zeros(capacity, dtype=np.int32)
-        self.n_seq_id = np.ones(capacity, dtype=np.int32)
-        self.seq_id = np.zeros(capacity, dtype=np.int32)
-        self.logits = np.ones(capacity, dtype=np.int8)
+        self._capacity = capacity
+        self._max_seqs = max_seqs
+        self._token = np.zeros(capacity, dtype=np.int32)
+        self._pos = np.zeros(capacity, dtype=np.int32)
+        self._n_seq_id = np.ones(capacity, dtype=np.int32)
+        self._seq_id = np.zeros(capacity, dtype=np.int32)
+        self._logits = np.ones(capacity, dtype=np.int8)
         # seq_id is an array of pointers, one per token; each points at that token's
-        # entry of self.seq_id, so filling self.seq_id is all a fill needs to do.
-        base = int(ffi.cast("uintptr_t", ffi.from_buffer(self.seq_id)))
+        # entry of self._seq_id, so filling self._seq_id is all a fill needs to do.
+        base = int(ffi.cast("uintptr_t", ffi.from_buffer(self._seq_id)))
         self._seq_ptrs = (base + 4 * np.arange(capacity, dtype=np.uint64)).astype(np.uintp)
         self._struct = ffi.new("llama_batch *")
         s = self._struct
         s.n_tokens = 0
-        s.token = ffi.cast("llama_token *", ffi.from_buffer(self.token))
+        s.token = ffi.cast("llama_token *", ffi.from_buffer(self._token))
         s.embd = ffi.NULL
-        s.pos = ffi.cast("llama_pos *", ffi.from_buffer(self.pos))
-        s.n_seq_id = ffi.cast("int32_t *", ffi.from_buffer(self.n_seq_id))
+        s.pos = ffi.cast("llama_pos *", ffi.from_buffer(self._pos))
+        s.n_seq_id = ffi.cast("int32_t *", ffi.from_buffer(self._n_seq_id))
         s.seq_id = ffi.cast("llama_seq_id **", ffi.from_buffer(self._seq_ptrs))
-        s.logits = ffi.cast("int8_t *", ffi.from_buffer(self.logits))
-        self.n_tokens = 0
-        self.n_seqs = 0
-        self.max_seq_len = 0
-        self.lengths: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        s.logits = ffi.cast("int8_t *", ffi.from_buffer(self._logits))
+        self._lengths: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self._n_tokens = 0
+        self._max_seq_len = 0
 
-    def set_sequences(self, tokens: npt.NDArray[np.int32], lengths: npt.ArrayLike) -> None:
+    @property
+    def capacity(self) -> int:
+        """Most tokens the batch holds."""
+        return self._capacity
+
+    @property
+    def max_seqs(self) -> int:
+        """Most sequences the batch holds."""
+        return self._max_seqs
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in the batch now."""
+        return self._n_tokens
+
+    @property
+    def n_seqs(self) -> int:
+        """Sequences in the batch now."""
+        return int(self._lengths.size)
+
+    @property
+    def max_seq_len(self) -> int:
+        """Tokens of the longest sequence in the batch."""
+        return self._max_seq_len
+
+    @property
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """Token count of each sequence (read-only)."""
+        return _read_only(self._lengths)
+
+    @property
+    def tokens(self) -> npt.NDArray[np.int32]:
+        """The token ids of the batch, sequences one after another (read-only view)."""
+        return _read_only(self._token[: self._n_tokens])
+
+    @property
+    def positions(self) -> npt.NDArray[np.int32]:
+        """Each token's position within its sequence (read-only view)."""
+        return _read_only(self._pos[: self._n_tokens])
+
+    @property
+    def sequence_ids(self) -> npt.NDArray[np.int32]:
+        """Each token's sequence id (read-only view)."""
+        return _read_only(self._seq_id[: self._n_tokens])
+
+    def set_sequences(self, tokens: npt.ArrayLike, lengths: npt.ArrayLike) -> None:
         """Fill with sequences given as one flat token array and their lengths.
 
         Sequence ``i`` gets seq_id ``i`` and positions ``0..len-1``.
         """
-        lens = np.asarray(lengths, dtype=np.int64)
+        ids = np.asarray(tokens)
+        lens = np.asarray(lengths)
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise InvalidInputError(f"tokens must be a 1-D array of ints, got {ids.dtype} with shape {ids.shape}")
+        if lens.ndim != 1 or lens.size == 0 or lens.dtype.kind not in "iu" or (lens <= 0).any():
+            raise InvalidInputError("lengths must be a non-empty 1-D array of positive ints")
+        lens = lens.astype(np.int64)
         total = int(lens.sum())
-        if lens.ndim != 1 or lens.size == 0 or (lens <= 0).any():
-            raise InvalidInputError("every sequence needs at least one token")
-        if total != len(tokens):
-            raise InvalidInputError(f"lengths sum to {total} but {len(tokens)} tokens were given")
-        if total > self.capacity or lens.size > self.max_seqs:
+        if total != len(ids):
+            raise InvalidInputError(f"lengths sum to {total} but {len(ids)} tokens were given")
+        if total > self._capacity or lens.size > self._max_seqs:
             raise InvalidInputError(
                 f"{lens.size} sequences / {total} tokens exceed the batch's "
-                f"{self.max_seqs} sequences / {self.capacity} tokens"
+                f"{self._max_seqs} sequences / {self._capacity} tokens"
             )
+        if ids.size and (int(ids.min()) < -(2**31) or int(ids.max()) >= 2**31):
+            raise InvalidInputError("token ids must fit in int32")
         starts = np.cumsum(lens) - lens
-        self.token[:total] = tokens
-        self.pos[:total] = np.arange(total, dtype=np.int32) - np.repeat(starts, lens).astype(np.int32)
-        self.seq_id[:total] = np.repeat(np.arange(lens.size, dtype=np.int32), lens)
-        self.n_tokens = total
-        self.n_seqs = int(lens.size)
-        self.max_seq_len = int(lens.max())
-        self.lengths = lens
+        self._token[:total] = ids
+        self._pos[:total] = np.arange(total, dtype=np.int32) - np.repeat(starts, lens).astype(np.int32)
+        self._seq_id[:total] = np.repeat(np.arange(lens.size, dtype=np.int32), lens)
+        self._n_tokens = total
+        self._max_seq_len = int(lens.max())
+        self._lengths = lens
         self._struct.n_tokens = total
 
     def clear(self) -> None:
         """Empty the batch (the buffers are kept)."""
-        self.n_tokens = self.n_seqs = self.max_seq_len = 0
+        self._n_tokens = self._max_seq_len = 0
+        self._lengths = np.zeros(0, dtype=np.int64)
         self._struct.n_tokens = 0
 
     def __repr__(self) -> str:
-        return f"<Batch {self.n_seqs} seqs, {self.n_tokens}/{self.capacity} tokens>"
+        return f"<Batch {self.n_seqs} seqs, {self._n_tokens}/{self._capacity} tokens>"
+
+
+def _read_only(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 _FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "bf16": 32}

@@ -7,11 +7,13 @@ llama.h runs only when the pinned source is already in the cache.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -629,6 +631,7 @@ def test_main_reports_a_failing_step(
         return "/usr/bin/cmake" if name == "cmake" else None
 
     monkeypatch.setattr(bl.shutil, "which", which)
+    monkeypatch.setattr(bl, "probe_step", lambda *a, **k: {})  # the probe runs before configure
     code = bl.main(
         [
             "--source",
@@ -655,6 +658,7 @@ def test_main_hints_at_cublas_when_a_cuda_configure_misses_it(
     monkeypatch.setattr(bl, "configure_command", lambda *a: failing)
     monkeypatch.setattr(bl.shutil, "which", lambda name, **kw: "/usr/bin/cmake" if name == "cmake" else None)
     monkeypatch.setattr(bl, "find_pip_cublas", lambda *a, **k: None)
+    monkeypatch.setattr(bl, "probe_step", lambda *a, **k: {})  # the probe runs before configure
     argv = ["--source", str(src), "--build-dir", str(tmp_path / "b"), "--prefix", str(tmp_path / "p")]
     assert bl.main([*argv, "--backend", "cuda", "--cuda-arch", "90"]) == 1
     assert "hint: ggml-cuda links cuBLAS" in capsys.readouterr().err
@@ -828,3 +832,329 @@ def test_manifest_written_by_a_previous_real_build_is_consistent() -> None:
     if hashlib.sha256(cdef).hexdigest() == manifest["cdef_sha256"]:
         structs = bl.parse_cdef_structs(cdef.decode())
         assert {k: list(v["fields"]) for k, v in manifest["layout"].items()} == structs
+
+
+def test_install_failing_while_copying_leaves_the_prefix_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = tmp_path / "prefix"
+    result = bl.install_outputs(fake_build_bin(tmp_path), prefix, ["llama-quantize"])
+    bl.write_json_atomic(prefix / "manifest.json", {"files": result.files, "links": result.links})
+    before = snapshot(prefix)
+    bin_dir = fake_build_bin(tmp_path, b"v2")  # every file changed
+    real_copy2, copies = shutil.copy2, []
+
+    def copy2_failing_on_the_second(src: Any, dst: Any, **kw: Any) -> Any:
+        copies.append(dst)
+        if len(copies) == 2:
+            raise OSError(28, "No space left on device")
+        return real_copy2(src, dst, **kw)
+
+    monkeypatch.setattr(bl.shutil, "copy2", copy2_failing_on_the_second)
+    with pytest.raises(bl.BuildError, match="left as it was"):
+        bl.install_outputs(bin_dir, prefix, ["llama-quantize"], read_json(prefix / "manifest.json"))
+    assert len(copies) == 2
+    assert snapshot(prefix) == before  # the manifest too; no staging folder left behind
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_install_failing_halfway_through_the_renames_drops_the_old_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = tmp_path / "prefix"
+    result = bl.install_outputs(fake_build_bin(tmp_path), prefix)
+    bl.write_json_atomic(prefix / "manifest.json", {"files": result.files, "links": result.links})
+    bin_dir = fake_build_bin(tmp_path, b"v2")
+    real_replace, renames = os.replace, []
+
+    def replace_failing_on_the_second(src: Any, dst: Any) -> None:
+        renames.append(dst)
+        if len(renames) == 2:
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bl.os, "replace", replace_failing_on_the_second)
+    with pytest.raises(bl.BuildError, match="failed halfway.*no manifest.json now"):
+        bl.install_outputs(bin_dir, prefix, [], read_json(prefix / "manifest.json"))
+    # one library is new, one old: the old manifest, which describes neither mix, is gone
+    assert not (prefix / "manifest.json").exists()
+    assert not (prefix / bl.STAGING_NAME).exists()
+
+
+def test_install_clears_a_staging_folder_left_by_an_interrupted_install(tmp_path: Path) -> None:
+    prefix = tmp_path / "prefix"
+    (prefix / bl.STAGING_NAME / "bin").mkdir(parents=True)
+    (prefix / bl.STAGING_NAME / "libllama.so.0.5.0").write_bytes(b"half")
+    result = bl.install_outputs(fake_build_bin(tmp_path), prefix)
+    assert result.copied == 6 and not (prefix / bl.STAGING_NAME).exists()
+    assert (prefix / "libllama.so.0.5.0").read_bytes() == b"v1libllama.so.0.5.0"
+
+
+# --------------------------------------------------------------------------- the steps, end to end
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[Any, ...]]:
+    """Every entry under ``folder``: links with their target, files with content and mtime."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            out[rel] = ("dir",)
+        else:
+            out[rel] = ("file", path.read_bytes(), path.stat().st_mtime_ns)
+    return out
+
+
+PAIR_CDEF = "struct pair {\n    int32_t a;\n    const char * b;\n};\n"
+PAIR_LAYOUT = {"pair": {"size": 16, "align": 8, "fields": {"a": 0, "b": 8}}}
+
+
+class FakeTools:
+    """Stands in for cmake (run_step) and the probe (run_probe), recording the calls.
+
+    ``fail`` names the step that fails; ``content`` is what the fake build writes.
+    Each call also records whether the prefix had a manifest at that moment.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.src = fake_tree(tmp_path)
+        self.build = tmp_path / "build"
+        self.prefix = tmp_path / "prefix"
+        self.cdef = tmp_path / "pair.cdef.h"
+        self.cdef.write_text(PAIR_CDEF)
+        self.tmp_path = tmp_path
+        self.calls: list[str] = []
+        self.manifest_seen: list[bool] = []
+        self.fail: str | None = None
+        self.content = b"v1"
+        self.compilers: list[list[str]] = []
+
+    def argv(self, *extra: str) -> list[str]:
+        paths = ["--build-dir", str(self.build), "--prefix", str(self.prefix), "--cdef", str(self.cdef)]
+        return ["--source", str(self.src), *paths, *extra]
+
+    def _called(self, name: str) -> None:
+        self.calls.append(name)
+        self.manifest_seen.append((self.prefix / "manifest.json").is_file())
+
+    def run_step(self, name: str, cmd: list[str], log: Path, **kw: Any) -> str:
+        self._called(name)
+        if name == self.fail:
+            raise bl.StepFailed(name, 2, log)
+        if name == "configure":
+            (self.build / "CMakeCache.txt").write_text(f"CMAKE_HOME_DIRECTORY:INTERNAL={self.src}\n")
+            (self.build / "build.ninja").write_text("")
+        elif name == "build":
+            fake_build_bin(self.tmp_path, self.content)
+        return ""
+
+    def run_probe(self, source_dir: Path, work_dir: Path, structs: Any, compiler: Any, *rest: Any) -> Any:
+        self._called("probe")
+        self.compilers.append(list(compiler))
+        assert source_dir == self.src and dict(structs) == {"pair": ["a", "b"]}
+        if self.fail == "probe":
+            raise bl.BuildError("include/llama.cdef.h declares fields that llama.h at x does not have")
+        return PAIR_LAYOUT
+
+
+@pytest.fixture
+def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
+    fake = FakeTools(tmp_path)
+    monkeypatch.setattr(bl, "run_step", fake.run_step)
+    monkeypatch.setattr(bl, "run_probe", fake.run_probe)
+    # cmake "is installed"; no ninja, git or compiler is looked for or run
+    monkeypatch.setattr(bl.shutil, "which", lambda name, **kw: "/usr/bin/cmake" if name == "cmake" else None)
+    monkeypatch.setenv("CC", "fake-cc")
+    return fake
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_a_build_probes_first_and_writes_the_manifest_last(
+    tools: FakeTools, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bl.main(tools.argv()) == 0, capsys.readouterr().err
+    # the probe (llama.h only, seconds) comes before the configure and the long compile
+    assert tools.calls == ["probe", "configure", "build"]
+    assert tools.compilers == [["fake-cc"]]
+    manifest = read_json(tools.prefix / "manifest.json")
+    assert manifest["layout"] == PAIR_LAYOUT
+    assert manifest["builder"] == "build_llama.py" and manifest["build_seconds"] >= 0
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((tools.prefix / rel).read_bytes()).hexdigest() == digest
+    assert manifest["libraries"] == {"ggml": "libggml.so", "llama": "libllama.so"}
+    out = capsys.readouterr().out
+    timed = [line.split()[1] for line in out.splitlines() if re.search(r"\(\d+\.\d s\)$", line)]
+    assert timed == ["source", "probe", "configure", "build", "install", "manifest"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_a_rerun_with_nothing_changed_keeps_the_manifest_and_replaces_it_atomically(
+    tools: FakeTools, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bl.main(tools.argv()) == 0
+    libraries = {k: v for k, v in snapshot(tools.prefix).items() if k != "manifest.json"}
+    tools.calls.clear()
+    tools.manifest_seen.clear()
+    capsys.readouterr()
+    replaced: list[tuple[Path, Path]] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        replaced.append((Path(src), Path(dst)))
+        assert (tools.prefix / "manifest.json").is_file(), "the manifest was gone before its replacement"
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bl.os, "replace", replace)
+    assert bl.main(tools.argv()) == 0
+    assert tools.calls == ["probe", "build"]  # configure skipped
+    assert all(tools.manifest_seen), "the previous manifest went away during the rerun"
+    assert "0 copied, 6 unchanged, 0 removed" in capsys.readouterr().out
+    assert {k: v for k, v in snapshot(tools.prefix).items() if k != "manifest.json"} == libraries
+    # the only write into the prefix: a temporary file beside the manifest, renamed over it
+    assert [dst for _, dst in replaced] == [tools.prefix / "manifest.json"]
+    tmp = replaced[0][0]
+    assert tmp.parent == tools.prefix and not tmp.exists()
+    assert read_json(tools.prefix / "manifest.json")["layout"] == PAIR_LAYOUT
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_changed_libraries_are_renamed_into_place_before_the_manifest(
+    tools: FakeTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert bl.main(tools.argv()) == 0
+    tools.content = b"v2"
+    tools.manifest_seen.clear()
+    replaced: list[Path] = []
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        replaced.append(Path(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bl.os, "replace", replace)
+    assert bl.main(tools.argv()) == 0
+    assert tools.manifest_seen == [True, True]  # the old manifest stays through probe and build
+    assert replaced[-1] == tools.prefix / "manifest.json"
+    assert tools.prefix / "libllama.so.0.5.0" in replaced[:-1]
+    manifest = read_json(tools.prefix / "manifest.json")
+    assert manifest["files"]["libllama.so.0.5.0"] == hashlib.sha256(b"v2libllama.so.0.5.0").hexdigest()
+    assert (tools.prefix / "libllama.so.0.5.0").read_bytes() == b"v2libllama.so.0.5.0"
+    assert not (tools.prefix / bl.STAGING_NAME).exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+@pytest.mark.parametrize("failing", ["probe", "configure", "build", "install"])
+def test_a_failing_step_leaves_the_previous_install_whole(
+    tools: FakeTools,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    failing: str,
+) -> None:
+    assert bl.main(tools.argv()) == 0
+    before = snapshot(tools.prefix)
+    assert "manifest.json" in before and "libllama.so" in before
+    tools.calls.clear()
+    tools.content = b"v2"  # what the build would install
+    if failing == "install":
+
+        def copy2(*args: Any, **kw: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(bl.shutil, "copy2", copy2)
+    else:
+        tools.fail = failing
+    capsys.readouterr()
+    # a new option, so that configure runs again
+    assert bl.main(tools.argv("--cmake-arg=-DGGML_LTO=ON")) == 1
+    assert snapshot(tools.prefix) == before
+    err = capsys.readouterr().err
+    expected = {
+        "probe": (["probe"], "declares fields"),  # fails in seconds: no configure, no build
+        "configure": (["probe", "configure"], "step 'configure' failed"),
+        "build": (["probe", "configure", "build"], "step 'build' failed"),
+        "install": (["probe", "configure", "build"], "left as it was"),
+    }[failing]
+    assert tools.calls == expected[0]
+    assert expected[1] in err
+
+
+def test_probe_compiler_is_the_one_cmake_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build = tmp_path / "b"
+    build.mkdir()
+    monkeypatch.setattr(bl.shutil, "which", lambda name, **kw: f"/usr/bin/{name}" if name == "gcc" else None)
+    assert bl.probe_compiler([], build, {}) == ["/usr/bin/gcc"]
+    assert bl.probe_compiler([], build, {"CC": "ccache clang -m64"}) == ["ccache", "clang", "-m64"]
+    (build / "CMakeCache.txt").write_text("CMAKE_C_COMPILER:FILEPATH=/opt/cc/bin/cc\n")
+    assert bl.probe_compiler([], build, {"CC": "clang"}) == ["/opt/cc/bin/cc"]
+    options = ["-DCMAKE_C_COMPILER=clang-17", "-DX=1", "-DCMAKE_C_COMPILER:FILEPATH=/usr/bin/icx"]
+    assert bl.probe_compiler(options, build, {}) == ["/usr/bin/icx"]
+    (build / "CMakeCache.txt").unlink()
+    monkeypatch.setattr(bl.shutil, "which", lambda name, **kw: None)
+    with pytest.raises(bl.BuildError, match="no C compiler"):
+        bl.probe_compiler([], build, {})
+
+
+def test_configure_after_a_wipe_still_finds_the_tools_rpath_include(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bl, "compiler_can_drop_amx", lambda *a, **k: False)
+    build = tmp_path / "b"
+    plan = bl.make_plan(
+        bl.parse_args(["--source", str(fake_tree(tmp_path)), "--build-dir", str(build), "--with-tools"])
+    )
+    # configured before from a source elsewhere: the configure step empties the folder
+    build.mkdir()
+    (build / "CMakeCache.txt").write_text(f"CMAKE_HOME_DIRECTORY:INTERNAL={tmp_path / 'elsewhere'}\n")
+    (build / "stale.o").write_text("")
+    seen: list[bool] = []
+
+    def fake_step(name: str, cmd: list[str], log: Path, **kw: Any) -> str:
+        seen.append((build / bl.RPATH_INCLUDE_NAME).read_text() == bl.RPATH_INCLUDE_TEXT)
+        return ""
+
+    monkeypatch.setattr(bl, "run_step", fake_step)
+    bl.configure_step(plan, build / "logs", False)
+    assert seen == [True]
+    assert not (build / "stale.o").exists()
+
+
+def test_compare_probe_layout() -> None:
+    # build_llama.py's check has its own name: embellama._lib.check_layout is another check
+    assert not hasattr(bl, "check_layout")
+    structs = {"pair": ["a", "b"]}
+    assert bl.compare_probe_layout(structs, PAIR_LAYOUT) == PAIR_LAYOUT
+    swapped = {"pair": {"size": 16, "align": 8, "fields": {"a": 8, "b": 0}}}
+    with pytest.raises(bl.BuildError, match="another order than llama.h"):
+        bl.compare_probe_layout(structs, swapped)
+    with pytest.raises(bl.BuildError, match="lacks struct pair"):
+        bl.compare_probe_layout(structs, {})
+
+
+def _functions(tree: ast.AST) -> list[ast.FunctionDef]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+
+
+def test_build_llama_reads_as_its_steps() -> None:
+    tree = ast.parse((ROOT / "build_llama.py").read_text(encoding="utf-8"))
+    too_long = {
+        f.name: f"{f.end_lineno - f.lineno + 1} lines" for f in _functions(tree) if (f.end_lineno or 0) - f.lineno >= 60
+    }
+    assert not too_long, f"functions over 60 lines: {too_long}"
+    do_nothing = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and all(isinstance(b, ast.Pass) for b in node.body)
+    ]
+    assert not do_nothing, f"'if ...: pass' at lines {do_nothing}"
+    run_build = next(f for f in _functions(tree) if f.name == "run_build")
+    called = [
+        node.func.id for node in ast.walk(run_build) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    ]
+    steps = [name for name in called if name.endswith("_step")]
+    assert steps == ["fetch_step", "probe_step", "configure_step", "build_step", "install_step", "manifest_step"]

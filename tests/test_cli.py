@@ -56,3 +56,10 @@ def test_errors_exit_1_with_a_message(tmp_path):
     assert proc.returncode == 1
     assert "model file not found" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_with_pooling_none_is_a_clean_error(minilm_f16):
+    proc = run("demo", str(minilm_f16), "--pooling", "none")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "--pooling none" in proc.stderr and "one vector per sentence" in proc.stderr

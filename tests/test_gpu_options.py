@@ -14,8 +14,13 @@ import pytest
 from embellama import ConfigurationError, EmbeddingModel, ModelConfig
 from embellama.llama import SPLIT_MODES, ContextParams, ModelLoadOptions, _context_params, _model_params
 
+_FAKE_GPUS = [{"name": "GPU0", "type": "GPU"}, {"name": "GPU1", "type": "GPU"}]
 
-def test_model_params_carry_the_gpu_options(library):
+
+def test_model_params_carry_the_gpu_options(library, monkeypatch):
+    import embellama.llama as llama_module
+
+    monkeypatch.setattr(llama_module, "_gpu_devices", lambda lib: _FAKE_GPUS)
     opts = ModelLoadOptions(n_gpu_layers=7, main_gpu=0, split_mode="row", tensor_split=(3.0, 1.0), use_mmap=False)
     params, keep = _model_params(library, opts, "m")
     assert params.n_gpu_layers == 7
@@ -25,6 +30,17 @@ def test_model_params_carry_the_gpu_options(library):
     n_max = int(library.lib.llama_max_devices())
     assert [params.tensor_split[i] for i in range(n_max)] == [3.0, 1.0] + [0.0] * (n_max - 2)
     assert keep is not None
+
+
+def test_without_gpus_the_placement_options_are_ignored(library, monkeypatch):
+    """llama.cpp refuses split_mode "tensor" (and a main_gpu) when there is no GPU: a CPU build ignores them."""
+    import embellama.llama as llama_module
+
+    monkeypatch.setattr(llama_module, "_gpu_devices", lambda lib: [])
+    opts = ModelLoadOptions(n_gpu_layers=7, main_gpu=5, split_mode="tensor", tensor_split=(3.0, 1.0))
+    params, _ = _model_params(library, opts, "m")
+    assert params.split_mode == library.lib.LLAMA_SPLIT_MODE_LAYER and params.main_gpu == 0
+    assert params.tensor_split == library.ffi.NULL
 
 
 def test_model_params_defaults_offload_everything(library):

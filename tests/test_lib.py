@@ -262,3 +262,51 @@ def test_library_reports_backend_and_devices(library):
     assert library.version.startswith("0.")
     assert "AVX" in library.system_info() or "NEON" in library.system_info()
     assert library.max_parallel_sequences() == 256
+
+
+_FAILED_START = """
+import gc, sys
+from embellama import _lib, LibraryError
+def fail(lib):
+    raise LibraryError("simulated start-up failure")
+real_start, _lib._start_backend = _lib._start_backend, fail
+try:
+    _lib.load_library()
+except LibraryError:
+    pass
+gc.collect()  # the failed Library, and with it the log callback, is gone now
+_lib._start_backend = real_start
+from embellama.llama import Model
+Model(sys.argv[1]).close()  # llama.cpp logs while loading: into the freed callback if it were still installed
+print("survived")
+"""
+
+
+def test_a_failed_library_start_uninstalls_its_log_callback(library, minilm_f16):
+    proc = subprocess.run([sys.executable, "-c", _FAILED_START, str(minilm_f16)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit status {proc.returncode}: {proc.stderr[-1500:]}"
+    assert "survived" in proc.stdout
+
+
+def test_log_lines_from_several_threads_do_not_mix(library, caplog):
+    """llama.cpp writes a line in pieces (level 5 continues it); each thread assembles its own."""
+    import threading
+
+    ffi, callback = library.ffi, library._callback
+    steps = [threading.Barrier(2) for _ in range(4)]
+
+    def writer(tag):
+        pieces = [(3, f"{tag} starts"), (5, f" {tag} middle"), (5, f" {tag} ends\n")]
+        for i, (level, text) in enumerate(pieces):
+            steps[i].wait(10)
+            callback(level, ffi.new("char[]", text.encode()), ffi.NULL)
+        steps[3].wait(10)
+
+    with caplog.at_level(logging.WARNING, logger="embellama.llama"):
+        threads = [threading.Thread(target=writer, args=(tag,)) for tag in ("alpha", "beta")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    lines = sorted(r.getMessage() for r in caplog.records if r.name == "embellama.llama")
+    assert lines == ["alpha starts alpha middle alpha ends", "beta starts beta middle beta ends"]

@@ -157,7 +157,7 @@ def test_bad_context_settings_raise_instead_of_aborting(minilm_f16):
     with pytest.raises(ConfigurationError, match="exceeds the 512 positions"):
         EmbeddingModel(ModelConfig(model_path=minilm_f16, n_ctx=1024)).load()
     with Model(minilm_f16) as model:
-        with pytest.raises(ConfigurationError, match=r"n_seq_max \(64\) > n_batch \(32\)"):
+        with pytest.raises(ConfigurationError, match=r"n_seq_max \(64\) must divide the 32 tokens"):
             Context(model, ContextParams(n_ctx=32, n_batch=32, n_ubatch=32, n_seq_max=64, n_threads=1))
         with pytest.raises(ConfigurationError, match="n_ubatch"):
             Context(model, ContextParams(n_ctx=64, n_batch=64, n_ubatch=128, n_seq_max=1, n_threads=1))
@@ -184,8 +184,8 @@ def test_low_level_round_trip(minilm_f16, minilm):
             ids = [model.tokenize(t) for t in ("hello world", "good morning to you")]
             batch = Batch(512, 4)
             batch.set_sequences(np.concatenate(ids), [len(i) for i in ids])
-            assert batch.pos[: batch.n_tokens].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
-            assert batch.seq_id[: batch.n_tokens].tolist() == [0] * 4 + [1] * 6
+            assert batch.positions.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 4, 5]
+            assert batch.sequence_ids.tolist() == [0] * 4 + [1] * 6
             ctx.process(batch)
             pooled = ctx.sequence_embeddings(2)
     pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -301,3 +301,70 @@ def test_interpreter_exits_cleanly_with_live_models(minilm_f16):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
+
+
+def test_batch_buffers_cannot_be_replaced_or_written(library):
+    batch = Batch(16, 2)
+    batch.set_sequences(np.array([101, 7592, 102, 101, 102], dtype=np.int32), [3, 2])
+    assert batch.tokens.tolist() == [101, 7592, 102, 101, 102]
+    assert (batch.n_tokens, batch.n_seqs, batch.max_seq_len, batch.lengths.tolist()) == (5, 2, 3, [3, 2])
+    for name in ("tokens", "positions", "sequence_ids", "n_tokens", "n_seqs", "capacity", "max_seqs", "lengths"):
+        with pytest.raises(AttributeError):
+            setattr(batch, name, np.zeros(16, dtype=np.int32))
+    for view in (batch.tokens, batch.positions, batch.sequence_ids, batch.lengths):
+        with pytest.raises(ValueError, match="read-only"):
+            view[0] = 1
+    with pytest.raises(InvalidInputError, match="1-D array of ints"):
+        batch.set_sequences(np.array([1.5, 2.5]), [2])
+    with pytest.raises(InvalidInputError, match="positive ints"):
+        batch.set_sequences(np.array([1, 2], dtype=np.int32), [2.0])
+
+
+def test_a_failed_load_frees_the_model_and_context_at_once(minilm_f16, monkeypatch):
+    import embellama._model as model_module
+
+    made = []
+
+    class RecordingContext(Context):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("simulated: the batch buffers could not be allocated")
+
+    monkeypatch.setattr(model_module, "Context", RecordingContext)
+    monkeypatch.setattr(model_module, "Batch", no_memory)
+    m = EmbeddingModel(ModelConfig(model_path=minilm_f16))
+    with pytest.raises(MemoryError):
+        m.load()
+    assert len(made) == 1 and made[0].closed and made[0].model.closed
+    assert not m.is_loaded
+
+
+def test_encode_follows_sentence_transformers_normalize_embeddings(minilm_f16):
+    texts = ["A man is playing a guitar.", "Markets fell."]
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, normalize=False)) as raw:
+        plain = raw.encode(texts)  # default False: the model's own output (here not normalized)
+        np.testing.assert_array_equal(plain, raw.embed_batch(texts))
+        assert np.abs(np.linalg.norm(plain, axis=1) - 1).max() > 0.01
+        unit = raw.encode(texts, normalize_embeddings=True)
+        np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(unit, plain / np.linalg.norm(plain, axis=1, keepdims=True), rtol=1e-5)
+        with pytest.raises(ConfigurationError, match="normalize_embeddings must be a bool"):
+            raw.encode(texts, normalize_embeddings="l1")
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16)) as default:  # L2 in the config, like ST's Normalize module
+        np.testing.assert_allclose(default.encode(texts), unit, atol=1e-6)
+        np.testing.assert_allclose(default.encode(texts, normalize_embeddings=False), unit, atol=1e-6)
+
+
+def test_derived_sequences_divide_the_micro_batch(minilm_f16):
+    """n_seq_max is chosen so that llama.cpp's reserved micro-batch splits evenly."""
+    for n_ubatch, expected in ((64, 64), (100, 100), (300, 150), (257, 1), (512, 256)):
+        with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_ubatch=n_ubatch, n_threads=1)) as m:
+            assert m.context.n_seq_max == expected
+            assert m.max_sequence_length == min(n_ubatch, 512)
+            assert m.embed_batch(["one", "two", "three"]).shape == (3, 384)
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_ctx=8, n_threads=1)) as m:
+        assert m.max_sequence_length == 8  # the context asked for, not llama.cpp's padded 256
+        assert len(m.tokenize("a rather long sentence that must be cut")) == 8

@@ -115,3 +115,16 @@ def test_native_pooling_mapping():
     assert PoolingStrategy.MAX.native == "none"
     assert PoolingStrategy.MEAN_SQRT.native == "none"
     assert PoolingStrategy.NONE.native == "none"
+
+
+def test_normalize_takes_what_model_config_takes():
+    v = np.array([[3.0, -4.0], [0.0, 0.0]], dtype=np.float32)
+    # True is L2 (not p=1 because bool is an int), False leaves the vectors alone
+    np.testing.assert_allclose(normalize(v.copy(), True), [[0.6, -0.8], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(normalize(v.copy(), "l2"), [[0.6, -0.8], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(normalize(v.copy(), Normalization.L1), [[3 / 7, -4 / 7], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_array_equal(normalize(v.copy(), False), v)
+    np.testing.assert_allclose(normalize(v.copy()), [[0.6, -0.8], [0.0, 0.0]], rtol=1e-6)
+    for bad in ("l7", -1.0, float("nan"), None):
+        with pytest.raises(ConfigurationError, match="normalization"):
+            normalize(v.copy(), bad)

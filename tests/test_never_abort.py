@@ -1,0 +1,157 @@
+"""No ModelConfig and no text kills the interpreter: property tests run in a child process.
+
+Hypothesis draws whole configurations (every numeric field in and out of range, together,
+plus the GPU fields, which a CPU build ignores) and random Unicode texts. A long-lived
+child process (``tests/child.py``) loads and embeds each; it may answer with one of
+embellama's exceptions, but it must never die by a signal (a ``GGML_ASSERT`` abort, a
+segfault) or stop answering. A dead child fails the test with the input that killed it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from child import Child
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+CONFIG_EXAMPLES = int(os.environ.get("EMBELLAMA_CONFIG_EXAMPLES", "150"))
+TEXT_EXAMPLES = int(os.environ.get("EMBELLAMA_TEXT_EXAMPLES", "150"))
+NAME = "probe"
+
+
+@pytest.fixture(scope="module")
+def child(library):
+    proc = Child()
+    yield proc
+    proc.close()
+
+
+def _sizes(low_max: int) -> st.SearchStrategy[object]:
+    """A token count: unset, small, around the model's limits, huge, or not an int at all."""
+    return st.one_of(
+        st.none(),
+        st.integers(-2, low_max),
+        st.sampled_from([1, 2, 3, 7, 63, 64, 100, 255, 256, 257, 511, 512, 513, 1024, 4096]),
+        st.sampled_from([2**31 - 1, 2**31, 10**12]),
+        st.sampled_from([1.5, True, "64"]),
+    )
+
+
+configs = st.fixed_dictionaries(
+    {"model_name": st.just(NAME)},
+    optional={
+        "n_ctx": _sizes(1100),
+        "n_batch": _sizes(2048),
+        "n_ubatch": _sizes(2048),
+        "n_seq_max": _sizes(300),
+        "max_tokens": _sizes(1100),
+        # Many threads on two cores are slow but legal; out of range must be refused.
+        "n_threads": st.one_of(st.none(), st.integers(1, 3), st.sampled_from([-1, 0, 24, 513, 100_000, 2**31])),
+        "n_gpu_layers": st.one_of(st.integers(-3, 40), st.sampled_from([2**31, 10**12])),
+        "main_gpu": st.integers(-3, 20),
+        "split_mode": st.sampled_from(["none", "layer", "row", "tensor", "rows", ""]),
+        "tensor_split": st.one_of(
+            st.none(),
+            st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=20),
+            st.lists(st.floats(0, 10), min_size=1, max_size=4),
+        ),
+        "offload_kqv": st.booleans(),
+        "flash_attn": st.sampled_from([None, True, False]),
+        "pooling": st.sampled_from([None, "mean", "cls", "max", "mean_sqrt", "last", "none", "rank", "median"]),
+        "normalize": st.sampled_from([True, False, "l2", "l1", "max_abs", 3.0, 0.5, 0, -1, "l7"]),
+        "truncate": st.booleans(),
+        "parse_special": st.booleans(),
+        "use_mmap": st.booleans(),
+    },
+)
+
+LONG = "embedding " * 700  # over every token limit the strategies can reach
+
+
+@settings(
+    max_examples=CONFIG_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(config=configs)
+def test_no_config_kills_the_process(child, minilm_f16, config):
+    fields = {**config, "model_path": str(minilm_f16)}
+    reply = child.call({"op": "load", "config": fields, "texts": ["A man plays a guitar.", LONG, "x"]})
+    event("ran" if reply["ok"] else f"refused with {reply['error']}")
+    if not reply["ok"]:
+        assert reply["ours"], f"{reply['error']} is not an embellama exception: {reply['message']}"
+        assert f"'{NAME}'" in reply["message"], f"the error does not name the model: {reply['message']}"
+        return
+    # It ran: the derived settings obey llama.cpp's rules, and the vectors are sound.
+    assert reply["n_seq_max"] <= reply["n_ubatch"] <= reply["n_batch"]
+    assert reply["max_tokens"] <= reply["n_ctx"]
+    if config.get("n_seq_max") is None:
+        assert reply["n_seq_max"] >= 1
+    if "shapes" in reply:
+        assert reply["finite"]
+        if config.get("pooling") == "none":
+            assert all(len(s) == 2 and s[1] == 384 and 1 <= s[0] <= reply["max_tokens"] for s in reply["shapes"])
+        else:
+            assert reply["shapes"] == [[384]] * 3
+
+
+def test_the_reported_configs_run(child, minilm_f16):
+    """The configs of the issue: a small micro-batch used to abort in llama_init_from_model."""
+    for fields in ({"n_ubatch": 64}, {"n_ubatch": 100}, {"n_ubatch": 3}, {"n_ctx": 8}, {"split_mode": "tensor"}):
+        reply = child.call({"op": "load", "config": {"model_path": str(minilm_f16), **fields}, "texts": ["a b c"]})
+        assert reply["ok"], (fields, reply)
+        assert reply["shapes"] == [[384]]
+    reply = child.call({"op": "load", "config": {"model_path": str(minilm_f16), "n_ubatch": 1}})
+    assert reply["error"] == "ConfigurationError" and "no room for text" in reply["message"]
+    reply = child.call({"op": "load", "config": {"model_path": str(minilm_f16), "n_seq_max": 100}})
+    assert reply["error"] == "ConfigurationError" and "must divide the 512 tokens" in reply["message"]
+
+
+# -- text ----------------------------------------------------------------------------------
+
+# Every code point, surrogates and controls included, weighted towards the troublesome ones.
+any_char = st.characters(codec=None, exclude_categories=())
+awkward = st.sampled_from(
+    ["\x00", "\ufeff", "\u200d", "\u0301", "\ud800", "\udfff", "\U0010ffff", "[CLS]", "[SEP]", "<s>", "</s>", "##"]
+)
+texts = st.one_of(
+    st.text(any_char, max_size=60),
+    st.lists(st.one_of(awkward, st.text(any_char, max_size=8)), max_size=30).map("".join),
+    st.tuples(st.sampled_from(["a", "é", "語", "\U0001f600", "\u0915\u093e"]), st.integers(1, 3000)).map(
+        lambda p: p[0] * p[1]  # a very long "word"
+    ),
+    st.lists(st.sampled_from(["Hello", "мир", "世界", "مرحبا", "שלום", "🙂", "\t", "\n", " "]), max_size=60).map(
+        " ".join
+    ),
+)
+
+
+@settings(
+    max_examples=TEXT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(text=texts, batch=st.lists(texts, min_size=1, max_size=6), parse_special=st.booleans())
+def test_no_text_kills_the_process(child, minilm_f16, text, batch, parse_special):
+    config = {"model_path": str(minilm_f16), "model_name": NAME, "n_threads": 1, "parse_special": parse_special}
+    calls = [{"op": "tokenize", "text": text}, {"op": "embed", "text": text}, {"op": "embed_batch", "texts": batch}]
+    reply = child.call({"op": "embed", "config": config, "calls": calls})
+    assert reply["ok"], reply
+    tokenized, single, many = reply["results"]
+    valid = bool(text) and not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+    for result in (tokenized, single):
+        if valid:
+            assert result["ok"], (text, result)
+        else:
+            assert not result["ok"] and result["error"] == "InvalidInputError", (text, result)
+            assert f"'{NAME}'" in result["message"]
+    if valid:
+        assert tokenized["n"] >= 2 and tokenized["in_vocab"]
+        assert single["shape"] == [384] and single["finite"]
+    bad = [i for i, t in enumerate(batch) if not t or any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
+    if bad:
+        assert many["error"] == "InvalidInputError" and f"(input #{bad[0]})" in many["message"], many
+    else:
+        assert many["ok"] and many["shape"] == [len(batch), 384] and many["finite"], many
