@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from . import _convert
 from ._config import ModelConfig, PoolingStrategy
-from ._exceptions import ConfigurationError, EmbellamaError
+from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
 from ._lib import load_library
 from ._model import EmbeddingModel
 
@@ -66,6 +67,7 @@ def _config(args: argparse.Namespace) -> ModelConfig:
         normalize=not args.no_normalize,
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers,
+        compute_type=args.compute_type,
     )
 
 
@@ -114,6 +116,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_cmd(args: argparse.Namespace) -> int:
+    source: Path = args.source
+    out: Path = args.output
+    started = time.perf_counter()
+    if source.is_dir():
+        tree = _convert.llama_source(args.llama_src, None)
+        _convert.convert_hf(source, out, args.type, tree)
+    elif source.is_file():
+        _convert.convert_gguf(source, out, args.type, load_library(), n_threads=args.threads or 0)
+    else:
+        raise ModelNotFoundError(str(source))
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({args.type.upper()}, {size:.1f} MiB) in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _cache_cmd(args: argparse.Namespace) -> int:
+    folder = _convert.cache_dir() / "converted"
+    if args.clear:
+        files, size = _convert.clear_converted()
+        print(f"removed {files} converted model(s), {size / 2**20:.1f} MiB, from {folder}")
+        return 0
+    paths = sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+    total = sum(p.stat().st_size for p in paths)
+    print(f"{folder}: {len(paths)} converted model(s), {total / 2**20:.1f} MiB")
+    for path in paths:
+        print(f"  {path.name}  {path.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``embellama`` command."""
     parser = argparse.ArgumentParser(prog="embellama", description="Text embeddings with llama.cpp.")
@@ -137,7 +169,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, help="CPU threads")
         p.add_argument("--gpu-layers", type=int, default=-1, help="layers to offload (-1: all)")
         p.add_argument("--progress", action="store_true", help="show progress on stderr")
+        p.add_argument(
+            "--compute-type",
+            default="auto",
+            choices=_convert.COMPUTE_TYPES,
+            help="weight type to compute with (default auto: BF16 on CPUs with AVX512_BF16)",
+        )
         p.set_defaults(func=func)
+
+    convert = sub.add_parser(
+        "convert", help="write a GGUF of another weight type from a GGUF or a Hugging Face model folder"
+    )
+    convert.add_argument("source", type=Path, help="a GGUF file, or a Hugging Face model folder")
+    convert.add_argument("output", type=Path, help="the GGUF file to write")
+    convert.add_argument("--type", default="bf16", choices=sorted(_convert.FTYPE_CODES), help="weight type")
+    convert.add_argument("--threads", type=int, help="threads for the quantizer")
+    convert.add_argument("--llama-src", help="llama.cpp source tree (for a model folder: its convert_hf_to_gguf.py)")
+    convert.set_defaults(func=_convert_cmd)
+
+    cache = sub.add_parser("cache", help="list (or --clear) the models compute_type converted into the cache")
+    cache.add_argument("--clear", action="store_true", help="delete them")
+    cache.set_defaults(func=_cache_cmd)
     return parser
 
 

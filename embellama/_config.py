@@ -13,6 +13,7 @@ from ._exceptions import ConfigurationError
 __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 
 _SPLIT_MODES = ("none", "layer", "row", "tensor")
+_COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
 _MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
 _MAX_SEQ = 256  # llama.h LLAMA_MAX_SEQ (the context checks it against the library again)
 
@@ -134,6 +135,9 @@ class ModelConfig:
     """Flash attention; None lets llama.cpp choose (on for CPU)."""
     use_mmap: bool = True
     """Memory-map the model file."""
+    compute_type: str = "auto"
+    """Weight type to compute with: "auto" (BF16 for F16/F32 files on CPUs with AVX512_BF16, else the
+    file's type), "off" (the file as it is), or "f32", "f16", "bf16", "q8_0" (converted once, cached)."""
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
     """Free-form settings for tools built on embellama; ignored by the library."""
 
@@ -178,6 +182,10 @@ class ModelConfig:
             parse_normalization(self.normalize)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{who}: {exc}") from None
+        if self.compute_type not in _COMPUTE_TYPES:
+            raise ConfigurationError(
+                f"{who}: unknown compute_type {self.compute_type!r}; expected one of: {', '.join(_COMPUTE_TYPES)}"
+            )
         for key in ("truncate", "use_mmap", "parse_special", "offload_kqv"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigurationError(f"{who}: {key} must be a bool, got {getattr(self, key)!r}")

@@ -8,16 +8,28 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from . import _convert
 from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
-from ._exceptions import ConfigurationError, InvalidInputError
+from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError
+from ._lib import get_library
 from ._pooling import normalize as _normalize
 from ._pooling import pool_tokens
-from .llama import GGML_MAX_N_THREADS, Batch, Context, ContextParams, Model, reserve_tokens, sequences_for
+from .llama import (
+    GGML_MAX_N_THREADS,
+    Batch,
+    Context,
+    ContextParams,
+    Model,
+    _gpu_devices,
+    reserve_tokens,
+    sequences_for,
+)
 
 __all__ = ["EmbeddingModel"]
 
@@ -76,15 +88,7 @@ class EmbeddingModel:
             return self
         cfg = self.config
         started = time.perf_counter()
-        model = Model(
-            cfg.model_path,
-            n_gpu_layers=cfg.n_gpu_layers,
-            main_gpu=cfg.main_gpu,
-            split_mode=cfg.split_mode,
-            tensor_split=cfg.tensor_split,
-            use_mmap=cfg.use_mmap,
-            name=cfg.name,
-        )
+        model = self._open_weights()
         context: Context | None = None
         try:
             pooling = self._choose_pooling(model)
@@ -114,6 +118,44 @@ class EmbeddingModel:
             time.perf_counter() - started,
         )
         return self
+
+    def _open(self, path: str | os.PathLike[str]) -> Model:
+        cfg = self.config
+        return Model(
+            path,
+            n_gpu_layers=cfg.n_gpu_layers,
+            main_gpu=cfg.main_gpu,
+            split_mode=cfg.split_mode,
+            tensor_split=cfg.tensor_split,
+            use_mmap=cfg.use_mmap,
+            name=cfg.name,
+        )
+
+    def _open_weights(self) -> Model:
+        """The model in the weight type ``compute_type`` asks for (a cached conversion, made once)."""
+        cfg = self.config
+        library = get_library()
+        offloaded = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
+        target = _convert.target_type(cfg.compute_type, library, offloaded=offloaded)
+        if target is None:
+            return self._open(cfg.model_path)
+        if not Path(cfg.model_path).is_file():
+            raise ModelNotFoundError(str(cfg.model_path), cfg.name)
+        cached = _convert.converted_path(cfg.model_path, target, library)
+        if cached.is_file():
+            return self._open(cached)
+        model = self._open(cfg.model_path)
+        if not _convert.wants_conversion(cfg.compute_type, model.ftype, target):
+            return model
+        model.close()
+        logger.info("model %r: converting its weights to %s once (compute_type=%r)", cfg.name, target, cfg.compute_type)
+        _convert.convert_gguf(cfg.model_path, cached, target, library, n_threads=cfg.n_threads or 0)
+        return self._open(cached)
+
+    @property
+    def weights_path(self) -> Path:
+        """The GGUF file in use: the model file, or its converted copy in the cache."""
+        return self._require()[0].path
 
     def _context_params(self, model: Model, pooling: PoolingStrategy) -> ContextParams:
         """Context settings: the config's, and for the rest values llama.cpp accepts.

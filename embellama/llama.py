@@ -223,6 +223,11 @@ class Model:
         return int(self._lib.lib.llama_model_size(self._handle()))
 
     @property
+    def ftype(self) -> int:
+        """The weights' type as llama.cpp's ``enum llama_ftype`` (0 F32, 1 F16, 7 Q8_0, 32 BF16 …)."""
+        return int(self._lib.lib.llama_model_ftype(self._handle())) & ~1024  # without LLAMA_FTYPE_GUESSED
+
+    @property
     def n_params(self) -> int:
         """Number of parameters."""
         return int(self._lib.lib.llama_model_n_params(self._handle()))

@@ -1,0 +1,166 @@
+"""Weight types: the compute-type choice, the converted-model cache and ``embellama convert``.
+
+llama.cpp computes with the weights in the type the GGUF file stores. On CPUs with
+AVX512_BF16 its tinyBLAS kernels multiply BF16 weights natively (``vdpbf16ps``), while F16
+weights are converted on every load of every operand; elsewhere there is no BF16 kernel and
+F16 stays faster. ``ModelConfig(compute_type="auto")`` therefore converts F16/F32 models to
+BF16 only where the library reports ``AVX512_BF16 = 1`` and the model runs on the CPU. A
+conversion runs once, through llama.cpp's own quantizer, into the cache
+(``$EMBELLAMA_CACHE_DIR``, else ``~/.cache/embellama``, folder ``converted``), keyed by the
+source file's identity (path, size, modification time) and the target type, written
+atomically and reused; ``embellama cache --clear`` removes the copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
+from ._lib import Library
+
+__all__ = ["COMPUTE_TYPES", "cache_dir", "clear_converted", "convert_hf", "converted_path", "target_type"]
+
+logger = logging.getLogger("embellama")
+
+COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
+"""``auto``: BF16 where the CPU has a BF16 kernel, else the file's own type; ``off``: the file
+as it is; a type name: always that type (converted once if the file has another)."""
+
+FTYPE_CODES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
+"""``enum llama_ftype`` values of the types a model can be converted to."""
+
+_AUTO_SOURCES = (FTYPE_CODES["f32"], FTYPE_CODES["f16"])
+
+
+def cache_dir() -> Path:
+    """``$EMBELLAMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/embellama``, else ``~/.cache/embellama``."""
+    explicit = os.environ.get("EMBELLAMA_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "embellama"
+    return Path.home() / ".cache" / "embellama"
+
+
+def cpu_has_bf16_kernel(library: Library) -> bool:
+    """Whether the library's CPU backend was compiled with AVX512_BF16 (native BF16 matmuls)."""
+    return "AVX512_BF16 = 1" in library.system_info()
+
+
+def target_type(compute_type: str, library: Library, *, offloaded: bool) -> str | None:
+    """The weight type to run with, or None for the file's own type."""
+    if compute_type == "off":
+        return None
+    if compute_type == "auto":
+        return "bf16" if cpu_has_bf16_kernel(library) and not offloaded else None
+    if compute_type not in FTYPE_CODES:
+        raise ConfigurationError(f"unknown compute_type {compute_type!r}; expected one of: {', '.join(COMPUTE_TYPES)}")
+    return compute_type
+
+
+def wants_conversion(compute_type: str, file_ftype: int, target: str) -> bool:
+    """Whether a file of ``file_ftype`` must be converted to ``target``."""
+    if compute_type == "auto":
+        return file_ftype in _AUTO_SOURCES
+    return file_ftype != FTYPE_CODES[target]
+
+
+def converted_path(source: str | os.PathLike[str], target: str, library: Library) -> Path:
+    """Where the cache keeps ``source`` converted to ``target`` (it may not exist yet)."""
+    src = Path(source).resolve()
+    try:
+        stat = src.stat()
+    except OSError:
+        raise ModelNotFoundError(str(source)) from None
+    identity = f"{src}\0{stat.st_size}\0{stat.st_mtime_ns}\0{target}\0{library.version}\0{library.commit}"
+    key = hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return cache_dir() / "converted" / f"{src.stem}.{key}.{target.upper()}.gguf"
+
+
+def convert_gguf(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    target: str,
+    library: Library,
+    *,
+    n_threads: int = 0,
+) -> Path:
+    """Write ``source`` with its weights in ``target`` type, atomically, with llama.cpp's quantizer."""
+    from .llama import quantize
+
+    dst = Path(destination)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    started = time.perf_counter()
+    try:
+        quantize(source, tmp, target, n_threads=n_threads, library=library)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info(
+        "converted %s to %s in %.1f s (%d MB): %s",
+        source,
+        target.upper(),
+        time.perf_counter() - started,
+        dst.stat().st_size // 2**20,
+        dst,
+    )
+    return dst
+
+
+def clear_converted() -> tuple[int, int]:
+    """Delete every converted model in the cache; returns (files, bytes) removed."""
+    folder = cache_dir() / "converted"
+    files = removed = 0
+    for path in folder.glob("*.gguf") if folder.is_dir() else ():
+        removed += path.stat().st_size
+        path.unlink()
+        files += 1
+    return files, removed
+
+
+def llama_source(explicit: str | os.PathLike[str] | None, library: Library | None) -> Path:
+    """A llama.cpp source tree with ``convert_hf_to_gguf.py``."""
+    candidates: list[Path] = []
+    if explicit:
+        candidates.append(Path(explicit))
+    if os.environ.get("EMBELLAMA_LLAMA_SRC"):
+        candidates.append(Path(os.environ["EMBELLAMA_LLAMA_SRC"]))
+    source = ((library.manifest or {}) if library else {}).get("source") or {}
+    candidates += [Path(source[key]) for key in ("directory", "location") if source.get(key)]
+    commit = (library.commit if library else None) or ""
+    candidates += sorted((cache_dir() / "src").glob(f"llama.cpp-{commit}*"))
+    for candidate in candidates:
+        if (candidate / "convert_hf_to_gguf.py").is_file():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates) or "nowhere"
+    raise ConfigurationError(
+        f"no llama.cpp source with convert_hf_to_gguf.py (looked in {looked}); pass --llama-src, set "
+        "$EMBELLAMA_LLAMA_SRC, or run build_llama.py"
+    )
+
+
+def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> Path:
+    """Run llama.cpp's ``convert_hf_to_gguf.py`` (needs its Python dependencies: torch, gguf …)."""
+    if not (hf_dir / "config.json").is_file():
+        raise ModelNotFoundError(str(hf_dir / "config.json"))
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
+    env = dict(os.environ, PYTHONPATH=str(source / "gguf-py"), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, str(source / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype]
+    try:
+        proc = subprocess.run([*cmd, "--outfile", str(tmp)], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+            raise ModelLoadError(str(hf_dir), f"convert_hf_to_gguf.py failed ({proc.returncode}):\n{tail}")
+        os.replace(tmp, destination)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return destination

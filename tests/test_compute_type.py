@@ -1,0 +1,147 @@
+"""compute_type: weights converted once into the cache (BF16 where the CPU has a BF16 kernel)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from embellama import ConfigurationError, EmbeddingModel, ModelConfig, _convert
+from embellama import llama as llama_module
+
+BF16 = _convert.FTYPE_CODES["bf16"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "converted"
+
+
+@pytest.fixture
+def bf16_cpu(library, monkeypatch):
+    """Pretend the library was compiled with AVX512_BF16 (this test machine may lack it)."""
+    info = library.system_info().replace("AVX2 = 1", "AVX2 = 1 | AVX512_BF16 = 1")
+    monkeypatch.setattr(type(library), "system_info", lambda self: info)
+
+
+def _sts_sample(sts, sts_reference, step=5):
+    s1, s2, _ = sts
+    texts = s1 + s2
+    index = np.arange(0, len(texts), step)
+    return [texts[i] for i in index], sts_reference["emb_st"][index]
+
+
+def test_explicit_bf16_converts_once_and_stays_exact(minilm_f16, cache, caplog, sts, sts_reference):
+    texts, reference = _sts_sample(sts, sts_reference)
+    config = ModelConfig(model_path=minilm_f16, compute_type="bf16", max_tokens=256, n_threads=2)
+    with caplog.at_level(logging.INFO, logger="embellama"), EmbeddingModel(config) as model:
+        assert model.model.ftype == BF16
+        assert model.weights_path.parent == cache and model.weights_path.name.endswith(".BF16.gguf")
+        ours = model.embed_batch(texts)
+    converted = [r for r in caplog.records if "converting its weights to bf16" in r.getMessage()]
+    assert len(converted) == 1
+    cos = (ours * reference).sum(1)
+    print(f"\nBF16 vs sentence-transformers: min cos {cos.min():.6f} over {len(texts)} STS sentences")
+    assert cos.min() >= 0.9999
+    (made,) = cache.glob("*.gguf")
+    stamp = made.stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="embellama"), EmbeddingModel(config) as again:
+        assert again.weights_path == made and again.model.ftype == BF16
+    assert made.stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert not [r for r in caplog.records if "converting" in r.getMessage()]
+    assert [p.name for p in cache.iterdir()] == [made.name]  # no temporary file left behind
+
+
+def test_auto_leaves_the_weights_alone_without_a_bf16_kernel(minilm_f16, cache, library, monkeypatch):
+    info = library.system_info().replace("AVX512_BF16 = 1", "")
+    monkeypatch.setattr(type(library), "system_info", lambda self: info)
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16)) as model:
+        assert model.weights_path == minilm_f16 and model.model.ftype == _convert.FTYPE_CODES["f16"]
+    assert not cache.exists()
+
+
+def test_auto_converts_f16_to_bf16_on_a_bf16_cpu(minilm_f16, minilm_q8, cache, bf16_cpu):
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16)) as model:
+        assert model.model.ftype == BF16 and model.weights_path.parent == cache
+        auto = model.embed_batch(["A man is playing a guitar.", "Someone plays an instrument."])
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, compute_type="off")) as plain:
+        assert plain.weights_path == minilm_f16
+        np.testing.assert_allclose(
+            (auto * plain.embed_batch(["A man is playing a guitar.", "Someone plays an instrument."])).sum(1),
+            1,
+            atol=1e-4,
+        )
+    # a quantized file is not up-converted, and is not copied either
+    with EmbeddingModel(ModelConfig(model_path=minilm_q8)) as q8:
+        assert q8.weights_path == minilm_q8 and q8.model.ftype == _convert.FTYPE_CODES["q8_0"]
+    assert len(list(cache.glob("*.gguf"))) == 1
+
+
+def test_auto_keeps_gpu_offloaded_weights(minilm_f16, cache, bf16_cpu, monkeypatch, library):
+    import embellama._model as model_module
+
+    monkeypatch.setattr(model_module, "_gpu_devices", lambda lib: [{"name": "GPU0", "type": "GPU"}])
+    assert _convert.target_type("auto", library, offloaded=True) is None
+    assert _convert.target_type("auto", library, offloaded=False) == "bf16"
+    assert _convert.target_type("q8_0", library, offloaded=True) == "q8_0"  # an explicit type is obeyed
+    monkeypatch.setattr(llama_module, "_gpu_devices", lambda lib: [])  # the CPU build has none to load onto
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_gpu_layers=-1)) as model:
+        assert model.weights_path == minilm_f16
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_gpu_layers=0)) as cpu_only:
+        assert cpu_only.model.ftype == BF16
+
+
+def test_a_changed_source_is_converted_again(minilm_f16, cache, tmp_path):
+    copy = tmp_path / "mini.gguf"
+    copy.write_bytes(minilm_f16.read_bytes())
+    config = ModelConfig(model_path=copy, compute_type="q8_0")
+    with EmbeddingModel(config) as first:
+        first_path = first.weights_path
+    os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
+    with EmbeddingModel(config) as second:
+        assert second.weights_path != first_path and second.model.ftype == _convert.FTYPE_CODES["q8_0"]
+
+
+def test_compute_type_is_validated():
+    with pytest.raises(ConfigurationError, match="unknown compute_type 'int4'"):
+        ModelConfig(model_path="m.gguf", model_name="m", compute_type="int4")
+
+
+def _cli(*args, env):
+    return subprocess.run([sys.executable, "-m", "embellama", *args], capture_output=True, text=True, env=env)
+
+
+def test_convert_and_cache_commands(minilm_f16, cache, tmp_path, library):
+    env = dict(os.environ)
+    out = tmp_path / "mini.bf16.gguf"
+    proc = _cli("convert", str(minilm_f16), str(out), "--type", "bf16", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "BF16" in proc.stdout
+    with llama_module.Model(out) as model:
+        assert model.ftype == BF16
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, compute_type="f32")):
+        pass
+    proc = _cli("cache", env=env)
+    assert "1 converted model(s)" in proc.stdout and ".F32.gguf" in proc.stdout
+    proc = _cli("cache", "--clear", env=env)
+    assert proc.returncode == 0 and "removed 1 converted model(s)" in proc.stdout
+    assert list(cache.glob("*.gguf")) == []
+
+
+def test_convert_a_hugging_face_folder(tmp_path, sts, sts_reference):
+    import make_model
+
+    out = tmp_path / "from-hf.BF16.gguf"
+    proc = _cli("convert", str(make_model.hf_model_dir()), str(out), "--type", "bf16", env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    texts, reference = _sts_sample(sts, sts_reference, step=11)
+    with EmbeddingModel(ModelConfig(model_path=out, compute_type="off", max_tokens=256)) as model:
+        assert model.model.ftype == BF16
+        cos = (model.embed_batch(texts) * reference).sum(1)
+    assert cos.min() >= 0.9999
