@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
-from ._lib import Library
+from ._lib import Library, cache_dir
 
 __all__ = ["COMPUTE_TYPES", "cache_dir", "clear_converted", "convert_hf", "converted_path", "target_type"]
 
@@ -36,17 +36,6 @@ FTYPE_CODES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 """``enum llama_ftype`` values of the types a model can be converted to."""
 
 _AUTO_SOURCES = (FTYPE_CODES["f32"], FTYPE_CODES["f16"])
-
-
-def cache_dir() -> Path:
-    """``$EMBELLAMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/embellama``, else ``~/.cache/embellama``."""
-    explicit = os.environ.get("EMBELLAMA_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "embellama"
-    return Path.home() / ".cache" / "embellama"
 
 
 def cpu_has_bf16_kernel(library: Library) -> bool:

@@ -15,7 +15,10 @@ A mismatch raises :class:`~embellama.LibraryError` naming what differs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
+import io
 import json
 import logging
 import os
@@ -45,6 +48,55 @@ BACKENDS = ("cuda", "metal", "vulkan", "cpu")
 ENV_LIB = "EMBELLAMA_LIB"
 ENV_BACKEND = "EMBELLAMA_BACKEND"
 BUILD_HINT = "python build_llama.py  (from an embellama checkout; --help lists the backends)"
+
+
+def cache_dir() -> Path:
+    """``$EMBELLAMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/embellama``, else ``~/.cache/embellama``."""
+    explicit = os.environ.get("EMBELLAMA_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec says to ignore relative paths
+        return Path(xdg) / "embellama"
+    return Path.home() / ".cache" / "embellama"
+
+
+def make_ffi(declarations: str) -> Any:
+    """An FFI for ``declarations``, parsed once and kept as an out-of-line module in the cache.
+
+    pycparser takes about a tenth of a second for the llama.cpp declarations; cffi's
+    out-of-line ABI mode (``set_source(name, None)``, as python-soundfile ships it) stores
+    the parsed types in a small Python module that loads in a millisecond. The module is
+    named by the sha256 of the declarations and cffi's version, so an edit makes a new one;
+    where the cache cannot be written, the declarations are parsed every time.
+    """
+    key = hashlib.sha256(f"{cffi.__version__}\0{declarations}".encode()).hexdigest()[:20]
+    name = f"_embellama_ffi_{key}"
+    file = cache_dir() / "cffi" / f"{name}.py"
+    if file.is_file():
+        try:
+            spec = importlib.util.spec_from_file_location(name, file)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module.ffi
+        except Exception as exc:  # a damaged cache file: parse again and rewrite it
+            logger.debug("ignoring cached declarations %s: %s", file, exc)
+    builder = cffi.FFI()
+    try:
+        builder.cdef(declarations)
+    except cffi.CDefError as exc:
+        raise LibraryError(f"the C declarations do not parse: {exc}") from exc
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        builder.set_source(name, None)
+        tmp = file.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with contextlib.redirect_stdout(io.StringIO()):  # cffi announces "generating ..."
+            builder.emit_python_code(str(tmp))
+        os.replace(tmp, file)
+    except OSError as exc:
+        logger.debug("cannot cache the parsed declarations in %s: %s", file.parent, exc)
+    return builder
 
 
 def _find_cdef() -> Path:
@@ -139,7 +191,8 @@ _RAW_SIZE = 4096  # far larger than any params struct: the callee cannot overrun
 class Library:
     """A loaded and checked libllama: the ``ffi``, the ``lib`` and where it came from."""
 
-    ffi: cffi.FFI
+    ffi: Any
+    """The ``cffi`` FFI of the declarations (an out-of-line FFI when loaded from the cache)."""
     lib: Any
     path: Path
     manifest: dict[str, Any] | None
@@ -383,7 +436,7 @@ def open_library(
     )
 
 
-def _preload_ggml(ffi: cffi.FFI, folder: Path) -> list[Any]:
+def _preload_ggml(ffi: Any, folder: Path) -> list[Any]:
     handles = []
     flags = ffi.RTLD_NOW | ffi.RTLD_GLOBAL
     for stem in _GGML_PRELOAD:
@@ -421,12 +474,7 @@ def _read_manifest(file: Path) -> tuple[dict[str, Any] | None, list[str]]:
 
 
 def _open_checked(file: Path, source: str, cdef: str | None) -> Library:
-    ffi = cffi.FFI()
-    text = read_cdef() if cdef is None else cdef
-    try:
-        ffi.cdef(text)
-    except cffi.CDefError as exc:
-        raise LibraryError(f"the C declarations do not parse: {exc}") from exc
+    ffi = make_ffi(read_cdef() if cdef is None else cdef)
     preloaded = _preload_ggml(ffi, file.parent)
     try:
         lib = ffi.dlopen(str(file), ffi.RTLD_NOW | ffi.RTLD_GLOBAL)
@@ -447,7 +495,7 @@ def _open_checked(file: Path, source: str, cdef: str | None) -> Library:
     )
 
 
-def check_symbols(ffi: cffi.FFI, lib: Any, file: Path) -> None:
+def check_symbols(ffi: Any, lib: Any, file: Path) -> None:
     """Every declared function must resolve in the library."""
     missing = []
     for name in dir(lib):
@@ -462,7 +510,7 @@ def check_symbols(ffi: cffi.FFI, lib: Any, file: Path) -> None:
         )
 
 
-def _struct_fields(ffi: cffi.FFI, name: str) -> list[str] | None:
+def _struct_fields(ffi: Any, name: str) -> list[str] | None:
     for spelling in (f"struct {name}", name):
         try:
             ctype = ffi.typeof(spelling)
@@ -472,7 +520,7 @@ def _struct_fields(ffi: cffi.FFI, name: str) -> list[str] | None:
     return None
 
 
-def check_layout(ffi: cffi.FFI, layout: dict[str, Any], file: Path) -> None:
+def check_layout(ffi: Any, layout: dict[str, Any], file: Path) -> None:
     """Struct sizes and field offsets of the declarations must equal the measured layout."""
     problems = []
     for struct, measured in sorted(layout.items()):
@@ -498,10 +546,9 @@ def check_layout(ffi: cffi.FFI, layout: dict[str, Any], file: Path) -> None:
         raise LibraryError(f"ABI mismatch between include/llama.cdef.h and {file}:\n  " + "\n  ".join(problems))
 
 
-def check_defaults(ffi: cffi.FFI, lib_path: str, file: Path) -> None:
+def check_defaults(ffi: Any, lib_path: str, file: Path) -> None:
     """The known defaults of the params constructors must land in the declared fields."""
-    raw_ffi = cffi.FFI()
-    raw_ffi.cdef(
+    raw_ffi = make_ffi(
         f"typedef struct {{ unsigned char bytes[{_RAW_SIZE}]; }} embellama_raw;\n"
         + "".join(f"embellama_raw {fn}(void);\n" for fn, _ in _SENTINELS.values())
     )
@@ -542,7 +589,7 @@ def check_defaults(ffi: cffi.FFI, lib_path: str, file: Path) -> None:
         )
 
 
-def _check_sizes_x86_64(ffi: cffi.FFI, lib_path: str) -> list[str]:
+def _check_sizes_x86_64(ffi: Any, lib_path: str) -> list[str]:
     """Measure how many bytes the params constructors really write (x86-64 only).
 
     On x86-64 (System V and Windows alike) a large struct is returned through a hidden
@@ -553,20 +600,15 @@ def _check_sizes_x86_64(ffi: cffi.FFI, lib_path: str) -> list[str]:
     """
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return []
-    sret_ffi = cffi.FFI()
-    sret_ffi.cdef("".join(f"void * {fn}(void * out);\n" for fn, _ in _SENTINELS.values()))
+    sret_ffi = make_ffi("".join(f"void * {fn}(void * out);\n" for fn, _ in _SENTINELS.values()))
     sret_lib = sret_ffi.dlopen(lib_path)
     problems = []
     for struct, (function, _) in _SENTINELS.items():
-        written = bytearray(_RAW_SIZE)
-        for pattern in (0x00, 0xFF):
-            buf = sret_ffi.new(f"unsigned char[{_RAW_SIZE}]", bytes([pattern]) * _RAW_SIZE)
+        last = -1  # the last byte the call wrote: it differs from the fill under one of the patterns
+        for pattern in (b"\x00", b"\xff"):
+            buf = sret_ffi.new(f"unsigned char[{_RAW_SIZE}]", pattern * _RAW_SIZE)
             getattr(sret_lib, function)(buf)
-            data = sret_ffi.buffer(buf)[:]
-            for i in range(_RAW_SIZE):
-                if data[i] != pattern:
-                    written[i] = 1
-        last = max((i for i in range(_RAW_SIZE) if written[i]), default=-1)
+            last = max(last, len(sret_ffi.buffer(buf)[:].rstrip(pattern)) - 1)
         align = ffi.alignof(f"struct {struct}")
         real = (last + align) // align * align
         ours = ffi.sizeof(f"struct {struct}")

@@ -310,3 +310,36 @@ def test_log_lines_from_several_threads_do_not_mix(library, caplog):
             t.join(10)
     lines = sorted(r.getMessage() for r in caplog.records if r.name == "embellama.llama")
     assert lines == ["alpha starts alpha middle alpha ends", "beta starts beta middle beta ends"]
+
+
+def test_parsed_declarations_are_cached_as_an_out_of_line_module(tmp_path, monkeypatch):
+    import cffi
+
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path))
+    text = _lib.read_cdef()
+    first = _lib.make_ffi(text)
+    assert isinstance(first, cffi.FFI)  # parsed by pycparser this time
+    (module,) = (tmp_path / "cffi").glob("_embellama_ffi_*.py")
+    second = _lib.make_ffi(text)
+    assert not isinstance(second, cffi.FFI)  # the cached module's FFI: no parsing
+    for spelling in ("struct llama_context_params", "struct llama_model_params", "struct llama_batch"):
+        assert second.sizeof(spelling) == first.sizeof(spelling)
+        assert [(n, second.offsetof(spelling, n)) for n, _ in second.typeof(spelling).fields] == [
+            (n, first.offsetof(spelling, n)) for n, _ in first.typeof(spelling).fields
+        ]
+    other = _lib.make_ffi(text.replace("int32_t n_gpu_layers;", "int64_t n_gpu_layers;"))
+    moved = other.offsetof("struct llama_model_params", "split_mode")
+    assert moved == second.offsetof("struct llama_model_params", "split_mode") + 4  # another module
+    module.write_text("this is not python")
+    assert isinstance(_lib.make_ffi(text), cffi.FFI)  # a damaged module is parsed again and rewritten
+    assert not isinstance(_lib.make_ffi(text), cffi.FFI)
+    with pytest.raises(LibraryError, match="do not parse"):
+        _lib.make_ffi("struct { broken")
+
+
+def test_declarations_work_without_a_writable_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(blocker))
+    ffi = _lib.make_ffi("int f(int);")
+    assert ffi.typeof("int(*)(int)") is not None

@@ -1,0 +1,488 @@
+"""Embeddings of a whole Ray Data dataset: one model per actor, as many actors as the cluster holds.
+
+``ray[data]`` is an optional extra (``pip install "embellama[ray]"``); nothing here imports
+ray before it is needed, and ``import embellama`` never does.
+
+>>> import ray.data  # doctest: +SKIP
+>>> from embellama import ModelConfig
+>>> from embellama.ray import embed_dataset
+>>> ds = ray.data.read_parquet("passages/")  # doctest: +SKIP
+>>> embed_dataset(ds, ModelConfig(model_path="/shared/minilm.gguf")).write_parquet("vectors/")  # doctest: +SKIP
+
+Each actor owns one :class:`~embellama.EmbeddingModel` (inside an
+:class:`~embellama.EmbeddingEngine`, so the llama.cpp context stays on one thread whatever thread
+Ray calls the actor from), reads a text column and appends a ``fixed_size_list<float32>[dim]``
+column, keeping every other column and the row order of each batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._config import ModelConfig, PoolingStrategy
+from ._engine import EmbeddingEngine
+from ._exceptions import (
+    ConfigurationError,
+    EmbellamaError,
+    InvalidInputError,
+    LibraryError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
+from ._lib import ENV_LIB, load_library
+from ._model import DEFAULT_CTX_CAP, EmbeddingModel
+from .llama import Model
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+__all__ = ["ActorPlan", "Embedder", "ShippedModel", "embed_dataset", "plan_actors", "ship_model"]
+
+logger = logging.getLogger("embellama")
+
+DEFAULT_TEXTS_PER_CALL = 256
+"""Rows per Ray batch when the model's packing cannot be read on the driver (llama.cpp's sequence limit)."""
+_GPU_BACKENDS = ("cuda", "metal", "vulkan", "gpu")
+_INSTALL_HINT = 'embellama.ray needs Ray Data: pip install "embellama[ray]" (or "ray[data]")'
+
+
+def _ray() -> Any:
+    """The ``ray`` module, imported on first use."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
+    return ray
+
+
+def _as_config(config: ModelConfig | Mapping[str, Any] | None, fields: Mapping[str, Any]) -> ModelConfig:
+    """A ModelConfig from a config, a mapping of its fields, or keyword fields (which override)."""
+    if config is None:
+        return ModelConfig(**fields)
+    if isinstance(config, ModelConfig):
+        return dataclasses.replace(config, **fields) if fields else config
+    if isinstance(config, Mapping):
+        return ModelConfig(**{**config, **fields})
+    raise ConfigurationError(f"expected a ModelConfig or a mapping of its fields, got {type(config).__name__}")
+
+
+def _check_column(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+# -- shipping the model through the object store -------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShippedModel:
+    """A GGUF file put in Ray's object store by :func:`ship_model`.
+
+    The first actor on each node writes it to a node-local cache file (checked against
+    ``sha256``, written atomically); the other actors of that node reuse the file.
+    """
+
+    ref: Any
+    """``ray.ObjectRef`` of the file's bytes (a uint8 array)."""
+    file_name: str
+    sha256: str
+    size: int
+
+
+def ship_model(path: str | os.PathLike[str]) -> ShippedModel:
+    """Put the GGUF at ``path`` (a file the driver can read) into Ray's object store.
+
+    The object store of every node that runs an actor then holds a copy while the job
+    runs: fine for models of a few GB; beyond that, use shared storage.
+    """
+    return _put_model(path)
+
+
+def _put_model(path: str | os.PathLike[str]) -> ShippedModel:
+    ray = _ray()
+    file = Path(path)
+    if not file.is_file():
+        raise ModelNotFoundError(str(file))
+    data = np.fromfile(file, dtype=np.uint8)
+    digest = hashlib.sha256(data.data).hexdigest()
+    return ShippedModel(ref=ray.put(data), file_name=file.name, sha256=digest, size=int(data.size))
+
+
+def _materialize(shipped: ShippedModel, cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The node-local file of a shipped model, written from the object store if missing."""
+    folder = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "embellama-ray"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{shipped.sha256[:16]}-{shipped.file_name}"
+    if target.is_file() and target.stat().st_size == shipped.size:
+        return target  # written whole by an earlier actor (renamed into place only once complete)
+    data = _ray().get(shipped.ref)
+    view = np.ascontiguousarray(data, dtype=np.uint8).data
+    if hashlib.sha256(view).hexdigest() != shipped.sha256:
+        raise ModelLoadError(str(target), "the shipped bytes do not match their sha256", None)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    with open(partial, "wb") as f:
+        f.write(view)
+    os.replace(partial, target)
+    return target
+
+
+# -- the callable class for map_batches ------------------------------------------------------
+
+
+class Embedder:
+    """Callable class for ``Dataset.map_batches``: one embedding model per actor.
+
+    >>> ds.map_batches(Embedder, fn_constructor_kwargs={"config": config}, batch_format="pyarrow",
+    ...                compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)  # doctest: +SKIP
+
+    Takes a ModelConfig, a mapping of its fields, or the fields as keywords (``model_path=...``;
+    keywords override the config's). Batches may be ``pyarrow.Table`` (what :func:`embed_dataset`
+    uses: the new column is ``fixed_size_list<float32>[dim]``), ``dict[str, numpy.ndarray]`` (a
+    ``(rows, dim)`` float32 array) or ``pandas.DataFrame`` (one float32 array per row). Every other
+    column is kept, and the rows keep their order.
+
+    Errors name the model, the column and, with ``id_column``, the row's id; ``input #i`` is the
+    row's position in its batch. The library (``$EMBELLAMA_LIB`` on the worker) is loaded and
+    ABI-checked, and the model loaded, when the actor starts, so a worker that cannot do either
+    fails the job with embellama's message.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig | Mapping[str, Any] | None = None,
+        *,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        id_column: str | None = None,
+        texts_per_call: int | None = None,
+        shipped: ShippedModel | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        self.text_column = _check_column(text_column, "text_column")
+        self.output_column = _check_column(output_column, "output_column")
+        self.id_column = None if id_column is None else _check_column(id_column, "id_column")
+        if texts_per_call is not None and (not isinstance(texts_per_call, int) or texts_per_call < 1):
+            raise ConfigurationError(f"texts_per_call must be a positive int or None, got {texts_per_call!r}")
+        self.texts_per_call = texts_per_call
+        cfg = _as_config(config, fields)
+        node = socket.gethostname()
+        try:
+            self.library = load_library()  # $EMBELLAMA_LIB (a runtime_env env var) or the built library
+        except LibraryError as exc:
+            raise LibraryError(f"on node {node}: {exc}") from exc
+        if shipped is not None:
+            cfg = dataclasses.replace(cfg, model_path=_materialize(shipped, cache_dir))
+        path = Path(cfg.model_path)
+        if not path.is_file():
+            err = ModelNotFoundError(str(path), cfg.name)
+            err.args = (
+                f"{err} on node {node} (working directory {os.getcwd()}). Every worker must see the GGUF at "
+                "this path: put it on storage every node mounts at the same path, or ship it with the job "
+                "(embed_dataset(..., ship_model=True), or a runtime_env working_dir that holds it)",
+            )
+            raise err
+        self.config = cfg
+        self._engine = EmbeddingEngine([cfg])
+        self.info = self._engine.info()
+        if self.info["pooling"] == "none":
+            self._engine.close()
+            raise ConfigurationError(
+                f"model {cfg.name!r}: pooling NONE gives one vector per token; a dataset column needs one per text"
+            )
+        self.dimensions: int = int(self.info["embedding_dimensions"])
+        logger.info("embellama.ray actor on %s: %s from %s", node, cfg.name, self.library.path)
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.config.name
+
+    def close(self) -> None:
+        """Free the model (Ray does it when the actor ends)."""
+        self._engine.close()
+
+    def __call__(self, batch: Any) -> Any:
+        """The batch with the embedding column appended (same type as given)."""
+        if isinstance(batch, dict):
+            return self._numpy_batch(batch)
+        kind = type(batch).__module__.split(".")[0]
+        if kind == "pyarrow":
+            return self._arrow_batch(batch)
+        if kind == "pandas":
+            return self._pandas_batch(batch)
+        raise ConfigurationError(
+            f"model {self.name!r}: unsupported batch type {type(batch).__name__}; "
+            'use batch_format="pyarrow", "numpy" or "pandas"'
+        )
+
+    # -- one batch --------------------------------------------------------------------
+
+    def _check_columns(self, names: Sequence[str]) -> None:
+        if self.text_column not in names:
+            raise ConfigurationError(
+                f"model {self.name!r}: no column {self.text_column!r} in the batch; columns: {list(names)}"
+            )
+        if self.output_column in names:
+            raise ConfigurationError(
+                f"model {self.name!r}: the batch already has a column {self.output_column!r}; "
+                "drop it or choose another output_column"
+            )
+        if self.id_column is not None and self.id_column not in names:
+            raise ConfigurationError(
+                f"model {self.name!r}: no id column {self.id_column!r} in the batch; columns: {list(names)}"
+            )
+
+    def _embed(self, values: Sequence[Any], ids: Any) -> npt.NDArray[np.float32]:
+        """Vectors of ``values`` (the text column as Python objects); ``ids()`` gives the id column."""
+
+        def where(reason: str, index: int | None) -> InvalidInputError:
+            text = f"column {self.text_column!r}: {reason}"
+            if self.id_column is not None and index is not None:
+                text += f"; row {self.id_column}={ids()[index]!r}"
+            return InvalidInputError(text, self.name, index)
+
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise where(f"expected str, got {type(value).__name__}", i)
+        if not values:
+            return np.empty((0, self.dimensions), dtype=np.float32)
+        try:
+            vectors = self._engine.embed_batch(list(values), batch_size=self.texts_per_call, show_progress_bar=False)
+        except InvalidInputError as exc:  # empty, undecodable or (with truncate=False) too long
+            raise where(exc.reason, exc.index) from None
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _arrow_batch(self, table: Any) -> Any:
+        import pyarrow as pa
+
+        self._check_columns(table.column_names)
+        values = table.column(self.text_column).to_pylist()
+        vectors = self._embed(values, lambda: table.column(self.id_column).to_pylist())
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), self.dimensions)
+        return table.append_column(pa.field(self.output_column, column.type), column)
+
+    def _numpy_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        self._check_columns(list(batch))
+        values = list(batch[self.text_column].tolist())
+        vectors = self._embed(values, lambda: batch[str(self.id_column)].tolist())
+        return {**batch, self.output_column: vectors}
+
+    def _pandas_batch(self, frame: Any) -> Any:
+        self._check_columns([str(c) for c in frame.columns])
+        values = frame[self.text_column].tolist()
+        vectors = self._embed(values, lambda: frame[self.id_column].tolist())
+        return frame.assign(**{self.output_column: list(vectors)})
+
+
+# -- resources -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorPlan:
+    """What :func:`embed_dataset` asks Ray for (see :func:`plan_actors`)."""
+
+    concurrency: int | tuple[int, int]
+    """Actors: a fixed count, or (min, max) for an autoscaling pool."""
+    n_threads: int
+    """llama.cpp threads per actor."""
+    num_cpus: float
+    """Logical CPUs each actor reserves."""
+    num_gpus: float
+    """GPUs each actor reserves (1 with a GPU build on a cluster with GPUs, else 0)."""
+    batch_size: int
+    """Rows per Ray batch."""
+    backend: str
+    """The library's backend as the driver sees it ("cpu", "cuda", ... or "unknown")."""
+
+
+def _library_backend(library: str | os.PathLike[str] | None) -> str:
+    """Backend of the library the workers will load, read on the driver ("unknown" if it cannot be)."""
+    if library is not None:
+        folder = Path(library)
+        manifest = (folder if folder.is_dir() else folder.parent) / "manifest.json"
+        try:
+            return str(json.loads(manifest.read_text(encoding="utf-8")).get("backend", "unknown"))
+        except (OSError, ValueError):
+            return "unknown"
+    try:
+        return load_library().backend
+    except EmbellamaError:
+        return "unknown"
+
+
+def _texts_per_call(config: ModelConfig) -> int:
+    """The most texts one llama.cpp call of this model takes (its ``n_seq_max``).
+
+    Read from the GGUF's metadata (vocabulary-only load) when the driver sees the file;
+    otherwise :data:`DEFAULT_TEXTS_PER_CALL`.
+    """
+    if config.n_seq_max is not None:
+        return config.n_seq_max
+    try:
+        with Model(config.model_path, vocab_only=True, name=config.name) as model:
+            trained = int(model.metadata_value(f"{model.architecture}.context_length") or 0)
+            n_ctx = config.n_ctx or min(trained, DEFAULT_CTX_CAP) or None
+            sized = dataclasses.replace(config, n_ctx=n_ctx)
+            params = EmbeddingModel(sized)._context_params(model, PoolingStrategy.MEAN)
+            return params.n_seq_max
+    except (EmbellamaError, ValueError) as exc:
+        logger.info(
+            "model %r: packing not readable on the driver (%s); %d rows per batch",
+            config.name,
+            exc,
+            DEFAULT_TEXTS_PER_CALL,
+        )
+        return DEFAULT_TEXTS_PER_CALL
+
+
+def plan_actors(
+    config: ModelConfig,
+    *,
+    n_threads: int | None = None,
+    concurrency: int | tuple[int, int] | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    batch_size: int | None = None,
+    library: str | os.PathLike[str] | None = None,
+) -> ActorPlan:
+    """The defaults of :func:`embed_dataset`, from the running cluster (``ray.init()`` first if needed).
+
+    - **GPU build** (the driver's library, or ``library``'s manifest) on a cluster with GPUs:
+      one actor per GPU, each with ``num_gpus=1`` and one CPU.
+    - **CPU build:** ``n_threads`` (default: the config's, else 1) llama.cpp threads per actor and
+      ``cpus // n_threads`` actors on each node. Each actor reserves ``n_threads`` logical CPUs, less
+      where that would take the node's last one: one CPU per node stays free for Ray Data's own read
+      and write tasks, which otherwise wait forever for the actors.
+    - **Rows per batch:** the most texts one llama.cpp call takes (``n_seq_max``: 256 for most models).
+    """
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init()
+    threads = n_threads or config.n_threads or 1
+    if not isinstance(threads, int) or threads < 1:
+        raise ConfigurationError(f"n_threads must be a positive int, got {threads!r}")
+    backend = _library_backend(library)
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    cpus = [float(r.get("CPU", 0)) for r in nodes if r.get("CPU", 0) >= 1]
+    total_gpus = sum(float(r.get("GPU", 0)) for r in nodes)
+    if num_gpus is None:
+        num_gpus = 1.0 if backend in _GPU_BACKENDS and total_gpus >= 1 else 0.0
+    if num_gpus > 0:
+        auto_size = max(1, int(total_gpus // num_gpus))
+        auto_cpus = 1.0
+    elif cpus:
+        per_node = [max(1, int(c // threads)) for c in cpus]
+        auto_size = sum(per_node)
+        share = min(min(float(threads), (c - 1) / k) for c, k in zip(cpus, per_node, strict=True))
+        auto_cpus = share if share > 0 else min(float(threads), min(cpus)) / 2
+        auto_cpus = math.floor(auto_cpus * 1000) / 1000
+    else:
+        raise ConfigurationError(f"the Ray cluster has no node with a CPU: {nodes}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ConfigurationError(f"batch_size must be a positive int, got {batch_size!r}")
+    return ActorPlan(
+        concurrency=concurrency if concurrency is not None else auto_size,
+        n_threads=threads,
+        num_cpus=float(num_cpus) if num_cpus is not None else auto_cpus,
+        num_gpus=float(num_gpus),
+        batch_size=batch_size or _texts_per_call(config),
+        backend=backend,
+    )
+
+
+def embed_dataset(
+    ds: Dataset,
+    config: ModelConfig | Mapping[str, Any],
+    text_column: str = "text",
+    output_column: str = "embedding",
+    *,
+    id_column: str | None = None,
+    n_threads: int | None = None,
+    concurrency: int | tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    library: str | os.PathLike[str] | None = None,
+    ship_model: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
+    **ray_remote_args: Any,
+) -> Dataset:
+    """``ds`` with an embedding column: ``fixed_size_list<float32>[dim]``, L2-normalized by default.
+
+    Lazy, like every Ray Data transform: the work runs when the result is consumed
+    (``write_parquet``, ``take_all``, ``materialize``...). Defaults come from :func:`plan_actors`;
+    ``concurrency`` may be a (min, max) pair for an autoscaling pool.
+
+    - ``library``: libllama file or folder *on the workers*, set as ``$EMBELLAMA_LIB`` in the actors'
+      runtime_env (default: what the workers find themselves).
+    - ``ship_model=True``: put the GGUF (read on the driver) in Ray's object store; each node writes
+      it once to ``cache_dir`` (default: the system temp folder). Otherwise ``config.model_path`` must be
+      readable on every worker (shared storage, or relative to a runtime_env ``working_dir``).
+    - ``runtime_env`` and ``ray_remote_args`` go to ``map_batches`` as they are.
+    """
+    ray = _ray()
+    cfg = _as_config(config, {})
+    text_column = _check_column(text_column, "text_column")
+    output_column = _check_column(output_column, "output_column")
+    schema = ds.schema(fetch_if_missing=False)
+    if schema is not None:
+        names = list(schema.names)
+        if text_column not in names:
+            raise ConfigurationError(f"model {cfg.name!r}: the dataset has no column {text_column!r}; columns: {names}")
+        if output_column in names:
+            raise ConfigurationError(f"model {cfg.name!r}: the dataset already has a column {output_column!r}")
+    plan = plan_actors(
+        cfg,
+        n_threads=n_threads,
+        concurrency=concurrency,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        batch_size=batch_size,
+        library=library,
+    )
+    cfg = dataclasses.replace(cfg, n_threads=plan.n_threads)
+    env: dict[str, Any] = dict(runtime_env or {})
+    if library is not None:
+        env["env_vars"] = {**dict(env.get("env_vars") or {}), ENV_LIB: os.fspath(library)}
+    if isinstance(plan.concurrency, tuple):
+        compute = ray.data.ActorPoolStrategy(min_size=plan.concurrency[0], max_size=plan.concurrency[1])
+    else:
+        compute = ray.data.ActorPoolStrategy(size=plan.concurrency)
+    kwargs: dict[str, Any] = {
+        "config": cfg,
+        "text_column": text_column,
+        "output_column": output_column,
+        "id_column": id_column,
+        "shipped": _put_model(cfg.model_path) if ship_model else None,
+        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+    }
+    if plan.num_gpus > 0:
+        ray_remote_args.setdefault("num_gpus", plan.num_gpus)
+    logger.info("embellama.ray: %s", plan)
+    return ds.map_batches(
+        Embedder,
+        batch_format="pyarrow",
+        batch_size=plan.batch_size,
+        compute=compute,
+        fn_constructor_kwargs=kwargs,
+        num_cpus=plan.num_cpus,
+        runtime_env=env or None,
+        **ray_remote_args,
+    )
