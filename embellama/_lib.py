@@ -501,7 +501,7 @@ def check_symbols(ffi: Any, lib: Any, file: Path) -> None:
     for name in dir(lib):
         try:
             getattr(lib, name)
-        except AttributeError:
+        except (AttributeError, ffi.error):  # in-line and out-of-line FFIs differ here
             missing.append(name)
     if missing:
         raise LibraryError(
