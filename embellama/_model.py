@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _convert
+from . import _batch, _convert
+from ._batch import ProgressCallback
 from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError
 from ._lib import get_library
-from ._pooling import normalize as _normalize
-from ._pooling import pool_tokens
 from .llama import (
     GGML_MAX_N_THREADS,
     Batch,
@@ -296,7 +295,7 @@ class EmbeddingModel:
 
     def embed(self, text: str, *, normalize: NormalizeSpec | None = None) -> npt.NDArray[np.float32]:
         """Embedding of one text: shape ``(dim,)``, or ``(n_tokens, dim)`` with pooling NONE."""
-        return self.embed_batch([text], normalize=normalize)[0]
+        return self.embed_batch([text], normalize=normalize, show_progress_bar=False)[0]
 
     def embed_batch(
         self,
@@ -305,48 +304,83 @@ class EmbeddingModel:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         normalize: NormalizeSpec | None = None,
+        progress: ProgressCallback | None = None,
     ) -> Any:
         """Embeddings of several texts, in order: float32 array of shape ``(n, dim)``.
 
-        With pooling NONE the result is a list of ``(n_tokens_i, dim)`` arrays instead.
-        ``batch_size`` caps the texts per llama.cpp call (default: as many as fit).
+        Every text is checked and tokenized before any inference; the texts are then packed
+        into llama.cpp calls by length. With pooling NONE the result is a list of
+        ``(n_tokens_i, dim)`` arrays instead. ``batch_size`` caps the texts per llama.cpp call
+        (default: as many as fit). ``progress(done, total)`` is called after each call, the
+        last time with ``(total, total)``; ``show_progress_bar`` draws a bar (tqdm if installed).
         """
-        model, context, batch = self._require()
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise InvalidInputError(f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        return self._run(
+            texts, 0, batch_size, normalize, _batch.Progress(len(texts), self.name, show_progress_bar, progress)
+        )
+
+    def embed_iter(
+        self,
+        texts: Iterable[str],
+        *,
+        chunk_size: int = 1024,
+        batch_size: int | None = None,
+        normalize: NormalizeSpec | None = None,
+        show_progress_bar: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[Any]:
+        """Stream embeddings: one ``(chunk, dim)`` array per ``chunk_size`` texts, in input order.
+
+        For inputs that do not fit in memory: at most one chunk of texts and vectors is held
+        at a time. A bad text raises :class:`InvalidInputError` with its index in the whole
+        stream when its chunk is reached (earlier chunks have been yielded by then).
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigurationError(f"model {self.name!r}: chunk_size must be a positive int, got {chunk_size!r}")
+        if isinstance(texts, (str, bytes)):
+            raise InvalidInputError(f"embed_iter expects an iterable of str, got {type(texts).__name__}", self.name)
+        total = len(texts) if isinstance(texts, Sized) else None
+        tracker = _batch.Progress(total, self.name, show_progress_bar, progress)
+        source = iter(texts)
+        offset = 0
+        while chunk := list(itertools.islice(source, chunk_size)):
+            yield self._run(chunk, offset, batch_size, normalize, tracker, finish=False)
+            offset += len(chunk)
+        tracker.close()
+
+    def _run(
+        self,
+        texts: Sequence[Any],
+        offset: int,
+        batch_size: int | None,
+        normalize: NormalizeSpec | None,
+        progress: _batch.Progress,
+        *,
+        finish: bool = True,
+    ) -> Any:
+        model, context, batch = self._require()
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
         norm = self._norm if normalize is None else parse_normalization(normalize)
         assert self._pooling is not None
-        pooling = self._pooling
         truncate = self.config.truncate
-        tokens = [self._tokenize(model, t, i, truncate) for i, t in enumerate(texts)]
-        dim = model.n_embd
-        if pooling is PoolingStrategy.NONE:
-            per_token: list[npt.NDArray[np.float32]] = [np.empty((0, dim), np.float32)] * len(tokens)
-        else:
-            out = np.empty((len(tokens), dim), dtype=np.float32)
-        max_seqs = min(context.n_seq_max, batch_size or context.n_seq_max)
-        progress = _Progress(len(tokens), self.name, show_progress_bar)
-        for group in _pack(tokens, self._budget, max_seqs):
-            lengths = np.fromiter((len(tokens[i]) for i in group), dtype=np.int64, count=len(group))
-            batch.set_sequences(np.concatenate([tokens[i] for i in group]), lengths)
-            context.process(batch)
-            if pooling.native != "none":
-                vectors = context.sequence_embeddings(len(group))
-            else:
-                flat = context.token_embeddings(batch.n_tokens)
-                if pooling is PoolingStrategy.NONE:
-                    pieces = np.split(flat, np.cumsum(lengths)[:-1])
-                    for i, piece in zip(group, pieces, strict=True):
-                        per_token[i] = _normalize(piece, norm)
-                    progress.advance(len(group))
-                    continue
-                vectors = pool_tokens(flat, lengths, pooling)
-            out[group] = _normalize(vectors, norm)
-            progress.advance(len(group))
-        progress.close()
-        return per_token if pooling is PoolingStrategy.NONE else out
+        tokens = [self._tokenize(model, text, offset + i, truncate) for i, text in enumerate(texts)]
+        result = _batch.run_batch(
+            tokens,
+            context=context,
+            batch=batch,
+            pooling=self._pooling,
+            norm=norm,
+            budget=self._budget,
+            max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
+            progress=progress,
+        )
+        if finish:
+            progress.close()
+        return result
 
     @overload
     def encode(
@@ -355,6 +389,7 @@ class EmbeddingModel:
         batch_size: int | None = ...,
         show_progress_bar: bool | None = ...,
         normalize_embeddings: bool = ...,
+        progress: ProgressCallback | None = ...,
     ) -> npt.NDArray[np.float32]: ...
 
     @overload
@@ -364,6 +399,7 @@ class EmbeddingModel:
         batch_size: int | None = ...,
         show_progress_bar: bool | None = ...,
         normalize_embeddings: bool = ...,
+        progress: ProgressCallback | None = ...,
     ) -> npt.NDArray[np.float32]: ...
 
     def encode(
@@ -372,6 +408,7 @@ class EmbeddingModel:
         batch_size: int | None = None,
         show_progress_bar: bool | None = None,
         normalize_embeddings: bool = False,
+        progress: ProgressCallback | None = None,
     ) -> npt.NDArray[np.float32]:
         """sentence-transformers-style ``encode``: a str gives ``(dim,)``, a list ``(n, dim)``.
 
@@ -386,7 +423,9 @@ class EmbeddingModel:
         norm: NormalizeSpec | None = Normalization.L2 if normalize_embeddings else None
         if isinstance(sentences, str):
             return self.embed(sentences, normalize=norm)
-        result = self.embed_batch(sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=norm)
+        result = self.embed_batch(
+            sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=norm, progress=progress
+        )
         if isinstance(result, list):
             raise ConfigurationError(f"model {self.name!r}: encode() needs a pooling other than NONE")
         return result
@@ -402,48 +441,3 @@ def truncate_tokens(ids: npt.NDArray[np.int32], limit: int, suffix: Sequence[int
         return ids
     tail = np.asarray(suffix, dtype=np.int32)
     return np.concatenate([ids[: limit - len(tail)], tail])
-
-
-def _pack(tokens: Sequence[npt.NDArray[np.int32]], budget: int, max_seqs: int) -> Iterator[list[int]]:
-    """Group texts, in order, into calls of at most ``budget`` tokens and ``max_seqs`` texts."""
-    group: list[int] = []
-    used = 0
-    for i, ids in enumerate(tokens):
-        n = len(ids)
-        if group and (used + n > budget or len(group) >= max_seqs):
-            yield group
-            group, used = [], 0
-        group.append(i)
-        used += n
-    if group:
-        yield group
-
-
-class _Progress:
-    """A one-line progress display on stderr for long batches (no dependency)."""
-
-    def __init__(self, total: int, name: str, enabled: bool | None) -> None:
-        if enabled is None:
-            enabled = logger.getEffectiveLevel() <= logging.INFO and total > 1
-        self.enabled = enabled
-        self.total = total
-        self.done = 0
-        self.name = name
-        self.started = time.perf_counter()
-        self._last = 0.0
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if now - self._last >= 0.2 or self.done >= self.total:
-            self._last = now
-            rate = self.done / max(now - self.started, 1e-9)
-            sys.stderr.write(f"\rembedding with {self.name}: {self.done}/{self.total} texts ({rate:.0f}/s)")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.total:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

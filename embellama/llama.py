@@ -520,6 +520,7 @@ class Context:
         self.n_embd = model.n_embd
         self._memory = lib.llama_get_memory(raw)
         self._use_encode = model.has_encoder and not model.has_decoder
+        self._last_n_seqs = 0
 
     # -- lifetime and ownership --------------------------------------------------
 
@@ -585,11 +586,13 @@ class Context:
         if self._memory != self._lib.ffi.NULL:
             lib.llama_memory_clear(self._memory, True)
         fn = lib.llama_encode if self._use_encode else lib.llama_decode
+        self._last_n_seqs = 0
         rc = fn(ptr, batch._struct[0])
         if rc != 0:
             raise EmbeddingError(
                 "llama.cpp failed to process the batch", self.model.name, text_length=n, return_code=int(rc)
             )
+        self._last_n_seqs = batch.n_seqs
 
     def sequence_embeddings(self, n_seqs: int) -> npt.NDArray[np.float32]:
         """Pooled embeddings of sequences ``0..n_seqs-1`` of the last batch, ``(n_seqs, n_embd)``."""
@@ -605,6 +608,39 @@ class Context:
                 raise EmbeddingError(f"llama.cpp returned no embedding for sequence {seq}", self.model.name)
             ffi.memmove(out[seq], row, nbytes)
         return out
+
+    def copy_sequence_embeddings(self, out: npt.NDArray[np.float32], rows: npt.ArrayLike) -> None:
+        """Copy the pooled embedding of sequence ``k`` of the last batch into ``out[rows[k]]``.
+
+        One ``memmove`` per sequence from llama.cpp's buffer into the caller's array: the
+        only copy the pooled vectors make.
+        """
+        ptr = self._handle()
+        ffi, lib = self._lib.ffi, self._lib.lib
+        if self.pooling in ("none", "unknown"):
+            raise EmbeddingError("this context does not pool (pooling 'none')", self.model.name)
+        targets = np.asarray(rows, dtype=np.intp)
+        if not (
+            isinstance(out, np.ndarray)
+            and out.dtype == np.float32
+            and out.ndim == 2
+            and out.shape[1] == self.n_embd
+            and out.flags.c_contiguous
+            and out.flags.writeable
+        ):
+            raise EmbeddingError(f"out must be a writable C-contiguous float32 (n, {self.n_embd}) array")
+        if targets.ndim != 1 or len(targets) > self._last_n_seqs:
+            raise EmbeddingError(
+                f"asked for {len(targets)} sequences; the last batch held {self._last_n_seqs}", self.model.name
+            )
+        if len(targets) and (targets.min() < 0 or targets.max() >= len(out)):
+            raise EmbeddingError(f"rows must lie in [0, {len(out)})", self.model.name)
+        nbytes = self.n_embd * 4
+        for seq, row in enumerate(targets.tolist()):
+            src = lib.llama_get_embeddings_seq(ptr, seq)
+            if src == ffi.NULL:
+                raise EmbeddingError(f"llama.cpp returned no embedding for sequence {seq}", self.model.name)
+            ffi.memmove(out[row], src, nbytes)
 
     def token_embeddings(self, n_tokens: int) -> npt.NDArray[np.float32]:
         """Token-level embeddings of the last batch, ``(n_tokens, n_embd)`` (pooling "none")."""
@@ -797,8 +833,35 @@ class Batch:
             )
         if ids.size and (int(ids.min()) < -(2**31) or int(ids.max()) >= 2**31):
             raise InvalidInputError("token ids must fit in int32")
-        starts = np.cumsum(lens) - lens
         self._token[:total] = ids
+        self._layout(lens, total)
+
+    def fill(self, sequences: Sequence[npt.NDArray[np.integer[Any]]]) -> None:
+        """Fill with one token array per sequence, copied straight into the buffer C reads.
+
+        Sequence ``i`` gets seq_id ``i`` and positions ``0..len-1``; the loop runs per
+        sequence, never per token.
+        """
+        lens = np.fromiter((len(seq) for seq in sequences), dtype=np.int64, count=len(sequences))
+        if lens.size == 0 or (lens <= 0).any():
+            raise InvalidInputError("every sequence needs at least one token")
+        total = int(lens.sum())
+        if total > self._capacity or lens.size > self._max_seqs:
+            raise InvalidInputError(
+                f"{lens.size} sequences / {total} tokens exceed the batch's "
+                f"{self._max_seqs} sequences / {self._capacity} tokens"
+            )
+        at = 0
+        buffer = self._token
+        for seq, n in zip(sequences, lens.tolist(), strict=True):
+            if not isinstance(seq, np.ndarray) or seq.ndim != 1 or seq.dtype.kind not in "iu":
+                raise InvalidInputError("each sequence must be a 1-D numpy array of token ids")
+            buffer[at : at + n] = seq
+            at += n
+        self._layout(lens, total)
+
+    def _layout(self, lens: npt.NDArray[np.int64], total: int) -> None:
+        starts = np.cumsum(lens) - lens
         self._pos[:total] = np.arange(total, dtype=np.int32) - np.repeat(starts, lens).astype(np.int32)
         self._seq_id[:total] = np.repeat(np.arange(lens.size, dtype=np.int32), lens)
         self._n_tokens = total

@@ -1,0 +1,150 @@
+"""The batch pipeline behind ``EmbeddingModel.embed_batch`` and ``embed_iter``.
+
+1. **Validate and tokenize** every text before any inference (a bad text raises
+   :class:`InvalidInputError` with its index; nothing is half-returned).
+2. **Pack by length:** texts are sorted by token count, longest first, and cut into
+   llama.cpp calls of at most ``budget`` tokens and ``max_seqs`` texts, so each call holds
+   texts of similar length (flash attention skips the masked tiles between them).
+3. **Infer** each call into the one reused :class:`~embellama.llama.Batch`, and copy each
+   pooled vector straight from llama.cpp's buffer into its row of the result: one copy,
+   no scatter pass. Pooling llama.cpp does not have (MAX, MEAN_SQRT) is a numpy reduction.
+4. **Normalize** the result in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._config import Normalization, PoolingStrategy
+from ._pooling import normalize as _normalize
+from ._pooling import pool_tokens
+from .llama import Batch, Context
+
+__all__ = ["Progress", "ProgressCallback", "pack_by_length", "run_batch"]
+
+logger = logging.getLogger("embellama")
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""``progress(done, total)``: texts embedded so far and the total (None while a stream's length is unknown)."""
+
+
+def pack_by_length(lengths: npt.NDArray[np.int64], budget: int, max_seqs: int) -> list[npt.NDArray[np.intp]]:
+    """Indices of the texts, longest first, cut into calls of at most ``budget`` tokens and ``max_seqs`` texts.
+
+    Every length must be at most ``budget``. The loop runs once per text, never per token.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order].tolist()
+    groups: list[npt.NDArray[np.intp]] = []
+    start = used = 0
+    for i, n in enumerate(sorted_lengths):
+        if i > start and (used + n > budget or i - start >= max_seqs):
+            groups.append(order[start:i])
+            start, used = i, 0
+        used += n
+    if start < len(sorted_lengths):
+        groups.append(order[start:])
+    return groups
+
+
+def run_batch(
+    tokens: Sequence[npt.NDArray[np.int32]],
+    *,
+    context: Context,
+    batch: Batch,
+    pooling: PoolingStrategy,
+    norm: Normalization | float,
+    budget: int,
+    max_seqs: int,
+    progress: Progress,
+) -> Any:
+    """Embed already tokenized texts: ``(n, dim)`` float32, or a list of token matrices for pooling NONE."""
+    dim = context.n_embd
+    n = len(tokens)
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=n)
+    native = pooling.native != "none"
+    per_token: list[npt.NDArray[np.float32]] = []
+    if pooling is PoolingStrategy.NONE:
+        per_token = [np.empty((0, dim), np.float32)] * n
+    out = np.empty((n, dim), dtype=np.float32)
+    for group in pack_by_length(lengths, budget, max_seqs):
+        batch.fill([tokens[i] for i in group])
+        context.process(batch)
+        if native:
+            context.copy_sequence_embeddings(out, group)
+        else:
+            flat = context.token_embeddings(batch.n_tokens)
+            group_lengths = lengths[group]
+            if pooling is PoolingStrategy.NONE:
+                for i, piece in zip(group, np.split(flat, np.cumsum(group_lengths)[:-1]), strict=True):
+                    per_token[i] = _normalize(piece, norm)
+            else:
+                out[group] = pool_tokens(flat, group_lengths, pooling)
+        progress.advance(len(group))
+    if pooling is PoolingStrategy.NONE:
+        return per_token
+    return _normalize(out, norm)
+
+
+class Progress:
+    """Reports ``(done, total)`` to a callback and, when asked, draws a progress bar.
+
+    The bar is tqdm's when tqdm is installed, else one line on stderr. ``enabled=None``
+    shows it when the ``embellama`` logger's level is INFO or lower (as sentence-transformers
+    does) and there is more than one text.
+    """
+
+    def __init__(
+        self, total: int | None, name: str, enabled: bool | None, callback: ProgressCallback | None = None
+    ) -> None:
+        if enabled is None:
+            enabled = logger.getEffectiveLevel() <= logging.INFO and (total is None or total > 1)
+        self.total = total
+        self.done = 0
+        self.name = name
+        self.callback = callback
+        self.started = time.perf_counter()
+        self._last = 0.0
+        self._bar: Any = None
+        self._line = False
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                self._line = True
+            else:
+                self._bar = tqdm(total=total, desc=f"embedding with {name}", unit="text")
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self._line:
+            now = time.perf_counter()
+            if now - self._last >= 0.2 or self.done == self.total:
+                self._last = now
+                rate = self.done / max(now - self.started, 1e-9)
+                of = f"/{self.total}" if self.total is not None else ""
+                sys.stderr.write(f"\rembedding with {self.name}: {self.done}{of} texts ({rate:.0f}/s)")
+                sys.stderr.flush()
+
+    def close(self) -> None:
+        """Finish; the callback's last call is ``(total, total)`` (also for no texts, or a stream)."""
+        if self.callback is not None and (self.done == 0 or self.total is None):
+            self.callback(self.done, self.done)
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._line:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self._line = False
