@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
-from ._config import ModelConfig, Normalization, PoolingStrategy
+from ._config import EngineConfig, ModelConfig, Normalization, PoolingStrategy
 from ._engine import EmbeddingEngine
 from ._exceptions import (
     ConfigurationError,
     EmbeddingError,
     EmbellamaError,
+    EngineBusyError,
     InvalidInputError,
     LibraryError,
     ModelLoadError,
@@ -33,6 +34,8 @@ __all__ = [
     "EmbeddingError",
     "EmbeddingModel",
     "EmbellamaError",
+    "EngineBusyError",
+    "EngineConfig",
     "InvalidInputError",
     "Library",
     "LibraryError",

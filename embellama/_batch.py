@@ -137,9 +137,9 @@ class Progress:
                 sys.stderr.write(f"\rembedding with {self.name}: {self.done}{of} texts ({rate:.0f}/s)")
                 sys.stderr.flush()
 
-    def close(self) -> None:
+    def close(self, *, report: bool = True) -> None:
         """Finish; the callback's last call is ``(total, total)`` (also for no texts, or a stream)."""
-        if self.callback is not None and (self.done == 0 or self.total is None):
+        if report and self.callback is not None and (self.done == 0 or self.total is None):
             self.callback(self.done, self.done)
         if self._bar is not None:
             self._bar.close()

@@ -1,15 +1,18 @@
-"""The ``embellama`` command: ``doctor``, ``embed`` and ``demo``."""
+"""The ``embellama`` command: ``doctor``, ``info``, ``embed``, ``demo``, ``convert`` and ``cache``."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 import numpy as np
 
@@ -18,6 +21,7 @@ from ._config import ModelConfig, PoolingStrategy
 from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
 from ._lib import load_library
 from ._model import EmbeddingModel
+from .llama import Model
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -71,16 +75,155 @@ def _config(args: argparse.Namespace) -> ModelConfig:
     )
 
 
-def _embed(args: argparse.Namespace) -> int:
-    texts = list(args.text) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    with EmbeddingModel(_config(args)) as model:
-        vectors = model.embed_batch(texts, show_progress_bar=args.progress)
-    if isinstance(vectors, list):
-        out = [v.tolist() for v in vectors]
+FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".npy": "npy"}
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    """The texts: the arguments, else the lines of --input (``-``: stdin), else stdin; blank lines skipped."""
+    if args.text and args.input is not None:
+        raise ConfigurationError("give the texts as arguments or with --input, not both")
+    if args.text:
+        return list(args.text)
+    if args.input is None or args.input == "-":
+        if sys.stdin.isatty():
+            raise ConfigurationError("no texts: give them as arguments, with --input FILE, or on stdin")
+        if isinstance(sys.stdin, io.TextIOWrapper):
+            sys.stdin.reconfigure(encoding="utf-8")
+        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    with open(args.input, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def _output_format(args: argparse.Namespace) -> str:
+    if args.format is not None:
+        fmt: str = args.format
+    elif args.output is None:
+        fmt = "json"
     else:
-        out = vectors.tolist()
-    json.dump({"model": model.name, "embeddings": out}, sys.stdout)
-    sys.stdout.write("\n")
+        suffix = Path(args.output).suffix.lower()
+        if suffix not in FORMATS:
+            raise ConfigurationError(
+                f"cannot tell the format of {args.output} from its extension; use {', '.join(FORMATS)} or --format"
+            )
+        fmt = FORMATS[suffix]
+    if fmt == "npy" and args.output is None:
+        raise ConfigurationError("the npy format needs --output FILE.npy")
+    return fmt
+
+
+def _embed(args: argparse.Namespace) -> int:
+    fmt = _output_format(args)
+    texts = _read_texts(args)
+    config = _config(args)
+    if fmt in ("npy", "csv") and config.pooling is PoolingStrategy.NONE:
+        raise ConfigurationError(
+            f"--pooling none gives one vector per token, which {fmt} cannot hold; use json or jsonl"
+        )
+    with EmbeddingModel(config) as model:
+        chunks = model.embed_iter(texts, chunk_size=args.chunk_size, show_progress_bar=args.progress)
+        if args.output is None:
+            if isinstance(sys.stdout, io.TextIOWrapper):
+                sys.stdout.reconfigure(encoding="utf-8")
+            _write(fmt, sys.stdout, None, model, texts, chunks)
+            return 0
+        out = Path(args.output)
+        part = out.with_name(out.name + ".part")  # the output appears whole, or not at all
+        try:
+            if fmt == "npy":
+                _write(fmt, None, part, model, texts, chunks)
+            else:
+                with open(part, "w", encoding="utf-8", newline="") as f:
+                    _write(fmt, f, part, model, texts, chunks)
+            os.replace(part, out)
+        finally:
+            part.unlink(missing_ok=True)
+    return 0
+
+
+def _write(
+    fmt: str, f: IO[str] | None, path: Path | None, model: EmbeddingModel, texts: list[str], chunks: Iterator[Any]
+) -> None:
+    """Write the embeddings chunk by chunk: only one chunk of vectors is in memory at a time."""
+    dim = model.embedding_dimensions
+    if fmt == "npy":
+        assert path is not None
+        if not texts:
+            with open(path, "wb") as empty:
+                np.save(empty, np.empty((0, dim), np.float32))
+            return
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+        start = 0
+        for vectors in chunks:
+            array[start : start + len(vectors)] = vectors
+            start += len(vectors)
+        array.flush()
+        del array
+        return
+    assert f is not None
+    rows = (row for vectors in chunks for row in vectors)
+    if fmt == "json":
+        f.write(f'{{"model": {json.dumps(model.name)}, "embeddings": [')
+        for i, row in enumerate(rows):
+            f.write((", " if i else "") + json.dumps(row.tolist()))
+        f.write("]}\n")
+    elif fmt == "jsonl":
+        for text, row in zip(texts, rows, strict=True):
+            f.write(json.dumps({"text": text, "embedding": row.tolist()}, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.writer(f)
+        writer.writerow(["text", *(f"dim_{i}" for i in range(dim))])
+        for text, row in zip(texts, rows, strict=True):
+            writer.writerow([text, *(repr(float(x)) for x in row)])
+
+
+def _pooling_used(model: Model) -> str:
+    """The pooling EmbeddingModel picks for the file by default, and why."""
+    named = model.pooling_type
+    if named in ("mean", "cls", "last"):
+        return f"{named} (from the GGUF metadata)"
+    if named == "rank":
+        return "rank: a reranker (pass --pooling to embed with it anyway)"
+    fallback = "last" if model.is_causal else "mean"
+    return f"{fallback} (the GGUF names none)"
+
+
+def _info(args: argparse.Namespace) -> int:
+    path: Path = args.model
+    with Model(path, n_gpu_layers=0) as model:
+        ftypes = {code: name.upper() for name, code in _convert.FTYPE_CODES.items()}
+        report: dict[str, Any] = {
+            "path": str(path),
+            "name": model.metadata_value("general.name") or path.stem,
+            "architecture": model.architecture,
+            "description": model.description,
+            "weight_type": ftypes.get(model.ftype, model.description.split(" ", 2)[-1]),
+            "parameters": model.n_params,
+            "size": model.size,
+            "file_size": path.stat().st_size,
+            "embedding_dimensions": model.n_embd,
+            "context_length": model.n_ctx_train,
+            "layers": model.n_layer,
+            "vocabulary": model.n_vocab,
+            "tokenizer": model.vocab_type,
+            "causal_attention": model.is_causal,
+            "pooling": _pooling_used(model),
+            "metadata": dict(sorted(model.metadata().items())),
+        }
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    for key, value in report.items():
+        if key == "metadata":
+            print("metadata:")
+            for name, text in value.items():
+                text = text if len(text) <= 100 else text[:97] + "..."
+                print(f"  {name} = {text}")
+        elif key in ("size", "file_size"):
+            print(f"{key}: {value} bytes ({value / 2**20:.1f} MiB)")
+        elif key == "parameters":
+            print(f"{key}: {value} ({value / 1e6:.1f} M)")
+        else:
+            print(f"{key}: {value}")
     return 0
 
 
@@ -146,9 +289,16 @@ def _cache_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``embellama`` command."""
-    parser = argparse.ArgumentParser(prog="embellama", description="Text embeddings with llama.cpp.")
+    parser = _Parser(prog="embellama", description="Text embeddings with llama.cpp.")
     parser.add_argument("--lib", help="libllama file or folder (default: $EMBELLAMA_LIB, then the built one)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: llama.cpp's log too")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,13 +307,31 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(func=_doctor)
 
+    info = sub.add_parser("info", help="show a GGUF model's metadata, dimensions, pooling and size")
+    info.add_argument("model", type=Path, help="GGUF model file")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_info)
+
     for name, func, help_text in (
-        ("embed", _embed, "print embeddings of texts (arguments or stdin lines) as JSON"),
+        (
+            "embed",
+            _embed,
+            "embed texts (arguments, --input FILE or stdin lines) into JSON on stdout, or .npy, .jsonl or .csv",
+        ),
         ("demo", _demo, "embed a few sentences and print their similarities"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("model", type=Path, help="GGUF model file")
         p.add_argument("text", nargs="*", help="texts (default: stdin lines for embed, examples for demo)")
+        if name == "embed":
+            p.add_argument("-i", "--input", help="file with one text per line ('-': stdin); blank lines are skipped")
+            p.add_argument(
+                "-o", "--output", help="file to write: .npy (float32 rows), .jsonl, .csv or .json (default: stdout)"
+            )
+            p.add_argument(
+                "--format", choices=sorted(set(FORMATS.values())), help="output format (default: by extension)"
+            )
+            p.add_argument("--chunk-size", type=int, default=1024, help="texts embedded and written at a time")
         p.add_argument("--pooling", help="mean, cls, max, mean_sqrt, last or none (default: the model's)")
         p.add_argument("--no-normalize", action="store_true", help="skip L2 normalization")
         p.add_argument("--threads", type=int, help="CPU threads")
@@ -204,9 +372,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lib and args.command != "doctor":
             load_library(args.lib)
         return int(args.func(args))
-    except EmbellamaError as exc:
-        print(f"embellama: error: {exc}", file=sys.stderr)
+    except (EmbellamaError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, BrokenPipeError):  # the reader of stdout went away (| head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+        message = str(exc) if isinstance(exc, EmbellamaError) else f"{type(exc).__name__}: {exc}"
+        print(f"embellama: error: {' '.join(message.split())}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("embellama: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -213,3 +213,45 @@ class ModelConfig:
     def name(self) -> str:
         """The model's name (``model_name`` or the file's stem)."""
         return str(self.model_name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """How an :class:`~embellama.EmbeddingEngine` serves its models. Validated on construction.
+
+    Change a field with ``dataclasses.replace(config, cache_size=10_000)``.
+    """
+
+    default_model: str | None = None
+    """The model used when a call names none; default: the first model loaded."""
+    workers_per_model: int = 1
+    """Copies of each model, each loaded and run by its own worker thread; requests go to the least busy."""
+    cache_size: int = 0
+    """Capacity of the LRU cache of single-text embeddings (entries); 0 turns it off."""
+    cache_batches: bool = False
+    """Also serve and fill the cache from batches of several texts. Results then equal uncached ones only
+    to float rounding: llama.cpp's output for a text moves in the last bits with the texts sharing its call."""
+    max_pending: int = 0
+    """Most requests submitted and not yet answered, over all models (queued or running); 0: no limit."""
+    submit_timeout: float = 0.0
+    """When ``max_pending`` requests are pending: seconds a new request waits for room before
+    ``EngineBusyError`` (0: raise at once). Async calls wait without blocking the event loop."""
+
+    def __post_init__(self) -> None:
+        who = "EngineConfig"
+        name = self.default_model
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigurationError(f"{who}: default_model must be a non-empty str or None, got {name!r}")
+        for key, low in (("workers_per_model", 1), ("cache_size", 0), ("max_pending", 0)):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                kind = "a positive int" if low else "an int >= 0"
+                raise ConfigurationError(f"{who}: {key} must be {kind}, got {value!r}")
+        if self.workers_per_model > _MAX_THREADS:
+            raise ConfigurationError(f"{who}: workers_per_model ({self.workers_per_model}) > {_MAX_THREADS}")
+        if not isinstance(self.cache_batches, bool):
+            raise ConfigurationError(f"{who}: cache_batches must be a bool, got {self.cache_batches!r}")
+        wait = self.submit_timeout
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            raise ConfigurationError(f"{who}: submit_timeout must be a finite number of seconds >= 0, got {wait!r}")
+        object.__setattr__(self, "submit_timeout", float(wait))

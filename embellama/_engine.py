@@ -1,8 +1,9 @@
-"""EmbeddingEngine: several named models, each owned by its own worker thread.
+"""EmbeddingEngine: several named models, each owned by worker threads of its own.
 
-llama.cpp contexts are not thread-safe, so nothing is shared: every model lives in one
-worker thread that loads it, runs every request for it and frees it. Callers from any
-thread send requests as messages and wait on a :class:`concurrent.futures.Future`.
+llama.cpp contexts are not thread-safe, so nothing is shared: every copy of a model lives
+in one worker thread that loads it, runs every request sent to it and frees it. Callers
+from any thread (or an asyncio event loop) send requests as messages and wait on a
+:class:`concurrent.futures.Future`.
 
 Every future resolves: with the result, with the request's own exception, with the
 model's load error when the load fails, or with :class:`ResourceClosedError` when the
@@ -11,27 +12,43 @@ model is removed or the engine closed before the request ran.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import collections
+import concurrent.futures
+import dataclasses
+import itertools
 import logging
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ._config import ModelConfig, NormalizeSpec
-from ._exceptions import ConfigurationError, ResourceClosedError
+from . import _batch
+from ._batch import ProgressCallback
+from ._config import EngineConfig, ModelConfig, NormalizeSpec, parse_normalization
+from ._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
 from ._model import EmbeddingModel
 
-__all__ = ["EmbeddingEngine"]
+__all__ = ["CacheInfo", "EmbeddingEngine"]
 
 logger = logging.getLogger("embellama")
 T = TypeVar("T")
 _STOP = object()
+
+
+class CacheInfo(NamedTuple):
+    """Statistics of the engine's embedding cache, as ``functools.lru_cache`` reports them."""
+
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
 
 
 def _fail(future: Future[Any], exc: BaseException) -> None:
@@ -47,14 +64,15 @@ class _Worker:
     after marking itself closed under that lock, so no request can slip in unanswered.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, thread_name: str) -> None:
         self.config = config
         self.ready: Future[dict[str, Any]] = Future()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopping = False
+        self._stop_error: BaseException | None = None  # what queued requests fail with once stopped
         self._failure: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=f"embellama:{config.name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.thread.start()
 
     @property
@@ -67,16 +85,23 @@ class _Worker:
             if self._failure is not None and not self._stopping:
                 _fail(future, self._failure)  # the load failed: the request gets that error
                 return future
+            if self._stopping and self._stop_error is not None:
+                _fail(future, self._stop_error)  # a sibling copy failed to load: the model's load error
+                return future
             if self._stopping:
                 raise ResourceClosedError(f"model {self.name!r} was removed or its engine closed")
             self._inbox.put((fn, future))
         return future
 
-    def stop(self, *, join: bool = True, timeout: float | None = None) -> None:
-        """Refuse new requests, fail the queued ones, let the running one finish, free the model."""
+    def stop(self, *, join: bool = True, timeout: float | None = None, error: BaseException | None = None) -> None:
+        """Refuse new requests, fail the queued ones, let the running one finish, free the model.
+
+        Queued requests fail with ``error`` (default: :class:`ResourceClosedError`).
+        """
         with self._lock:
             if not self._stopping:
                 self._stopping = True
+                self._stop_error = error
                 self._inbox.put(_STOP)
         if join and threading.current_thread() is not self.thread:
             self.thread.join(timeout)
@@ -100,7 +125,7 @@ class _Worker:
                     break
                 fn, future = item
                 if self._stopping:
-                    _fail(future, closed)
+                    _fail(future, self._stop_error or closed)
                     continue
                 if not future.set_running_or_notify_cancel():
                     continue
@@ -114,7 +139,7 @@ class _Worker:
             finally:
                 with self._lock:
                     self._stopping = True
-                self._drain(closed)
+                self._drain(self._stop_error or closed)
 
     def _drain(self, exc: BaseException) -> None:
         """Fail every queued request (called once the lock has closed the inbox)."""
@@ -139,6 +164,278 @@ def _describe(model: EmbeddingModel) -> dict[str, Any]:
     }
 
 
+_generations = itertools.count()
+
+
+class _Replicas:
+    """The copies of one registered model: one worker each; a request goes to the least busy.
+
+    If any copy fails to load, the model fails: every request sent to it, queued on any
+    copy or sent later, gets that load error, and the other copies stop.
+    """
+
+    def __init__(self, config: ModelConfig, copies: int) -> None:
+        self.config = config
+        self.generation = next(_generations)  # tells this load apart from a later one of the same name
+        names = [f"embellama:{config.name}"] if copies == 1 else [f"embellama:{config.name}#{i}" for i in range(copies)]
+        self._lock = threading.Lock()
+        self._pending = [0] * copies  # guarded by _lock
+        self._turn = 0  # guarded by _lock; breaks ties between equally busy copies
+        self._failure: BaseException | None = None  # guarded by _lock
+        self.workers: list[_Worker] = []
+        try:
+            for name in names:
+                self.workers.append(_Worker(config, name))
+        except BaseException:
+            self.stop(join=False)
+            raise
+        for worker in self.workers:
+            worker.ready.add_done_callback(self._loaded)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _loaded(self, ready: Future[dict[str, Any]]) -> None:
+        exc = ready.exception()
+        if exc is not None:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """One copy failed to load: the model fails with that error; stop the other copies."""
+        with self._lock:
+            if self._failure is not None:
+                return
+            self._failure = exc
+        for worker in self.workers:
+            worker.stop(join=False, error=exc)
+
+    @property
+    def failure(self) -> BaseException | None:
+        with self._lock:
+            return self._failure
+
+    def submit(self, fn: Callable[[EmbeddingModel], T]) -> Future[T]:
+        with self._lock:
+            if self._failure is not None:
+                future: Future[T] = Future()
+                _fail(future, self._failure)
+                return future
+            n = len(self._pending)
+            order = [(self._turn + k) % n for k in range(n)]
+            self._turn = (self._turn + 1) % n
+            index = min(order, key=self._pending.__getitem__)
+            self._pending[index] += 1
+        try:
+            future = self.workers[index].submit(fn)
+        except BaseException:
+            self._finished(index)
+            raise
+        future.add_done_callback(lambda _: self._finished(index))
+        return future
+
+    def _finished(self, index: int) -> None:
+        with self._lock:
+            self._pending[index] -= 1
+
+    def wait_loaded(self, timeout: float | None) -> dict[str, Any]:
+        """Wait until every copy has loaded; raise the first load error, or TimeoutError."""
+        readies = [w.ready for w in self.workers]
+        done, not_done = concurrent.futures.wait(readies, timeout, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for ready in done:
+            exc = ready.exception()
+            if exc is not None:
+                self.fail(exc)
+        failure = self.failure
+        if failure is not None:
+            raise failure
+        if not_done:
+            raise TimeoutError(f"model {self.name!r} did not load within {timeout} s")
+        return {**readies[0].result(), "workers": len(readies)}
+
+    def stop(self, *, join: bool = True, timeout: float | None = None) -> None:
+        for worker in self.workers:
+            worker.stop(join=False)
+        if join:
+            for worker in self.workers:
+                worker.stop(timeout=timeout)
+
+
+class _Slots:
+    """Counts pending requests against ``max_pending`` (0: no limit)."""
+
+    def __init__(self, limit: int, timeout: float) -> None:
+        self.limit = limit
+        self.timeout = timeout
+        self._used = 0  # guarded by _cond
+        self._cond = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []  # async callers
+
+    def _busy(self) -> EngineBusyError:
+        waited = f" (waited {self.timeout:g} s)" if self.timeout else ""
+        return EngineBusyError(f"the engine has {self.limit} requests pending, its max_pending{waited}")
+
+    def acquire(self) -> None:
+        """Take room for one request, waiting up to ``timeout`` seconds; else EngineBusyError."""
+        if not self.limit:
+            return
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._used < self.limit, self.timeout):
+                raise self._busy()
+            self._used += 1
+
+    async def acquire_async(self) -> None:
+        """:meth:`acquire` for coroutines: waits on the event loop, never blocking it."""
+        if not self.limit:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            with self._cond:
+                if self._used < self.limit:
+                    self._used += 1
+                    return
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise self._busy()
+                entry = (loop, loop.create_future())
+                self._waiters.append(entry)
+            try:
+                await asyncio.wait([entry[1]], timeout=remaining)
+            finally:
+                with self._cond:
+                    if entry in self._waiters:
+                        self._waiters.remove(entry)
+
+    def release(self) -> None:
+        if not self.limit:
+            return
+        with self._cond:
+            self._used -= 1
+            self._cond.notify()
+            waiters = list(self._waiters)
+        for loop, waiter in waiters:  # each retries; who loses waits again
+            try:
+                loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # its loop is closed
+                pass
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Cache:
+    """A thread-safe LRU of one text's embedding per (model load, text, normalization)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: collections.OrderedDict[Hashable, npt.NDArray[np.float32]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self._hits = self._misses = 0  # guarded by _lock
+
+    def get(self, key: Hashable) -> npt.NDArray[np.float32] | None:
+        """A copy of the cached vector (the caller may change it), or None."""
+        with self._lock:
+            value = self._data.get(key)
+            if value is None:
+                self._misses += 1
+                return None
+            self._data.move_to_end(key)
+            self._hits += 1
+        return value.copy()
+
+    def put(self, key: Hashable, value: npt.NDArray[np.float32]) -> None:
+        stored = np.array(value, dtype=value.dtype, copy=True)
+        stored.flags.writeable = False
+        with self._lock:
+            self._data[key] = stored
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def forget(self, generation: int) -> None:
+        """Drop the entries of one model load (it was removed)."""
+        with self._lock:
+            for key in [k for k in self._data if k[0] == generation]:  # type: ignore[index]
+                del self._data[key]
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, self.maxsize, len(self._data))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._hits = self._misses = 0
+
+
+class _Request:
+    """A batch request, split into what the cache answers and what a worker must compute.
+
+    ``result`` is the whole answer when the cache held everything; otherwise ``run`` is the
+    function for the worker, which computes the misses, stores them and returns the whole
+    answer in input order.
+    """
+
+    def __init__(
+        self,
+        texts: list[Any],
+        keys: list[Hashable | None],
+        cache: _Cache | None,
+        compute: Callable[[EmbeddingModel, list[Any], ProgressCallback | None], Any],
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.result: Any = None
+        self.run: Callable[[EmbeddingModel], Any] | None = None
+        n = len(texts)
+        if cache is None or not keys:
+            self.run = lambda m: compute(m, texts, progress)
+            return
+        found: dict[int, npt.NDArray[np.float32]] = {}
+        for i, key in enumerate(keys):
+            hit = cache.get(key)
+            if hit is not None:
+                found[i] = hit
+        if len(found) == n:
+            self.result = _assemble([found[i] for i in range(n)])
+            if progress is not None:
+                progress(n, n)
+            return
+        wanted: dict[Hashable, list[int]] = {}  # each missing text once, in order
+        for i, key in enumerate(keys):
+            if i not in found:
+                wanted.setdefault(key, []).append(i)
+        firsts = [places[0] for places in wanted.values()]
+        base = len(found)
+
+        def report(done: int, total: int | None) -> None:
+            assert progress is not None
+            progress(n if total is not None and done >= total else base + done, n)
+
+        def run(model: EmbeddingModel) -> Any:
+            try:
+                computed = compute(model, [texts[i] for i in firsts], None if progress is None else report)
+            except InvalidInputError as exc:  # name the text by its place in the caller's list
+                if exc.index is None:
+                    raise
+                raise InvalidInputError(exc.reason, exc.model_name, firsts[exc.index]) from None
+            parts = dict(found)
+            for places, key, vector in zip(wanted.values(), wanted, computed, strict=True):
+                cache.put(key, vector)
+                for i in places:
+                    parts[i] = vector
+            return _assemble([parts[i] for i in range(n)])
+
+        self.run = run
+
+
+def _assemble(parts: list[npt.NDArray[np.float32]]) -> Any:
+    """The rows of a batch answer in one array; a list of per-token arrays with pooling NONE."""
+    return parts if parts[0].ndim != 1 else np.stack(parts)
+
+
 _LIVE_ENGINES: weakref.WeakSet[EmbeddingEngine] = weakref.WeakSet()
 
 
@@ -153,91 +450,145 @@ def _close_live_engines() -> None:
 
 
 class EmbeddingEngine:
-    """Serve several named embedding models; safe to call from any number of threads.
+    """Serve several named embedding models; safe to call from any number of threads and from asyncio.
 
     >>> with EmbeddingEngine([ModelConfig(model_path="minilm.gguf")]) as engine:  # doctest: +SKIP
     ...     engine.embed("hello", model="minilm").shape
     (384,)
+    >>> engine = EmbeddingEngine(EngineConfig(workers_per_model=2, cache_size=10_000),  # doctest: +SKIP
+    ...                          models=[ModelConfig(model_path="minilm.gguf")])
 
-    Each model is loaded and used by its own worker thread. Requests for one model run
-    one after another; different models run in parallel. The models of the constructor
-    load in parallel; if one fails, the others are stopped and the error is raised.
+    Each copy of a model (``EngineConfig.workers_per_model``) is loaded and used by its own
+    worker thread; a request goes to the copy with the fewest pending requests. Requests to
+    one copy run one after another; copies and models run in parallel. The constructor's
+    models load in parallel; if one fails, the others are stopped and the error is raised.
+    ``EmbeddingEngine(configs, default_model=...)`` works too.
+
+    With ``EngineConfig.max_pending`` set, a request that finds that many requests pending
+    waits up to ``submit_timeout`` seconds for room, then raises :class:`EngineBusyError`
+    (at once with the default timeout of 0); async calls wait without blocking the loop.
+
+    The cache (``EngineConfig.cache_size``) keeps results bit-identical to uncached ones:
+    llama.cpp's vector for a text moves in the last bits with the other texts of its call,
+    so by default the cache only stores and serves texts embedded alone (``embed``,
+    ``aembed``, one-text batches); batches of several texts go to the worker whole.
+    ``cache_batches=True`` also serves and fills it from such batches (only the misses are
+    computed), equal to uncached results to float rounding.
     """
 
-    def __init__(self, configs: Iterable[ModelConfig] = (), *, default_model: str | None = None) -> None:
+    def __init__(
+        self,
+        config: EngineConfig | ModelConfig | Iterable[ModelConfig] | None = None,
+        *,
+        models: Iterable[ModelConfig] = (),
+        default_model: str | None = None,
+    ) -> None:
         self._lock = threading.Lock()
-        self._workers: dict[str, _Worker] = {}  # guarded by _lock
-        self._started: list[_Worker] = []  # every worker ever started, joined by close(); guarded by _lock
+        self._workers: dict[str, _Replicas] = {}  # guarded by _lock
+        self._started: list[_Replicas] = []  # every model ever started, stopped by close(); guarded by _lock
         self._closed = False  # guarded by _lock
-        self._default = default_model  # guarded by _lock
+        configs = list(models)
+        if isinstance(config, ModelConfig):
+            configs.insert(0, config)
+            config = None
+        elif config is not None and not isinstance(config, EngineConfig):
+            if configs:
+                raise ConfigurationError("give the models either as the first argument or as models=, not both")
+            configs = list(config)
+            config = None
+        if config is None:
+            config = EngineConfig(default_model=default_model)
+        elif default_model is not None and default_model != config.default_model:
+            if config.default_model is not None:
+                raise ConfigurationError(
+                    f"default_model {default_model!r} differs from EngineConfig.default_model {config.default_model!r}"
+                )
+            config = dataclasses.replace(config, default_model=default_model)
+        self._config = config
+        self._default = config.default_model  # guarded by _lock
+        self._cache = _Cache(config.cache_size) if config.cache_size else None
+        self._slots = _Slots(config.max_pending, config.submit_timeout)
         _LIVE_ENGINES.add(self)
         try:
-            workers = [self._start(config) for config in configs]
-            for worker in workers:
-                self._await(worker, None)
+            started = [self._start(c, None) for c in configs]
+            for replicas in started:
+                self._await(replicas, None)
             with self._lock:
-                if default_model is not None and default_model not in self._workers:
+                if self._default is not None and self._default not in self._workers:
                     raise ConfigurationError(
-                        f"default_model {default_model!r} is not among the models {sorted(self._workers)}"
+                        f"default_model {self._default!r} is not among the models {sorted(self._workers)}"
                     )
         except BaseException:
             self.close()
             raise
 
+    @property
+    def config(self) -> EngineConfig:
+        """The engine's settings."""
+        return self._config
+
     # -- models ----------------------------------------------------------------------
 
-    def add_model(self, config: ModelConfig, *, timeout: float | None = None) -> dict[str, Any]:
-        """Start a worker for ``config`` and load the model there; returns its description.
+    def load_model(
+        self, config: ModelConfig, *, workers: int | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Start ``workers`` copies (default ``workers_per_model``) of the model and load them; returns its info.
 
         Loading errors (missing file, bad config) are raised here, in the caller's thread,
-        and fail every request other threads sent for the model meanwhile. After
-        ``timeout`` seconds the load is abandoned (``TimeoutError``) and the worker stopped.
+        and fail every request other threads sent for the model meanwhile; one copy that
+        fails stops the others. After ``timeout`` seconds the load is abandoned
+        (``TimeoutError``) and the workers stopped.
         """
-        return self._await(self._start(config), timeout)
+        return self._await(self._start(config, workers), timeout)
 
-    def _start(self, config: ModelConfig) -> _Worker:
+    def _start(self, config: ModelConfig, workers: int | None) -> _Replicas:
         if not isinstance(config, ModelConfig):
             raise ConfigurationError(f"expected a ModelConfig, got {type(config).__name__}")
+        copies = self._config.workers_per_model if workers is None else workers
+        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+            raise ConfigurationError(f"model {config.name!r}: workers must be a positive int, got {copies!r}")
         with self._lock:
             self._check_open()
             if config.name in self._workers:
                 raise ConfigurationError(f"a model named {config.name!r} is already registered")
-            worker = _Worker(config)
-            self._workers[config.name] = worker
-            self._started = [w for w in self._started if w.thread.is_alive()]
-            self._started.append(worker)
+            replicas = _Replicas(config, copies)
+            self._workers[config.name] = replicas
+            self._started = [r for r in self._started if any(w.thread.is_alive() for w in r.workers)]
+            self._started.append(replicas)
             if self._default is None:
                 self._default = config.name
-            return worker
+            return replicas
 
-    def _await(self, worker: _Worker, timeout: float | None) -> dict[str, Any]:
+    def _await(self, replicas: _Replicas, timeout: float | None) -> dict[str, Any]:
         try:
-            info = worker.ready.result(timeout)
+            info = replicas.wait_loaded(timeout)
         except BaseException:
-            self._forget(worker)
-            worker.stop(join=False)
+            self._forget(replicas)
+            replicas.stop(join=False)
             raise
         with self._lock:
-            if self._workers.get(worker.name) is not worker:
-                raise ResourceClosedError(f"model {worker.name!r} was removed or the engine closed while it loaded")
+            if self._workers.get(replicas.name) is not replicas:
+                raise ResourceClosedError(f"model {replicas.name!r} was removed or the engine closed while it loaded")
         return info
 
-    def _forget(self, worker: _Worker) -> None:
+    def _forget(self, replicas: _Replicas) -> None:
         with self._lock:
-            if self._workers.get(worker.name) is worker:
-                del self._workers[worker.name]
-                if self._default == worker.name:
+            if self._workers.get(replicas.name) is replicas:
+                del self._workers[replicas.name]
+                if self._default == replicas.name:
                     self._default = next(iter(self._workers), None)
+        if self._cache is not None:
+            self._cache.forget(replicas.generation)
 
-    def remove_model(self, name: str, *, timeout: float | None = None) -> None:
-        """Stop the model's worker and free the model; its queued requests fail with ResourceClosedError."""
+    def unload_model(self, name: str, *, timeout: float | None = None) -> None:
+        """Stop every worker of the model and free it; its queued requests fail with ResourceClosedError."""
         with self._lock:
             self._check_open()
-            worker = self._workers.get(name)
-            if worker is None:
+            replicas = self._workers.get(name)
+            if replicas is None:
                 raise ConfigurationError(f"no model named {name!r}; models: {sorted(self._workers)}")
-        self._forget(worker)
-        worker.stop(timeout=timeout)
+        self._forget(replicas)
+        replicas.stop(timeout=timeout)
 
     @property
     def models(self) -> list[str]:
@@ -252,20 +603,89 @@ class EmbeddingEngine:
             return self._default
 
     def info(self, model: str | None = None) -> dict[str, Any]:
-        """Dimensions, token limit, size and pooling of a model."""
-        return self._worker(model).ready.result()
+        """Dimensions, token limit, size, pooling and worker count of a model (waits for its load)."""
+        return self._model(model).wait_loaded(None)
 
-    # -- embeddings --------------------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------
 
     def submit(self, fn: Callable[[EmbeddingModel], T], *, model: str | None = None) -> Future[T]:
-        """Run ``fn(embedding_model)`` on the model's worker thread; returns a Future."""
-        return self._worker(model).submit(fn)
+        """Run ``fn(embedding_model)`` on a worker thread of the model; returns a Future.
+
+        With ``max_pending`` requests pending, waits up to ``submit_timeout`` seconds for
+        room, then raises :class:`EngineBusyError` (see :class:`EngineConfig`).
+        """
+        replicas = self._model(model)
+        self._slots.acquire()
+        return self._dispatch(replicas, fn)
+
+    async def asubmit(self, fn: Callable[[EmbeddingModel], T], *, model: str | None = None) -> T:
+        """:meth:`submit` for coroutines: awaits the result without blocking the event loop.
+
+        Cancelling the awaiting task cancels the request if it has not started.
+        """
+        replicas = self._model(model)
+        await self._slots.acquire_async()
+        return await asyncio.wrap_future(self._dispatch(replicas, fn))
+
+    def _dispatch(self, replicas: _Replicas, fn: Callable[[EmbeddingModel], T]) -> Future[T]:
+        """Send ``fn`` to a copy of the model; the request's room is given back when it resolves."""
+        try:
+            future = replicas.submit(fn)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def _key(self, replicas: _Replicas, text: Any, normalize: NormalizeSpec | None) -> Hashable | None:
+        """The cache key of one text, or None when the text cannot be cached (the worker reports why)."""
+        if not isinstance(text, str) or not text:
+            return None
+        try:
+            norm = parse_normalization(replicas.config.normalize if normalize is None else normalize)
+        except ConfigurationError:
+            return None
+        return (replicas.generation, text, replicas.config.pooling, norm)
+
+    def _batch_request(
+        self,
+        replicas: _Replicas,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None,
+        normalize: NormalizeSpec | None,
+        show_progress_bar: bool | None,
+        progress: ProgressCallback | None,
+    ) -> _Request:
+        items = list(texts) if not isinstance(texts, (str, bytes)) else texts
+        keys: list[Hashable | None] = []
+        cache = self._cache
+        if cache is not None and isinstance(items, list) and (len(items) == 1 or self._config.cache_batches):
+            keys = [self._key(replicas, t, normalize) for t in items]
+            if None in keys:
+                keys = []  # an invalid text: the worker raises for it, as without the cache
+
+        def compute(m: EmbeddingModel, chunk: Any, report: ProgressCallback | None) -> Any:
+            return m.embed_batch(
+                chunk, batch_size=batch_size, normalize=normalize, show_progress_bar=show_progress_bar, progress=report
+            )
+
+        return _Request(items, keys, cache, compute, progress)  # type: ignore[arg-type]
+
+    # -- embeddings --------------------------------------------------------------------
 
     def embed(
         self, text: str, *, model: str | None = None, normalize: NormalizeSpec | None = None
     ) -> npt.NDArray[np.float32]:
-        """Embedding of one text with the named (or default) model."""
-        return self.submit(lambda m: m.embed(text, normalize=normalize), model=model).result()
+        """Embedding of one text with the named (or default) model (from the cache when it holds it)."""
+        replicas = self._model(model)
+        request = self._batch_request(
+            replicas, [text], batch_size=None, normalize=normalize, show_progress_bar=False, progress=None
+        )
+        if request.run is None:
+            return request.result[0]  # type: ignore[no-any-return]
+        self._slots.acquire()
+        return self._dispatch(replicas, request.run).result()[0]  # type: ignore[no-any-return]
 
     def embed_batch(
         self,
@@ -275,15 +695,154 @@ class EmbeddingEngine:
         batch_size: int | None = None,
         normalize: NormalizeSpec | None = None,
         show_progress_bar: bool | None = None,
+        progress: ProgressCallback | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Embeddings of several texts with the named (or default) model, shape ``(n, dim)``."""
-        texts = list(texts) if not isinstance(texts, (str, bytes)) else texts
-        return self.submit(
-            lambda m: m.embed_batch(
-                texts, batch_size=batch_size, normalize=normalize, show_progress_bar=show_progress_bar
-            ),
-            model=model,
-        ).result()
+        """Embeddings of several texts with the named (or default) model, shape ``(n, dim)``.
+
+        ``progress(done, total)`` is called as texts complete, last with ``(total, total)``;
+        it runs on the model's worker thread (on the caller's when the cache held every text).
+        """
+        replicas = self._model(model)
+        request = self._batch_request(
+            replicas,
+            texts,
+            batch_size=batch_size,
+            normalize=normalize,
+            show_progress_bar=show_progress_bar,
+            progress=progress,
+        )
+        if request.run is None:
+            return request.result  # type: ignore[no-any-return]
+        self._slots.acquire()
+        return self._dispatch(replicas, request.run).result()  # type: ignore[no-any-return]
+
+    async def aembed(
+        self, text: str, *, model: str | None = None, normalize: NormalizeSpec | None = None
+    ) -> npt.NDArray[np.float32]:
+        """:meth:`embed` for coroutines: the work runs on the worker; the event loop never blocks."""
+        replicas = self._model(model)
+        request = self._batch_request(
+            replicas, [text], batch_size=None, normalize=normalize, show_progress_bar=False, progress=None
+        )
+        if request.run is None:
+            return request.result[0]  # type: ignore[no-any-return]
+        await self._slots.acquire_async()
+        result = await asyncio.wrap_future(self._dispatch(replicas, request.run))
+        return result[0]  # type: ignore[no-any-return]
+
+    async def aembed_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        batch_size: int | None = None,
+        normalize: NormalizeSpec | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """:meth:`embed_batch` for coroutines; ``progress`` runs on the worker thread, not the loop."""
+        replicas = self._model(model)
+        request = self._batch_request(
+            replicas, texts, batch_size=batch_size, normalize=normalize, show_progress_bar=False, progress=progress
+        )
+        if request.run is None:
+            return request.result  # type: ignore[no-any-return]
+        await self._slots.acquire_async()
+        return await asyncio.wrap_future(self._dispatch(replicas, request.run))  # type: ignore[no-any-return]
+
+    def embed_iter(
+        self,
+        texts: Iterable[str],
+        *,
+        model: str | None = None,
+        chunk_size: int = 1024,
+        batch_size: int | None = None,
+        normalize: NormalizeSpec | None = None,
+        show_progress_bar: bool | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[npt.NDArray[np.float32]]:
+        """Embed a stream of texts in chunks: yields one ``(len(chunk), dim)`` array per chunk, in input order.
+
+        ``texts`` is read lazily, ``chunk_size`` texts at a time, and each chunk is a request
+        to the model's workers; while the caller handles one chunk, the next ones (one per
+        copy of the model, plus one) are computed. Like :meth:`EmbeddingModel.embed_iter`,
+        ``progress(done, total)`` gets ``total=None`` while the stream's length is unknown
+        and ends with ``(total, total)``; here it runs on the caller's thread, as each chunk
+        is yielded. A bad text raises :class:`InvalidInputError` with its index in the whole
+        stream. Stopping the iteration early cancels the chunks not yet begun.
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigurationError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if isinstance(texts, (str, bytes)):
+            raise InvalidInputError(f"embed_iter expects an iterable of str, got {type(texts).__name__}")
+        replicas = self._model(model)
+        total = len(texts) if isinstance(texts, Sized) else None
+        tracker = _batch.Progress(total, replicas.name, show_progress_bar, progress)
+        return self._stream(replicas, iter(texts), chunk_size, batch_size, normalize, tracker)
+
+    def _stream(
+        self,
+        replicas: _Replicas,
+        source: Iterator[str],
+        chunk_size: int,
+        batch_size: int | None,
+        normalize: NormalizeSpec | None,
+        tracker: _batch.Progress,
+    ) -> Iterator[npt.NDArray[np.float32]]:
+        depth = len(replicas.workers) + 1
+        if self._slots.limit:
+            depth = min(depth, self._slots.limit)
+        in_flight: collections.deque[tuple[int, int, Future[Any]]] = collections.deque()  # (start, size, future)
+        read = 0
+
+        def fill() -> None:  # keep the workers busy while the caller handles a chunk
+            nonlocal read
+            while len(in_flight) < depth:
+                chunk = list(itertools.islice(source, chunk_size))
+                if not chunk:
+                    return
+                request = self._batch_request(
+                    replicas, chunk, batch_size=batch_size, normalize=normalize, show_progress_bar=False, progress=None
+                )
+                if request.run is None:
+                    future: Future[Any] = Future()
+                    future.set_result(request.result)
+                else:
+                    self._slots.acquire()
+                    future = self._dispatch(replicas, request.run)
+                in_flight.append((read, len(chunk), future))
+                read += len(chunk)
+
+        try:
+            fill()
+            while in_flight:
+                start, size, future = in_flight.popleft()
+                try:
+                    vectors = future.result()
+                except InvalidInputError as exc:  # name the text by its place in the whole stream
+                    if exc.index is None:
+                        raise
+                    raise InvalidInputError(exc.reason, exc.model_name, start + exc.index) from None
+                fill()
+                tracker.advance(size)
+                if not in_flight:
+                    tracker.close()
+                yield vectors
+            if read == 0:
+                tracker.close()
+        finally:
+            for _, _, future in in_flight:
+                future.cancel()
+
+    # -- cache -------------------------------------------------------------------------
+
+    def cache_info(self) -> CacheInfo:
+        """Hits, misses, capacity and size of the embedding cache (all 0 when it is off)."""
+        return self._cache.info() if self._cache is not None else CacheInfo(0, 0, 0, 0)
+
+    def cache_clear(self) -> None:
+        """Empty the embedding cache and reset its statistics."""
+        if self._cache is not None:
+            self._cache.clear()
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -296,11 +855,13 @@ class EmbeddingEngine:
             self._closed = True
             self._workers.clear()
             self._default = None
-            started, self._started = self._started, []
-        for worker in started:
-            worker.stop(join=False)
-        for worker in started:
-            worker.stop(timeout=timeout)
+            started = list(self._started)  # all of them, also when another thread is closing too
+        for replicas in started:
+            replicas.stop(join=False)
+        for replicas in started:
+            replicas.stop(timeout=timeout)
+        if self._cache is not None:
+            self._cache.clear()
         _LIVE_ENGINES.discard(self)
 
     @property
@@ -319,16 +880,16 @@ class EmbeddingEngine:
         if self._closed:
             raise ResourceClosedError("the EmbeddingEngine is closed")
 
-    def _worker(self, name: str | None) -> _Worker:
+    def _model(self, name: str | None) -> _Replicas:
         with self._lock:
             self._check_open()
             key = name if name is not None else self._default
             if key is None:
-                raise ConfigurationError("the engine has no models; add one with add_model()")
-            worker = self._workers.get(key)
-            if worker is None:
+                raise ConfigurationError("the engine has no models; add one with load_model()")
+            replicas = self._workers.get(key)
+            if replicas is None:
                 raise ConfigurationError(f"no model named {key!r}; models: {sorted(self._workers)}")
-            return worker
+            return replicas
 
     def __repr__(self) -> str:
         return f"<EmbeddingEngine models={self.models}>"

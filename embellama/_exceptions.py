@@ -10,7 +10,8 @@
      ├── InvalidInputError     empty, non-str or over-long input text
      ├── EmbeddingError        llama.cpp failed while computing embeddings
      ├── ResourceClosedError   a model, context or batch was used after close()
-     └── ThreadAffinityError   a context was used from a thread that does not own it
+     ├── ThreadAffinityError   a context was used from a thread that does not own it
+     └── EngineBusyError       an engine's max_pending requests are already pending
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigurationError",
     "EmbeddingError",
     "EmbellamaError",
+    "EngineBusyError",
     "InvalidInputError",
     "LibraryError",
     "ModelLoadError",
@@ -101,3 +103,7 @@ class ResourceClosedError(EmbellamaError):
 
 class ThreadAffinityError(EmbellamaError):
     """A llama.cpp context was used from a thread other than the one that created it."""
+
+
+class EngineBusyError(EmbellamaError):
+    """``EngineConfig.max_pending`` requests are already pending, and no room came up in time."""

@@ -344,10 +344,14 @@ class EmbeddingModel:
         tracker = _batch.Progress(total, self.name, show_progress_bar, progress)
         source = iter(texts)
         offset = 0
-        while chunk := list(itertools.islice(source, chunk_size)):
-            yield self._run(chunk, offset, batch_size, normalize, tracker, finish=False)
-            offset += len(chunk)
-        tracker.close()
+        finished = False
+        try:
+            while chunk := list(itertools.islice(source, chunk_size)):
+                yield self._run(chunk, offset, batch_size, normalize, tracker, finish=False)
+                offset += len(chunk)
+            finished = True
+        finally:
+            tracker.close(report=finished)  # a stream stopped early closes its bar without a final report
 
     def _run(
         self,

@@ -21,7 +21,14 @@ EXPECTED = {
         "model 'minilm': text has 1002 tokens; the limit is 512",
         "model 'missing': model file not found: missing.gguf",
     ],
-    "Serve several models": ["['minilm'] 384 3"],
+    "Embed many texts": ["(1000, 384) (1000, 1000)", "[1000, 1000, 500]"],
+    "Serve several models": [
+        "['minilm'] 384 3",
+        "CacheInfo(hits=1, misses=1, maxsize=10000, currsize=1) True",
+        "((384,), (2, 384))",
+        "[(100, 384), (100, 384), (50, 384)]",
+        "['minilm', 'cls'] cls 2",
+    ],
     "Tokens and the low-level": ["bert 384 30522 mean (101,)", "(2, 384)"],
 }
 
