@@ -15,6 +15,7 @@ __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 _SPLIT_MODES = ("none", "layer", "row", "tensor")
 _COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
 _MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
+_INT32_MAX = 2**31 - 1
 _MAX_SEQ = 256  # llama.h LLAMA_MAX_SEQ (the context checks it against the library again)
 
 
@@ -160,6 +161,9 @@ class ModelConfig:
             raise ConfigurationError(f"{who}: n_gpu_layers must be an int >= -1, got {self.n_gpu_layers!r}")
         if isinstance(self.main_gpu, bool) or not isinstance(self.main_gpu, int) or self.main_gpu < -1:
             raise ConfigurationError(f"{who}: main_gpu must be an int >= -1, got {self.main_gpu!r}")
+        for key in ("n_ctx", "n_threads", "n_batch", "n_ubatch", "n_seq_max", "max_tokens", "n_gpu_layers", "main_gpu"):
+            if (value := getattr(self, key)) is not None and value > _INT32_MAX:
+                raise ConfigurationError(f"{who}: {key} ({value}) does not fit llama.cpp's int32")
         if self.split_mode not in _SPLIT_MODES:
             raise ConfigurationError(
                 f"{who}: unknown split_mode {self.split_mode!r}; expected one of: {', '.join(_SPLIT_MODES)}"

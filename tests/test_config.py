@@ -77,3 +77,9 @@ def test_invalid_values_raise_configuration_error(kwargs, message):
 def test_configuration_error_is_a_value_error():
     with pytest.raises(ValueError):
         ModelConfig(model_path="m.gguf", n_ctx=-1)
+
+
+@pytest.mark.parametrize("key", ["n_ctx", "n_batch", "n_ubatch", "max_tokens", "n_gpu_layers", "main_gpu"])
+def test_values_beyond_int32_are_refused(key):
+    with pytest.raises(ConfigurationError, match=rf"{key} \(2147483648\) does not fit llama.cpp's int32"):
+        ModelConfig(model_path="mini.gguf", **{key: 2**31})

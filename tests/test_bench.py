@@ -1,0 +1,158 @@
+"""benchmarks/bench.py: the corpora, the figures, the targets and the report; no peer is run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import bench
+
+
+def test_read_sts_interleaves_the_pairs(tmp_path):
+    f = tmp_path / "sts.csv"
+    f.write_text("g\tf\t2012\t1\t2.5\tA cat.\tA dog.\n" + 'g\tf\t2012\t2\t4.0\tOne "quoted.\tTwo.\textra\tcols\n')
+    sentences, gold = bench.read_sts(f)
+    assert sentences == ["A cat.", "A dog.", 'One "quoted.', "Two."]
+    assert gold == [2.5, 4.0]
+
+
+def test_passages_join_consecutive_sentences_and_cycle():
+    sentences = [f"s{i} " + "w " * (i % 7 + 3) for i in range(50)]
+    passages = bench.make_passages(sentences, count=40, min_words=20)
+    assert len(passages) == 40
+    assert passages == bench.make_passages(sentences, count=40, min_words=20)
+    assert all(len(p.split()) >= 20 for p in passages)
+    stream = " ".join(passages).split()
+    cycled = " ".join(sentences * 10).split()
+    assert stream == cycled[: len(stream)]  # in order, nothing skipped, past the end of the list
+    with pytest.raises(ValueError):
+        bench.make_passages(["", " "])
+
+
+@pytest.mark.skipif(not bench.STS.is_file(), reason="needs the STS-B test file from ../shared")
+def test_long_corpus_from_sts_is_deterministic():
+    sentences, gold = bench.read_sts()
+    assert len(sentences) == 2758 and len(gold) == 1379
+    passages = bench.make_passages(sentences)
+    assert len(passages) == 256 == len(set(passages))
+    assert min(len(p.split()) for p in passages) >= 200
+    assert passages[0].startswith(sentences[0] + " " + sentences[1])
+    assert passages == bench.make_passages(list(sentences))
+
+
+RUNS = [
+    {"tool": "embellama", "corpus": "short", "embed_s": 2.0, "rss_mb": 150, "startup_s": 0.2, "latency_ms_median": 3},
+    {"tool": "embellama", "corpus": "short", "embed_s": 4.0, "rss_mb": 170, "startup_s": 0.3, "latency_ms_median": 5},
+    {"tool": "embellama", "corpus": "short", "embed_s": 1.0, "rss_mb": 160, "startup_s": 0.25, "latency_ms_median": 4},
+    {"tool": "embellama", "corpus": "long", "embed_s": 10.0, "rss_mb": 180, "startup_s": 0.4},
+    {"tool": "peer", "corpus": "short", "embed_s": 3.0, "rss_mb": 300, "startup_s": 1.0, "latency_ms_median": 2},
+]
+
+
+def test_summarize_takes_medians_and_rates():
+    results = bench.summarize(RUNS, {"short": (100, 1000), "long": (10, 2500)})
+    me = results["embellama"]
+    assert me["short_texts_s"] == 50.0 and me["short_tokens_s"] == 500.0
+    assert me["short_rss_mb"] == 160 and me["long_texts_s"] == 1.0 and me["long_tokens_s"] == 250.0
+    assert me["startup_s"] == pytest.approx(0.275)  # both corpora pooled
+    assert me["latency_ms_median"] == 4
+    assert "long_texts_s" not in results["peer"]
+
+
+def test_ratios_divide_by_embellama():
+    results = {"embellama": {"short_texts_s": 200.0, "startup_s": 0.2}, "peer": {"short_texts_s": 100.0}}
+    assert bench.ratios(results) == {
+        "embellama": {"short_texts_s": 1.0, "startup_s": 1.0},
+        "peer": {"short_texts_s": 0.5},
+    }
+
+
+def _results(**me: float) -> dict[str, dict[str, float]]:
+    base = {"short_texts_s": 400.0, "long_texts_s": 20.0, "short_min_cos": 0.99999, "latency_ms_median": 3.0}
+    base.update(startup_s=0.2, short_rss_mb=150.0)
+    base.update(me)
+    return {
+        "embellama": base,
+        "llama-cpp-python-f16": {"short_texts_s": 300.0, "long_texts_s": 18.0, "latency_ms_median": 3.5},
+        "sentence-transformers": {"short_texts_s": 320.0, "long_texts_s": 15.0},
+        "embellama-bf16": {"short_texts_s": 900.0, "long_texts_s": 90.0},  # not a peer
+    }
+
+
+def test_targets_met_and_missed():
+    peers = ["llama-cpp-python-f16", "sentence-transformers", "fastembed"]
+    rows = {r["target"]: r for r in bench.evaluate_targets(_results(), peers)}
+    short = rows["short corpus throughput"]
+    assert short["value"] == pytest.approx(1.25) and short["met"] is False  # 400 vs ST's 320: below 1.3
+    assert "sentence-transformers 320.0" in short["measured"]
+    long = rows["long corpus throughput"]
+    assert long["value"] == pytest.approx(20 / 18) and long["met"] is False
+    assert rows["short corpus accuracy"]["met"] is True
+    assert rows["single short text"]["met"] is True
+    assert rows["start-up"]["met"] is True and rows["memory"]["met"] is True
+
+    rows = {r["target"]: r for r in bench.evaluate_targets(_results(short_texts_s=420.0, startup_s=0.3), peers)}
+    assert rows["short corpus throughput"]["met"] is True
+    assert rows["start-up"]["met"] is False
+
+
+def test_targets_without_measurements():
+    rows = bench.evaluate_targets({"embellama": {"short_texts_s": 100.0}}, ["fastembed"])
+    assert [r["met"] for r in rows] == [None] * 6
+    assert all(r["measured"] == "not measured" for r in rows)
+
+
+def _report() -> dict:
+    results = _results(short_mean_cos=0.999999, spearman=82.05, import_s=0.1, load_s=0.05, first_s=0.01)
+    peers = [t.name for t in bench.TOOLS if t.peer]
+    corpus = {"description": "d", "texts": 10, "tokens": 100, "min_tokens": 5, "median_tokens": 10, "max_tokens": 20}
+    meta = {"date": "today", "cpu": "cpu", "cpus": 2, "threads": 2, "rounds": 1, "llama_cpp": "abc"}
+    meta.update(latency_texts=10, versions={"embellama": "0.1.0"})
+    return {
+        "meta": meta,
+        "corpora": {"short": corpus, "long": corpus},
+        "tools": [vars(t) for t in bench.TOOLS],
+        "results": results,
+        "ratios": bench.ratios(results),
+        "targets": bench.evaluate_targets(results, peers),
+        "skipped": {"fastembed": "not installed (fastembed)"},
+    }
+
+
+def test_markdown_has_the_tables_ratios_and_verdicts():
+    md = bench.render_markdown(_report())
+    lines = md.splitlines()
+    row = next(line for line in lines if line.startswith("| sentence-transformers |"))
+    assert "| 320.0 | 0.80× |" in row  # 320 texts/s, 0.8 of embellama's 400
+    assert "| 15.00 | 0.75× |" in row
+    assert next(line for line in lines if line.startswith("| embellama |")).count("1.00×") >= 2
+    assert "| short corpus throughput |" in md and "**missed**" in md and "**met**" in md
+    assert "- fastembed: not installed (fastembed)" in md
+    assert "| 82.050 | 0.9999900 | 0.9999990 |" in md
+    assert "onnxruntime" not in md.split("## Targets")[0]  # tools without results get no row
+    widths = {line.count("|") for line in lines if line.startswith("| embellama |")}
+    assert len(widths) == 3  # one row in each of the three tables
+
+
+def test_chart_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    bench.plot(_report(), tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_parse_raw_skips_log_lines():
+    text = "main: loaded 3 prompts\n0.1 0.2 0.3\nllama_perf: 1 2 3 ms\n-0.5 0.5 1e-3\n"
+    assert bench.parse_raw(text, dim=3) == [[0.1, 0.2, 0.3], [-0.5, 0.5, 0.001]]
+
+
+def test_select_keeps_embellama_and_takes_families():
+    names = [t.name for t in bench._select(["llama-cpp-python"])]
+    assert names == ["embellama", "llama-cpp-python-f16", "llama-cpp-python-bf16"]
+    assert [t.name for t in bench._select(["fastembed,onnxruntime"])] == ["embellama", "onnxruntime", "fastembed"]
+    assert len(bench._select(None)) == len(bench.TOOLS)
+    with pytest.raises(SystemExit, match="unknown tool"):
+        bench._select(["torch"])
