@@ -49,7 +49,7 @@ from .llama import Model
 if TYPE_CHECKING:
     from ray.data import Dataset
 
-__all__ = ["ActorPlan", "Embedder", "ShippedModel", "embed_dataset", "plan_actors", "ship_model"]
+__all__ = ["ActorPlan", "Embedder", "ShippedModel", "embed_dataset", "embedding_matrix", "plan_actors", "ship_model"]
 
 logger = logging.getLogger("embellama")
 
@@ -84,6 +84,28 @@ def _check_column(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{what} must be a non-empty str, got {value!r}")
     return value
+
+
+def embedding_matrix(column: Any) -> npt.NDArray[np.float32]:
+    """An embedding column as one ``(rows, dim)`` float32 array.
+
+    Takes what the readers give back: a pyarrow ``fixed_size_list`` (Chunked)Array (``pyarrow.parquet``,
+    ``Dataset.to_arrow_refs``), a numpy object array of vectors (Ray's numpy batches), a 2-D array
+    (Ray's tensor columns) or a list of vectors (``take_all`` rows).
+    """
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    if hasattr(column, "flatten") and hasattr(column, "type") and hasattr(column.type, "list_size"):
+        if column.null_count:
+            raise InvalidInputError(f"the embedding column has {column.null_count} null row(s)")
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        return np.ascontiguousarray(flat, dtype=np.float32).reshape(len(column), column.type.list_size)
+    if isinstance(column, np.ndarray) and column.dtype != object:
+        return np.ascontiguousarray(column, dtype=np.float32)
+    rows = list(column)
+    if not rows:
+        return np.empty((0, 0), dtype=np.float32)
+    return np.stack([np.asarray(row, dtype=np.float32) for row in rows])
 
 
 # -- shipping the model through the object store -------------------------------------------
@@ -194,7 +216,8 @@ class Embedder:
             err.args = (
                 f"{err} on node {node} (working directory {os.getcwd()}). Every worker must see the GGUF at "
                 "this path: put it on storage every node mounts at the same path, or ship it with the job "
-                "(embed_dataset(..., ship_model=True), or a runtime_env working_dir that holds it)",
+                "(embed_dataset(..., ship_model=True), or the job's runtime_env working_dir with a relative "
+                "model_path)",
             )
             raise err
         self.config = cfg
@@ -366,9 +389,9 @@ def plan_actors(
     - **GPU build** (the driver's library, or ``library``'s manifest) on a cluster with GPUs:
       one actor per GPU, each with ``num_gpus=1`` and one CPU.
     - **CPU build:** ``n_threads`` (default: the config's, else 1) llama.cpp threads per actor and
-      ``cpus // n_threads`` actors on each node. Each actor reserves ``n_threads`` logical CPUs, less
-      where that would take the node's last one: one CPU per node stays free for Ray Data's own read
-      and write tasks, which otherwise wait forever for the actors.
+      ``cpus // n_threads`` actors on each node (or ``concurrency``, spread evenly). Each actor reserves
+      ``n_threads`` logical CPUs, less where that would take the node's last one: one CPU per node stays
+      free for Ray Data's own read and write tasks, which otherwise wait forever for the actors.
     - **Rows per batch:** the most texts one llama.cpp call takes (``n_seq_max``: 256 for most models).
     """
     ray = _ray()
@@ -389,6 +412,9 @@ def plan_actors(
     elif cpus:
         per_node = [max(1, int(c // threads)) for c in cpus]
         auto_size = sum(per_node)
+        if concurrency is not None:  # the actors asked for, spread evenly over the nodes
+            most = concurrency[1] if isinstance(concurrency, tuple) else concurrency
+            per_node = [max(1, math.ceil(most / len(cpus)))] * len(cpus)
         share = min(min(float(threads), (c - 1) / k) for c, k in zip(cpus, per_node, strict=True))
         auto_cpus = share if share > 0 else min(float(threads), min(cpus)) / 2
         auto_cpus = math.floor(auto_cpus * 1000) / 1000
@@ -422,6 +448,7 @@ def embed_dataset(
     ship_model: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
+    split_blocks: bool = True,
     **ray_remote_args: Any,
 ) -> Dataset:
     """``ds`` with an embedding column: ``fixed_size_list<float32>[dim]``, L2-normalized by default.
@@ -476,6 +503,8 @@ def embed_dataset(
     if plan.num_gpus > 0:
         ray_remote_args.setdefault("num_gpus", plan.num_gpus)
     logger.info("embellama.ray: %s", plan)
+    if split_blocks:
+        ds = ds.repartition(target_num_rows_per_block=plan.batch_size)
     return ds.map_batches(
         Embedder,
         batch_format="pyarrow",

@@ -1,0 +1,348 @@
+"""embellama.ray on a real local Ray cluster (2 CPUs, started and stopped here): Parquet in, Parquet out."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+import ray.data
+
+from embellama import (
+    ConfigurationError,
+    EmbeddingModel,
+    InvalidInputError,
+    ModelConfig,
+    ModelNotFoundError,
+)
+from embellama.ray import Embedder, embed_dataset, embedding_matrix, plan_actors
+
+REPO = Path(__file__).resolve().parent.parent
+MIN_COS = 0.9999
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning:ray.*",  # Ray Data's own settings, not ours
+    "ignore:The minimum number of concurrent actors:UserWarning",
+)
+
+
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory, minilm_f16) -> Path:
+    """The job's working_dir: Ray ships it to every worker, which starts inside it."""
+    folder = tmp_path_factory.mktemp("ray-job")
+    shutil.copy(minilm_f16, folder / "minilm.gguf")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster(library, job_dir):
+    """A local Ray cluster: 2 CPUs, one logical GPU (for the planning test only), a small object store."""
+    if ray.is_initialized():
+        pytest.fail("Ray is already running in this process; test_ray.py starts its own cluster")
+    ray.init(
+        num_cpus=2,
+        num_gpus=1,
+        include_dashboard=False,
+        object_store_memory=256 * 1024 * 1024,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"working_dir": str(job_dir)},
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield ray.cluster_resources()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sentences(sts) -> list[str]:
+    s1, s2, _ = sts
+    return s1 + s2
+
+
+@pytest.fixture(scope="module")
+def reference(sentences, minilm_f16):
+    """Single-process embed_batch of the 2,758 STS sentences (1 thread: the fastest on a busy machine)."""
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as model:
+        return model.embed_batch(sentences, show_progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_f16):
+    """An in-process Embedder (no Ray) for the batch-format and error tests."""
+    embedder = Embedder(model_path=minilm_f16, model_name="minilm", n_threads=1, id_column="id")
+    yield embedder
+    embedder.close()
+
+
+def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum(1).min())
+
+
+def _lib_folder(library) -> Path:
+    return library.path.parent
+
+
+# -- without Ray's actors ------------------------------------------------------------------------
+
+
+def test_importing_embellama_imports_no_ray():
+    code = (
+        "import sys, embellama, embellama.ray\n"
+        "assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules, sorted(sys.modules)\n"
+        "print('ok')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_every_batch_format_keeps_columns_and_order(minilm, minilm_f16):
+    texts = ["A cat sits.", "Markets fell sharply.", "A dog runs in the park.", "Rain is expected."]
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as model:
+        expected = model.embed_batch(texts, show_progress_bar=False)
+    ids = np.array([40, 10, 30, 20])
+    table = pa.table({"id": ids, "text": texts, "score": [0.5, 1.5, 2.5, 3.5]})
+
+    out = minilm(table)
+    assert out.column_names == ["id", "text", "score", "embedding"]
+    assert out.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert out.column("id").to_pylist() == [40, 10, 30, 20]
+    assert out.column("score").to_pylist() == [0.5, 1.5, 2.5, 3.5]
+    assert _min_cos(embedding_matrix(out.column("embedding")), expected) >= MIN_COS
+
+    batch = {"id": ids, "text": np.array(texts, dtype=object)}
+    got = minilm(batch)
+    assert list(got) == ["id", "text", "embedding"] and got["embedding"].shape == (4, 384)
+    assert got["embedding"].dtype == np.float32 and got["id"] is ids
+    assert _min_cos(got["embedding"], expected) >= MIN_COS
+
+    frame = table.to_pandas()
+    got_frame = minilm(frame)
+    assert list(got_frame.columns) == ["id", "text", "score", "embedding"]
+    assert got_frame["id"].tolist() == [40, 10, 30, 20]
+    assert _min_cos(embedding_matrix(got_frame["embedding"]), expected) >= MIN_COS
+
+    empty = minilm(table.slice(0, 0))
+    assert empty.num_rows == 0 and empty.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "model 'minilm': column 'text': expected str, got NoneType; row id=12 (input #2)"),
+        ("", "model 'minilm': column 'text': text is empty; row id=12 (input #2)"),
+    ],
+)
+def test_bad_value_names_the_column_row_and_type(minilm, value, message):
+    table = pa.table({"id": [10, 11, 12, 13], "text": ["fine", "also fine", value, "fine"]})
+    with pytest.raises(InvalidInputError) as info:
+        minilm(table)
+    assert str(info.value) == message
+    assert info.value.index == 2
+
+
+def test_non_text_column_and_missing_columns(minilm):
+    with pytest.raises(InvalidInputError, match=r"column 'text': expected str, got int; row id=7 \(input #0\)"):
+        minilm({"id": np.array([7, 8]), "text": np.array([1, 2])})
+    with pytest.raises(ConfigurationError, match=r"no column 'text' in the batch; columns: \['id', 'body'\]"):
+        minilm(pa.table({"id": [1], "body": ["x"]}))
+    with pytest.raises(ConfigurationError, match="already has a column 'embedding'"):
+        minilm(pa.table({"id": [1], "text": ["x"], "embedding": [0.0]}))
+    with pytest.raises(ConfigurationError, match="no id column 'id'"):
+        minilm(pa.table({"text": ["x"]}))
+
+
+def test_pooling_none_is_refused(minilm_f16):
+    with pytest.raises(ConfigurationError, match="pooling NONE gives one vector per token"):
+        Embedder({"model_path": minilm_f16, "pooling": "none", "n_threads": 1})
+
+
+def test_missing_model_names_the_node_and_the_ways_to_ship_it(tmp_path):
+    with pytest.raises(ModelNotFoundError) as info:
+        Embedder(model_path=tmp_path / "absent.gguf")
+    text = str(info.value)
+    assert "model file not found" in text and "absent.gguf" in text and "on node" in text
+    assert "ship_model=True" in text and "working_dir" in text
+
+
+# -- the local cluster ------------------------------------------------------------------------------
+
+
+def test_defaults_follow_cores_threads_packing_and_backend(cluster, library, minilm_f16, tmp_path):
+    config = ModelConfig(model_path=minilm_f16)
+    one = plan_actors(config, n_threads=1)
+    assert (one.concurrency, one.n_threads, one.num_cpus, one.num_gpus) == (2, 1, 0.5, 0.0)
+    assert one.backend == library.backend == "cpu"
+    two = plan_actors(config, n_threads=2)
+    assert (two.concurrency, two.n_threads, two.num_cpus) == (1, 2, 1.0)  # one CPU stays for reads and writes
+    crowded = plan_actors(config, n_threads=2, concurrency=2)  # more actors than cores: smaller shares
+    assert (crowded.concurrency, crowded.num_cpus) == (2, 0.5)
+    # rows per batch: the texts one llama.cpp call takes, as the loaded model derives it
+    for cfg in (
+        config,
+        ModelConfig(model_path=minilm_f16, n_ubatch=100),
+        ModelConfig(model_path=minilm_f16, n_ctx=128),
+    ):
+        with EmbeddingModel(cfg) as model:
+            assert plan_actors(cfg).batch_size == model.context.n_seq_max
+    assert plan_actors(ModelConfig(model_path=minilm_f16, n_ubatch=100)).batch_size == 100
+    assert plan_actors(ModelConfig(model_path=tmp_path / "elsewhere.gguf")).batch_size == 256
+    # a GPU build on a cluster with a GPU: one actor per GPU
+    gpu_build = tmp_path / "cuda"
+    gpu_build.mkdir()
+    (gpu_build / "manifest.json").write_text(json.dumps({"backend": "cuda"}))
+    gpu = plan_actors(config, library=gpu_build)
+    assert (gpu.concurrency, gpu.num_gpus, gpu.num_cpus, gpu.backend) == (1, 1.0, 1.0, "cuda")
+    explicit = plan_actors(config, concurrency=(1, 3), num_cpus=0.25, batch_size=64)
+    assert (explicit.concurrency, explicit.num_cpus, explicit.batch_size) == ((1, 3), 0.25, 64)
+
+
+def test_sts_parquet_round_trip_with_two_actors(cluster, sentences, reference, minilm_f16, tmp_path):
+    n = len(sentences)
+    assert n == 2758
+    ids = np.arange(1000, 1000 + n)  # not row numbers: the ids must travel with their rows
+    source = pa.table({"id": ids, "text": sentences, "half": ["s1" if i < n // 2 else "s2" for i in range(n)]})
+    pq.write_table(source, tmp_path / "sts.parquet")
+    ds = ray.data.read_parquet(str(tmp_path / "sts.parquet"))
+    config = ModelConfig(model_path=minilm_f16, n_threads=1)
+    assert plan_actors(config).concurrency == 2  # 2 actors × 1 thread on the 2-CPU cluster
+
+    embed_dataset(ds, config, concurrency=2, n_threads=1).write_parquet(str(tmp_path / "out"))
+
+    table = pq.read_table(tmp_path / "out")
+    assert table.schema.names == ["id", "text", "half", "embedding"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert table.num_rows == n
+    got_ids = table.column("id").to_numpy()
+    assert len(np.unique(got_ids)) == n and set(got_ids.tolist()) == set(ids.tolist())
+    order = np.argsort(got_ids)
+    rows = got_ids[order] - 1000
+    assert table.column("text").take(pa.array(order)).to_pylist() == [sentences[i] for i in rows]
+    halves = table.column("half").take(pa.array(order)).to_pylist()
+    assert halves == ["s1" if i < n // 2 else "s2" for i in rows]
+    vectors = embedding_matrix(table.column("embedding"))[order]
+    assert vectors.dtype == np.float32
+    assert _min_cos(vectors, reference[rows]) >= MIN_COS
+
+    # and through Ray's own reader: the same vectors in numpy batches
+    parts = list(ray.data.read_parquet(str(tmp_path / "out")).iter_batches(batch_size=1024, batch_format="numpy"))
+    back_ids = np.concatenate([p["id"] for p in parts])
+    again = np.concatenate([embedding_matrix(p["embedding"]) for p in parts])[np.argsort(back_ids)]
+    assert np.array_equal(np.sort(back_ids), ids)
+    assert np.array_equal(again, vectors)
+
+
+def test_callable_class_with_the_model_in_the_jobs_working_dir(cluster, minilm_f16):
+    texts = [f"passage {i} about topic {i % 5}" for i in range(150)]
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=3)
+    out = ds.map_batches(
+        Embedder,
+        fn_constructor_kwargs={"model_path": "minilm.gguf", "n_threads": 1},  # relative to the working_dir
+        batch_format="numpy",
+        batch_size=50,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0.5,
+    )
+    rows = sorted(out.take_all(), key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == list(range(150)) and [r["text"] for r in rows] == texts
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as model:
+        expected = model.embed_batch(texts, show_progress_bar=False)
+    assert _min_cos(embedding_matrix([r["embedding"] for r in rows]), expected) >= MIN_COS
+
+
+def test_model_shipped_through_the_object_store(cluster, minilm_f16, tmp_path):
+    private = tmp_path / "driver-only" / "minilm.gguf"
+    private.parent.mkdir()
+    shutil.copy(minilm_f16, private)
+    digest = hashlib.sha256(private.read_bytes()).hexdigest()
+    texts = ["shipped models embed too", "the object store carries the file"]
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=1)
+    cache = tmp_path / "node-cache"
+    config = ModelConfig(model_path=private, n_threads=1)
+    lazy = embed_dataset(ds, config, concurrency=1, ship_model=True, cache_dir=cache)
+    private.unlink()  # the workers cannot read the driver's file any more: they use the shipped bytes
+    rows = sorted(lazy.take_all(), key=lambda r: r["id"])
+    assert [p.name for p in cache.iterdir()] == [f"{digest[:16]}-minilm.gguf"]
+    assert hashlib.sha256((cache / f"{digest[:16]}-minilm.gguf").read_bytes()).hexdigest() == digest
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as model:
+        expected = model.embed_batch(texts, show_progress_bar=False)
+    assert _min_cos(embedding_matrix([r["embedding"] for r in rows]), expected) >= MIN_COS
+
+
+def test_missing_column_is_refused_before_the_job_runs(cluster, minilm_f16):
+    ds = ray.data.from_items([{"id": 1, "body": "no text column"}])
+    with pytest.raises(ConfigurationError, match=r"the dataset has no column 'text'; columns: \['id', 'body'\]"):
+        embed_dataset(ds, ModelConfig(model_path=minilm_f16, n_threads=1))
+
+
+def test_a_failing_batch_surfaces_the_library_error(cluster, minilm_f16):
+    texts = [f"sentence {i}" for i in range(40)]
+    texts[17] = ""
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=1)
+    config = ModelConfig(model_path=minilm_f16, model_name="minilm", n_threads=1)
+    with pytest.raises(Exception) as info:
+        embed_dataset(ds, config, id_column="id", concurrency=1).take_all()
+    text = str(info.value)
+    assert "InvalidInputError: model 'minilm': column 'text': text is empty; row id=17 (input #17)" in text
+
+
+def test_a_model_file_the_workers_cannot_see_fails_the_job(cluster, tmp_path):
+    ds = ray.data.from_items([{"text": "hello"}])
+    config = ModelConfig(model_path=tmp_path / "only-on-my-laptop.gguf", n_threads=1)
+    with pytest.raises(Exception) as info:
+        embed_dataset(ds, config, concurrency=1).take_all()
+    text = str(info.value)
+    assert "ModelNotFoundError" in text and "only-on-my-laptop.gguf on node" in text
+    assert "Every worker must see the GGUF at this path" in text
+
+
+_OPEN = """
+import sys
+from embellama import _lib
+try:
+    _lib.open_library(sys.argv[1])
+except _lib.LibraryError as exc:
+    print(exc)
+"""
+
+
+def test_a_worker_library_failing_its_abi_check_fails_the_job_with_that_message(cluster, library, minilm_f16, tmp_path):
+    broken = tmp_path / "broken-lib"
+    shutil.copytree(_lib_folder(library), broken, symlinks=True, ignore=shutil.ignore_patterns("bin"))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["layout"]["llama_batch"]["size"] += 8
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    # What the library check says about this copy, in a process of its own (a second libllama must not share one).
+    proc = subprocess.run([sys.executable, "-c", _OPEN, str(broken)], capture_output=True, text=True, timeout=120)
+    message = proc.stdout.strip()
+    assert message.startswith("ABI mismatch between include/llama.cdef.h and") and "sizeof(llama_batch)" in message
+
+    ds = ray.data.from_items([{"text": "hello"}, {"text": "world"}])
+    config = ModelConfig(model_path=minilm_f16, n_threads=1)
+    with pytest.raises(Exception) as info:
+        embed_dataset(ds, config, concurrency=1, library=broken).take_all()
+    text = str(info.value)
+    assert "LibraryError: on node" in text
+    assert message.splitlines()[0] in text and message.splitlines()[1].strip() in text
+
+
+def test_readme_many_machines_example(cluster, minilm_f16):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Many machines.*?```python\n(.*?)```", readme, re.DOTALL | re.MULTILINE)
+    assert match, "README.md needs its '## Many machines' section with a python example (run here, on the cluster)"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(match.group(1), "README:Many machines", "exec"), {"MODEL": str(minilm_f16)})
+    assert "3 fixed_size_list<element: float>[384] (3, 384)" in out.getvalue()
