@@ -139,7 +139,6 @@ def test_markdown_has_the_tables_ratios_and_verdicts():
 
 
 def test_chart_is_written(tmp_path):
-    pytest.importorskip("matplotlib")
     bench.plot(_report(), tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
