@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Build the llama.cpp shared libraries that embellama loads.
 
 The steps, each a function of its own and run in this order by :func:`run_build`:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """nox sessions: build, model, tests per backend, lint, bench, demo.
 
     nox -s demo                       # build libllama (CPU), make the test model, embed a few sentences

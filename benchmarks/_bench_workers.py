@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The measured side of bench.py: one process per (tool, corpus, round), plus the ONNX export.
 
     python benchmarks/_bench_workers.py run JOB.json      # writes JOB's "result" JSON (and "save" .npy)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """embellama beside its peers: throughput, latency, start-up, memory and accuracy, as ratios to embellama.
 
     nox -s bench                                        # all of it -> benchmarks/results/bench.{json,md,png}

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ray Data against plain ``embed_batch`` on the same corpus, in one run (embellama.ray).
 
     python benchmarks/bench_ray.py [--rounds 3] [--limit N] [--model GGUF] [--cpus 2] [--out FILE]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Throughput and memory of embellama beside its peers, in one run, reported as ratios.
 
     python benchmarks/bench_throughput.py [--rounds 3] [--limit N] [--out FILE]

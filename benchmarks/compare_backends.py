@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Do two or more libllama builds give the same embeddings, and how fast is each?
 
     python benchmarks/compare_backends.py cpu cuda [--min-cos 0.999] [--limit N] [--out FILE]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run the test session of a GPU backend on a machine with no internet (standard library only).
 
 ``nox -s "tests(backend='cuda')"`` needs the network (pip, the llama.cpp source, the

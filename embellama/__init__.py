@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """embellama: text embeddings with llama.cpp, through a checked cffi binding.
 
 >>> from embellama import EmbeddingModel, ModelConfig  # doctest: +SKIP

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The batch pipeline behind ``EmbeddingModel.embed_batch`` and ``embed_iter``.
 
 1. **Validate and tokenize** every text before any inference (a bad text raises

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ``embellama`` command: ``doctor``, ``info``, ``embed``, ``demo``, ``convert`` and ``cache``."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ModelConfig and the pooling and normalization choices."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Weight types: the compute-type choice, the converted-model cache and ``embellama convert``.
 
 llama.cpp computes with the weights in the type the GGUF file stores. On CPUs with

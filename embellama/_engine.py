@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """EmbeddingEngine: several named models, each owned by worker threads of its own.
 
 llama.cpp contexts are not thread-safe, so nothing is shared: every copy of a model lives

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Finding, loading and checking libllama (cffi ABI mode).
 
 One ``ffi.cdef`` from ``include/llama.cdef.h``, one ``dlopen``. Before anything else

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """EmbeddingModel: text in, numpy vectors out."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pooling over token-level output and vector normalization, in numpy."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Low-level classes over the binding: :class:`Model`, :class:`Context`, :class:`Batch`.
 
 Each owns one C object and frees it exactly once: ``close()``, a ``with`` block, or,

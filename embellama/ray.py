@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Embeddings of a whole Ray Data dataset: one model per actor, as many actors as the cluster holds.
 
 ``ray[data]`` is an optional extra (``pip install "embellama[ray]"``); nothing here imports

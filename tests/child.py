@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Run embellama calls in a child process, so a test can prove that none kills the interpreter.
 
 The parent sends one JSON request per line; the child answers one JSON line per request:

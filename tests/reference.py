@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Reference outputs from sentence-transformers and the Hugging Face tokenizer.
 
 Run in its own process (torch stays out of the test process):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The batch pipeline: packing by length, order kept, progress, streaming."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """benchmarks/bench.py: the corpora, the figures, the targets and the report; no peer is run."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tests for build_llama.py: options, dry runs, the cdef parser, the probe, fetching, steps.
 
 Nothing here uses the network or compiles llama.cpp.  Tests that compile a tiny C

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The embellama command: doctor, info, embed (JSON, .npy, .jsonl, .csv), demo and one-line errors."""
 
 from __future__ import annotations

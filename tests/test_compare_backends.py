@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """benchmarks/compare_backends.py: builds run in child processes, cosines and the exit status."""
 
 from __future__ import annotations

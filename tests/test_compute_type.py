@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """compute_type: weights converted once into the cache (BF16 where the CPU has a BF16 kernel)."""
 
 from __future__ import annotations

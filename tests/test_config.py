@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ModelConfig: validated on construction, frozen, changed with dataclasses.replace."""
 
 from __future__ import annotations

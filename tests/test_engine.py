@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """EmbeddingEngine: named models on worker threads of their own, safe from many threads and asyncio."""
 
 from __future__ import annotations

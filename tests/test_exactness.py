@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Embeddings against sentence-transformers on the same weights, and STS Benchmark."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """GPU placement options reach llama.cpp's parameter structs, and bad ones raise early.
 
 The structs are read back field by field, so this runs on any build; on a CPU build

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The loader: search order, errors, the ABI guard both ways, log routing, a real call."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """EmbeddingModel and the low-level classes with the real MiniLM model: API, errors, threads."""
 
 from __future__ import annotations

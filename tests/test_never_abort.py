@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """No ModelConfig and no text kills the interpreter: property tests run in a child process.
 
 Hypothesis draws whole configurations (every numeric field in and out of range, together,

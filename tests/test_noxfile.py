@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The nox sessions: GPU sessions refuse to run (and so to pass) where their device is missing."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """benchmarks/offline_suite.py: what the packed llama.cpp source keeps and leaves out."""
 
 from __future__ import annotations

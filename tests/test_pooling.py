@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Pooling and normalization in numpy, against straightforward per-sequence references."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """embellama.ray on a real local Ray cluster (2 CPUs, started and stopped here): Parquet in, Parquet out."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The README's Python examples run, with MODEL set to the test model, and print what they say."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tokenization against the Hugging Face tokenizer of the same model."""
 
 from __future__ import annotations

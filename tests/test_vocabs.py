@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tokenization across vocabulary families, with llama.cpp's own vocabulary test files.
 
 llama.cpp ships vocabulary-only GGUFs (``models/ggml-vocab-*.gguf``) with inputs and the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A deterministic corpus of varied texts for the exactness tests (no external data)."""
 
 from __future__ import annotations
