@@ -54,6 +54,9 @@ _LIB = Path(os.environ.get("EMBELLAMA_LIB") or REPO / "embellama" / "_lib" / "cp
 LIB_DIR = _LIB if _LIB.is_dir() else _LIB.parent
 CLI = LIB_DIR / "bin" / "llama-embedding"
 sys.path.insert(0, str(REPO / "tests"))  # make_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_throughput, run as a script or imported
+
+from bench_throughput import _hwm_mb  # noqa: E402  (peak RSS from /proc, one definition for both benchmarks)
 
 THREADS = 2
 PASSAGES, PASSAGE_WORDS = 256, 200
@@ -120,17 +123,6 @@ def make_passages(sentences: Sequence[str], count: int = PASSAGES, min_words: in
 
 
 # -- the runs -----------------------------------------------------------------------------
-
-
-def _hwm_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def _cli_process(model: Path, prompts: Path, out: Path) -> tuple[float, float]:
