@@ -100,16 +100,17 @@ def make_ffi(declarations: str) -> Any:
     return builder
 
 
-def _find_cdef() -> Path:
-    for candidate in (PACKAGE_DIR / "_include" / "llama.cdef.h", PACKAGE_DIR.parent / "include" / "llama.cdef.h"):
-        if candidate.is_file():
-            return candidate
-    raise LibraryError("embellama's C declarations (include/llama.cdef.h) are missing")
+CDEF_FILE = PACKAGE_DIR / "llama.cdef.h"
+"""The declarations of the pinned llama.cpp, shipped with the package (``include/llama.cdef.h``
+in a checkout holds the same text; a test keeps them identical)."""
 
 
 def read_cdef() -> str:
-    """The C declarations embellama hands to cffi."""
-    return _find_cdef().read_text(encoding="utf-8")
+    """The C declarations embellama hands to cffi (those of the pinned llama.cpp)."""
+    try:
+        return CDEF_FILE.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LibraryError(f"embellama's C declarations are missing: {CDEF_FILE} ({exc})") from exc
 
 
 if sys.platform == "darwin":

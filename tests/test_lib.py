@@ -344,3 +344,17 @@ def test_declarations_work_without_a_writable_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(blocker))
     ffi = _lib.make_ffi("int f(int);")
     assert ffi.typeof("int(*)(int)") is not None
+
+
+def test_packaged_declarations_equal_the_include_folder():
+    root = Path(__file__).resolve().parent.parent
+    packaged = root / "embellama" / "llama.cdef.h"
+    assert packaged == _lib.CDEF_FILE and not packaged.is_symlink()
+    assert packaged.read_bytes() == (root / "include" / "llama.cdef.h").read_bytes()
+    assert _lib.read_cdef() == packaged.read_text(encoding="utf-8")
+
+
+def test_the_declarations_ship_as_package_data():
+    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert 'embellama = ["py.typed", "llama.cdef.h"]' in pyproject  # [tool.setuptools.package-data]
+    assert not (Path(_lib.__file__).parent / "_include").exists()
