@@ -20,7 +20,7 @@ import numpy as np
 from . import _convert
 from ._config import ModelConfig, PoolingStrategy
 from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
-from ._lib import load_library
+from ._lib import LLAMA_LOGGER_NAME, load_library
 from ._model import EmbeddingModel
 from .llama import Model
 
@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING if args.verbose == 0 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # llama.cpp's own lines: errors only, unless -vv
-    logging.getLogger("embellama.llama").setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
+    logging.getLogger(LLAMA_LOGGER_NAME).setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
     try:
         if args.lib and args.command != "doctor":
             load_library(args.lib)

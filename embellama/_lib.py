@@ -38,9 +38,10 @@ from ._exceptions import LibraryError
 __all__ = ["Library", "find_library_candidates", "get_library", "load_library"]
 
 logger = logging.getLogger("embellama")
-llama_logger = logging.getLogger("embellama.llama")
-# llama.cpp is chatty at INFO; stay quiet unless the user asks for it.
-llama_logger.setLevel(logging.WARNING)
+# llama.cpp's own log lines: a channel of their own, not this module's name. llama.cpp is chatty at
+# INFO, so until a level is set on this logger itself, only its warnings and errors are passed on.
+LLAMA_LOGGER_NAME = "embellama.llama_cpp"
+llama_logger = logging.getLogger(LLAMA_LOGGER_NAME)
 logging.getLogger("embellama").addHandler(logging.NullHandler())
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -280,7 +281,8 @@ class Library:
                 if level != 5:  # GGML_LOG_LEVEL_CONT continues the previous line
                     local.level = levels.get(level, logging.INFO)
                 py_level = local.level
-                if not llama_logger.isEnabledFor(py_level):
+                quiet = llama_logger.level == logging.NOTSET and py_level < logging.WARNING
+                if quiet or not llama_logger.isEnabledFor(py_level):
                     partial.clear()
                     return
                 chunk = self.ffi.string(text).decode("utf-8", "replace")

@@ -197,17 +197,21 @@ def test_manifest_of_another_file_is_not_trusted(library, tmp_path):
 def test_llama_logs_are_routed_to_python_logging(library, minilm_f16, caplog):
     from embellama.llama import Model
 
-    llama_logger = logging.getLogger("embellama.llama")
-    assert llama_logger.level == logging.WARNING  # quiet by default
-    with caplog.at_level(logging.DEBUG, logger="embellama.llama"):
+    llama_logger = logging.getLogger("embellama.llama_cpp")
+    assert llama_logger.level == logging.NOTSET  # embellama sets no level ...
+    with caplog.at_level(logging.DEBUG):  # ... and stays quiet below WARNING until this logger gets one
         Model(minilm_f16).close()
-    records = [r for r in caplog.records if r.name == "embellama.llama"]
+    assert not [r for r in caplog.records if r.name == "embellama.llama_cpp" and r.levelno < logging.WARNING]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="embellama.llama_cpp"):
+        Model(minilm_f16).close()
+    records = [r for r in caplog.records if r.name == "embellama.llama_cpp"]
     assert any("llama_model_loader" in r.getMessage() for r in records)
     assert all("\n" not in r.getMessage() for r in records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="embellama.llama"):
+    with caplog.at_level(logging.WARNING, logger="embellama.llama_cpp"):
         Model(minilm_f16).close()
-    assert not [r for r in caplog.records if r.name == "embellama.llama" and r.levelno < logging.WARNING]
+    assert not [r for r in caplog.records if r.name == "embellama.llama_cpp" and r.levelno < logging.WARNING]
 
 
 def test_real_model_metadata(library, minilm_f16):
@@ -303,13 +307,13 @@ def test_log_lines_from_several_threads_do_not_mix(library, caplog):
             callback(level, ffi.new("char[]", text.encode()), ffi.NULL)
         steps[3].wait(10)
 
-    with caplog.at_level(logging.WARNING, logger="embellama.llama"):
+    with caplog.at_level(logging.WARNING, logger="embellama.llama_cpp"):
         threads = [threading.Thread(target=writer, args=(tag,)) for tag in ("alpha", "beta")]
         for t in threads:
             t.start()
         for t in threads:
             t.join(10)
-    lines = sorted(r.getMessage() for r in caplog.records if r.name == "embellama.llama")
+    lines = sorted(r.getMessage() for r in caplog.records if r.name == "embellama.llama_cpp")
     assert lines == ["alpha starts alpha middle alpha ends", "beta starts beta middle beta ends"]
 
 
