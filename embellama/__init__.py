@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import inspect as _inspect
+
 from ._config import EngineConfig, ModelConfig, Normalization, PoolingStrategy
 from ._engine import EmbeddingEngine
 from ._exceptions import (
@@ -26,8 +28,7 @@ from ._exceptions import (
 from ._lib import Library, get_library, load_library
 from ._model import EmbeddingModel
 from ._pooling import normalize
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ConfigurationError",
@@ -52,3 +53,11 @@ __all__ = [
     "load_library",
     "normalize",
 ]
+
+# The public classes and functions say where users import them from (as httpx does): their
+# reprs, tracebacks, pickles and the API reference name ``embellama.X``, not a private module.
+for _name in __all__:
+    _obj = globals()[_name]
+    if _inspect.isclass(_obj) or _inspect.isfunction(_obj):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -22,6 +22,7 @@ from ._config import ModelConfig, PoolingStrategy
 from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
 from ._lib import LLAMA_LOGGER_NAME, load_library
 from ._model import EmbeddingModel
+from ._version import __version__
 from .llama import Model
 
 DEMO_SENTENCES = [
@@ -37,6 +38,7 @@ def _doctor(args: argparse.Namespace) -> int:
     lib = load_library(args.lib)
     manifest = lib.manifest or {}
     report: dict[str, Any] = {
+        "embellama_version": __version__,
         "library": str(lib.path),
         "found_by": lib.source,
         "llama_version": lib.version,
@@ -300,6 +302,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``embellama`` command."""
     parser = _Parser(prog="embellama", description="Text embeddings with llama.cpp.")
+    parser.add_argument("--version", action="version", version=f"embellama {__version__}")
     parser.add_argument("--lib", help="libllama file or folder (default: $EMBELLAMA_LIB, then the built one)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: info, -vv: llama.cpp's log too")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -384,6 +387,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("embellama: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
