@@ -502,10 +502,11 @@ def _open_checked(file: Path, source: str, cdef: str | None) -> Library:
 def check_symbols(ffi: Any, lib: Any, file: Path) -> None:
     """Every declared function must resolve in the library."""
     missing = []
+    not_found = (AttributeError, getattr(ffi, "error", AttributeError))  # in-line and out-of-line FFIs differ
     for name in dir(lib):
         try:
             getattr(lib, name)
-        except (AttributeError, ffi.error):  # in-line and out-of-line FFIs differ here
+        except not_found:
             missing.append(name)
     if missing:
         raise LibraryError(

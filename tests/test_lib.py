@@ -110,7 +110,7 @@ MISMATCHES = [
         "llama_context_params",
     ),
     # a field appended at the end: no default reveals it, only the size does
-    ("    struct llama_context * ctx_other;\n", "    struct llama_context * ctx_other;\n    size_t extra;\n", "160"),
+    ("    struct llama_context *ctx_other;\n", "    struct llama_context *ctx_other;\n    size_t extra;\n", "160"),
     # two fields swapped
     (
         "    bool vocab_only;\n    bool check_tensors;\n    bool use_extra_bufts;\n",
@@ -118,7 +118,7 @@ MISMATCHES = [
         "vocab_only",
     ),
     # a function the library does not export
-    ("float * llama_get_embeddings_seq(", "float * llama_get_embeddings_by_seq(", "llama_get_embeddings_by_seq"),
+    ("float *llama_get_embeddings_seq(", "float *llama_get_embeddings_by_seq(", "llama_get_embeddings_by_seq"),
 ]
 
 
