@@ -5,21 +5,24 @@
 The steps, each a function of its own and run in this order by :func:`run_build`:
 
 1. :func:`fetch_step`: the pinned llama.cpp source (fetched once, then cached);
-2. :func:`probe_step`: compile and run a small C program against the source's
+2. :func:`declarations_step`: the C declarations: ``include/llama.cdef.h`` for the
+   pinned llama.cpp; for another one (``--source PATH``, ``--llama-cpp-python VERSION``)
+   generated from its ``llama.h`` by ``embellama/_cdefgen.py`` (needs pycparser);
+3. :func:`probe_step`: compile and run a small C program against the source's
    ``llama.h`` that records the real sizeof/alignof/offsetof of every struct declared
-   in ``include/llama.cdef.h`` (seconds: a declaration mismatch fails before the
-   long compile);
-3. :func:`configure_step`: CMake configure (skipped when nothing changed);
-4. :func:`build_step`: build the ``llama`` target (libllama plus the ggml libraries)
+   there (seconds: a declaration mismatch fails before the long compile);
+4. :func:`configure_step`: CMake configure (skipped when nothing changed);
+5. :func:`build_step`: build the ``llama`` target (libllama plus the ggml libraries)
    and optionally the ``llama-embedding`` / ``llama-quantize`` tools;
-5. :func:`install_step`: copy the libraries into ``embellama/_lib/<backend>/``,
-   staged first and then moved into place;
-6. :func:`manifest_step`: write ``manifest.json`` next to them, atomically, last.
+6. :func:`install_step`: copy the libraries into ``embellama/_lib/<backend>/`` (another
+   llama.cpp: ``<cache>/lib/<key>-<backend>/``), staged first and then moved into place;
+7. :func:`manifest_step`: write ``manifest.json`` next to them (and a generated
+   ``llama.cdef.h``), atomically, last.
 
 Nothing before the install step writes into the install folder, so a failing step
 leaves the previous install (libraries and manifest) as it was.
 
-Standard library only: run ``python build_llama.py --help``.  The functions used by
+Standard library only for the pinned llama.cpp: run ``python build_llama.py --help``.  The functions used by
 the steps (``cmake_options``, ``parse_cdef_structs``, ``probe_source``, ...) are
 importable for tests.
 """
@@ -55,6 +58,7 @@ SDIST_PROJECT = "llama-cpp-python"
 SDIST_VERSION = "0.3.36"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 SDIST_SUBDIR = "vendor/llama.cpp"
+LLAMA_H_SHA256 = "d5cf9203bea63b575e76cba4881f29cfd1b611451578b01582b75b72ecbb04bc"  # its include/llama.h
 GIT_URL = "https://github.com/ggml-org/llama.cpp.git"
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -66,6 +70,7 @@ TOOL_TARGETS = ("llama-embedding", "llama-quantize")
 BUILD_TYPE = "Release"
 MANIFEST_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
+CDEF_NAME = "llama.cdef.h"  # a non-pinned build's generated declarations, beside its manifest
 SOURCE_META = ".embellama-source.json"
 STAMP_NAME = "embellama-configure.json"
 STAGING_NAME = ".embellama-staging"  # inside the prefix, during an install
@@ -183,8 +188,37 @@ def cached_source_dir(cache_dir: Path, commit: str = LLAMA_CPP_COMMIT) -> Path:
     return cache_dir / "src" / f"llama.cpp-{commit}"
 
 
-def default_prefix(backend: str) -> Path:
-    return REPO_ROOT / "embellama" / "_lib" / backend
+def default_prefix(backend: str, key: str | None = None, cache_dir: Path | None = None) -> Path:
+    """``embellama/_lib/<backend>`` for the pinned llama.cpp; ``<cache>/lib/<key>-<backend>`` for another.
+
+    A build of another llama.cpp never lands where the pinned build (and the test suite) looks.
+    """
+    if key is None:
+        return REPO_ROOT / "embellama" / "_lib" / backend
+    return (cache_dir or default_cache_dir()) / "lib" / f"{key}-{backend}"
+
+
+def sdist_source_dir(cache_dir: Path, version: str) -> Path:
+    """Where ``--llama-cpp-python VERSION`` keeps that sdist's llama.cpp."""
+    return cache_dir / "src" / f"{SDIST_PROJECT}-{version}"
+
+
+def changelog_commit(changelog: str, version: str) -> str | None:
+    """The llama.cpp commit (as abbreviated there) that llama-cpp-python's CHANGELOG names
+    for ``version``: the last "update llama.cpp to ...@HASH" at or before that release."""
+    reached = False
+    for section in re.split(r"^## \[", changelog, flags=re.MULTILINE)[1:]:
+        reached = reached or section.split("]", 1)[0].strip() == version
+        match = re.search(r"llama\.cpp to [\w./-]*llama\.cpp@([0-9a-f]{7,40})", section, re.IGNORECASE)
+        if reached and match:
+            return match.group(1)
+    return None
+
+
+def same_api_as_pinned(source_dir: Path) -> bool:
+    """Whether ``source_dir``'s llama.h is the pinned commit's (then include/llama.cdef.h applies)."""
+    header = source_dir / "include" / "llama.h"
+    return header.is_file() and sha256_file(header) == LLAMA_H_SHA256
 
 
 def build_dir_name(
@@ -971,8 +1005,8 @@ def _extract_subdir(sdist: Path, dest: Path, subdir: str) -> None:
         tar.extractall(dest, members=members, filter="data")
 
 
-def pip_download_sdist(dest_dir: Path, log: Path, verbose: bool = False) -> Path:
-    """``pip download`` the pinned llama-cpp-python sdist into ``dest_dir``; return its path."""
+def pip_download_sdist(dest_dir: Path, log: Path, verbose: bool = False, version: str = SDIST_VERSION) -> Path:
+    """``pip download`` a llama-cpp-python sdist (default: the pinned one) into ``dest_dir``."""
     cmd = [
         sys.executable,
         "-m",
@@ -982,7 +1016,7 @@ def pip_download_sdist(dest_dir: Path, log: Path, verbose: bool = False) -> Path
         "--no-deps",
         "--no-binary",
         ":all:",
-        f"{SDIST_PROJECT}=={SDIST_VERSION}",
+        f"{SDIST_PROJECT}=={version}",
         "-d",
         str(dest_dir),
     ]
@@ -1065,6 +1099,33 @@ def fetch_source(
             shutil.rmtree(partial, ignore_errors=True)
 
 
+def fetch_sdist_version(version: str, cache_dir: Path, log: Path, *, verbose: bool = False) -> Source:
+    """Fetch the llama.cpp that llama-cpp-python ``version`` vendors into the cache.
+
+    No sha256 is pinned for these sdists: the one downloaded is recorded in the manifest,
+    and the commit is the one the sdist's CHANGELOG names.
+    """
+    final = sdist_source_dir(cache_dir, version)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=cache_dir))
+    try:
+        archive = pip_download_sdist(tmp, log, verbose, version=version)
+        digest = extract_sdist(archive, partial, expected_sha256=sha256_file(archive))
+        with tarfile.open(archive, "r:*") as tar:
+            member = next((m for m in tar.getmembers() if re.fullmatch(r"[^/]+/CHANGELOG\.md", m.name)), None)
+            handle = tar.extractfile(member) if member is not None else None
+            changelog = handle.read().decode("utf-8", "replace") if handle is not None else ""
+        location = f"{SDIST_PROJECT}=={version}:{SDIST_SUBDIR}"
+        source = Source("pypi", final, location, changelog_commit(changelog, version), digest)
+        _publish(partial, final, source)
+        return source
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def git_head(directory: Path) -> str | None:
     """HEAD of ``directory`` if it is the top of a git checkout, else None."""
     if not shutil.which("git"):
@@ -1102,7 +1163,7 @@ def path_source(directory: Path) -> Source:
     elif commit != LLAMA_CPP_COMMIT:
         warn(
             f"{directory} is at commit {commit[:12]}, not the pinned {LLAMA_CPP_COMMIT[:12]}; "
-            "the struct probe will tell whether include/llama.cdef.h still matches"
+            "unless its llama.h is the pinned one, its declarations are generated from it"
         )
     return Source("path", directory, str(directory), commit)
 
@@ -1366,11 +1427,15 @@ def compiler_version(compiler: str | None) -> str | None:
     return lines[0]
 
 
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -1386,6 +1451,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 HELP_EPILOG = f"""\
 steps (in this order; nothing is written into PREFIX before the install step):
   source     fetch llama.cpp {LLAMA_CPP_COMMIT[:12]} once into the cache
+  cdef       include/llama.cdef.h; for another llama.cpp, generated from its llama.h
   probe      compile a C program against llama.h that reports sizeof/_Alignof/offsetof
              of every struct in include/llama.cdef.h (a mismatch fails here, in seconds)
   configure  cmake -S <source> -B <build-dir> [-G Ninja] <options>
@@ -1405,6 +1471,7 @@ examples:
   python build_llama.py --backend cuda --cuda-arch 90
   python build_llama.py --backend vulkan --portable --dry-run
   python build_llama.py --source ~/src/llama.cpp --build-dir /tmp/llama-build
+  python build_llama.py --llama-cpp-python 0.3.30   # an older llama.cpp, beside the pinned build
 """
 
 
@@ -1436,6 +1503,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if args.source not in ("auto", "pypi"):
             parser.error("--sdist goes with --source pypi")
         args.source = "pypi"
+    if args.llama_cpp_python == SDIST_VERSION:
+        args.llama_cpp_python = None  # the pinned one
+    if args.llama_cpp_python is not None and (args.source != "auto" or args.sdist is not None):
+        parser.error("--llama-cpp-python names the source itself: drop --source/--sdist")
     return args
 
 
@@ -1460,6 +1531,16 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             f"use an already downloaded {SDIST_PROJECT}-{SDIST_VERSION} sdist instead of "
             "running pip download (its sha256 is still checked); implies --source pypi"
+        ),
+    )
+    parser.add_argument(
+        "--llama-cpp-python",
+        metavar="VERSION",
+        help=(
+            f"build the llama.cpp that {SDIST_PROJECT} VERSION vendors (pip download of its sdist, "
+            f"cached as <cache>/src/{SDIST_PROJECT}-VERSION), e.g. 0.3.30; its declarations are "
+            "generated from its llama.h (needs pycparser) and it installs into "
+            f"<cache>/lib/{SDIST_PROJECT}-VERSION-<backend>, never over the pinned build"
         ),
     )
     parser.add_argument(
@@ -1581,6 +1662,7 @@ class Plan:
     cuda_arch_note: str | None
     source_kind: str  # "cached", "pypi", "git" or "path"
     source_dir: Path
+    key: str | None  # None: the pinned llama.cpp; else what the build and install folders are named by
     cache_dir: Path
     build_dir: Path
     prefix: Path
@@ -1599,13 +1681,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
     """
     cache_dir = (args.cache_dir or default_cache_dir()).expanduser().resolve()
     kind, source_dir = _plan_source(args, cache_dir)
+    key = _plan_key(args, kind, source_dir)
     if args.build_dir:
         build_dir = args.build_dir.expanduser().resolve()
     else:
         in_place = source_dir if kind == "path" else None
         name = build_dir_name(args.backend, args.portable, args.with_tools, source_path=in_place)
+        if args.llama_cpp_python:
+            name = name.replace(LLAMA_CPP_COMMIT[:12], key or "", 1)
         build_dir = cache_dir / "build" / name
-    prefix = (args.prefix or default_prefix(args.backend)).expanduser().resolve()
+    prefix = (args.prefix or default_prefix(args.backend, key, cache_dir)).expanduser().resolve()
     cuda_arch, note = _plan_cuda_arch(args)
     local: list[str] = []  # options for this machine, before the user's --cmake-arg
     if args.backend == "cuda":
@@ -1621,7 +1706,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         cuda_arch=cuda_arch,
         with_tools=args.with_tools,
         extra=[*local, *args.cmake_arg],
-        build_commit=LLAMA_CPP_COMMIT[:8] if kind != "path" else None,
+        build_commit=LLAMA_CPP_COMMIT[:8] if kind != "path" and key is None else None,
         no_amx=not args.portable and compiler_can_drop_amx(),
     )
     generator = cmake_generator()
@@ -1633,6 +1718,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         cuda_arch_note=note,
         source_kind=kind,
         source_dir=source_dir,
+        key=key,
         cache_dir=cache_dir,
         build_dir=build_dir,
         prefix=prefix,
@@ -1647,10 +1733,22 @@ def _plan_source(args: argparse.Namespace, cache_dir: Path) -> tuple[str, Path]:
     """The source's kind ("cached", "pypi", "git" or "path") and folder."""
     if args.source not in SOURCE_KINDS:
         return "path", Path(args.source).expanduser().resolve()
+    if args.llama_cpp_python:
+        folder = sdist_source_dir(cache_dir, args.llama_cpp_python)
+        return ("cached" if (folder / "CMakeLists.txt").is_file() and not args.refetch else "pypi"), folder
     cached = cached_source_dir(cache_dir)
     if (cached / "CMakeLists.txt").is_file() and not args.refetch:
         return "cached", cached
     return ("git" if args.source == "git" else "pypi"), cached
+
+
+def _plan_key(args: argparse.Namespace, kind: str, source_dir: Path) -> str | None:
+    """None for the pinned llama.cpp; a name for the build and install folders of another one."""
+    if args.llama_cpp_python:
+        return f"{SDIST_PROJECT}-{args.llama_cpp_python}"
+    if kind == "path" and not same_api_as_pinned(source_dir):
+        return "path-" + hashlib.sha256(str(source_dir).encode()).hexdigest()[:8]
+    return None
 
 
 def _plan_cuda_arch(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -1691,8 +1789,13 @@ def print_dry_run(plan: Plan, args: argparse.Namespace) -> None:
     }[plan.source_kind]
     if args.sdist is not None and plan.source_kind == "pypi":
         source_desc = f"not cached: would extract {args.sdist} to {plan.source_dir}"
+    if args.llama_cpp_python and plan.source_kind == "pypi":
+        source_desc = f"not cached: would pip download {SDIST_PROJECT}=={args.llama_cpp_python} into {plan.source_dir}"
     print(f"{PREFIX}: dry run, nothing is fetched, built or written")
-    print(f"  llama.cpp commit : {LLAMA_CPP_COMMIT}")
+    if plan.key is None:
+        print(f"  llama.cpp commit : {LLAMA_CPP_COMMIT}")
+    else:
+        print(f"  llama.cpp        : {plan.key} (declarations generated from its llama.h)")
     print(f"  source           : {source_desc}")
     print(f"  backend          : {plan.backend}")
     print(f"  portable         : {plan.portable} (GGML_NATIVE={'OFF' if plan.portable else 'ON'})")
@@ -1730,16 +1833,72 @@ def run_build(plan: Plan, args: argparse.Namespace, started: float) -> int:
     """
     if not shutil.which("cmake"):
         raise BuildError("cmake is not on PATH (CMake >= 3.14 is needed)")
-    cdef_text, structs = read_cdef(args.cdef)
     logs = prepare_build_dir(plan.build_dir, args.clean)
     source = fetch_step(plan, args, logs)
-    layout = probe_step(plan, source, structs, logs, _display_path(args.cdef))
+    decls = declarations_step(plan, source, args.cdef)
+    layout = probe_step(plan, source, decls.structs, logs, decls.name)
     configure_step(plan, logs, args.verbose)
     build_step(plan, logs, args.jobs, args.verbose)
     result = install_step(plan)
-    manifest_step(plan, source, result, layout, cdef_text, started)
+    manifest_step(plan, source, result, layout, decls, started)
     say(f"done in {time.monotonic() - started:.1f} s: {plan.prefix}")
     return 0
+
+
+@dataclasses.dataclass
+class Declarations:
+    """The C declarations a build is probed and installed with."""
+
+    text: str
+    structs: dict[str, list[str]]
+    name: str  # for messages: include/llama.cdef.h, or what they were generated from
+    generated: bool = False
+
+
+def declarations_step(plan: Plan, source: Source, cdef: Path) -> Declarations:
+    """Step 2: the pinned declarations, or for another llama.cpp, ones generated from its llama.h."""
+    with Timer("cdef") as t:
+        if plan.key is None or cdef != CDEF_PATH:
+            text, structs = read_cdef(cdef)
+            t.detail = _display_path(cdef)
+            return Declarations(text, structs, _display_path(cdef))
+        header = source.directory / "include" / "llama.h"
+        label = f"{source.location} (llama.cpp {source.commit or 'commit unknown'}) include/llama.h"
+        text = generate_cdef(header, label)
+        try:
+            structs = parse_cdef_structs(text)
+        except ValueError as exc:
+            raise BuildError(f"the declarations generated from {header} do not parse: {exc}") from exc
+        t.detail = f"generated from {header} ({len(structs)} structs)"
+        return Declarations(text, structs, f"the declarations generated from {header}", generated=True)
+
+
+def generate_cdef(header: Path, label: str) -> str:
+    """embellama's declarations for ``header``, by ``embellama/_cdefgen.py`` (needs pycparser)."""
+    module_file = REPO_ROOT / "embellama" / "_cdefgen.py"
+    try:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_embellama_cdefgen", module_file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+    except ImportError as exc:
+        raise BuildError(
+            f"declarations for a llama.cpp other than {LLAMA_CPP_COMMIT[:12]} are generated with pycparser, "
+            f"which {sys.executable} lacks ({exc}): pip install pycparser, or run build_llama.py with the "
+            "Python that has embellama installed"
+        ) from exc
+    except OSError as exc:
+        raise BuildError(f"cannot read the cdef generator {module_file}: {exc}") from exc
+    try:
+        result = module.generate_from_source(header, label)
+    except module.GeneratorError as exc:
+        raise BuildError(f"cannot generate declarations from {header}: {exc}") from exc
+    if result.missing:
+        warn(f"{header} lacks {', '.join(result.missing)} (embellama uses them where they exist)")
+    return str(result.text)
 
 
 def read_cdef(path: Path) -> tuple[str, dict[str, list[str]]]:
@@ -1785,6 +1944,10 @@ def _obtain_source(plan: Plan, args: argparse.Namespace, log: Path) -> Source:
         if source is not None:
             source.reused = True
             return source
+    if args.llama_cpp_python:
+        what = f"pip download {SDIST_PROJECT}=={args.llama_cpp_python}"
+        say(f"source    fetching the llama.cpp of {SDIST_PROJECT} {args.llama_cpp_python} via {what}")
+        return fetch_sdist_version(args.llama_cpp_python, plan.cache_dir, fresh_log(log), verbose=args.verbose)
     kind = "git" if plan.source_kind == "git" else "pypi"
     if kind == "git":
         what = f"git clone of {GIT_URL}"
@@ -1803,7 +1966,7 @@ def probe_step(
     logs: Path,
     cdef_name: str,
 ) -> dict[str, dict[str, Any]]:
-    """Step 2: the real layout of the cdef's structs, measured against llama.h."""
+    """Step 3: the real layout of the cdef's structs, measured against llama.h."""
     with Timer("probe") as t:
         layout = run_probe(
             source.directory,
@@ -1819,7 +1982,7 @@ def probe_step(
 
 
 def configure_step(plan: Plan, logs: Path, verbose: bool) -> None:
-    """Step 3: CMake configure, unless the build folder has these options already."""
+    """Step 4: CMake configure, unless the build folder has these options already."""
     build_dir = plan.build_dir
     with Timer("configure") as t:
         stamp = configure_stamp(plan.configure_cmd, plan.source_dir, plan.generator)
@@ -1850,7 +2013,7 @@ def configure_step(plan: Plan, logs: Path, verbose: bool) -> None:
 
 
 def build_step(plan: Plan, logs: Path, jobs: int, verbose: bool) -> None:
-    """Step 4: compile libllama and the ggml libraries (and the tools)."""
+    """Step 5: compile libllama and the ggml libraries (and the tools)."""
     with Timer("build") as t:
         targets = " ".join(build_targets(plan.with_tools))
         env = dict(os.environ, NINJA_STATUS="[%f/%t] ")
@@ -1865,7 +2028,7 @@ def build_step(plan: Plan, logs: Path, jobs: int, verbose: bool) -> None:
 
 
 def install_step(plan: Plan) -> InstallResult:
-    """Step 5: the libraries (and tools) into the prefix; see :func:`install_outputs`."""
+    """Step 6: the libraries (and tools) into the prefix; see :func:`install_outputs`."""
     with Timer("install") as t:
         previous = read_json(plan.prefix / MANIFEST_NAME)
         tools = TOOL_TARGETS if plan.with_tools else ()
@@ -1880,13 +2043,17 @@ def manifest_step(
     source: Source,
     result: InstallResult,
     layout: dict[str, dict[str, Any]],
-    cdef_text: str,
+    decls: Declarations,
     started: float,
 ) -> None:
-    """Step 6: ``manifest.json`` beside the libraries, replaced atomically."""
+    """Step 7: ``manifest.json`` beside the libraries, replaced atomically (after the
+    generated declarations of a non-pinned build, which it names)."""
     with Timer("manifest") as t:
         seconds = round(time.monotonic() - started, 2)
-        manifest = build_manifest(plan, source, result, layout, cdef_text, seconds)
+        manifest = build_manifest(plan, source, result, layout, decls.text, seconds)
+        if decls.generated:
+            write_text_atomic(plan.prefix / CDEF_NAME, decls.text)
+            manifest["cdef"] = CDEF_NAME
         path = plan.prefix / MANIFEST_NAME
         write_json_atomic(path, manifest)
         t.detail = str(path)

@@ -25,8 +25,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 bl: Any = importlib.import_module("build_llama")
 
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
@@ -633,6 +631,7 @@ def test_main_reports_a_failing_step(
 
     monkeypatch.setattr(bl.shutil, "which", which)
     monkeypatch.setattr(bl, "probe_step", lambda *a, **k: {})  # the probe runs before configure
+    monkeypatch.setattr(bl, "declarations_step", lambda *a, **k: bl.Declarations("", {}, "test"))
     code = bl.main(
         [
             "--source",
@@ -660,6 +659,7 @@ def test_main_hints_at_cublas_when_a_cuda_configure_misses_it(
     monkeypatch.setattr(bl.shutil, "which", lambda name, **kw: "/usr/bin/cmake" if name == "cmake" else None)
     monkeypatch.setattr(bl, "find_pip_cublas", lambda *a, **k: None)
     monkeypatch.setattr(bl, "probe_step", lambda *a, **k: {})  # the probe runs before configure
+    monkeypatch.setattr(bl, "declarations_step", lambda *a, **k: bl.Declarations("", {}, "test"))
     argv = ["--source", str(src), "--build-dir", str(tmp_path / "b"), "--prefix", str(tmp_path / "p")]
     assert bl.main([*argv, "--backend", "cuda", "--cuda-arch", "90"]) == 1
     assert "hint: ggml-cuda links cuBLAS" in capsys.readouterr().err
@@ -991,7 +991,7 @@ def test_a_build_probes_first_and_writes_the_manifest_last(
     assert manifest["libraries"] == {"ggml": "libggml.so", "llama": "libllama.so"}
     out = capsys.readouterr().out
     timed = [line.split()[1] for line in out.splitlines() if re.search(r"\(\d+\.\d s\)$", line)]
-    assert timed == ["source", "probe", "configure", "build", "install", "manifest"]
+    assert timed == ["source", "cdef", "probe", "configure", "build", "install", "manifest"]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symlinks")
@@ -1158,4 +1158,76 @@ def test_build_llama_reads_as_its_steps() -> None:
         node.func.id for node in ast.walk(run_build) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
     ]
     steps = [name for name in called if name.endswith("_step")]
-    assert steps == ["fetch_step", "probe_step", "configure_step", "build_step", "install_step", "manifest_step"]
+    assert steps == [
+        "fetch_step",
+        "declarations_step",
+        "probe_step",
+        "configure_step",
+        "build_step",
+        "install_step",
+        "manifest_step",
+    ]
+
+
+# --------------------------------------------------------------------------- other llama.cpp versions
+
+
+CHANGELOG = """\
+## [Unreleased]
+
+## [0.3.31]
+
+- fix: something else
+
+## [0.3.30]
+
+- feat: update llama.cpp to ggml-org/llama.cpp@e3a74b299
+
+## [0.3.29]
+
+- feat: Update llama.cpp to ggml-org/llama.cpp@f05cf4676 by @abetlen in #2290
+"""
+
+
+def test_changelog_names_the_vendored_commit() -> None:
+    assert bl.changelog_commit(CHANGELOG, "0.3.30") == "e3a74b299"
+    assert bl.changelog_commit(CHANGELOG, "0.3.31") == "e3a74b299"  # a release without an update keeps the last one
+    assert bl.changelog_commit(CHANGELOG, "0.3.29") == "f05cf4676"
+    assert bl.changelog_commit(CHANGELOG, "0.1.0") is None
+
+
+def test_another_llama_cpp_gets_its_own_folders(tmp_path: Path) -> None:
+    args = bl.parse_args(["--llama-cpp-python", "0.3.30", "--cache-dir", str(tmp_path), "--dry-run"])
+    plan = bl.make_plan(args)
+    assert plan.key == "llama-cpp-python-0.3.30"
+    assert plan.prefix == tmp_path / "lib" / "llama-cpp-python-0.3.30-cpu"
+    assert plan.prefix != bl.default_prefix("cpu")
+    assert plan.build_dir == tmp_path / "build" / "llama-cpp-python-0.3.30-cpu"
+    assert plan.source_dir == tmp_path / "src" / "llama-cpp-python-0.3.30"
+    assert not any(o.startswith("-DLLAMA_BUILD_COMMIT=") for o in plan.options)
+    pinned = bl.make_plan(bl.parse_args(["--llama-cpp-python", bl.SDIST_VERSION, "--cache-dir", str(tmp_path)]))
+    assert pinned.key is None and pinned.prefix == bl.default_prefix("cpu")
+    # a checkout whose llama.h is not the pinned one is keyed too
+    src = fake_tree(tmp_path)
+    checkout = bl.make_plan(bl.parse_args(["--source", str(src), "--cache-dir", str(tmp_path)]))
+    assert checkout.key is not None and checkout.key.startswith("path-")
+    assert checkout.prefix == tmp_path / "lib" / f"{checkout.key}-cpu"
+    with pytest.raises(SystemExit):
+        bl.parse_args(["--llama-cpp-python", "0.3.30", "--source", "git"])
+
+
+@needs_cc
+def test_declarations_are_generated_for_another_llama_h(tmp_path: Path) -> None:
+    header = "#include <stdint.h>\nstruct llama_batch { int32_t n_tokens; float * embd; };\n"
+    header += "struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max);\n"
+    src = fake_tree(tmp_path, header)
+    plan = bl.make_plan(bl.parse_args(["--source", str(src), "--cache-dir", str(tmp_path)]))
+    source = bl.path_source(src)
+    decls = bl.declarations_step(plan, source, bl.CDEF_PATH)
+    assert decls.generated and decls.structs == {"llama_batch": ["n_tokens", "embd"]}
+    assert "struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max);" in decls.text
+    # --cdef FILE is used as it is
+    copy = tmp_path / "pinned.cdef.h"
+    copy.write_text((ROOT / "include" / "llama.cdef.h").read_text())
+    pinned = bl.declarations_step(plan, source, copy)
+    assert not pinned.generated and "llama_context_params" in pinned.structs
