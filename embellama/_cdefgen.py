@@ -20,6 +20,8 @@ Standard library plus pycparser (a dependency of cffi).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -30,6 +32,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pycparser import c_ast, c_generator, c_parser
 
@@ -100,6 +103,7 @@ FUNCTIONS = (
     "llama_model_has_decoder",
     "llama_model_is_recurrent",
     "llama_memory_clear",
+    "llama_kv_self_clear",  # before llama_memory_clear
     # vocabulary and tokens
     "llama_vocab_type",
     "llama_vocab_n_tokens",
@@ -514,6 +518,59 @@ def _blocks(lines: list[str]) -> Iterator[str]:
             run.append(line)
     if run:
         yield "\n".join(run)
+
+
+def header_digest(header: Path) -> str:
+    """sha256 over ``header`` and every header in the folders it includes from."""
+    digest = hashlib.sha256(b"embellama-cdefgen-1\0")
+    for folder in include_dirs(header):
+        for path in sorted(folder.glob("*.h")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def probe_program(structs: dict[str, list[str]], enums: Iterable[str]) -> str:
+    """C that prints, as JSON, the layout of ``structs`` and the values of the enum constants."""
+    lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "llama.h"', "", "int main(void) {"]
+    lines.append('    printf("{\\"layout\\": {");')
+    for i, (name, fields) in enumerate(structs.items()):
+        head = f"{',' if i else ''}\\\"{name}\\\": {{\\\"size\\\": %zu, \\\"align\\\": %zu, \\\"fields\\\": {{"
+        lines.append(f'    printf("{head}", sizeof(struct {name}), _Alignof(struct {name}));')
+        for j, member in enumerate(fields):
+            lines.append(
+                f'    printf("{"," if j else ""}\\\"{member}\\\": %zu", offsetof(struct {name}, {member}));'
+            )
+        lines.append('    printf("}}");')
+    lines.append('    printf("}, \\"enums\\": {");')
+    for i, constant in enumerate(enums):
+        lines.append(f'    printf("{"," if i else ""}\\\"{constant}\\\": %lld", (long long)({constant}));')
+    lines += ['    printf("}}\\n");', "    return 0;", "}", ""]
+    return "\n".join(lines)
+
+
+def measure(
+    header: Path, structs: dict[str, list[str]], enums: Iterable[str], compiler: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Compile and run :func:`probe_program` against ``header``: ``{"layout": ..., "enums": ...}``."""
+    cmd = list(compiler or find_compiler())
+    with tempfile.TemporaryDirectory(prefix="embellama-probe-") as tmp:
+        src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"
+        src.write_text(probe_program(structs, enums), encoding="utf-8")
+        for folder in include_dirs(header):
+            cmd += ["-I", str(folder)]
+        cmd += [str(src), "-o", str(exe)]
+        env = dict(os.environ, LC_ALL="C", LANG="C")
+        try:
+            built = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if built.returncode != 0:
+                raise GeneratorError(f"the layout probe does not compile against {header}:\n{built.stderr[-2000:]}")
+            run = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise GeneratorError(f"cannot compile or run the layout probe with {cmd[0]!r}: {exc}") from exc
+    if run.returncode != 0:
+        raise GeneratorError(f"the layout probe for {header} exited {run.returncode}: {run.stderr[-2000:]}")
+    result: dict[str, dict[str, Any]] = json.loads(run.stdout)
+    return result
 
 
 def generate_from_source(header: Path, label: str | None = None, compiler: Sequence[str] | None = None) -> Declarations:

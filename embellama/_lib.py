@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from typing import Any
 
 import cffi
 
+from ._compat import Capabilities, decide
 from ._exceptions import LibraryError
 
 __all__ = ["Library", "find_library_candidates", "get_library", "load_library"]
@@ -49,6 +51,8 @@ LIB_ROOT = PACKAGE_DIR / "_lib"
 BACKENDS = ("cuda", "metal", "vulkan", "cpu")
 ENV_LIB = "EMBELLAMA_LIB"
 ENV_BACKEND = "EMBELLAMA_BACKEND"
+ENV_HEADER = "EMBELLAMA_LLAMA_H"
+PINNED_CDEF_NAME = "include/llama.cdef.h"
 BUILD_HINT = "python build_llama.py  (from an embellama checkout; --help lists the backends)"
 
 
@@ -125,8 +129,9 @@ else:
 # points elsewhere still finds its own ggml libraries.
 _GGML_PRELOAD = ("ggml-base", "ggml-cpu", "ggml")
 
-# Known defaults at the pinned commit: (field, expected value). A declaration that is
-# out of step with the library moves these fields, and the values stop matching.
+# Known defaults over the supported llama.cpp versions: (field, expected value), checked for
+# the fields the declarations have. A declaration that is out of step with the library
+# moves these fields, and the values stop matching.
 _CONTEXT_DEFAULTS: tuple[tuple[str, Any], ...] = (
     ("n_ctx", 512),
     ("n_batch", 2048),
@@ -177,6 +182,9 @@ _MODEL_DEFAULTS: tuple[tuple[str, Any], ...] = (
     ("progress_callback_user_data", None),
     ("kv_overrides", None),
     ("vocab_only", False),
+    ("use_mmap", True),  # use_mmap, use_direct_io, use_mlock: before load_mode (llama-cpp-python <= 0.3.30)
+    ("use_direct_io", False),
+    ("use_mlock", False),
     ("check_tensors", False),
     ("use_extra_bufts", True),
     ("no_host", False),
@@ -201,8 +209,19 @@ class Library:
     manifest: dict[str, Any] | None
     source: str
     warnings: list[str] = field(default_factory=list)
+    compat: Capabilities | None = None
+    """What this llama.cpp can do where versions differ (decided at load; see :mod:`embellama._compat`)."""
+    declarations: str = PINNED_CDEF_NAME
+    """Where the declarations came from: the pinned ``include/llama.cdef.h``, a header, a build's cdef."""
     _callback: Any = None
     _preloaded: list[Any] = field(default_factory=list)  # ggml handles kept open with the library
+
+    @property
+    def caps(self) -> Capabilities:
+        """:attr:`compat`, which every checked library has."""
+        if self.compat is None:
+            raise LibraryError(f"{self.path}: the library was not checked")
+        return self.compat
 
     @property
     def backend(self) -> str:
@@ -214,8 +233,8 @@ class Library:
 
     @property
     def version(self) -> str:
-        """``llama_version()`` of the loaded library."""
-        return self.ffi.string(self.lib.llama_version()).decode()
+        """``llama_version()`` of the loaded library (older ones lack it: the build's commit)."""
+        return self.caps.version(self.lib, self.ffi, self.commit)
 
     @property
     def commit(self) -> str | None:
@@ -317,13 +336,41 @@ def get_library() -> Library:
     return _library
 
 
-def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | None = None) -> Library:
-    """Load libllama once per process and return it.
+def load_library(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    backend: str | None = None,
+    header: str | os.PathLike[str] | None = None,
+) -> Library:
+    """Load libllama once per process, check it against its declarations, and return it.
 
-    Search order: ``path`` (a file or a folder), then ``$EMBELLAMA_LIB`` (a file or a
-    folder), then the builds of ``build_llama.py`` under ``embellama/_lib/<backend>/``
-    (``backend`` or ``$EMBELLAMA_BACKEND`` picks one; otherwise cuda, metal, vulkan, cpu).
-    Calling it again with another library after one is loaded raises ``LibraryError``.
+    Parameters
+    ----------
+    path
+        A libllama file or the folder holding it. Default: ``$EMBELLAMA_LIB``, else the
+        builds of ``build_llama.py`` under ``embellama/_lib/<backend>/``.
+    backend
+        Which of those builds (default ``$EMBELLAMA_BACKEND``, else cuda, metal, vulkan, cpu).
+    header
+        The ``llama.h`` the library was built from (or its ``include`` folder, or a cdef
+        that ``python -m embellama._cdefgen`` wrote), for a libllama of another llama.cpp
+        than the pinned one. Default: ``$EMBELLAMA_LLAMA_H``, else the ``llama.cdef.h`` a
+        ``build_llama.py`` manifest names, else the ``include/llama.h`` that CMake installs
+        beside ``lib/``, else the pinned declarations. Declarations made from a header are
+        checked against a probe compiled with it (this needs a C compiler once; the result
+        is cached).
+
+    Returns
+    -------
+    Library
+        The process-wide library.
+
+    Raises
+    ------
+    LibraryError
+        No usable libllama; its functions, struct layout, defaults or enum values differ
+        from the declarations; it lacks a function embellama needs (the message names the
+        supported llama.cpp range); or another library is already loaded.
     """
     global _library
     with _lock:
@@ -333,7 +380,7 @@ def load_library(path: str | os.PathLike[str] | None = None, *, backend: str | N
                     f"libllama is already loaded from {_library.path}; a process can load only one (asked for {path})"
                 )
             return _library
-        lib = open_library(path, backend=backend)
+        lib = open_library(path, backend=backend, header=header)
         lib._route_logs()  # first, so that backend start-up messages reach logging too
         try:
             _start_backend(lib)
@@ -412,11 +459,12 @@ def open_library(
     *,
     backend: str | None = None,
     cdef: str | None = None,
+    header: str | os.PathLike[str] | None = None,
 ) -> Library:
     """Find, ``dlopen`` and check a libllama without initialising it.
 
-    ``cdef`` replaces the shipped declarations (the tests use it to prove that a
-    mismatched declaration is caught).
+    ``header`` as for :func:`load_library`; ``cdef`` replaces the declarations with this
+    text (the tests use it to prove that a mismatched declaration is caught).
     """
     tried: list[str] = []
     for source, candidate, explicit in find_library_candidates(path, backend=backend):
@@ -428,7 +476,7 @@ def open_library(
                 break
             continue
         try:
-            return _open_checked(file, source, cdef)
+            return _open_checked(file, source, cdef, header)
         except LibraryError as exc:
             if explicit:
                 raise
@@ -477,42 +525,158 @@ def _read_manifest(file: Path) -> tuple[dict[str, Any] | None, list[str]]:
     return manifest, []
 
 
-def _open_checked(file: Path, source: str, cdef: str | None) -> Library:
-    ffi = make_ffi(read_cdef() if cdef is None else cdef)
+@dataclass
+class _Declarations:
+    """The declarations a library is opened with, and what they are checked against."""
+
+    text: str
+    name: str
+    layout: dict[str, Any] | None = None
+    """Measured against the header (a probe); None: the manifest's layout applies."""
+    enums: dict[str, int] | None = None
+
+
+def _declarations(
+    file: Path, manifest: dict[str, Any] | None, cdef: str | None, header: str | os.PathLike[str] | None
+) -> _Declarations:
+    """The declarations for ``file``: given, from a header, a build's cdef, or the pinned ones."""
+    if cdef is not None:
+        return _Declarations(cdef, "the given declarations")
+    explicit = header if header is not None else os.environ.get(ENV_HEADER) or None
+    if explicit is not None:
+        return declarations_from_header(Path(explicit))
+    named = (manifest or {}).get("cdef")
+    if isinstance(named, str):
+        path = file.parent / named
+        try:
+            return _Declarations(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            raise LibraryError(f"{file}: its manifest names declarations {path} that cannot be read: {exc}") from exc
+    installed = file.parent.parent / "include" / "llama.h"  # CMake's install: <prefix>/lib, <prefix>/include
+    if manifest is None and installed.is_file():
+        return declarations_from_header(installed)
+    return _Declarations(read_cdef(), PINNED_CDEF_NAME)
+
+
+def declarations_from_header(header: Path) -> _Declarations:
+    """Declarations generated from a ``llama.h`` (or its folder), with the layout a probe measures.
+
+    A ``*.cdef.h`` file is taken as declarations already generated. The result for a
+    header is cached under :func:`cache_dir` by the sha256 of the headers it includes.
+    """
+    from . import _cdefgen  # pycparser: only for another llama.cpp than the pinned one
+
+    if header.is_dir():
+        header = next((c for c in (header / "llama.h", header / "include" / "llama.h") if c.is_file()), header)
+    if not header.is_file():
+        raise LibraryError(f"no llama.h at {header} (from the header argument or ${ENV_HEADER})")
+    if header.name.endswith(".cdef.h"):
+        return _Declarations(header.read_text(encoding="utf-8"), str(header))
+    try:
+        key = _cdefgen.header_digest(header)
+        cached = cache_dir() / "headers" / f"{key[:24]}.json"
+        try:
+            data = json.loads(cached.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = _measure_header(_cdefgen, header)
+            with contextlib.suppress(OSError):
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(data), encoding="utf-8")
+                os.replace(tmp, cached)
+    except _cdefgen.GeneratorError as exc:
+        raise LibraryError(f"cannot make declarations from {header}: {exc}") from exc
+    return _Declarations(data["cdef"], f"the declarations generated from {header}", data["layout"], data["enums"])
+
+
+def _measure_header(gen: Any, header: Path) -> dict[str, Any]:
+    result = gen.generate_from_source(header, str(header))
+    constants = [name for values in result.enums.values() for name in values]
+    measured = gen.measure(header, result.structs, constants)
+    return {"cdef": result.text, "layout": measured["layout"], "enums": measured["enums"]}
+
+
+def _open_checked(file: Path, source: str, cdef: str | None, header: str | os.PathLike[str] | None = None) -> Library:
+    manifest, warnings = _read_manifest(file)
+    decls = _declarations(file, manifest, cdef, header)
+    ffi = make_ffi(decls.text)
     preloaded = _preload_ggml(ffi, file.parent)
     try:
         lib = ffi.dlopen(str(file), ffi.RTLD_NOW | ffi.RTLD_GLOBAL)
     except OSError as exc:
         raise LibraryError(f"cannot load {file}: {exc}") from exc
-    manifest, warnings = _read_manifest(file)
-    check_symbols(ffi, lib, file)
-    if manifest is not None:
-        check_layout(ffi, manifest.get("layout") or {}, file)
+    functions = check_symbols(ffi, lib, file, decls.name)
+    if decls.layout is not None:
+        check_layout(ffi, decls.layout, file, decls.name)
+    elif manifest is not None:
+        check_layout(ffi, manifest.get("layout") or {}, file, decls.name)
     else:
         warnings.append(
             f"{file} has no build manifest: its struct layout was checked only against known "
             "default values, not field by field"
         )
-    check_defaults(ffi, str(file), file)
+    enums = decls.enums if decls.enums is not None else (manifest or {}).get("enums")
+    if enums:
+        check_enums(lib, enums, file, decls.name)
+    check_defaults(ffi, str(file), file, decls.name)
+    compat = decide(ffi, functions, _needed_functions(), str(file))
     return Library(
-        ffi=ffi, lib=lib, path=file, manifest=manifest, source=source, warnings=warnings, _preloaded=preloaded
+        ffi=ffi,
+        lib=lib,
+        path=file,
+        manifest=manifest,
+        source=source,
+        warnings=warnings,
+        compat=compat,
+        declarations=decls.name,
+        _preloaded=preloaded,
     )
 
 
-def check_symbols(ffi: Any, lib: Any, file: Path) -> None:
-    """Every declared function must resolve in the library."""
+def _needed_functions() -> frozenset[str]:
+    """The functions embellama calls: those the pinned declarations declare."""
+    global _NEEDED
+    if _NEEDED is None:
+        _NEEDED = frozenset(re.findall(r"\b(\w+)\(", re.sub(r"\(\*\w+\)", "", read_cdef())))
+    return _NEEDED
+
+
+_NEEDED: frozenset[str] | None = None
+
+
+def check_enums(lib: Any, measured: dict[str, int], file: Path, what: str = PINNED_CDEF_NAME) -> None:
+    """Every enum constant of the declarations must have the value the probe measured in llama.h."""
+    problems = []
+    for name, value in sorted(measured.items()):
+        ours = getattr(lib, name, None)
+        if ours is None:
+            continue  # not declared here
+        if int(ours) != int(value):
+            problems.append(f"{name} is {int(ours)} here but {value} in llama.h")
+    if problems:
+        raise LibraryError(f"enum values differ between {what} and {file}:\n  " + "\n  ".join(problems))
+
+
+def check_symbols(ffi: Any, lib: Any, file: Path, what: str = PINNED_CDEF_NAME) -> set[str]:
+    """Every declared function must resolve in the library; returns the functions."""
     missing = []
+    found = set()
     not_found = (AttributeError, getattr(ffi, "error", AttributeError))  # in-line and out-of-line FFIs differ
     for name in dir(lib):
         try:
-            getattr(lib, name)
+            value = getattr(lib, name)
         except not_found:
             missing.append(name)
+            continue
+        if not isinstance(value, int):
+            found.add(name)
     if missing:
         raise LibraryError(
             f"{file} lacks {len(missing)} declared function(s): {', '.join(sorted(missing))}. "
-            "It is from another llama.cpp version than include/llama.cdef.h"
+            f"It is from another llama.cpp version than {what}: load it with the llama.h it was built "
+            f"from (load_library(path, header=...) or ${ENV_HEADER})"
         )
+    return found
 
 
 def _struct_fields(ffi: Any, name: str) -> list[str] | None:
@@ -525,7 +689,7 @@ def _struct_fields(ffi: Any, name: str) -> list[str] | None:
     return None
 
 
-def check_layout(ffi: Any, layout: dict[str, Any], file: Path) -> None:
+def check_layout(ffi: Any, layout: dict[str, Any], file: Path, what: str = PINNED_CDEF_NAME) -> None:
     """Struct sizes and field offsets of the declarations must equal the measured layout."""
     problems = []
     for struct, measured in sorted(layout.items()):
@@ -548,10 +712,10 @@ def check_layout(ffi: Any, layout: dict[str, Any], file: Path) -> None:
         if struct not in layout:
             problems.append(f"the manifest has no layout for {struct}")
     if problems:
-        raise LibraryError(f"ABI mismatch between include/llama.cdef.h and {file}:\n  " + "\n  ".join(problems))
+        raise LibraryError(f"ABI mismatch between {what} and {file}:\n  " + "\n  ".join(problems))
 
 
-def check_defaults(ffi: Any, lib_path: str, file: Path) -> None:
+def check_defaults(ffi: Any, lib_path: str, file: Path, what: str = PINNED_CDEF_NAME) -> None:
     """The known defaults of the params constructors must land in the declared fields."""
     raw_ffi = make_ffi(
         f"typedef struct {{ unsigned char bytes[{_RAW_SIZE}]; }} embellama_raw;\n"
@@ -572,8 +736,7 @@ def check_defaults(ffi: Any, lib_path: str, file: Path) -> None:
         declared = set(_struct_fields(ffi, struct) or ())
         for fname, want in expected:
             if fname not in declared:
-                problems.append(f"{struct}.{fname} is not declared")
-                continue
+                continue  # a field of another llama.cpp version
             ctype = dict(ffi.typeof(spelling).fields)[fname].type
             if ctype.kind == "primitive" and ctype.cname == "_Bool":
                 got = raw_bytes[ffi.offsetof(spelling, fname)]  # any byte: 2..255 is a mismatch too
@@ -589,7 +752,7 @@ def check_defaults(ffi: Any, lib_path: str, file: Path) -> None:
     problems.extend(_check_sizes_x86_64(ffi, lib_path))
     if problems:
         raise LibraryError(
-            f"ABI mismatch: the defaults of {file} do not land where include/llama.cdef.h "
+            f"ABI mismatch: the defaults of {file} do not land where {what} "
             "declares them (a field added, removed or reordered):\n  " + "\n  ".join(problems)
         )
 

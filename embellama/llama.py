@@ -102,7 +102,7 @@ def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[
     if library.has_amx_kernels:
         params.use_extra_bufts = False  # keeps weights out of the AMX buffer type (see Library)
     if not opts.use_mmap:
-        params.load_mode = lib.LLAMA_LOAD_MODE_NONE
+        library.caps.disable_mmap(params, lib)
     keep = None
     if opts.tensor_split is not None:
         shares = opts.tensor_split
@@ -206,7 +206,7 @@ class Model:
     @property
     def n_embd(self) -> int:
         """Size of the output embedding vectors."""
-        return int(self._lib.lib.llama_model_n_embd_out(self._handle()))
+        return self._lib.caps.n_embd(self._lib.lib, self._handle())
 
     @property
     def n_ctx_train(self) -> int:
@@ -226,7 +226,8 @@ class Model:
     @property
     def ftype(self) -> int:
         """The weights' type as llama.cpp's ``enum llama_ftype`` (0 F32, 1 F16, 7 Q8_0, 32 BF16 …)."""
-        return int(self._lib.lib.llama_model_ftype(self._handle())) & ~1024  # without LLAMA_FTYPE_GUESSED
+        code = self._lib.caps.model_ftype(self._lib.lib, self._lib.ffi, self._handle())
+        return code if code < 0 else code & ~1024  # without LLAMA_FTYPE_GUESSED
 
     @property
     def n_params(self) -> int:
@@ -481,7 +482,7 @@ def _context_params(library: Library, params: ContextParams) -> Any:
     cparams.pooling_type = _POOLING_CODES[params.pooling]
     cparams.kv_unified = True
     if params.flash_attn is not None:
-        cparams.flash_attn_type = 1 if params.flash_attn else 0
+        library.caps.set_flash_attn(cparams, params.flash_attn)
     cparams.offload_kqv = bool(params.offload_kqv)
     return cparams
 
@@ -519,7 +520,7 @@ class Context:
         self.n_seq_max = int(lib.llama_n_seq_max(raw))
         self.pooling = POOLING_NAMES.get(int(lib.llama_pooling_type(raw)), "unknown")
         self.n_embd = model.n_embd
-        self._memory = lib.llama_get_memory(raw)
+        self._memory = self._lib.caps.memory_of(lib, raw)
         self._use_encode = model.has_encoder and not model.has_decoder
         self._last_n_seqs = 0
 
@@ -584,8 +585,7 @@ class Context:
             raise InvalidInputError(
                 f"a sequence of {batch.max_seq_len} tokens exceeds n_ctx={self.n_ctx}", self.model.name
             )
-        if self._memory != self._lib.ffi.NULL:
-            lib.llama_memory_clear(self._memory, True)
+        self._lib.caps.clear_memory(lib, ptr, self._memory, self._lib.ffi.NULL)
         fn = lib.llama_encode if self._use_encode else lib.llama_decode
         self._last_n_seqs = 0
         rc = fn(ptr, batch._struct[0])

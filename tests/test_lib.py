@@ -216,8 +216,9 @@ def test_llama_logs_are_routed_to_python_logging(library, minilm_f16, caplog):
 
 def test_real_model_metadata(library, minilm_f16):
     from embellama.llama import Model
+    from tests.support import make_model
 
-    vocab_txt = (Path(__import__("make_model").hf_model_dir()) / "vocab.txt").read_text(encoding="utf-8")
+    vocab_txt = (Path(make_model.hf_model_dir()) / "vocab.txt").read_text(encoding="utf-8")
     with Model(minilm_f16) as model:
         assert model.n_embd == 384
         assert model.n_vocab == len(vocab_txt.splitlines()) == 30522
