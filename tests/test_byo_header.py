@@ -94,7 +94,9 @@ def test_a_header_that_does_not_match_the_library_raises_naming_the_difference(
     assert field in text
     (other / "llama.h").write_text(text.replace(field, "", 1))  # a field the library has, gone
     opened = _open(library.path.parent, other / "llama.h")
-    assert "ABI mismatch" in opened["error"] and f"the declarations generated from {other / 'llama.h'}" in opened["error"]
+    assert (
+        "ABI mismatch" in opened["error"] and f"the declarations generated from {other / 'llama.h'}" in opened["error"]
+    )
     assert "llama_context_params.n_outputs_max_per_seq: expected default 1, found" in opened["error"]  # moved
 
 
@@ -118,7 +120,11 @@ OLD_MODEL_FIELDS = "    bool use_mmap;\n    bool use_direct_io;\n    bool use_ml
 def _older_ffi():
     """The pinned declarations with llama_model_params as llama-cpp-python 0.3.30 has it."""
     text = _lib.read_cdef()
-    for line in ("    enum llama_load_mode load_mode;\n", "    enum llama_lazy_mode lazy_mode;\n", "    bool load_mtp;\n"):
+    for line in (
+        "    enum llama_load_mode load_mode;\n",
+        "    enum llama_lazy_mode lazy_mode;\n",
+        "    bool load_mtp;\n",
+    ):
         assert line in text
         text = text.replace(line, "")
     text = text.replace("    bool check_tensors;\n", OLD_MODEL_FIELDS + "    bool check_tensors;\n", 1)
