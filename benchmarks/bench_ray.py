@@ -35,8 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STS = Path(os.environ.get("EMBELLAMA_STS_FILE") or REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv")
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the repository root holds tests.support
 
 
 def corpus(limit: int | None) -> tuple[str, list[str]]:
@@ -89,7 +88,7 @@ def main() -> int:
     from embellama.ray import embed_dataset, embedding_matrix
 
     if args.model is None:
-        import make_model
+        from tests.support import make_model
 
         args.model = str(make_model.ensure_models()["f16"])
     name, texts = corpus(args.limit)

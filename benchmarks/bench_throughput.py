@@ -29,8 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STS = Path(os.environ.get("EMBELLAMA_STS_FILE") or REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv")
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the repository root holds tests.support
 
 
 def corpus(limit: int | None) -> tuple[str, list[str]]:
@@ -40,7 +39,7 @@ def corpus(limit: int | None) -> tuple[str, list[str]]:
         texts = [r[5] for r in rows] + [r[6] for r in rows]
         name = "STS-B test sentences"
     else:
-        from texts import generated
+        from tests.support.texts import generated
 
         texts = [t for t in generated(2758, seed=7) if len(t.split()) <= 35]
         name = "generated sentences"
@@ -83,7 +82,7 @@ def worker_st(model: str, texts: list[str], threads: int) -> dict[str, float]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from make_model import hf_model_dir
+    from tests.support.make_model import hf_model_dir
 
     torch.set_num_threads(threads)
     st = SentenceTransformer(str(hf_model_dir()), device="cpu")
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(WORKERS[args.worker](args.model, texts, args.threads)))
         return 0
 
-    from make_model import ensure_models
+    from tests.support.make_model import ensure_models
 
     model = args.model or str(ensure_models(verbose=False)["f16"])
     corpus_name, texts = corpus(args.limit)
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import sentence_transformers  # noqa: F401
 
-        from make_model import hf_model_dir
+        from tests.support.make_model import hf_model_dir
 
         if (hf_model_dir() / "model.safetensors").is_file():  # an offline bundle carries no weights
             names.append("sentence-transformers")

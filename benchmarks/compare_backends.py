@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# A sibling (the script's folder is on sys.path); it puts the repository root there too, for tests.support.
 from bench_throughput import REPO, corpus
 
 
@@ -132,7 +132,7 @@ def markdown(report: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("builds", nargs="*", help="backends (cpu, cuda, ...) or libllama paths; first: reference")
-    parser.add_argument("--model", help="GGUF model (default: the test MiniLM F16 from tests/make_model.py)")
+    parser.add_argument("--model", help="GGUF model (default: the test MiniLM F16 from tests/support/make_model.py)")
     parser.add_argument("--limit", type=int, help="use only the first N texts")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--gpu-layers", type=int, default=-1)
@@ -149,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.builds) < 2:
         parser.error("name at least two builds, e.g. cpu cuda")
     if args.model is None:
-        sys.path.insert(0, str(REPO / "tests"))
-        from make_model import ensure_models
+        from tests.support.make_model import ensure_models
 
         args.model = str(ensure_models(verbose=False)["f16"])
     report = compare(args)

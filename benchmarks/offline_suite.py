@@ -28,6 +28,7 @@ Python (``--python``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import lzma
 import os
@@ -61,14 +62,15 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _tests_module(name: str):  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(REPO / "tests"))
-    return __import__(name)
+def _support(name: str):  # type: ignore[no-untyped-def]
+    """A module of ``tests.support`` (imported only by ``pack``: the other commands need the standard library only)."""
+    if str(REPO) not in sys.path:  # run as a script from anywhere: the repository root holds tests.support
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"tests.support.{name}")
 
 
 def _vocab_files(models: Path) -> list[Path]:
-    test_vocabs = _tests_module("test_vocabs")
-    names = [*test_vocabs.VOCABS_WITH_TESTS, "nomic-bert-moe"]
+    names = _support("vocabs").VOCABS_USED
     return sorted(p for n in names for p in models.glob(f"ggml-vocab-{n}.gguf*"))
 
 
@@ -96,12 +98,11 @@ def pack_source(source: Path, dest: Path) -> Path:
 
 
 def _build_llama():  # type: ignore[no-untyped-def]
-    return _tests_module("make_model")._build_llama()
+    return _support("make_model")._build_llama()
 
 
 def pack(args: argparse.Namespace) -> int:
-    make_model = _tests_module("make_model")
-    conftest = _tests_module("conftest")
+    make_model, reference, texts = (_support(name) for name in ("make_model", "reference", "texts"))
     root: Path = args.dir
     build_dir, test_dir = root / "build", root / "test"
     for folder in (build_dir, test_dir):
@@ -126,12 +127,12 @@ def pack(args: argparse.Namespace) -> int:
     with open(models["f16"], "rb") as src, lzma.open(cache / "models" / (models["f16"].name + ".xz"), "wb") as dst:
         shutil.copyfileobj(src, dst, 2**20)  # Q8_0 is made there from it
     # The references the suite compares with, computed here by sentence-transformers.
-    conftest._reference(conftest.varied_texts(), "varied")
-    if conftest.STS_FILE.is_file():
-        s1, s2, _ = conftest.read_sts()
-        conftest._reference(s1 + s2, "sts", modes="")
-        shutil.copy2(conftest.STS_FILE, test_dir / "sts-test.csv")
-    references = make_model.cache_dir() / "reference"  # where conftest keeps them
+    reference.reference_outputs(texts.varied_texts(), "varied")
+    if reference.STS_FILE.is_file():
+        s1, s2, _ = reference.read_sts()
+        reference.reference_outputs(s1 + s2, "sts", modes="")
+        shutil.copy2(reference.STS_FILE, test_dir / "sts-test.csv")
+    references = make_model.cache_dir() / "reference"  # where reference_outputs keeps them
     shutil.copytree(references, cache / "models" / "reference", ignore=shutil.ignore_patterns("*.tmp*"))
     hf = make_model.hf_model_dir()
     shutil.copytree(hf, test_dir / "hf", ignore=shutil.ignore_patterns("model.safetensors", "*.bin", "onnx"))
@@ -221,7 +222,7 @@ def test(args: argparse.Namespace) -> int:
         env["EMBELLAMA_STS_FILE"] = str(root / "test" / "sts-test.csv")
     py = sys.executable
     steps = [
-        ("model", [py, "tests/make_model.py"]),
+        ("model", [py, "tests/support/make_model.py"]),
         ("pytest", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={results / 'junit.xml'}"]),
     ]
     if args.backend != "cpu":

@@ -386,4 +386,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embellama: interrupted", file=sys.stderr)
         return 130
-

@@ -3,27 +3,15 @@
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-SHARED = REPO.parent / "shared"
-STS_FILE = Path(os.environ.get("EMBELLAMA_STS_FILE") or SHARED / "data" / "stsbenchmark" / "sts-test.csv")
-sys.path.insert(0, str(TESTS))
-
-import make_model  # noqa: E402
-from texts import varied_texts  # noqa: E402
-
-ST_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
+from tests.support import make_model
+from tests.support.reference import STS_FILE, read_sts, reference_outputs
+from tests.support.texts import varied_texts
 
 
 @pytest.fixture(scope="session")
@@ -59,24 +47,6 @@ def minilm_q8(minilm_paths) -> Path:
     return minilm_paths["q8_0"]
 
 
-def _reference(texts: list[str], tag: str, modes: str = "mean,cls,max,mean_sqrt") -> dict[str, np.ndarray]:
-    """sentence-transformers / HF tokenizer outputs for ``texts``, cached by content."""
-    digest = hashlib.sha256(json.dumps([texts, ST_MAX_SEQ_LENGTH, modes]).encode()).hexdigest()[:16]
-    weights = make_model.weights_key()
-    out = make_model.cache_dir() / "reference" / f"{tag}-{weights}-{digest}.npz"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        texts_file = out.with_suffix(".json")
-        texts_file.write_text(json.dumps(texts), encoding="utf-8")
-        cmd = [sys.executable, str(TESTS / "reference.py"), str(texts_file), str(out)]
-        cmd += ["--max-seq-length", str(ST_MAX_SEQ_LENGTH), "--modes", modes]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"reference.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    with np.load(out) as data:
-        return {key: data[key] for key in data.files}
-
-
 @pytest.fixture(scope="session")
 def varied() -> list[str]:
     return varied_texts()
@@ -84,13 +54,7 @@ def varied() -> list[str]:
 
 @pytest.fixture(scope="session")
 def varied_reference(varied) -> dict[str, np.ndarray]:
-    return _reference(varied, "varied")
-
-
-def read_sts() -> tuple[list[str], list[str], np.ndarray]:
-    with open(STS_FILE, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r[5] for r in rows], [r[6] for r in rows], np.array([float(r[4]) for r in rows])
+    return reference_outputs(varied, "varied")
 
 
 @pytest.fixture(scope="session")
@@ -106,4 +70,4 @@ def sts():
 @pytest.fixture(scope="session")
 def sts_reference(sts) -> dict[str, np.ndarray]:
     s1, s2, _ = sts
-    return _reference(s1 + s2, "sts", modes="")
+    return reference_outputs(s1 + s2, "sts", modes="")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from embellama import ConfigurationError, EmbeddingModel, InvalidInputError, ModelConfig
 from embellama._batch import pack_by_length
-from texts import generated
+from tests.support.texts import generated
 
 
 @pytest.fixture(scope="module")

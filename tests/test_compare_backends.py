@@ -4,13 +4,9 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import compare_backends
+import pytest
 
 
 def test_same_build_twice_agrees_and_reports(library, minilm_f16, tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_convert_and_cache_commands(minilm_f16, cache, tmp_path, library):
 
 
 def test_convert_a_hugging_face_folder(tmp_path, sts, sts_reference):
-    import make_model
+    from tests.support import make_model
 
     out = tmp_path / "from-hf.BF16.gguf"
     proc = _cli("convert", str(make_model.hf_model_dir()), str(out), "--type", "bf16", env=dict(os.environ))

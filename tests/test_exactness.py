@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embellama import EmbeddingModel, ModelConfig
-from test_tokenize import HAS_SPECIAL_MARKUP, LLAMA_CPP_WPM_DIVERGES
+from tests.support.texts import HAS_SPECIAL_MARKUP, LLAMA_CPP_WPM_DIVERGES
 
 ST_LIMIT = 256
 

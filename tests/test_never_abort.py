@@ -3,7 +3,7 @@
 
 Hypothesis draws whole configurations (every numeric field in and out of range, together,
 plus the GPU fields, which a CPU build ignores) and random Unicode texts. A long-lived
-child process (``tests/child.py``) loads and embeds each; it may answer with one of
+child process (``tests/support/child.py``) loads and embeds each; it may answer with one of
 embellama's exceptions, but it must never die by a signal (a ``GGML_ASSERT`` abort, a
 segfault) or stop answering. A dead child fails the test with the input that killed it.
 """
@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from child import Child
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+
+from tests.support.child import Child
 
 CONFIG_EXAMPLES = int(os.environ.get("EMBELLAMA_CONFIG_EXAMPLES", "150"))
 TEXT_EXAMPLES = int(os.environ.get("EMBELLAMA_TEXT_EXAMPLES", "150"))

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import sys
 import tarfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import offline_suite  # noqa: E402
+import offline_suite
 
 
 def test_packed_source_keeps_what_builds_and_tests_need(tmp_path):

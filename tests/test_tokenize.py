@@ -8,17 +8,7 @@ import pytest
 
 from embellama import EmbeddingModel, InvalidInputError, ModelConfig
 from embellama.llama import Model
-
-# llama.cpp's WordPiece pre-tokenizer drops spacing combining marks (Unicode category
-# Mc, e.g. the Devanagari vowel signs), which Hugging Face's BERT tokenizer keeps.
-# That is inside llama.cpp; these texts are compared separately below.
-LLAMA_CPP_WPM_DIVERGES = {"हिन्दी में एक वाक्य।"}
-# Hugging Face parses "[CLS]", "[MASK]", ... in user text as special tokens; embellama
-# does not unless asked (parse_special=True).
-HAS_SPECIAL_MARKUP = {
-    "[CLS] and [SEP] written in the text are not special tokens here.",
-    "<s> </s> <unk> <pad> [MASK] [UNK]",
-}
+from tests.support.texts import HAS_SPECIAL_MARKUP, LLAMA_CPP_WPM_DIVERGES
 
 
 @pytest.fixture(scope="module")

@@ -8,35 +8,21 @@ BPE (GPT-2, llama 3, qwen), WPM (BERT) and UGM (T5-style) vocabularies.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-import make_model
 from embellama._model import truncate_tokens
 from embellama.llama import Model
-
-SEPARATOR = "\n__ggml_vocab_test__\n"
-
-
-def vocab_dir() -> Path:
-    return make_model.llama_source() / "models"
-
-
-VOCABS_WITH_TESTS = [
-    "bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gpt-2", "llama-bpe",
-    "llama-spm", "mpt", "phi-3", "qwen2", "refact", "starcoder",
-]  # fmt: skip
+from tests.support.vocabs import SEPARATOR, VOCABS_WITH_TESTS, vocab_path
 
 
 def load_vocab(name: str) -> Model:
-    return Model(vocab_dir() / f"ggml-vocab-{name}.gguf", vocab_only=True)
+    return Model(vocab_path(name), vocab_only=True)
 
 
 @pytest.mark.parametrize("name", VOCABS_WITH_TESTS)
 def test_token_ids_equal_llama_cpp_reference_files(library, name):
-    path = vocab_dir() / f"ggml-vocab-{name}.gguf"
+    path = vocab_path(name)
     inputs = path.with_name(path.name + ".inp").read_text(encoding="utf-8").split(SEPARATOR)
     outputs = path.with_name(path.name + ".out").read_text(encoding="utf-8").split("\n")
     with load_vocab(name) as model:

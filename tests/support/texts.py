@@ -1,9 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A deterministic corpus of varied texts for the exactness tests (no external data)."""
+"""A deterministic corpus of varied texts for the exactness tests (no external data), and the texts whose
+token ids legitimately differ from Hugging Face's."""
 
 from __future__ import annotations
 
 import random
+
+# llama.cpp's WordPiece pre-tokenizer drops spacing combining marks (Unicode category
+# Mc, e.g. the Devanagari vowel signs), which Hugging Face's BERT tokenizer keeps.
+# That is inside llama.cpp; the tests compare these texts separately.
+LLAMA_CPP_WPM_DIVERGES = {"हिन्दी में एक वाक्य।"}
+# Hugging Face parses "[CLS]", "[MASK]", ... in user text as special tokens; embellama
+# does not unless asked (parse_special=True).
+HAS_SPECIAL_MARKUP = {
+    "[CLS] and [SEP] written in the text are not special tokens here.",
+    "<s> </s> <unk> <pad> [MASK] [UNK]",
+}
 
 HANDWRITTEN = [
     "Hello world!",

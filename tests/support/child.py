@@ -7,7 +7,7 @@ If the child dies (a ``GGML_ASSERT`` aborts it, a segfault) or stops answering, 
 :meth:`Child.call` raises :class:`ChildDied` / :class:`ChildHung` naming the request, and the
 next call starts a fresh child.
 
-    python tests/child.py        # the child side: serve requests from stdin
+    python tests/support/child.py   # the child side: serve requests from stdin
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Reference outputs from sentence-transformers and the Hugging Face tokenizer.
+"""Reference outputs from sentence-transformers and the Hugging Face tokenizer, and the STS sentences.
 
-Run in its own process (torch stays out of the test process):
+:func:`reference_outputs` returns them for a list of texts, cached by content; they are computed in a
+child process (torch stays out of the test process):
 
-    python tests/reference.py TEXTS.json OUT.npz [--max-seq-length 256]
+    python -m tests.support.reference TEXTS.json OUT.npz [--max-seq-length 256]   # from the repository root
 
 TEXTS.json is a JSON list of str. OUT.npz gets ``ids_flat``/``ids_len`` (token ids of
 the HF tokenizer, truncated at max-seq-length) and ``emb_<mode>`` for the pooling modes
@@ -14,15 +15,17 @@ model as published: mean pooling and its Normalize module).
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from tests.support import make_model
 
 MODES = {
     "mean": "mean",
@@ -30,6 +33,34 @@ MODES = {
     "max": "max",
     "mean_sqrt": "mean_sqrt_len_tokens",
 }
+ST_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
+STS_FILE = Path(
+    os.environ.get("EMBELLAMA_STS_FILE") or make_model.REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+)
+
+
+def read_sts() -> tuple[list[str], list[str], np.ndarray]:
+    """The STS Benchmark test pairs: first sentences, second sentences, gold scores."""
+    with open(STS_FILE, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r[5] for r in rows], [r[6] for r in rows], np.array([float(r[4]) for r in rows])
+
+
+def reference_outputs(texts: list[str], tag: str, modes: str = "mean,cls,max,mean_sqrt") -> dict[str, np.ndarray]:
+    """sentence-transformers / HF tokenizer outputs for ``texts``, cached by content under the model cache."""
+    digest = hashlib.sha256(json.dumps([texts, ST_MAX_SEQ_LENGTH, modes]).encode()).hexdigest()[:16]
+    out = make_model.cache_dir() / "reference" / f"{tag}-{make_model.weights_key()}-{digest}.npz"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        texts_file = out.with_suffix(".json")
+        texts_file.write_text(json.dumps(texts), encoding="utf-8")
+        cmd = [sys.executable, "-m", "tests.support.reference", str(texts_file), str(out)]
+        cmd += ["--max-seq-length", str(ST_MAX_SEQ_LENGTH), "--modes", modes]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=make_model.REPO)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the reference child process failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    with np.load(out) as data:
+        return {key: data[key] for key in data.files}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,15 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help="pooling modes to compute ('' for none)")
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
     from sentence_transformers import SentenceTransformer, models
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from make_model import hf_model_dir
-
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     texts = json.loads(args.texts.read_text(encoding="utf-8"))
-    model_dir = str(hf_model_dir())
+    model_dir = str(make_model.hf_model_dir())
     result: dict[str, np.ndarray] = {}
 
     published = SentenceTransformer(model_dir, device="cpu")
