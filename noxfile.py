@@ -11,6 +11,7 @@ Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the bench
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -88,6 +89,46 @@ def tests(session: nox.Session, backend: str) -> None:
         # The same texts through the CPU build: the GPU build must agree (exit 1 below cosine 0.999).
         _build(session, "cpu")
         session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--min-cos", "0.999")
+
+
+# The llama.cpp version window: the commits vendored by these llama-cpp-python releases (the last
+# is the pin). Each builds once into <cache>/lib/llama-cpp-python-<version>-cpu (incrementally).
+LLAMA_WINDOW = ["0.3.27", "0.3.30", LLAMA_CPP_PYTHON.split("==")[1]]
+# The real-model tests that any supported llama.cpp must pass (exact against sentence-transformers).
+LLAMA_WINDOW_TESTS = [
+    "tests/test_sts_exact.py",
+    "tests/test_exactness.py",
+    "tests/test_tokenize.py",
+    "tests/test_model.py",
+    "tests/test_byo_header.py",
+]
+
+
+def _window_prefix(version: str) -> Path:
+    """Where build_llama.py installs the CPU build of llama-cpp-python ``version``'s llama.cpp."""
+    module = sys.modules.get("build_llama")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("build_llama", ROOT / "build_llama.py")
+        assert spec is not None and spec.loader is not None
+        module = sys.modules["build_llama"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return Path(module.default_prefix("cpu", f"llama-cpp-python-{version}"))
+
+
+@nox.session
+@nox.parametrize("version", LLAMA_WINDOW)
+def llama(session: nox.Session, version: str) -> None:
+    """Build the llama.cpp that llama-cpp-python ``version`` vendors and run the real-model tests on it.
+
+    ``nox -s "llama(version='0.3.27')"``; arguments after ``--`` go to pytest.
+    """
+    session.install("-e", ".[test]", *MODEL_DEPS)
+    # The session's Python has pycparser, which generates the declarations of a non-pinned llama.cpp.
+    session.run("python", str(ROOT / "build_llama.py"), "--llama-cpp-python", version)
+    session.run("python", "tests/support/make_model.py")
+    lib = "" if version == LLAMA_WINDOW[-1] else str(_window_prefix(version))
+    env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": lib}
+    session.run("pytest", *(session.posargs or ["-q", *LLAMA_WINDOW_TESTS]), env=env)
 
 
 @nox.session

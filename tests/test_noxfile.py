@@ -97,3 +97,14 @@ def test_gpu_bench_refuses_without_the_device(noxfile, monkeypatch):
     with pytest.raises(_Stop, match="needs an NVIDIA GPU"):
         noxfile.bench(session)
     assert session.ran == []
+
+
+def test_llama_window_session_builds_that_version_and_runs_the_real_model_tests(noxfile):
+    assert noxfile.LLAMA_WINDOW[0] == "0.3.27" and noxfile.LLAMA_WINDOW[-1] == "0.3.36"
+    session = FakeSession()
+    noxfile.llama(session, "0.3.27")
+    commands = session.commands()
+    assert commands[0].endswith("build_llama.py --llama-cpp-python 0.3.27")
+    assert commands[-1].startswith("pytest -q tests/test_sts_exact.py tests/test_exactness.py")
+    prefix = noxfile._window_prefix("0.3.27")
+    assert prefix.name == "llama-cpp-python-0.3.27-cpu" and prefix.parent.name == "lib"
