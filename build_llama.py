@@ -1544,6 +1544,21 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--update-pin",
+        metavar="VERSION",
+        help=(
+            f"move the pin to the llama.cpp that {SDIST_PROJECT} VERSION vendors: regenerate "
+            "include/llama.cdef.h (and its copy in embellama/), probe its layout, rewrite the pins in "
+            "this script and noxfile.py, and print the declarations' diff; builds nothing "
+            "(with --dry-run: only the diff). Needs pycparser"
+        ),
+    )
+    parser.add_argument(
+        "--commit",
+        metavar="SHA",
+        help="with --update-pin: the full llama.cpp commit (default: the abbreviated one in the sdist's CHANGELOG)",
+    )
+    parser.add_argument(
         "--refetch",
         action="store_true",
         help="discard the cached source and fetch it again",
@@ -2102,6 +2117,73 @@ def build_manifest(
     return manifest
 
 
+# --------------------------------------------------------------------------- moving the pin
+
+PIN_FILES = ("include/llama.cdef.h", "embellama/llama.cdef.h")  # the pinned declarations, identical
+
+
+def pinned_label(commit: str) -> str:
+    """What the pinned declarations' heading names as their source."""
+    return f"llama.cpp {commit} include/llama.h"
+
+
+def rewrite_pins(script: str, values: Mapping[str, str]) -> str:
+    """``script`` (this file's text) with the ``NAME = "..."`` pins in ``values`` replaced."""
+    for name, value in values.items():
+        script, count = re.subn(rf'^{name} = "[^"]*"', f'{name} = "{value}"', script, count=1, flags=re.MULTILINE)
+        if count != 1:
+            raise BuildError(f"build_llama.py has no pin {name} to rewrite")
+    return script
+
+
+def update_pin(version: str, cache_dir: Path, *, commit: str | None = None, write: bool = True) -> str:
+    """Move the pin to the llama.cpp that llama-cpp-python ``version`` vendors; return the diff.
+
+    Fetches that sdist, regenerates the pinned declarations from its llama.h, measures
+    their struct layout with the probe, and (``write``) rewrites the pins of this script
+    (version, sdist sha256, llama.h sha256, commit), the two cdef copies and noxfile.py's
+    llama-cpp-python pin. The next ``python build_llama.py`` builds it and records the
+    layout in the manifest. ``commit`` is the full llama.cpp commit when known (the sdist's
+    CHANGELOG abbreviates it; ``--source git`` needs the full one).
+    """
+    import difflib
+
+    logs = cache_dir / "update-pin"
+    logs.mkdir(parents=True, exist_ok=True)
+    source = fetch_sdist_version(version, cache_dir, fresh_log(logs / "source.log"))
+    commit = commit or source.commit
+    if not commit:
+        raise BuildError(f"the CHANGELOG of {SDIST_PROJECT} {version} names no llama.cpp commit: pass --commit")
+    header = source.directory / "include" / "llama.h"
+    text = generate_cdef(header, pinned_label(commit))
+    layout = run_probe(
+        source.directory,
+        logs / "probe",
+        parse_cdef_structs(text),
+        probe_compiler([], logs),
+        commit[:12],
+        logs / "probe.log",
+    )
+    old = (REPO_ROOT / PIN_FILES[0]).read_text(encoding="utf-8")
+    diff = "".join(difflib.unified_diff(old.splitlines(True), text.splitlines(True), PIN_FILES[0], f"{version}"))
+    sizes = ", ".join(f"{name} {entry['size']} B" for name, entry in layout.items())
+    if write:
+        for rel in PIN_FILES:
+            write_text_atomic(REPO_ROOT / rel, text)
+        pins = {
+            "LLAMA_CPP_COMMIT": commit,
+            "SDIST_VERSION": version,
+            "SDIST_SHA256": source.sdist_sha256 or "",
+            "LLAMA_H_SHA256": sha256_file(header),
+        }
+        script = REPO_ROOT / "build_llama.py"
+        write_text_atomic(script, rewrite_pins(script.read_text(encoding="utf-8"), pins))
+        noxfile = REPO_ROOT / "noxfile.py"
+        nox_text = re.sub(r'"llama-cpp-python==[^"]*"', f'"{SDIST_PROJECT}=={version}"', noxfile.read_text("utf-8"))
+        write_text_atomic(noxfile, nox_text)
+    return (f"{diff}\n" if diff else "") + f"layout of llama.cpp {commit[:12]}: {sizes}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     started = time.monotonic()
@@ -2112,6 +2194,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BuildError(f"{refusal}; use --dry-run to see the options", exit_code=2)
         if args.sdist is not None and not args.sdist.is_file():
             raise BuildError(f"--sdist {args.sdist}: no such file", exit_code=2)
+        if args.update_pin:
+            cache_dir = (args.cache_dir or default_cache_dir()).expanduser().resolve()
+            print(update_pin(args.update_pin, cache_dir, commit=args.commit, write=not args.dry_run), end="")
+            say(
+                "pin moved: build it with `python build_llama.py`, then run the tests"
+                if not args.dry_run
+                else "dry run"
+            )
+            return 0
         plan = make_plan(args)
         if args.dry_run:
             print_dry_run(plan, args)

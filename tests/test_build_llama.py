@@ -1231,3 +1231,26 @@ def test_declarations_are_generated_for_another_llama_h(tmp_path: Path) -> None:
     copy.write_text((ROOT / "include" / "llama.cdef.h").read_text())
     pinned = bl.declarations_step(plan, source, copy)
     assert not pinned.generated and "llama_context_params" in pinned.structs
+
+
+def test_rewrite_pins_replaces_exactly_the_named_pins() -> None:
+    script = (ROOT / "build_llama.py").read_text(encoding="utf-8")
+    moved = bl.rewrite_pins(script, {"SDIST_VERSION": "0.3.99", "LLAMA_CPP_COMMIT": "abc1234"})
+    assert 'SDIST_VERSION = "0.3.99"' in moved and 'LLAMA_CPP_COMMIT = "abc1234"' in moved
+    assert f'SDIST_SHA256 = "{bl.SDIST_SHA256}"' in moved
+    assert len(moved.splitlines()) == len(script.splitlines())
+    with pytest.raises(bl.BuildError, match="no pin NOT_A_PIN"):
+        bl.rewrite_pins(script, {"NOT_A_PIN": "x"})
+
+
+@needs_cc
+def test_update_pin_to_the_same_llama_cpp_shows_no_difference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = json.loads((bl.default_prefix("cpu") / "manifest.json").read_text())
+    pinned = Path(manifest["source"]["directory"])
+    fetched = bl.Source("pypi", pinned, "llama-cpp-python==0.3.36:vendor/llama.cpp", bl.LLAMA_CPP_COMMIT, "0" * 64)
+    monkeypatch.setattr(bl, "fetch_sdist_version", lambda *a, **k: fetched)
+    monkeypatch.setattr(bl, "write_text_atomic", lambda *a: pytest.fail("a dry run writes nothing"))
+    report = bl.update_pin(bl.SDIST_VERSION, tmp_path, write=False)
+    assert report.splitlines()[0] == f"layout of llama.cpp {bl.LLAMA_CPP_COMMIT[:12]}: " + ", ".join(
+        f"{name} {entry['size']} B" for name, entry in manifest["layout"].items()
+    )

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import build_llama
 from embellama import _cdefgen
 
 ROOT = Path(__file__).resolve().parent.parent
-PINNED_LABEL = "llama.cpp 0c1e57098bba43ac29e6e3b677cdceebdd22334f include/llama.h"
+PINNED_LABEL = build_llama.pinned_label(build_llama.LLAMA_CPP_COMMIT)  # what --update-pin writes
 
 
 def pinned_source() -> Path:
