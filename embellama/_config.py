@@ -42,7 +42,24 @@ class PoolingStrategy(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: PoolingStrategy | str) -> PoolingStrategy:
-        """Accept an enum member or its name/value, case-insensitively."""
+        """The strategy an enum member or its name/value names, case-insensitively.
+
+        Parameters
+        ----------
+        value : PoolingStrategy or str
+            A member, or a value such as ``"mean"``, ``"CLS"``, ``"mean-sqrt"``; sentence-transformers'
+            ``"mean_sqrt_len_tokens"`` and ``"lasttoken"`` are accepted too.
+
+        Returns
+        -------
+        PoolingStrategy
+            The member.
+
+        Raises
+        ------
+        ConfigurationError
+            ``value`` names no strategy (the message lists the valid ones).
+        """
         if isinstance(value, PoolingStrategy):
             return value
         if isinstance(value, str):
@@ -96,52 +113,82 @@ class ModelConfig:
     """How to load and run one embedding model. Validated on construction.
 
     Change a field with ``dataclasses.replace(config, n_threads=4)``. Fields left at
-    None are derived from the model when it loads.
+    None are derived from the model when it loads. Every argument is keyword-only.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike
+        Path of the GGUF file.
+    model_name : str, optional
+        Name used in errors, logs and by EmbeddingEngine; default: the file's stem.
+    n_ctx : int, optional
+        Context length (tokens per text); default: the model's training context.
+    n_threads : int, optional
+        CPU threads (at most 512); default: the number of CPUs this process may use.
+    n_gpu_layers : int, optional
+        Layers to offload to a GPU (-1: all, 0: none); ignored by CPU builds.
+    main_gpu : int, optional
+        With ``split_mode="none"``, the GPU (index among the GPUs) that holds the model; -1: none.
+    split_mode : str, optional
+        How several GPUs share the model: "none" (main_gpu only), "layer", "row" or "tensor".
+    tensor_split : tuple of float, optional
+        Share of the model per GPU, e.g. (3, 1); default: by free memory.
+    offload_kqv : bool, optional
+        Keep the KV cache and attention on the GPU with the offloaded layers.
+    pooling : PoolingStrategy or str, optional
+        Pooling strategy; default: the one the GGUF metadata names (else MEAN).
+    normalize : bool, str, float or Normalization, optional
+        L2 by default; False, "l1", "max_abs" or a p-norm exponent.
+    n_batch : int, optional
+        Most tokens per llama.cpp call; default: max(n_ctx, 512).
+    n_ubatch : int, optional
+        Most tokens llama.cpp computes at once (default: n_batch); n_seq_max must divide it.
+    n_seq_max : int, optional
+        Most texts per llama.cpp call; default: the most (up to 256) that divide the micro-batch.
+    truncate : bool, optional
+        Cut over-long texts (keeping the end tokens like [SEP]) instead of raising.
+    max_tokens : int, optional
+        Token limit per text, e.g. 256 to match sentence-transformers; default: n_ctx.
+    parse_special : bool, optional
+        Treat markup like "[CLS]" or "<s>" in the text as special tokens (Hugging Face does).
+    flash_attn : bool, optional
+        Flash attention; None lets llama.cpp choose (on for CPU).
+    use_mmap : bool, optional
+        Memory-map the model file.
+    compute_type : str, optional
+        Weight type to compute with: "auto" (BF16 for F16/F32 files on CPUs with AVX512_BF16, else the file's type),
+        "off" (the file as it is), or "f32", "f16", "bf16", "q8_0" (converted once, cached).
+    extra : dict, optional
+        Free-form settings for tools built on embellama; ignored by the library.
+
+    Raises
+    ------
+    ConfigurationError
+        A value is of the wrong type, out of range, or contradicts another (the message names the model,
+        the field and the rule); llama.cpp would otherwise abort the process on some of them.
     """
 
     model_path: str | os.PathLike[str]
-    """Path of the GGUF file."""
     model_name: str | None = None
-    """Name used in errors, logs and by EmbeddingEngine; default: the file's stem."""
     n_ctx: int | None = None
-    """Context length (tokens per text); default: the model's training context."""
     n_threads: int | None = None
-    """CPU threads (at most 512); default: the number of CPUs this process may use."""
     n_gpu_layers: int = -1
-    """Layers to offload to a GPU (-1: all, 0: none); ignored by CPU builds."""
     main_gpu: int = 0
-    """With ``split_mode="none"``, the GPU (index among the GPUs) that holds the model; -1: none."""
     split_mode: str = "layer"
-    """How several GPUs share the model: "none" (main_gpu only), "layer", "row" or "tensor"."""
     tensor_split: tuple[float, ...] | None = None
-    """Share of the model per GPU, e.g. (3, 1); default: by free memory."""
     offload_kqv: bool = True
-    """Keep the KV cache and attention on the GPU with the offloaded layers."""
     pooling: PoolingStrategy | str | None = None
-    """Pooling strategy; default: the one the GGUF metadata names (else MEAN)."""
     normalize: NormalizeSpec = True
-    """L2 by default; False, "l1", "max_abs" or a p-norm exponent."""
     n_batch: int | None = None
-    """Most tokens per llama.cpp call; default: max(n_ctx, 512)."""
     n_ubatch: int | None = None
-    """Most tokens llama.cpp computes at once (default: n_batch); n_seq_max must divide it."""
     n_seq_max: int | None = None
-    """Most texts per llama.cpp call; default: the most (up to 256) that divide the micro-batch."""
     truncate: bool = True
-    """Cut over-long texts (keeping the end tokens like [SEP]) instead of raising."""
     max_tokens: int | None = None
-    """Token limit per text, e.g. 256 to match sentence-transformers; default: n_ctx."""
     parse_special: bool = False
-    """Treat markup like "[CLS]" or "<s>" in the text as special tokens (Hugging Face does)."""
     flash_attn: bool | None = None
-    """Flash attention; None lets llama.cpp choose (on for CPU)."""
     use_mmap: bool = True
-    """Memory-map the model file."""
     compute_type: str = "auto"
-    """Weight type to compute with: "auto" (BF16 for F16/F32 files on CPUs with AVX512_BF16, else the
-    file's type), "off" (the file as it is), or "f32", "f16", "bf16", "q8_0" (converted once, cached)."""
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
-    """Free-form settings for tools built on embellama; ignored by the library."""
 
     def __post_init__(self) -> None:
         path = self.model_path
@@ -224,23 +271,37 @@ class ModelConfig:
 class EngineConfig:
     """How an :class:`~embellama.EmbeddingEngine` serves its models. Validated on construction.
 
-    Change a field with ``dataclasses.replace(config, cache_size=10_000)``.
+    Change a field with ``dataclasses.replace(config, cache_size=10_000)``. Every argument is keyword-only.
+
+    Parameters
+    ----------
+    default_model : str, optional
+        The model used when a call names none; default: the first model loaded.
+    workers_per_model : int, optional
+        Copies of each model, each loaded and run by its own worker thread; requests go to the least busy.
+    cache_size : int, optional
+        Capacity of the LRU cache of single-text embeddings (entries); 0 turns it off.
+    cache_batches : bool, optional
+        Also serve and fill the cache from batches of several texts. Results then equal uncached ones only to float
+        rounding: llama.cpp's output for a text moves in the last bits with the texts sharing its call.
+    max_pending : int, optional
+        Most requests submitted and not yet answered, over all models (queued or running); 0: no limit.
+    submit_timeout : float, optional
+        When ``max_pending`` requests are pending: seconds a new request waits for room before ``EngineBusyError``
+        (0: raise at once). Async calls wait without blocking the event loop.
+
+    Raises
+    ------
+    ConfigurationError
+        A value is of the wrong type or out of range (the message names the field).
     """
 
     default_model: str | None = None
-    """The model used when a call names none; default: the first model loaded."""
     workers_per_model: int = 1
-    """Copies of each model, each loaded and run by its own worker thread; requests go to the least busy."""
     cache_size: int = 0
-    """Capacity of the LRU cache of single-text embeddings (entries); 0 turns it off."""
     cache_batches: bool = False
-    """Also serve and fill the cache from batches of several texts. Results then equal uncached ones only
-    to float rounding: llama.cpp's output for a text moves in the last bits with the texts sharing its call."""
     max_pending: int = 0
-    """Most requests submitted and not yet answered, over all models (queued or running); 0: no limit."""
     submit_timeout: float = 0.0
-    """When ``max_pending`` requests are pending: seconds a new request waits for room before
-    ``EngineBusyError`` (0: raise at once). Async calls wait without blocking the event loop."""
 
     def __post_init__(self) -> None:
         who = "EngineConfig"

@@ -475,6 +475,23 @@ class EmbeddingEngine:
     ``aembed``, one-text batches); batches of several texts go to the worker whole.
     ``cache_batches=True`` also serves and fills it from such batches (only the misses are
     computed), equal to uncached results to float rounding.
+
+    Parameters
+    ----------
+    config : EngineConfig, ModelConfig or iterable of ModelConfig, optional
+        The engine's settings; for brevity a model's config or a list of them may stand here
+        instead, with default settings.
+    models : iterable of ModelConfig, optional
+        Models to load now (in parallel, each on its own worker threads).
+    default_model : str, optional
+        The model used when a call names none; default: ``config.default_model``, else the first model.
+
+    Raises
+    ------
+    ConfigurationError
+        Invalid settings, two models of one name, or an unknown ``default_model``.
+    ModelNotFoundError, ModelLoadError
+        A model could not be loaded (the others are stopped first).
     """
 
     def __init__(
@@ -533,12 +550,36 @@ class EmbeddingEngine:
     def load_model(
         self, config: ModelConfig, *, workers: int | None = None, timeout: float | None = None
     ) -> dict[str, Any]:
-        """Start ``workers`` copies (default ``workers_per_model``) of the model and load them; returns its info.
+        """Start copies of a model, each on its own worker thread, and wait until they are loaded.
 
         Loading errors (missing file, bad config) are raised here, in the caller's thread,
         and fail every request other threads sent for the model meanwhile; one copy that
-        fails stops the others. After ``timeout`` seconds the load is abandoned
-        (``TimeoutError``) and the workers stopped.
+        fails stops the others.
+
+        Parameters
+        ----------
+        config : ModelConfig
+            The model; its ``name`` is how requests address it.
+        workers : int, optional
+            How many copies; default ``EngineConfig.workers_per_model``.
+        timeout : float, optional
+            Seconds to wait for the load; then it is abandoned and the workers stopped. Default: no limit.
+
+        Returns
+        -------
+        dict
+            The model's info, as :meth:`info` returns it.
+
+        Raises
+        ------
+        ConfigurationError
+            Not a ModelConfig, a bad ``workers``, or a model of that name is already registered.
+        ModelNotFoundError, ModelLoadError
+            The model could not be loaded.
+        ResourceClosedError
+            The engine is closed, or was closed (or the model removed) while it loaded.
+        TimeoutError
+            The load took longer than ``timeout``.
         """
         return self._await(self._start(config, workers), timeout)
 
@@ -582,7 +623,22 @@ class EmbeddingEngine:
             self._cache.forget(replicas.generation)
 
     def unload_model(self, name: str, *, timeout: float | None = None) -> None:
-        """Stop every worker of the model and free it; its queued requests fail with ResourceClosedError."""
+        """Stop every worker of a model and free it; its queued requests fail with ResourceClosedError.
+
+        Parameters
+        ----------
+        name : str
+            The model's name.
+        timeout : float, optional
+            Seconds to wait for each worker thread to end; default: as long as it takes.
+
+        Raises
+        ------
+        ConfigurationError
+            No model of that name.
+        ResourceClosedError
+            The engine is closed.
+        """
         with self._lock:
             self._check_open()
             replicas = self._workers.get(name)
@@ -604,16 +660,56 @@ class EmbeddingEngine:
             return self._default
 
     def info(self, model: str | None = None) -> dict[str, Any]:
-        """Dimensions, token limit, size, pooling and worker count of a model (waits for its load)."""
+        """Dimensions, token limit, size, pooling and worker count of a model (waits for its load).
+
+        Parameters
+        ----------
+        model : str, optional
+            The model's name; default: the default model.
+
+        Returns
+        -------
+        dict
+            ``name``, ``embedding_dimensions``, ``max_sequence_length``, ``model_size``, ``pooling``,
+            ``workers`` and more.
+
+        Raises
+        ------
+        ConfigurationError
+            No such model (or none at all).
+        ResourceClosedError
+            The engine is closed.
+        """
         return self._model(model).wait_loaded(None)
 
     # -- requests ----------------------------------------------------------------------
 
     def submit(self, fn: Callable[[EmbeddingModel], T], *, model: str | None = None) -> Future[T]:
-        """Run ``fn(embedding_model)`` on a worker thread of the model; returns a Future.
+        """Run ``fn(embedding_model)`` on a worker thread of the model.
 
         With ``max_pending`` requests pending, waits up to ``submit_timeout`` seconds for
         room, then raises :class:`EngineBusyError` (see :class:`EngineConfig`).
+
+        Parameters
+        ----------
+        fn : callable
+            Called with the worker's :class:`EmbeddingModel`, on that worker's thread.
+        model : str, optional
+            The model's name; default: the default model.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Resolves to ``fn``'s result or exception; every future resolves, also when the engine closes.
+
+        Raises
+        ------
+        ConfigurationError
+            No such model.
+        ResourceClosedError
+            The engine is closed.
+        EngineBusyError
+            No room among ``max_pending`` requests in time.
         """
         replicas = self._model(model)
         self._slots.acquire()
@@ -623,6 +719,21 @@ class EmbeddingEngine:
         """:meth:`submit` for coroutines: awaits the result without blocking the event loop.
 
         Cancelling the awaiting task cancels the request if it has not started.
+
+        Parameters
+        ----------
+        fn, model
+            As for :meth:`submit`.
+
+        Returns
+        -------
+        object
+            What ``fn`` returned.
+
+        Raises
+        ------
+        ConfigurationError, ResourceClosedError, EngineBusyError
+            As for :meth:`submit`; and whatever ``fn`` raised.
         """
         replicas = self._model(model)
         await self._slots.acquire_async()
@@ -678,7 +789,31 @@ class EmbeddingEngine:
     def embed(
         self, text: str, *, model: str | None = None, normalize: NormalizeSpec | None = None
     ) -> npt.NDArray[np.float32]:
-        """Embedding of one text with the named (or default) model (from the cache when it holds it)."""
+        """Embedding of one text with the named (or default) model (from the cache when it holds it).
+
+        Parameters
+        ----------
+        text : str
+            The text.
+        model : str, optional
+            The model's name; default: the default model.
+        normalize : bool, str or float, optional
+            Normalization instead of the model's ``ModelConfig.normalize``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(dim,)``.
+
+        Raises
+        ------
+        InvalidInputError
+            The text is empty, not a str, or too long with ``truncate=False``.
+        ConfigurationError, ResourceClosedError, EngineBusyError
+            No such model, the engine is closed, or no room for the request.
+        EmbeddingError
+            llama.cpp failed.
+        """
         replicas = self._model(model)
         request = self._batch_request(
             replicas, [text], batch_size=None, normalize=normalize, show_progress_bar=False, progress=None
@@ -698,10 +833,31 @@ class EmbeddingEngine:
         show_progress_bar: bool | None = None,
         progress: ProgressCallback | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Embeddings of several texts with the named (or default) model, shape ``(n, dim)``.
+        """Embeddings of several texts with the named (or default) model.
 
         ``progress(done, total)`` is called as texts complete, last with ``(total, total)``;
         it runs on the model's worker thread (on the caller's when the cache held every text).
+
+        Parameters
+        ----------
+        texts : sequence of str
+            The texts; all are checked before any is embedded.
+        model : str, optional
+            The model's name; default: the default model.
+        batch_size, normalize, show_progress_bar, progress
+            As for :meth:`EmbeddingModel.embed_batch`.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(len(texts), dim)``, in input order.
+
+        Raises
+        ------
+        InvalidInputError
+            A text is invalid (the message gives its index).
+        ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
         """
         replicas = self._model(model)
         request = self._batch_request(
@@ -720,7 +876,23 @@ class EmbeddingEngine:
     async def aembed(
         self, text: str, *, model: str | None = None, normalize: NormalizeSpec | None = None
     ) -> npt.NDArray[np.float32]:
-        """:meth:`embed` for coroutines: the work runs on the worker; the event loop never blocks."""
+        """:meth:`embed` for coroutines: the work runs on the worker; the event loop never blocks.
+
+        Parameters
+        ----------
+        text, model, normalize
+            As for :meth:`embed`.
+
+        Returns
+        -------
+        numpy.ndarray
+            The vector :meth:`embed` returns; it was computed on the worker thread while the loop ran on.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`; a cancelled task cancels the request if it has not started.
+        """
         replicas = self._model(model)
         request = self._batch_request(
             replicas, [text], batch_size=None, normalize=normalize, show_progress_bar=False, progress=None
@@ -740,7 +912,23 @@ class EmbeddingEngine:
         normalize: NormalizeSpec | None = None,
         progress: ProgressCallback | None = None,
     ) -> npt.NDArray[np.float32]:
-        """:meth:`embed_batch` for coroutines; ``progress`` runs on the worker thread, not the loop."""
+        """:meth:`embed_batch` for coroutines; ``progress`` runs on the worker thread, not the loop.
+
+        Parameters
+        ----------
+        texts, model, batch_size, normalize, progress
+            As for :meth:`embed_batch`.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(len(texts), dim)``.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed_batch`.
+        """
         replicas = self._model(model)
         request = self._batch_request(
             replicas, texts, batch_size=batch_size, normalize=normalize, show_progress_bar=False, progress=progress
@@ -770,6 +958,31 @@ class EmbeddingEngine:
         and ends with ``(total, total)``; here it runs on the caller's thread, as each chunk
         is yielded. A bad text raises :class:`InvalidInputError` with its index in the whole
         stream. Stopping the iteration early cancels the chunks not yet begun.
+
+        Parameters
+        ----------
+        texts : iterable of str
+            Any iterable, read lazily (a generator over a file's lines, say).
+        model : str, optional
+            The model's name; default: the default model.
+        chunk_size : int, optional
+            Texts per chunk (per request and per yielded array).
+        batch_size, normalize, show_progress_bar, progress
+            As for :meth:`EmbeddingModel.embed_iter`.
+
+        Yields
+        ------
+        numpy.ndarray
+            float32, shape ``(len(chunk), dim)``, chunk after chunk in input order.
+
+        Raises
+        ------
+        ConfigurationError
+            A bad ``chunk_size``, or no such model.
+        InvalidInputError
+            ``texts`` is a str itself, or a text is invalid (its index in the stream).
+        ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
         """
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ConfigurationError(f"chunk_size must be a positive int, got {chunk_size!r}")
@@ -837,7 +1050,13 @@ class EmbeddingEngine:
     # -- cache -------------------------------------------------------------------------
 
     def cache_info(self) -> CacheInfo:
-        """Hits, misses, capacity and size of the embedding cache (all 0 when it is off)."""
+        """Hits, misses, capacity and size of the embedding cache.
+
+        Returns
+        -------
+        CacheInfo
+            A named tuple ``(hits, misses, maxsize, currsize)``, all 0 when the cache is off.
+        """
         return self._cache.info() if self._cache is not None else CacheInfo(0, 0, 0, 0)
 
     def cache_clear(self) -> None:
@@ -851,6 +1070,11 @@ class EmbeddingEngine:
         """Stop every worker and free every model; queued requests fail. Idempotent.
 
         Returns when every worker thread has ended (or after ``timeout`` seconds each).
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for each worker thread; default: as long as it takes.
         """
         with self._lock:
             self._closed = True

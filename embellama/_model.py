@@ -55,6 +55,16 @@ class EmbeddingModel:
 
     The context belongs to the thread that loads the model (``load()``, or the first
     ``embed``); use it from that thread only, or through :class:`EmbeddingEngine`.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Which model and how to run it. Nothing is loaded until :meth:`load` or the first embedding.
+
+    Raises
+    ------
+    ConfigurationError
+        ``config`` is not a :class:`ModelConfig`.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -82,7 +92,26 @@ class EmbeddingModel:
         return self._context is not None
 
     def load(self) -> EmbeddingModel:
-        """Load the model and create its context in the calling thread. Idempotent."""
+        """Load the model and create its context in the calling thread. Idempotent.
+
+        Returns
+        -------
+        EmbeddingModel
+            This model, loaded (so that ``EmbeddingModel(config).load()`` reads well).
+
+        Raises
+        ------
+        ModelNotFoundError
+            The GGUF file does not exist.
+        ModelLoadError
+            llama.cpp could not load it (the message has its path and reason).
+        ConfigurationError
+            A setting does not fit the model (the message names the model, the field and the rule).
+        LibraryError
+            No usable libllama.
+        ThreadAffinityError
+            It is already loaded by another thread.
+        """
         if self._context is not None:
             self._context._handle()  # raises if another thread owns it
             return self
@@ -268,7 +297,25 @@ class EmbeddingModel:
     # -- tokens -------------------------------------------------------------------
 
     def tokenize(self, text: str, *, truncate: bool | None = None) -> npt.NDArray[np.int32]:
-        """Token ids exactly as :meth:`embed` feeds them to the model (special tokens included)."""
+        """Token ids exactly as :meth:`embed` feeds them to the model (special tokens included).
+
+        Parameters
+        ----------
+        text : str
+            The text.
+        truncate : bool, optional
+            Cut at ``max_sequence_length`` instead of raising; default ``ModelConfig.truncate``.
+
+        Returns
+        -------
+        numpy.ndarray
+            int32 token ids.
+
+        Raises
+        ------
+        InvalidInputError
+            The text is empty, not a str, or too long with ``truncate=False``.
+        """
         model, _, _ = self._require()
         return self._tokenize(model, text, None, self.config.truncate if truncate is None else truncate)
 
@@ -295,7 +342,25 @@ class EmbeddingModel:
     # -- embeddings -----------------------------------------------------------------
 
     def embed(self, text: str, *, normalize: NormalizeSpec | None = None) -> npt.NDArray[np.float32]:
-        """Embedding of one text: shape ``(dim,)``, or ``(n_tokens, dim)`` with pooling NONE."""
+        """Embedding of one text: shape ``(dim,)``, or ``(n_tokens, dim)`` with pooling NONE.
+
+        Parameters
+        ----------
+        text : str
+            The text.
+        normalize : bool, str or float, optional
+            Normalization instead of ``ModelConfig.normalize`` (the same values).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 vector.
+
+        Raises
+        ------
+        InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
+            As for :meth:`embed_batch`.
+        """
         return self.embed_batch([text], normalize=normalize, show_progress_bar=False)[0]
 
     def embed_batch(
@@ -314,6 +379,38 @@ class EmbeddingModel:
         ``(n_tokens_i, dim)`` arrays instead. ``batch_size`` caps the texts per llama.cpp call
         (default: as many as fit). ``progress(done, total)`` is called after each call, the
         last time with ``(total, total)``; ``show_progress_bar`` draws a bar (tqdm if installed).
+
+        Parameters
+        ----------
+        texts : sequence of str
+            The texts (a list or tuple; not a single str).
+        batch_size : int, optional
+            Most texts per llama.cpp call; default: as many as fit.
+        show_progress_bar : bool, optional
+            Draw a progress bar on stderr; default: when the ``embellama`` logger shows INFO.
+        normalize : bool, str or float, optional
+            Normalization instead of ``ModelConfig.normalize`` (the same values).
+        progress : callable, optional
+            ``progress(done, total)``, called on this thread after each llama.cpp call.
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+            float32, shape ``(len(texts), dim)``; with pooling NONE one ``(n_tokens_i, dim)`` array per text.
+
+        Raises
+        ------
+        InvalidInputError
+            A text is empty, not a str, not valid Unicode, or too long with ``truncate=False`` (the message
+            names the model and the text's index).
+        ModelNotFoundError, ModelLoadError
+            The first call loads the model, and it could not be loaded.
+        ThreadAffinityError
+            Called from another thread than the one that loaded the model.
+        EmbeddingError
+            llama.cpp failed (its return code and the text's length are in the message).
+        ConfigurationError
+            A bad ``batch_size`` or ``normalize``.
         """
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise InvalidInputError(f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name)
@@ -336,6 +433,29 @@ class EmbeddingModel:
         For inputs that do not fit in memory: at most one chunk of texts and vectors is held
         at a time. A bad text raises :class:`InvalidInputError` with its index in the whole
         stream when its chunk is reached (earlier chunks have been yielded by then).
+
+        Parameters
+        ----------
+        texts : iterable of str
+            Any iterable, read lazily, ``chunk_size`` texts at a time.
+        chunk_size : int, optional
+            Texts per yielded array.
+        batch_size, normalize, show_progress_bar, progress
+            As for :meth:`embed_batch`; ``progress`` gets ``total=None`` while the stream's length is unknown.
+
+        Yields
+        ------
+        numpy.ndarray
+            float32, shape ``(len(chunk), dim)`` (with pooling NONE, a list of per-token arrays).
+
+        Raises
+        ------
+        ConfigurationError
+            A bad ``chunk_size``, ``batch_size`` or ``normalize``.
+        InvalidInputError
+            ``texts`` is a str itself, or a text is invalid (its index in the whole stream).
+        ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
+            As for :meth:`embed_batch`.
         """
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ConfigurationError(f"model {self.name!r}: chunk_size must be a positive int, got {chunk_size!r}")
@@ -420,6 +540,27 @@ class EmbeddingModel:
         As in sentence-transformers, the model's own pipeline decides the output (here
         ``ModelConfig.normalize``, like a Normalize module), and ``normalize_embeddings=True``
         L2-normalizes on top of it.
+
+        Parameters
+        ----------
+        sentences : str or sequence of str
+            One text or several.
+        batch_size, show_progress_bar, progress
+            As for :meth:`embed_batch`.
+        normalize_embeddings : bool, optional
+            L2-normalize the model's output once more.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(dim,)`` for a str, ``(len(sentences), dim)`` for a sequence.
+
+        Raises
+        ------
+        ConfigurationError
+            ``normalize_embeddings`` is not a bool, or the pooling is NONE (no single vector per text).
+        InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
+            As for :meth:`embed_batch`.
         """
         if not isinstance(normalize_embeddings, bool):
             raise ConfigurationError(

@@ -38,9 +38,23 @@ def pool_tokens(
 def normalize(vectors: npt.NDArray[np.float32], mode: NormalizeSpec = True) -> npt.NDArray[np.float32]:
     """Normalize the rows of ``vectors`` in place and return them; zero rows stay zero.
 
-    ``mode`` is what ``ModelConfig.normalize`` takes: ``True`` (L2), ``False``, ``"l2"``,
-    ``"l1"``, ``"max_abs"``, a :class:`Normalization` or a p > 0 for the p-norm. Anything
-    else raises :class:`~embellama.ConfigurationError`.
+    Parameters
+    ----------
+    vectors : numpy.ndarray
+        float32 array; each row (the last axis) is normalized.
+    mode : bool, str, float or Normalization, optional
+        What ``ModelConfig.normalize`` takes: ``True`` (L2, the default), ``False``, ``"l2"``,
+        ``"l1"``, ``"max_abs"``, a :class:`Normalization` or a p > 0 for the p-norm.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``vectors`` itself, normalized.
+
+    Raises
+    ------
+    ConfigurationError
+        ``mode`` is none of those.
     """
     mode = parse_normalization(mode)
     if mode is Normalization.NONE:
