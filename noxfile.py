@@ -105,6 +105,11 @@ LLAMA_WINDOW_TESTS = [
     "tests/test_byo_header.py",
 ]
 
+# llama.cpp's WordPiece tokenizer drops spacing combining marks (Unicode Mc) that Hugging Face
+# keeps from llama-cpp-python 0.3.30's commit on; 0.3.27's keeps them, as Hugging Face does. The test
+# that pins the difference runs only against the pin.
+WINDOW_DESELECT = ["--deselect", "tests/test_tokenize.py::test_known_divergence_is_limited_to_spacing_marks"]
+
 
 def _window_prefix(version: str) -> Path:
     """Where build_llama.py installs the CPU build of llama-cpp-python ``version``'s llama.cpp."""
@@ -128,9 +133,10 @@ def llama(session: nox.Session, version: str) -> None:
     # The session's Python has pycparser, which generates the declarations of a non-pinned llama.cpp.
     session.run("python", str(ROOT / "build_llama.py"), "--llama-cpp-python", version)
     session.run("python", "tests/support/make_model.py")
-    lib = "" if version == LLAMA_WINDOW[-1] else str(_window_prefix(version))
-    env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": lib}
-    session.run("pytest", *(session.posargs or ["-q", *LLAMA_WINDOW_TESTS]), env=env)
+    pinned = version == LLAMA_WINDOW[-1]
+    env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": "" if pinned else str(_window_prefix(version))}
+    selection = [*LLAMA_WINDOW_TESTS, *([] if pinned else WINDOW_DESELECT)]
+    session.run("pytest", *(session.posargs or ["-q", *selection]), env=env)
 
 
 @nox.session
