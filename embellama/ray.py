@@ -93,6 +93,21 @@ def embedding_matrix(column: Any) -> npt.NDArray[np.float32]:
     Takes what the readers give back: a pyarrow ``fixed_size_list`` (Chunked)Array (``pyarrow.parquet``,
     ``Dataset.to_arrow_refs``), a numpy object array of vectors (Ray's numpy batches), a 2-D array
     (Ray's tensor columns) or a list of vectors (``take_all`` rows).
+
+    Parameters
+    ----------
+    column : pyarrow.Array, pyarrow.ChunkedArray, numpy.ndarray or list
+        The embedding column, as a reader returned it.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(rows, dim)``, C-contiguous.
+
+    Raises
+    ------
+    InvalidInputError
+        The column has null rows.
     """
     if hasattr(column, "combine_chunks"):
         column = column.combine_chunks()
@@ -118,10 +133,20 @@ class ShippedModel:
 
     The first actor on each node writes it to a node-local cache file (checked against
     ``sha256``, written atomically); the other actors of that node reuse the file.
+
+    Parameters
+    ----------
+    ref : ray.ObjectRef
+        The file's bytes (a uint8 array) in the object store.
+    file_name : str
+        The file's name, kept in the node-local copy's name.
+    sha256 : str
+        Hex digest of the bytes, checked on every node before the file is used.
+    size : int
+        Bytes.
     """
 
     ref: Any
-    """``ray.ObjectRef`` of the file's bytes (a uint8 array)."""
     file_name: str
     sha256: str
     size: int
@@ -132,6 +157,21 @@ def ship_model(path: str | os.PathLike[str]) -> ShippedModel:
 
     The object store of every node that runs an actor then holds a copy while the job
     runs: fine for models of a few GB; beyond that, use shared storage.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The GGUF file.
+
+    Returns
+    -------
+    ShippedModel
+        What :class:`Embedder` takes as ``shipped``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        ``path`` is not a file.
     """
     return _put_model(path)
 
@@ -183,6 +223,37 @@ class Embedder:
     row's position in its batch. The library (``$EMBELLAMA_LIB`` on the worker) is loaded and
     ABI-checked, and the model loaded, when the actor starts, so a worker that cannot do either
     fails the job with embellama's message.
+
+    Parameters
+    ----------
+    config : ModelConfig or mapping, optional
+        The model, or a mapping of ``ModelConfig`` fields.
+    text_column : str, optional
+        The column of texts.
+    output_column : str, optional
+        The column to add; it must not exist yet.
+    id_column : str, optional
+        A column that identifies rows in error messages.
+    texts_per_call : int, optional
+        Most texts per llama.cpp call; default: as many as fit.
+    shipped : ShippedModel, optional
+        The model file from :func:`ship_model`, written once per node to ``cache_dir`` and used instead
+        of ``config.model_path``.
+    cache_dir : str or os.PathLike, optional
+        Where shipped models are written; default: a folder in the system temp folder.
+    **fields
+        ``ModelConfig`` fields, overriding ``config``'s.
+
+    Raises
+    ------
+    ConfigurationError
+        A bad column name, ``texts_per_call`` or config, or pooling NONE (one vector per token).
+    LibraryError
+        No usable libllama on this node (the message names the node).
+    ModelNotFoundError
+        The GGUF is not at ``config.model_path`` on this node (the message says how to make it visible).
+    ModelLoadError
+        llama.cpp could not load it, or a shipped file's bytes do not match their sha256.
     """
 
     def __init__(
@@ -242,7 +313,27 @@ class Embedder:
         self._engine.close()
 
     def __call__(self, batch: Any) -> Any:
-        """The batch with the embedding column appended (same type as given)."""
+        """The batch with the embedding column appended (same type as given).
+
+        Parameters
+        ----------
+        batch : pyarrow.Table, dict of numpy.ndarray or pandas.DataFrame
+            One Ray Data batch.
+
+        Returns
+        -------
+        pyarrow.Table, dict of numpy.ndarray or pandas.DataFrame
+            The batch with ``output_column`` added, rows in the same order.
+
+        Raises
+        ------
+        ConfigurationError
+            An unsupported batch type, a missing text or id column, or an existing output column.
+        InvalidInputError
+            A text is empty, not a str or too long with ``truncate=False`` (the message names the row).
+        EmbeddingError
+            llama.cpp failed.
+        """
         if isinstance(batch, dict):
             return self._numpy_batch(batch)
         kind = type(batch).__module__.split(".")[0]
@@ -319,20 +410,30 @@ class Embedder:
 
 @dataclasses.dataclass(frozen=True)
 class ActorPlan:
-    """What :func:`embed_dataset` asks Ray for (see :func:`plan_actors`)."""
+    """What :func:`embed_dataset` asks Ray for (see :func:`plan_actors`).
+
+    Parameters
+    ----------
+    concurrency : int or tuple of int
+        Actors: a fixed count, or (min, max) for an autoscaling pool.
+    n_threads : int
+        llama.cpp threads per actor.
+    num_cpus : float
+        Logical CPUs each actor reserves.
+    num_gpus : float
+        GPUs each actor reserves (1 with a GPU build on a cluster with GPUs, else 0).
+    batch_size : int
+        Rows per Ray batch.
+    backend : str
+        The library's backend as the driver sees it ("cpu", "cuda", ... or "unknown").
+    """
 
     concurrency: int | tuple[int, int]
-    """Actors: a fixed count, or (min, max) for an autoscaling pool."""
     n_threads: int
-    """llama.cpp threads per actor."""
     num_cpus: float
-    """Logical CPUs each actor reserves."""
     num_gpus: float
-    """GPUs each actor reserves (1 with a GPU build on a cluster with GPUs, else 0)."""
     batch_size: int
-    """Rows per Ray batch."""
     backend: str
-    """The library's backend as the driver sees it ("cpu", "cuda", ... or "unknown")."""
 
 
 def _library_backend(library: str | os.PathLike[str] | None) -> str:
@@ -394,6 +495,23 @@ def plan_actors(
       ``n_threads`` logical CPUs, less where that would take the node's last one: one CPU per node stays
       free for Ray Data's own read and write tasks, which otherwise wait forever for the actors.
     - **Rows per batch:** the most texts one llama.cpp call takes (``n_seq_max``: 256 for most models).
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The model.
+    n_threads, concurrency, num_cpus, num_gpus, batch_size, library
+        As for :func:`embed_dataset`; a value given is kept as it is.
+
+    Returns
+    -------
+    ActorPlan
+        Actors, threads, CPUs and GPUs per actor, and rows per batch.
+
+    Raises
+    ------
+    ConfigurationError
+        A bad ``n_threads`` or ``batch_size``, or a cluster without a node that has a CPU.
     """
     ray = _ray()
     if not ray.is_initialized():
@@ -458,12 +576,49 @@ def embed_dataset(
     (``write_parquet``, ``take_all``, ``materialize``...). Defaults come from :func:`plan_actors`;
     ``concurrency`` may be a (min, max) pair for an autoscaling pool.
 
-    - ``library``: libllama file or folder *on the workers*, set as ``$EMBELLAMA_LIB`` in the actors'
-      runtime_env (default: what the workers find themselves).
-    - ``ship_model=True``: put the GGUF (read on the driver) in Ray's object store; each node writes
-      it once to ``cache_dir`` (default: the system temp folder). Otherwise ``config.model_path`` must be
-      readable on every worker (shared storage, or relative to a runtime_env ``working_dir``).
-    - ``runtime_env`` and ``ray_remote_args`` go to ``map_batches`` as they are.
+    Parameters
+    ----------
+    ds : ray.data.Dataset
+        The dataset, with a column of texts.
+    config : ModelConfig or mapping
+        The model, or a mapping of ``ModelConfig`` fields.
+    text_column, output_column, id_column
+        The column of texts, the column to add, and a column that identifies rows in errors.
+    n_threads : int, optional
+        llama.cpp threads per actor; default: the config's, else 1.
+    concurrency : int or tuple of int, optional
+        Actors, or (min, max) for an autoscaling pool; default: see :func:`plan_actors`.
+    batch_size : int, optional
+        Rows per Ray batch; default: the most texts one llama.cpp call takes.
+    num_cpus, num_gpus : float, optional
+        What each actor reserves; default: see :func:`plan_actors`.
+    library : str or os.PathLike, optional
+        libllama file or folder *on the workers*, set as ``$EMBELLAMA_LIB`` in the actors'
+        runtime_env (default: what the workers find themselves).
+    ship_model : bool, optional
+        Put the GGUF (read on the driver) in Ray's object store; each node writes it once to
+        ``cache_dir``. Otherwise ``config.model_path`` must be readable on every worker (shared
+        storage, or relative to a runtime_env ``working_dir``).
+    cache_dir : str or os.PathLike, optional
+        Where the nodes write a shipped model; default: the system temp folder.
+    runtime_env : mapping, optional
+        Passed to ``map_batches`` (with ``$EMBELLAMA_LIB`` added for ``library``).
+    split_blocks : bool, optional
+        Split blocks larger than a batch (a streaming ``repartition``), so that every actor gets work.
+    **ray_remote_args
+        Passed to ``map_batches`` as they are.
+
+    Returns
+    -------
+    ray.data.Dataset
+        The lazy dataset with ``output_column`` added.
+
+    Raises
+    ------
+    ConfigurationError
+        A bad column name or setting, a missing text column, or an output column that exists already.
+    ModelNotFoundError
+        With ``ship_model=True``: the GGUF is not a file on the driver.
     """
     ray = _ray()
     cfg = _as_config(config, {})
