@@ -620,6 +620,49 @@ def compare_probe_layout(
     return checked
 
 
+_ENUM_RE = re.compile(r"^[ \t]*enum[ \t]+[A-Za-z_]\w*[ \t]*\{(.*?)\}", re.MULTILINE | re.DOTALL)
+
+
+def parse_cdef_enums(text: str) -> list[str]:
+    """The constants of every enum *defined* in a cdef text, in order."""
+    names: list[str] = []
+    for match in _ENUM_RE.finditer(_strip_comments(text)):
+        for item in match.group(1).split(","):
+            name = item.split("=")[0].strip()
+            if name:
+                names.append(name)
+    return names
+
+
+def enum_probe_source(names: Sequence[str]) -> str:
+    """C source printing JSON ``{constant: value}`` for the enum constants ``names``."""
+    out = ["#include <stdio.h>", '#include "llama.h"', "", "int main(void) {", '    printf("{");']
+    for index, name in enumerate(names):
+        out.append(f'    printf("{", " if index else ""}\\"{name}\\": %lld", (long long)({name}));')
+    out += ['    printf("}\\n");', "    return 0;", "}", ""]
+    return "\n".join(out)
+
+
+def run_enum_probe(
+    source_dir: Path, work_dir: Path, names: Sequence[str], compiler: Sequence[str], log: Path
+) -> dict[str, int]:
+    """The values llama.h gives the enum constants ``names`` (the manifest records them; the
+    loader checks that the declarations agree)."""
+    if not names:
+        return {}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src = work_dir / "enums.c"
+    exe = work_dir / ("enums.exe" if os.name == "nt" else "enums")
+    src.write_text(enum_probe_source(names), encoding="utf-8")
+    folders = [source_dir / "include", source_dir / "ggml" / "include"]
+    _compile_probe(list(compiler), folders, src, exe, log, "that llama.h does not have", "the declarations")
+    run = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise BuildError(f"probe: {exe} exited {run.returncode}; see {log}")
+    values: dict[str, int] = json.loads(run.stdout)
+    return values
+
+
 def _error_lines(output: str, limit: int = 30) -> list[str]:
     lines = [ln for ln in output.splitlines() if re.search(r"\berror\b", ln, re.IGNORECASE)]
     return (lines or output.splitlines())[:limit]
@@ -1851,7 +1894,7 @@ def run_build(plan: Plan, args: argparse.Namespace, started: float) -> int:
     logs = prepare_build_dir(plan.build_dir, args.clean)
     source = fetch_step(plan, args, logs)
     decls = declarations_step(plan, source, args.cdef)
-    layout = probe_step(plan, source, decls.structs, logs, decls.name)
+    layout = probe_step(plan, source, decls, logs)
     configure_step(plan, logs, args.verbose)
     build_step(plan, logs, args.jobs, args.verbose)
     result = install_step(plan)
@@ -1868,6 +1911,7 @@ class Declarations:
     structs: dict[str, list[str]]
     name: str  # for messages: include/llama.cdef.h, or what they were generated from
     generated: bool = False
+    enum_values: dict[str, int] = dataclasses.field(default_factory=dict)  # measured by the probe
 
 
 def declarations_step(plan: Plan, source: Source, cdef: Path) -> Declarations:
@@ -1974,25 +2018,19 @@ def _obtain_source(plan: Plan, args: argparse.Namespace, log: Path) -> Source:
     return fetch_source(kind, plan.cache_dir, fresh_log(log), sdist=args.sdist, verbose=args.verbose)
 
 
-def probe_step(
-    plan: Plan,
-    source: Source,
-    structs: Mapping[str, Sequence[str]],
-    logs: Path,
-    cdef_name: str,
-) -> dict[str, dict[str, Any]]:
-    """Step 3: the real layout of the cdef's structs, measured against llama.h."""
+def probe_step(plan: Plan, source: Source, decls: Declarations, logs: Path) -> dict[str, dict[str, Any]]:
+    """Step 3: the real layout of the cdef's structs and the values of its enum constants
+    (kept in ``decls.enum_values``), measured against llama.h."""
     with Timer("probe") as t:
+        compiler = probe_compiler(plan.options, plan.build_dir)
+        work = plan.build_dir / "embellama-probe"
         layout = run_probe(
-            source.directory,
-            plan.build_dir / "embellama-probe",
-            structs,
-            probe_compiler(plan.options, plan.build_dir),
-            source.commit_label,
-            logs / "probe.log",
-            cdef_name,
+            source.directory, work, decls.structs, compiler, source.commit_label, logs / "probe.log", decls.name
         )
+        names = parse_cdef_enums(decls.text)
+        decls.enum_values = run_enum_probe(source.directory, work, names, compiler, logs / "probe-enums.log")
         t.detail = ", ".join(f"{name} {info['size']} B" for name, info in layout.items())
+        t.detail += f"; {len(decls.enum_values)} enum values"
     return layout
 
 
@@ -2066,6 +2104,7 @@ def manifest_step(
     with Timer("manifest") as t:
         seconds = round(time.monotonic() - started, 2)
         manifest = build_manifest(plan, source, result, layout, decls.text, seconds)
+        manifest["enums"] = decls.enum_values
         if decls.generated:
             write_text_atomic(plan.prefix / CDEF_NAME, decls.text)
             manifest["cdef"] = CDEF_NAME

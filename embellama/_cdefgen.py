@@ -534,16 +534,14 @@ def probe_program(structs: dict[str, list[str]], enums: Iterable[str]) -> str:
     lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "llama.h"', "", "int main(void) {"]
     lines.append('    printf("{\\"layout\\": {");')
     for i, (name, fields) in enumerate(structs.items()):
-        head = f"{',' if i else ''}\\\"{name}\\\": {{\\\"size\\\": %zu, \\\"align\\\": %zu, \\\"fields\\\": {{"
+        head = f'{"," if i else ""}\\"{name}\\": {{\\"size\\": %zu, \\"align\\": %zu, \\"fields\\": {{'
         lines.append(f'    printf("{head}", sizeof(struct {name}), _Alignof(struct {name}));')
         for j, member in enumerate(fields):
-            lines.append(
-                f'    printf("{"," if j else ""}\\\"{member}\\\": %zu", offsetof(struct {name}, {member}));'
-            )
+            lines.append(f'    printf("{"," if j else ""}\\"{member}\\": %zu", offsetof(struct {name}, {member}));')
         lines.append('    printf("}}");')
     lines.append('    printf("}, \\"enums\\": {");')
     for i, constant in enumerate(enums):
-        lines.append(f'    printf("{"," if i else ""}\\\"{constant}\\\": %lld", (long long)({constant}));')
+        lines.append(f'    printf("{"," if i else ""}\\"{constant}\\": %lld", (long long)({constant}));')
     lines += ['    printf("}}\\n");', "    return 0;", "}", ""]
     return "\n".join(lines)
 

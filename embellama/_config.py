@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._exceptions import ConfigurationError
+from ._lib import enum_names
 
 __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 
-_SPLIT_MODES = ("none", "layer", "row", "tensor")
+_SPLIT_MODES = tuple(enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_"))
 _COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
 _MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
 _INT32_MAX = 2**31 - 1
-_MAX_SEQ = 256  # llama.h LLAMA_MAX_SEQ (the context checks it against the library again)
+# llama.cpp's limits on sequences per context and devices in tensor_split are asked of the
+# loaded library (Library.limits) when the model loads, not hard-coded here.
 
 
 class PoolingStrategy(str, enum.Enum):
@@ -218,11 +220,11 @@ class ModelConfig:
             )
         if self.tensor_split is not None:
             shares = self.tensor_split
-            ok = isinstance(shares, (tuple, list)) and 0 < len(shares) <= 16
+            ok = isinstance(shares, (tuple, list)) and len(shares) > 0
             ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in shares)
             if not ok or any(not math.isfinite(x) or x < 0 for x in shares) or sum(shares) <= 0:
                 raise ConfigurationError(
-                    f"{who}: tensor_split must be 1 to 16 non-negative numbers with a positive sum, got {shares!r}"
+                    f"{who}: tensor_split must be non-negative numbers with a positive sum, got {shares!r}"
                 )
             object.__setattr__(self, "tensor_split", tuple(float(x) for x in shares))
         if self.pooling is not None:
@@ -248,8 +250,6 @@ class ModelConfig:
         if self.n_threads is not None and self.n_threads > _MAX_THREADS:
             raise ConfigurationError(f"{who}: n_threads ({self.n_threads}) > {_MAX_THREADS}, ggml's limit")
         if self.n_seq_max is not None:
-            if self.n_seq_max > _MAX_SEQ:
-                raise ConfigurationError(f"{who}: n_seq_max ({self.n_seq_max}) > {_MAX_SEQ}, llama.cpp's limit")
             for key in ("n_ubatch", "n_batch"):
                 value = getattr(self, key)
                 if value is not None and self.n_seq_max > value:

@@ -37,7 +37,7 @@ import cffi
 from ._compat import Capabilities, decide
 from ._exceptions import LibraryError
 
-__all__ = ["Library", "find_library_candidates", "get_library", "load_library"]
+__all__ = ["Library", "Limits", "enum_names", "find_library_candidates", "get_library", "load_library"]
 
 logger = logging.getLogger("embellama")
 # llama.cpp's own log lines: a channel of their own, not this module's name. llama.cpp is chatty at
@@ -116,6 +116,40 @@ def read_cdef() -> str:
         return CDEF_FILE.read_text(encoding="utf-8")
     except OSError as exc:
         raise LibraryError(f"embellama's C declarations are missing: {CDEF_FILE} ({exc})") from exc
+
+
+def enum_names(enum: str, prefix: str, ffi: Any = None) -> dict[str, int]:
+    """``{name: value}`` of a C enum's constants, named without ``prefix`` and in lower case.
+
+    The one source of llama.cpp's constants: the declarations (``ffi``, default the pinned
+    ones), e.g. ``enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_")`` gives
+    ``{"unspecified": -1, "none": 0, "mean": 1, ...}``, in the order of their values.
+    """
+    ffi = pinned_ffi() if ffi is None else ffi
+    elements = ffi.typeof(f"enum {enum}").relements
+    found = sorted((value, name) for name, value in elements.items() if name.startswith(prefix))
+    return {name[len(prefix) :].lower(): value for value, name in found}
+
+
+def pinned_ffi() -> Any:
+    """The FFI of the pinned declarations (parsed once, then from the cache module)."""
+    global _PINNED_FFI
+    if _PINNED_FFI is None:
+        _PINNED_FFI = make_ffi(read_cdef())
+    return _PINNED_FFI
+
+
+_PINNED_FFI: Any = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """llama.cpp's compile-time limits, asked of the loaded library (:attr:`Library.limits`)."""
+
+    max_devices: int
+    """``llama_max_devices()``: the entries of ``tensor_split``."""
+    max_sequences: int
+    """``llama_max_parallel_sequences()`` (``LLAMA_MAX_SEQ``): sequences per context."""
 
 
 if sys.platform == "darwin":
@@ -247,7 +281,8 @@ class Library:
 
     def devices(self) -> list[dict[str, Any]]:
         """The ggml devices the library sees (name, description, type, memory)."""
-        kinds = ["CPU", "GPU", "IGPU", "ACCEL", "META"]
+        types = enum_names("ggml_backend_dev_type", "GGML_BACKEND_DEVICE_TYPE_", self.ffi)
+        kinds = {code: name.upper() for name, code in types.items()}
         out = []
         for i in range(self.lib.ggml_backend_dev_count()):
             dev = self.lib.ggml_backend_dev_get(i)
@@ -259,7 +294,7 @@ class Library:
                 {
                     "name": self.ffi.string(self.lib.ggml_backend_dev_name(dev)).decode(),
                     "description": self.ffi.string(self.lib.ggml_backend_dev_description(dev)).decode(),
-                    "type": kinds[kind] if 0 <= kind < len(kinds) else str(kind),
+                    "type": kinds.get(kind, str(kind)),
                     "memory_total": int(total[0]),
                     "memory_free": int(free[0]),
                 }
@@ -280,9 +315,14 @@ class Library:
         """Whether llama.cpp can offload layers to a device."""
         return bool(self.lib.llama_supports_gpu_offload())
 
+    @property
+    def limits(self) -> Limits:
+        """llama.cpp's limits (devices, sequences), asked of the library: the one place they come from."""
+        return Limits(int(self.lib.llama_max_devices()), int(self.lib.llama_max_parallel_sequences()))
+
     def max_parallel_sequences(self) -> int:
         """``LLAMA_MAX_SEQ``: the most sequences one context can hold."""
-        return int(self.lib.llama_max_parallel_sequences())
+        return self.limits.max_sequences
 
     # -- llama.cpp log lines into Python logging ------------------------------
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -33,11 +34,12 @@ from ._exceptions import (
     ResourceClosedError,
     ThreadAffinityError,
 )
-from ._lib import Library, get_library
+from ._lib import Library, enum_names, get_library
 
 __all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 
-POOLING_NAMES = {-1: "unspecified", 0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
+POOLING_NAMES = {code: name for name, code in enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_").items()}
+"""llama.cpp's ``enum llama_pooling_type``: code -> name (-1 "unspecified", 0 "none", 1 "mean", 2 "cls" ...)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class SpecialTokens:
     """Tokens ``tokenize(add_special=True)`` puts after the text."""
 
 
-SPLIT_MODES = {"none": 0, "layer": 1, "row": 2, "tensor": 3}
+SPLIT_MODES = enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_")
 """llama.cpp's ``llama_split_mode``: how layers are spread over several GPUs."""
 
 
@@ -106,7 +108,7 @@ def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[
     keep = None
     if opts.tensor_split is not None:
         shares = opts.tensor_split
-        n_max = int(lib.llama_max_devices())
+        n_max = library.limits.max_devices
         if not shares or len(shares) > n_max or any(not math.isfinite(x) or x < 0 for x in shares) or sum(shares) <= 0:
             raise ConfigurationError(
                 f"model {name!r}: tensor_split must be 1 to {n_max} non-negative shares with a positive sum, "
@@ -886,7 +888,12 @@ def _read_only(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return view
 
 
-_FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "bf16": 32}
+# llama.cpp's enum llama_ftype without its ALL_/MOSTLY_ prefixes: {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32, ...}
+_FTYPES = {
+    re.sub(r"^(all|mostly)_", "", name): code
+    for name, code in enum_names("llama_ftype", "LLAMA_FTYPE_").items()
+    if name != "guessed"
+}
 
 
 def quantize(

@@ -1254,3 +1254,15 @@ def test_update_pin_to_the_same_llama_cpp_shows_no_difference(tmp_path: Path, mo
     assert report.splitlines()[0] == f"layout of llama.cpp {bl.LLAMA_CPP_COMMIT[:12]}: " + ", ".join(
         f"{name} {entry['size']} B" for name, entry in manifest["layout"].items()
     )
+
+
+@needs_cc
+def test_the_probe_records_the_enum_values_of_llama_h(tmp_path: Path) -> None:
+    manifest = json.loads((bl.default_prefix("cpu") / "manifest.json").read_text())
+    names = bl.parse_cdef_enums((ROOT / "include" / "llama.cdef.h").read_text())
+    assert names[:2] == ["GGML_TYPE_F32", "GGML_TYPE_F16"] and "LLAMA_POOLING_TYPE_RANK" in names
+    values = bl.run_enum_probe(Path(manifest["source"]["directory"]), tmp_path, names, [CC], tmp_path / "log")
+    assert list(values) == names
+    assert (values["LLAMA_POOLING_TYPE_RANK"], values["GGML_TYPE_BF16"], values["LLAMA_FTYPE_GUESSED"]) == (4, 30, 1024)
+    assert values["LLAMA_FLASH_ATTN_TYPE_AUTO"] == -1
+    assert bl.run_enum_probe(tmp_path, tmp_path, [], [CC], tmp_path / "log") == {}

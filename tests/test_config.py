@@ -54,14 +54,12 @@ def test_keyword_only():
         ({"tensor_split": (1, -1)}, "tensor_split"),
         ({"tensor_split": (0, 0)}, "tensor_split"),
         ({"tensor_split": (float("nan"),)}, "tensor_split"),
-        ({"tensor_split": (1.0,) * 17}, "tensor_split"),
         ({"offload_kqv": 0}, "offload_kqv must be a bool"),
         ({"pooling": "median"}, "unknown pooling 'median'"),
         ({"normalize": "l7"}, "normalization"),
         ({"truncate": "yes"}, "truncate must be a bool"),
         ({"flash_attn": 1}, "flash_attn"),
         ({"n_batch": 256, "n_ubatch": 512}, r"n_ubatch \(512\) > n_batch \(256\)"),
-        ({"n_seq_max": 300}, "256"),
         ({"n_batch": 64, "n_seq_max": 128}, r"n_seq_max \(128\) > n_batch \(64\)"),
         ({"n_ctx": 512, "n_batch": 256}, r"n_batch \(256\) < n_ctx \(512\)"),
         ({"n_ctx": 128, "max_tokens": 256}, r"max_tokens \(256\) > n_ctx \(128\)"),
@@ -73,6 +71,19 @@ def test_invalid_values_raise_configuration_error(kwargs, message):
         ModelConfig(**kwargs)
     if "model_path" not in message:
         assert "mini" in str(info.value) or "model_name" in message
+
+
+def test_llama_cpp_limits_are_asked_of_the_library_at_load(library, minilm_f16):
+    from embellama import EmbeddingModel
+
+    limits = library.limits
+    assert (limits.max_devices, limits.max_sequences) == (16, 256)  # LLAMA_MAX_DEVICES, LLAMA_MAX_SEQ
+    too_many = ModelConfig(model_path=minilm_f16, model_name="mini", n_seq_max=limits.max_sequences + 44)
+    with pytest.raises(ConfigurationError, match=r"model 'mini': n_seq_max \(300\) > llama.cpp's limit 256"):
+        EmbeddingModel(too_many).load()
+    shares = ModelConfig(model_path=minilm_f16, model_name="mini", tensor_split=(1.0,) * (limits.max_devices + 1))
+    with pytest.raises(ConfigurationError, match="model 'mini': tensor_split must be 1 to 16"):
+        EmbeddingModel(shares).load()
 
 
 def test_configuration_error_is_a_value_error():
