@@ -1266,3 +1266,20 @@ def test_the_probe_records_the_enum_values_of_llama_h(tmp_path: Path) -> None:
     assert (values["LLAMA_POOLING_TYPE_RANK"], values["GGML_TYPE_BF16"], values["LLAMA_FTYPE_GUESSED"]) == (4, 30, 1024)
     assert values["LLAMA_FLASH_ATTN_TYPE_AUTO"] == -1
     assert bl.run_enum_probe(tmp_path, tmp_path, [], [CC], tmp_path / "log") == {}
+
+
+def test_the_pinned_build_needs_only_the_standard_library(tmp_path: Path) -> None:
+    # python -S: no site-packages, so no pycparser; the pinned declarations need none
+    code = (
+        "import sys, build_llama as bl\n"
+        "text, structs = bl.read_cdef(bl.CDEF_PATH)\n"
+        "assert 'llama_context_params' in structs and 'pycparser' not in sys.modules\n"
+        "try:\n"
+        f"    bl.generate_cdef(bl.Path({str(tmp_path / 'llama.h')!r}), 'x')\n"
+        "except bl.BuildError as exc:\n"
+        "    print(exc)\n"
+    )
+    (tmp_path / "llama.h").write_text("int f(void);\n")
+    run = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "are generated with pycparser" in run.stdout and "pip install pycparser" in run.stdout
