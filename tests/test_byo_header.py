@@ -156,6 +156,25 @@ def test_capabilities_follow_the_declarations(library):
     assert cparams.flash_attn_type == 1
 
 
+def test_older_flash_attention_and_memory_api(library):
+    text = _lib.read_cdef().replace("    enum llama_flash_attn_type flash_attn_type;\n", "    bool flash_attn;\n")
+    ffi = _lib.make_ffi(text)
+    functions = (library.caps.functions - {"llama_memory_clear", "llama_get_memory"}) | {"llama_kv_self_clear"}
+    caps = _compat.decide(ffi, functions, functions, "old.so")
+    cparams = ffi.new("struct llama_context_params *")
+    caps.set_flash_attn(cparams[0], True)
+    assert cparams.flash_attn is True
+    cleared = []
+
+    class Lib:
+        def llama_kv_self_clear(self, ctx):
+            cleared.append(ctx)
+
+    assert caps.memory_of(Lib(), "ctx") is None
+    caps.clear_memory(Lib(), "ctx", None, ffi.NULL)
+    assert cleared == ["ctx"]
+
+
 def test_a_missing_needed_function_names_the_supported_range(library):
     functions = library.caps.functions - {"llama_tokenize"}
     with pytest.raises(LibraryError) as info:
