@@ -2,7 +2,9 @@
 """The batch pipeline behind ``EmbeddingModel.embed_batch`` and ``embed_iter``.
 
 1. **Validate and tokenize** every text before any inference (a bad text raises
-   :class:`InvalidInputError` with its index; nothing is half-returned).
+   :class:`InvalidInputError` with its index; nothing is half-returned). Large inputs are
+   tokenized by a few threads at once: ``llama_tokenize`` runs without the GIL and only
+   reads the vocabulary; every thread is joined before the call returns or raises.
 2. **Pack by length:** texts are sorted by token count, longest first, and cut into
    llama.cpp calls of at most ``budget`` tokens and ``max_seqs`` texts, so each call holds
    texts of similar length (flash attention skips the masked tiles between them).
@@ -18,6 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -28,12 +31,45 @@ from ._pooling import normalize as _normalize
 from ._pooling import pool_tokens
 from .llama import Batch, Context
 
-__all__ = ["Progress", "ProgressCallback", "pack_by_length", "run_batch"]
+__all__ = ["Progress", "ProgressCallback", "pack_by_length", "run_batch", "tokenize_all"]
 
 logger = logging.getLogger("embellama")
 
 ProgressCallback = Callable[[int, "int | None"], None]
 """``progress(done, total)``: texts embedded so far and the total (None while a stream's length is unknown)."""
+
+
+PARALLEL_TOKENIZE_MIN = 256
+"""Inputs shorter than this are tokenized on the calling thread: a pool would cost more than it saves."""
+
+
+def tokenize_all(
+    texts: Sequence[Any], tokenize: Callable[[Any, int], npt.NDArray[np.int32]], threads: int
+) -> list[npt.NDArray[np.int32]]:
+    """``[tokenize(text, index) ...]`` in input order, split over up to ``threads`` threads.
+
+    The calling thread takes the first slice itself. Every slice finishes before this
+    returns or raises (nothing may use the vocabulary after the caller moves on), and the
+    error raised is the one of the lowest index, as in a serial loop.
+    """
+    n = len(texts)
+    threads = max(1, min(threads, n // (PARALLEL_TOKENIZE_MIN // 2)))
+    if threads == 1 or n < PARALLEL_TOKENIZE_MIN:
+        return [tokenize(text, i) for i, text in enumerate(texts)]
+    bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
+
+    def part(k: int) -> list[npt.NDArray[np.int32]]:
+        return [tokenize(texts[i], i) for i in range(bounds[k], bounds[k + 1])]
+
+    with ThreadPoolExecutor(threads - 1, thread_name_prefix="embellama-tokenize") as pool:
+        futures = [pool.submit(part, k) for k in range(1, threads)]
+        try:
+            out = part(0)
+        finally:
+            wait(futures)
+        for future in futures:
+            out += future.result()  # raises the first failing slice's error, in index order
+    return out
 
 
 def pack_by_length(lengths: npt.NDArray[np.int64], budget: int, max_seqs: int) -> list[npt.NDArray[np.intp]]:

@@ -492,7 +492,9 @@ class EmbeddingModel:
         norm = self._norm if normalize is None else parse_normalization(normalize)
         assert self._pooling is not None
         truncate = self.config.truncate
-        tokens = [self._tokenize(model, text, offset + i, truncate) for i, text in enumerate(texts)]
+        tokens = _batch.tokenize_all(
+            texts, lambda text, i: self._tokenize(model, text, offset + i, truncate), min(_cpu_count(), 8)
+        )
         result = _batch.run_batch(
             tokens,
             context=context,

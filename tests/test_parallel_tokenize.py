@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Parallel tokenization in the batch pipeline: same ids, same order, the serial loop's error."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from embellama import EmbeddingModel, InvalidInputError, ModelConfig
+from embellama._batch import PARALLEL_TOKENIZE_MIN, tokenize_all
+from tests.support.texts import generated
+
+
+class Bad(Exception):
+    pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    n=st.integers(0, 3 * PARALLEL_TOKENIZE_MIN),
+    threads=st.integers(1, 8),
+    bad=st.sets(st.integers(0, 3 * PARALLEL_TOKENIZE_MIN), max_size=4),
+)
+def test_results_in_order_and_the_lowest_bad_index_wins(n, threads, bad):
+    texts = [f"t{i}" for i in range(n)]
+    calls: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def tokenize(text: str, i: int) -> np.ndarray:
+        assert text == f"t{i}"
+        if i % 97 == 0:
+            time.sleep(0.0005)  # slices finish out of order
+        with lock:
+            calls.append((i, time.perf_counter()))
+        if i in bad:
+            raise Bad(i)
+        return np.array([i], np.int32)
+
+    bad_here = sorted(b for b in bad if b < n)
+    if bad_here:
+        with pytest.raises(Bad) as info:
+            tokenize_all(texts, tokenize, threads)
+        assert info.value.args == (bad_here[0],)
+    else:
+        out = tokenize_all(texts, tokenize, threads)
+        assert [int(a[0]) for a in out] == list(range(n))
+    returned = time.perf_counter()
+    assert all(t <= returned for _, t in calls)  # no thread tokenizes after the call is over
+
+
+def test_large_inputs_use_several_threads_small_ones_only_the_caller():
+    seen: set[int] = set()
+
+    def tokenize(text: str, i: int) -> np.ndarray:
+        seen.add(threading.get_ident())
+        time.sleep(0.0001)
+        return np.zeros(1, np.int32)
+
+    tokenize_all(["x"] * (PARALLEL_TOKENIZE_MIN - 1), tokenize, 4)
+    assert seen == {threading.get_ident()}
+    seen.clear()
+    tokenize_all(["x"] * (4 * PARALLEL_TOKENIZE_MIN), tokenize, 4)
+    assert threading.get_ident() in seen and len(seen) > 1
+
+
+@pytest.fixture(scope="module")
+def model(minilm_f16):
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=2)) as m:
+        yield m
+
+
+def test_real_model_parallel_ids_equal_serial_and_errors_name_the_first_bad_index(model):
+    texts = generated(3 * PARALLEL_TOKENIZE_MIN, seed=3)
+    serial = [model.tokenize(t) for t in texts]
+    low = model.model  # the llama.cpp model: its vocabulary may be read from any thread
+    parallel = tokenize_all(texts, lambda t, i: low.tokenize(t, add_special=True), 4)
+    assert len(parallel) == len(serial)
+    assert all(np.array_equal(a, b) for a, b in zip(parallel, serial, strict=True))
+
+    broken = list(texts)
+    broken[600] = ""
+    broken[400] = 42  # type: ignore[call-overload]
+    with pytest.raises(InvalidInputError) as info:
+        model.embed_batch(broken, show_progress_bar=False)
+    assert info.value.index == 400 and "str" in str(info.value) and model.name in str(info.value)
