@@ -119,11 +119,27 @@ def read_cdef() -> str:
 
 
 def enum_names(enum: str, prefix: str, ffi: Any = None) -> dict[str, int]:
-    """``{name: value}`` of a C enum's constants, named without ``prefix`` and in lower case.
+    """A C enum's constants as ``{name: value}``: the one source of llama.cpp's constants.
 
-    The one source of llama.cpp's constants: the declarations (``ffi``, default the pinned
-    ones), e.g. ``enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_")`` gives
-    ``{"unspecified": -1, "none": 0, "mean": 1, ...}``, in the order of their values.
+    Parameters
+    ----------
+    enum
+        The enum's tag, e.g. ``"llama_pooling_type"``.
+    prefix
+        The prefix its constants share, dropped from the names (which are lower-cased).
+    ffi
+        The declarations to read (default: the pinned ones).
+
+    Returns
+    -------
+    dict of str to int
+        In the order of the values: ``enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_")``
+        is ``{"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}``.
+
+    Raises
+    ------
+    ffi.error
+        The declarations have no such enum (cffi's ``FFI.error``).
     """
     ffi = pinned_ffi() if ffi is None else ffi
     elements = ffi.typeof(f"enum {enum}").relements
