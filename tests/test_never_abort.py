@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.support.child import Child
@@ -136,6 +136,7 @@ texts = st.one_of(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=texts, batch=st.lists(texts, min_size=1, max_size=6), parse_special=st.booleans())
+@example(text="\ud800\udfff", batch=["\ud800\udfff", ""], parse_special=False)  # a pair of lone surrogates
 def test_no_text_kills_the_process(child, minilm_f16, text, batch, parse_special):
     config = {"model_path": str(minilm_f16), "model_name": NAME, "n_threads": 1, "parse_special": parse_special}
     calls = [{"op": "tokenize", "text": text}, {"op": "embed", "text": text}, {"op": "embed_batch", "texts": batch}]

@@ -26,6 +26,25 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
+def _pack(value: Any) -> Any:
+    """Strings with surrogates travel as code points: JSON would join an escaped pair into one character."""
+    if isinstance(value, str):
+        if any("\ud800" <= c <= "\udfff" for c in value):
+            return {"codepoints": [ord(c) for c in value]}
+        return value
+    if isinstance(value, dict):
+        return {k: _pack(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_pack(v) for v in value]
+    return value
+
+
+def _unpack(obj: dict[str, Any]) -> Any:
+    if set(obj) == {"codepoints"}:
+        return "".join(map(chr, obj["codepoints"]))
+    return obj
+
+
 class ChildDied(AssertionError):
     """The child process ended while handling a request (e.g. killed by SIGABRT)."""
 
@@ -90,7 +109,7 @@ class Child:
             self._proc = self._start()
         proc = self._proc
         assert proc.stdin is not None
-        payload = json.dumps(request, ensure_ascii=True)  # lone surrogates survive as \\udxxx escapes
+        payload = json.dumps(_pack(request), ensure_ascii=True)
         try:
             proc.stdin.write(payload + "\n")
             proc.stdin.flush()
@@ -206,7 +225,7 @@ def _finite(array: Any) -> bool:
 def serve() -> None:
     handlers = {"load": _load, "embed": _embed}
     for line in sys.stdin:
-        request = json.loads(line)
+        request = json.loads(line, object_hook=_unpack)
         try:
             reply = handlers[request["op"]](request)
         except BaseException as exc:
