@@ -76,6 +76,14 @@ def test_cpu_session_builds_then_runs_pytest(noxfile, monkeypatch):
     commands = session.commands()
     assert "build_llama.py --backend cpu" in commands[0]
     assert commands[-1].startswith("pytest")
+    # the whole suite is the coverage gate: embellama/ measured, under 80 % fails
+    assert "--cov=embellama" in commands[-1] and "--cov-fail-under=80" in commands[-1]
+
+
+def test_a_selection_after_dashes_runs_as_given_without_the_gate(noxfile):
+    session = FakeSession(["tests/test_config.py", "-x"])
+    noxfile.tests(session, "cpu")
+    assert session.commands()[-1] == "pytest tests/test_config.py -x"
 
 
 def test_cuda_session_runs_the_suite_then_compares_with_the_cpu_build(noxfile, monkeypatch):
