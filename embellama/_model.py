@@ -20,6 +20,7 @@ from ._batch import ProgressCallback
 from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError
 from ._lib import get_library
+from ._pooling import normalize as _normalize
 from .llama import (
     GGML_MAX_N_THREADS,
     Batch,
@@ -34,6 +35,8 @@ from .llama import (
 __all__ = ["EmbeddingModel"]
 
 logger = logging.getLogger("embellama")
+
+_FIRST_ROW = np.zeros(1, dtype=np.intp)
 
 DEFAULT_CTX_CAP = 8192
 """Default n_ctx is the model's training context, but at most this many tokens."""
@@ -361,7 +364,18 @@ class EmbeddingModel:
         InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
             As for :meth:`embed_batch`.
         """
-        return self.embed_batch([text], normalize=normalize, show_progress_bar=False)[0]
+        model, context, batch = self._require()
+        norm = self._norm if normalize is None else parse_normalization(normalize)
+        assert self._pooling is not None
+        if self._pooling.native == "none":  # pooled in numpy, or token vectors: the batch pipeline
+            return self._run([text], 0, None, norm, _batch.Progress(1, self.name, False))[0]
+        # One text, one llama.cpp call: the batch pipeline's steps without its packing and bookkeeping.
+        ids = self._tokenize(model, text, None, self.config.truncate)
+        batch.fill((ids,))
+        context.process(batch)
+        out = np.empty((1, context.n_embd), dtype=np.float32)
+        context.copy_sequence_embeddings(out, _FIRST_ROW)
+        return _normalize(out, norm)[0]
 
     def embed_batch(
         self,

@@ -154,3 +154,20 @@ def test_streaming_keeps_memory_flat(minilm_f16):
     rss = dict(tuple(map(float, line.split())) for line in proc.stdout.split("\n") if line.strip())
     print(f"\nRSS after 5k texts {rss[5_000]:.1f} MB, after {total // 1000}k {rss[total]:.1f} MB")
     assert rss[total] < rss[5_000] + 20  # four times the texts, no growth beyond noise
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "mean_sqrt"])
+@pytest.mark.parametrize("norm", [None, False, "l1"])
+def test_single_text_path_equals_the_batch_pipeline(minilm_f16, pooling, norm):
+    """embed() skips the pipeline's packing for one text: the numbers must not change."""
+    texts = ["a", "A man is playing a guitar.", "word " * 600]  # the last is truncated
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1, pooling=pooling)) as m:
+        for text in texts:
+            one = m.embed(text, normalize=norm)
+            assert one.shape == (384,) and one.dtype == np.float32
+            np.testing.assert_array_equal(one, m.embed_batch([text], normalize=norm)[0])
+        with pytest.raises(InvalidInputError, match=r"text is empty") as info:
+            m.embed("")
+        assert m.name in str(info.value)
+        with pytest.raises(InvalidInputError, match="expected str"):
+            m.embed(b"bytes")  # type: ignore[arg-type]
