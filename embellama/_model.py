@@ -81,6 +81,7 @@ class EmbeddingModel:
         self._norm: Normalization | float = parse_normalization(config.normalize)
         self._max_tokens = 0
         self._budget = 0
+        self._tokenize_threads = 1
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -138,6 +139,10 @@ class EmbeddingModel:
             model.close()
             raise
         self._budget, self._max_tokens = budget, max_tokens
+        # Tokenize with several threads only while a GPU computes: on the CPU, inference already
+        # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
+        on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(model._lib))
+        self._tokenize_threads = min(_cpu_count(), 8) if on_gpu else 1
         self._model, self._context, self._batch, self._pooling = model, context, batch, pooling
         logger.info(
             "loaded %s (%s, %d dims, pooling %s, n_ctx %d, n_seq_max %d) in %.2f s",
@@ -507,7 +512,7 @@ class EmbeddingModel:
         assert self._pooling is not None
         truncate = self.config.truncate
         tokens = _batch.tokenize_all(
-            texts, lambda text, i: self._tokenize(model, text, offset + i, truncate), min(_cpu_count(), 8)
+            texts, lambda text, i: self._tokenize(model, text, offset + i, truncate), self._tokenize_threads
         )
         result = _batch.run_batch(
             tokens,

@@ -88,3 +88,20 @@ def test_real_model_parallel_ids_equal_serial_and_errors_name_the_first_bad_inde
     with pytest.raises(InvalidInputError) as info:
         model.embed_batch(broken, show_progress_bar=False)
     assert info.value.index == 400 and "str" in str(info.value) and model.name in str(info.value)
+
+
+def test_threads_only_while_a_gpu_computes(minilm_f16, monkeypatch):
+    """On the CPU inference keeps the cores busy: tokenization stays on the calling thread."""
+    import embellama._model as model_module
+
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as cpu:
+        assert cpu._tokenize_threads == 1
+        serial = cpu.embed_batch(generated(PARALLEL_TOKENIZE_MIN * 2, seed=4), show_progress_bar=False)
+    monkeypatch.setattr(model_module, "_gpu_devices", lambda library: [{"type": "GPU", "name": "stand-in"}])
+    monkeypatch.setattr(model_module, "_cpu_count", lambda: 4)
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as gpu:
+        assert gpu._tokenize_threads == 4
+        threaded = gpu.embed_batch(generated(PARALLEL_TOKENIZE_MIN * 2, seed=4), show_progress_bar=False)
+    np.testing.assert_array_equal(threaded, serial)
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1, n_gpu_layers=0)) as none:
+        assert none._tokenize_threads == 1  # no layer on the GPU
