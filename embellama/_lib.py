@@ -250,19 +250,39 @@ _RAW_SIZE = 4096  # far larger than any params struct: the callee cannot overrun
 
 @dataclass
 class Library:
-    """A loaded and checked libllama: the ``ffi``, the ``lib`` and where it came from."""
+    """A loaded and checked libllama: the ``ffi``, the ``lib`` and where it came from.
+
+    Made by :func:`load_library` (one per process; :func:`get_library` returns it), not by hand.
+
+    Attributes
+    ----------
+    ffi : cffi.FFI
+        The FFI of the declarations (an out-of-line FFI when loaded from the cache).
+    lib : object
+        The opened library: ``lib.llama_*`` are its C functions.
+    path : pathlib.Path
+        The libllama file.
+    manifest : dict or None
+        The ``manifest.json`` of a ``build_llama.py`` build (commit, backend, layout, checksums); None for
+        a custom build.
+    source : str
+        How it was found: the path given, ``$EMBELLAMA_LIB`` or a build of ``build_llama.py``.
+    warnings : list of str
+        What the checks found worth saying but not fatal (also logged).
+    compat : Capabilities or None
+        What this llama.cpp can do where versions differ (decided at load).
+    declarations : str
+        Where the declarations came from: the pinned ``llama.cdef.h``, a header, a build's cdef.
+    """
 
     ffi: Any
-    """The ``cffi`` FFI of the declarations (an out-of-line FFI when loaded from the cache)."""
     lib: Any
     path: Path
     manifest: dict[str, Any] | None
     source: str
     warnings: list[str] = field(default_factory=list)
     compat: Capabilities | None = None
-    """What this llama.cpp can do where versions differ (decided at load; see :mod:`embellama._compat`)."""
     declarations: str = PINNED_CDEF_NAME
-    """Where the declarations came from: the pinned ``include/llama.cdef.h``, a header, a build's cdef."""
     _callback: Any = None
     _preloaded: list[Any] = field(default_factory=list)  # ggml handles kept open with the library
 
@@ -292,11 +312,24 @@ class Library:
         return None if self.manifest is None else self.manifest.get("llama_cpp_commit")
 
     def system_info(self) -> str:
-        """``llama_print_system_info()``: the CPU features the build uses."""
+        """``llama_print_system_info()``: the CPU features the build uses.
+
+        Returns
+        -------
+        str
+            llama.cpp's line, e.g. ``"CPU : SSE3 = 1 | AVX2 = 1 | ..."``.
+        """
         return self.ffi.string(self.lib.llama_print_system_info()).decode().strip()
 
     def devices(self) -> list[dict[str, Any]]:
-        """The ggml devices the library sees (name, description, type, memory)."""
+        """The ggml devices the library sees.
+
+        Returns
+        -------
+        list of dict
+            One dict per device: ``name``, ``description``, ``type`` ("CPU", "GPU", "IGPU", "ACCEL"),
+            ``memory_total`` and ``memory_free`` (bytes).
+        """
         types = enum_names("ggml_backend_dev_type", "GGML_BACKEND_DEVICE_TYPE_", self.ffi)
         kinds = {code: name.upper() for name, code in types.items()}
         out = []
@@ -328,7 +361,13 @@ class Library:
         return "AMX_INT8 = 1" in self.system_info()
 
     def supports_gpu_offload(self) -> bool:
-        """Whether llama.cpp can offload layers to a device."""
+        """Whether llama.cpp can offload layers to a device.
+
+        Returns
+        -------
+        bool
+            ``llama_supports_gpu_offload()``.
+        """
         return bool(self.lib.llama_supports_gpu_offload())
 
     @property
@@ -337,7 +376,13 @@ class Library:
         return Limits(int(self.lib.llama_max_devices()), int(self.lib.llama_max_parallel_sequences()))
 
     def max_parallel_sequences(self) -> int:
-        """``LLAMA_MAX_SEQ``: the most sequences one context can hold."""
+        """``LLAMA_MAX_SEQ``: the most sequences one context can hold.
+
+        Returns
+        -------
+        int
+            Asked of the library (``llama_max_parallel_sequences()``).
+        """
         return self.limits.max_sequences
 
     # -- llama.cpp log lines into Python logging ------------------------------
@@ -386,7 +431,18 @@ _library: Library | None = None
 
 
 def get_library() -> Library:
-    """The process-wide library, loaded (and checked) on first use."""
+    """The process-wide library, loaded (and checked) on first use.
+
+    Returns
+    -------
+    Library
+        What :func:`load_library` loaded, or loads now with its defaults.
+
+    Raises
+    ------
+    LibraryError
+        As for :func:`load_library`.
+    """
     if _library is None:
         return load_library()
     return _library
@@ -462,7 +518,7 @@ def _start_backend(lib: Library) -> None:
     if built_for != "cpu" and not any(d["type"] in ("GPU", "IGPU") for d in lib.devices()):
         lib.warnings.append(
             f"{lib.path} is a {built_for} build but llama.cpp sees no {built_for} device (no GPU, or "
-            f"its driver is missing; see the 'embellama.llama' log): everything runs on the CPU. "
+            f"its driver is missing; see the 'embellama.llama_cpp' log): everything runs on the CPU. "
             f"Set {ENV_BACKEND}=cpu to use the CPU build"
         )
     if lib.has_amx_kernels:

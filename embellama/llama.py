@@ -44,7 +44,19 @@ POOLING_NAMES = {code: name for name, code in enum_names("llama_pooling_type", "
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """The special tokens a vocabulary wraps around text (ids are -1 when absent)."""
+    """The special tokens a vocabulary wraps around text (ids are -1 when absent).
+
+    Parameters
+    ----------
+    bos, eos, sep, pad : int
+        Token ids of the beginning-of-sequence, end-of-sequence, separator and padding tokens.
+    add_bos, add_eos, add_sep : bool
+        Whether the vocabulary adds BOS, EOS and SEP to a text.
+    prefix : tuple of int
+        Tokens ``tokenize(add_special=True)`` puts before the text.
+    suffix : tuple of int
+        Tokens ``tokenize(add_special=True)`` puts after the text.
+    """
 
     bos: int
     eos: int
@@ -54,9 +66,7 @@ class SpecialTokens:
     add_eos: bool
     add_sep: bool
     prefix: tuple[int, ...]
-    """Tokens ``tokenize(add_special=True)`` puts before the text."""
     suffix: tuple[int, ...]
-    """Tokens ``tokenize(add_special=True)`` puts after the text."""
 
 
 SPLIT_MODES = enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_")
@@ -65,16 +75,28 @@ SPLIT_MODES = enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_")
 
 @dataclass(frozen=True)
 class ModelLoadOptions:
-    """How a :class:`Model` was asked to load (the GPU placement of its layers)."""
+    """How a :class:`Model` was asked to load (the GPU placement of its layers).
+
+    Parameters
+    ----------
+    n_gpu_layers : int, optional
+        Layers to offload to GPUs: -1 all, 0 none (CPU builds ignore it).
+    main_gpu : int, optional
+        With ``split_mode="none"``: index of the GPU that holds the model (-1: none).
+    split_mode : str, optional
+        Over several GPUs: "none" (main_gpu only), "layer", "row" or "tensor".
+    tensor_split : tuple of float, optional
+        Share of the model per GPU, e.g. (3, 1); None splits by free memory.
+    vocab_only : bool, optional
+        Load the vocabulary only (tokenization, no weights).
+    use_mmap : bool, optional
+        Memory-map the file.
+    """
 
     n_gpu_layers: int = -1
-    """Layers to offload to GPUs: -1 all, 0 none (CPU builds ignore it)."""
     main_gpu: int = 0
-    """With ``split_mode="none"``: index of the GPU that holds the model (-1: none)."""
     split_mode: str = "layer"
-    """Over several GPUs: "none" (main_gpu only), "layer", "row" or "tensor"."""
     tensor_split: tuple[float, ...] | None = None
-    """Share of the model per GPU, e.g. (3, 1); None splits by free memory."""
     vocab_only: bool = False
     use_mmap: bool = True
 
@@ -131,6 +153,26 @@ class Model:
     A model is read-only once loaded and may be shared by contexts, but each context
     stays on its own thread. The weights are freed when the model is closed and the
     last context made from it is gone.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The GGUF file.
+    n_gpu_layers, main_gpu, split_mode, tensor_split, vocab_only, use_mmap
+        See :class:`ModelLoadOptions` (kept as ``load_options``).
+    name : str, optional
+        Name used in errors; default: the file's stem.
+    library : Library, optional
+        The libllama to use; default: :func:`embellama.get_library`.
+
+    Raises
+    ------
+    ModelNotFoundError
+        ``path`` is not a file.
+    ModelLoadError
+        Not a GGUF file, or llama.cpp could not load it.
+    ConfigurationError
+        A GPU option out of range (e.g. a ``main_gpu`` beyond the GPUs present).
     """
 
     def __init__(
@@ -168,7 +210,7 @@ class Model:
         if raw == ffi.NULL:
             raise ModelLoadError(
                 str(self.path),
-                "llama.cpp could not load it (see the 'embellama.llama' log for details)",
+                "llama.cpp could not load it (see the 'embellama.llama_cpp' log for details)",
                 self.name,
             )
         self._ptr: Any = ffi.gc(raw, lib.llama_model_free)
@@ -296,7 +338,18 @@ class Model:
         return value is None or value.lower() == "true"
 
     def metadata_value(self, key: str) -> str | None:
-        """One GGUF metadata value as text, or None when the key is absent."""
+        """One GGUF metadata value as text, or None when the key is absent.
+
+        Parameters
+        ----------
+        key : str
+            The metadata key, e.g. ``"general.name"``.
+
+        Returns
+        -------
+        str or None
+            The value as llama.cpp prints it.
+        """
         ffi, lib = self._lib.ffi, self._lib.lib
         size = 256
         while True:
@@ -309,7 +362,13 @@ class Model:
             size = n + 1
 
     def metadata(self) -> dict[str, str]:
-        """All GGUF metadata as text (large arrays are summarised by llama.cpp)."""
+        """All GGUF metadata as text (large arrays are summarised by llama.cpp).
+
+        Returns
+        -------
+        dict of str to str
+            Key to value, in the file's order.
+        """
         ffi, lib = self._lib.ffi, self._lib.lib
         out = {}
         handle = self._handle()
@@ -352,9 +411,26 @@ class Model:
     ) -> npt.NDArray[np.int32]:
         """Token ids of ``text`` (UTF-8).
 
-        ``add_special`` adds what the vocabulary asks for (BERT: ``[CLS] … [SEP]``;
-        llama: BOS). ``parse_special`` turns text like ``"<s>"`` into control tokens;
-        leave it off for user text.
+        Parameters
+        ----------
+        text : str or bytes
+            The text (bytes: already UTF-8).
+        add_special : bool, optional
+            Add what the vocabulary asks for (BERT: ``[CLS] … [SEP]``; llama: BOS).
+        parse_special : bool, optional
+            Turn text like ``"<s>"`` into control tokens; leave it off for user text.
+
+        Returns
+        -------
+        numpy.ndarray
+            int32 token ids, special tokens included when ``add_special`` is set.
+
+        Raises
+        ------
+        InvalidInputError
+            Not a str or bytes, not valid Unicode, or too large for llama.cpp.
+        ResourceClosedError
+            The model is closed.
         """
         ffi, lib = self._lib.ffi, self._lib.lib
         self._handle()
@@ -390,7 +466,25 @@ class Model:
             capacity = -n
 
     def detokenize(self, tokens: npt.ArrayLike, *, remove_special: bool = False) -> str:
-        """Text of token ids; ``remove_special`` drops BOS/EOS and the like."""
+        """Text of token ids.
+
+        Parameters
+        ----------
+        tokens : array_like of int
+            Token ids.
+        remove_special : bool, optional
+            Drop BOS, EOS and the like.
+
+        Returns
+        -------
+        str
+            The text (invalid UTF-8 replaced).
+
+        Raises
+        ------
+        InvalidInputError
+            An id outside the vocabulary.
+        """
         ffi, lib = self._lib.ffi, self._lib.lib
         self._handle()
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
@@ -408,7 +502,23 @@ class Model:
             size = -n + 1
 
     def token_text(self, token: int) -> str:
-        """The vocabulary's text for one token id."""
+        """The vocabulary's text for one token id.
+
+        Parameters
+        ----------
+        token : int
+            The id.
+
+        Returns
+        -------
+        str
+            Its text as the vocabulary stores it (e.g. ``"##ing"``).
+
+        Raises
+        ------
+        InvalidInputError
+            An id outside the vocabulary.
+        """
         if not 0 <= token < self.n_vocab:
             raise InvalidInputError(f"token id {token} is outside [0, {self.n_vocab})", self.name)
         text = self._lib.lib.llama_vocab_get_text(self._vocab, int(token))
@@ -452,7 +562,27 @@ def _find_subsequence(haystack: npt.NDArray[np.int32], needle: npt.NDArray[np.in
 
 @dataclass(frozen=True)
 class ContextParams:
-    """What a :class:`Context` is created with (validated before reaching C)."""
+    """What a :class:`Context` is created with (validated before reaching C).
+
+    Parameters
+    ----------
+    n_ctx : int
+        Tokens of context (per sequence, at most the model's training context).
+    n_batch, n_ubatch : int
+        Most tokens per call, and per micro-batch computed at once.
+    n_seq_max : int
+        Most sequences per call; it must divide the micro-batch llama.cpp reserves.
+    n_threads : int
+        CPU threads (at most 512).
+    pooling : str, optional
+        llama.cpp pooling: "unspecified" (the model's), "none", "mean", "cls", "last".
+    flash_attn : bool, optional
+        None lets llama.cpp decide (on for the CPU).
+    offload_kqv : bool, optional
+        Keep the KV cache and attention on the GPU with the offloaded layers.
+    embeddings : bool, optional
+        Compute embeddings (what embellama is for).
+    """
 
     n_ctx: int
     n_batch: int
@@ -460,11 +590,8 @@ class ContextParams:
     n_seq_max: int
     n_threads: int
     pooling: str = "unspecified"
-    """llama.cpp pooling: "unspecified" (the model's), "none", "mean", "cls", "last"."""
     flash_attn: bool | None = None
-    """None lets llama.cpp decide (on for the CPU)."""
     offload_kqv: bool = True
-    """Keep the KV cache and attention on the GPU with the offloaded layers."""
     embeddings: bool = True
 
 
@@ -493,6 +620,20 @@ class Context:
     """A llama.cpp context: the working memory for computing embeddings.
 
     Not thread-safe: only the thread that created it may use it.
+
+    Parameters
+    ----------
+    model : Model
+        The loaded model (kept alive while the context lives).
+    params : ContextParams
+        Its settings, checked against the model and the library first.
+
+    Raises
+    ------
+    ConfigurationError
+        A setting llama.cpp would abort the process on, or llama.cpp could not create the context.
+    ThreadAffinityError
+        Any later use from another thread than the creating one.
     """
 
     def __init__(self, model: Model, params: ContextParams) -> None:
@@ -508,7 +649,7 @@ class Context:
         if raw == ffi.NULL:
             raise ConfigurationError(
                 f"model {model.name!r}: llama.cpp could not create a context with {params} "
-                "(see the 'embellama.llama' log)"
+                "(see the 'embellama.llama_cpp' log)"
             )
         free = lib.llama_free
 
@@ -566,7 +707,22 @@ class Context:
     # -- computing ------------------------------------------------------------
 
     def process(self, batch: Batch) -> None:
-        """Run the model over every sequence in ``batch`` (the memory is cleared first)."""
+        """Run the model over every sequence in ``batch`` (the memory is cleared first).
+
+        Parameters
+        ----------
+        batch : Batch
+            Filled with :meth:`Batch.set_sequences` or :meth:`Batch.fill`.
+
+        Raises
+        ------
+        InvalidInputError
+            The batch is empty or exceeds the context's tokens, sequences or ``n_ctx``.
+        EmbeddingError
+            llama.cpp failed (its return code is in the message).
+        ThreadAffinityError, ResourceClosedError
+            Used from another thread, or after :meth:`close`.
+        """
         ptr = self._handle()
         lib = self._lib.lib
         n = batch.n_tokens
@@ -598,7 +754,23 @@ class Context:
         self._last_n_seqs = batch.n_seqs
 
     def sequence_embeddings(self, n_seqs: int) -> npt.NDArray[np.float32]:
-        """Pooled embeddings of sequences ``0..n_seqs-1`` of the last batch, ``(n_seqs, n_embd)``."""
+        """Pooled embeddings of the first sequences of the last batch.
+
+        Parameters
+        ----------
+        n_seqs : int
+            How many: sequences ``0 .. n_seqs-1``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(n_seqs, n_embd)``.
+
+        Raises
+        ------
+        EmbeddingError
+            The context does not pool, or llama.cpp has no vector for a sequence.
+        """
         ptr = self._handle()
         ffi, lib = self._lib.ffi, self._lib.lib
         if self.pooling in ("none", "unknown"):
@@ -617,6 +789,18 @@ class Context:
 
         One ``memmove`` per sequence from llama.cpp's buffer into the caller's array: the
         only copy the pooled vectors make.
+
+        Parameters
+        ----------
+        out : numpy.ndarray
+            Writable C-contiguous float32 array of shape ``(n, n_embd)``.
+        rows : array_like of int
+            The row of ``out`` for each sequence of the last batch, in sequence order.
+
+        Raises
+        ------
+        EmbeddingError
+            ``out`` or ``rows`` do not fit, the context does not pool, or llama.cpp has no vector.
         """
         ptr = self._handle()
         ffi, lib = self._lib.ffi, self._lib.lib
@@ -646,7 +830,23 @@ class Context:
             ffi.memmove(out[row], src, nbytes)
 
     def token_embeddings(self, n_tokens: int) -> npt.NDArray[np.float32]:
-        """Token-level embeddings of the last batch, ``(n_tokens, n_embd)`` (pooling "none")."""
+        """Token-level embeddings of the last batch (a context with pooling "none").
+
+        Parameters
+        ----------
+        n_tokens : int
+            Tokens of the last batch.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(n_tokens, n_embd)``.
+
+        Raises
+        ------
+        EmbeddingError
+            The context pools, or llama.cpp has no token vectors.
+        """
         ptr = self._handle()
         ffi, lib = self._lib.ffi, self._lib.lib
         if self.pooling != "none":
@@ -737,6 +937,20 @@ class Batch:
     output (embeddings need them all). The buffers C reads are private; ``tokens``,
     ``positions`` and ``sequence_ids`` are read-only views of the filled part, and only
     :meth:`set_sequences` and :meth:`clear` change what C sees.
+
+    Parameters
+    ----------
+    capacity : int
+        Most tokens.
+    max_seqs : int
+        Most sequences.
+    library : Library, optional
+        The libllama to use; default: :func:`embellama.get_library`.
+
+    Raises
+    ------
+    ConfigurationError
+        ``capacity`` or ``max_seqs`` is not an int >= 1.
     """
 
     def __init__(self, capacity: int, max_seqs: int, *, library: Library | None = None) -> None:
@@ -818,6 +1032,19 @@ class Batch:
         """Fill with sequences given as one flat token array and their lengths.
 
         Sequence ``i`` gets seq_id ``i`` and positions ``0..len-1``.
+
+        Parameters
+        ----------
+        tokens : array_like of int
+            All sequences' token ids, one after another.
+        lengths : array_like of int
+            The length of each sequence.
+
+        Raises
+        ------
+        InvalidInputError
+            Not 1-D integer arrays, lengths that do not sum to the tokens, ids beyond int32, or more
+            tokens or sequences than the batch holds.
         """
         ids = np.asarray(tokens)
         lens = np.asarray(lengths)
@@ -844,6 +1071,16 @@ class Batch:
 
         Sequence ``i`` gets seq_id ``i`` and positions ``0..len-1``; the loop runs per
         sequence, never per token.
+
+        Parameters
+        ----------
+        sequences : sequence of numpy.ndarray
+            One 1-D integer array of token ids per sequence.
+
+        Raises
+        ------
+        InvalidInputError
+            An empty or non-integer sequence, or more tokens or sequences than the batch holds.
         """
         lens = np.fromiter((len(seq) for seq in sequences), dtype=np.int64, count=len(sequences))
         if lens.size == 0 or (lens <= 0).any():
@@ -904,7 +1141,35 @@ def quantize(
     n_threads: int = 0,
     library: Library | None = None,
 ) -> Path:
-    """Write a copy of a GGUF model with its weights converted to ``ftype`` (e.g. "q8_0")."""
+    """Write a copy of a GGUF model with its weights converted to ``ftype`` (llama_model_quantize).
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        The GGUF to read.
+    destination : str or os.PathLike
+        The GGUF to write.
+    ftype : str, optional
+        The weight type, e.g. "q8_0", "f16", "bf16".
+    n_threads : int, optional
+        Threads for the quantizer; 0: llama.cpp's choice.
+    library : Library, optional
+        The libllama to use; default: :func:`embellama.get_library`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``destination``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        ``source`` is not a file.
+    ConfigurationError
+        An unknown ``ftype``.
+    ModelLoadError
+        llama.cpp's quantization failed (its return code is in the message).
+    """
     lib_ = library or get_library()
     ffi, lib = lib_.ffi, lib_.lib
     src, dst = Path(source), Path(destination)

@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The API reference's sources: NumPy-style docstrings on the whole public API, and CI building it."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import embellama
+import embellama.llama
+import embellama.ray
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _section(doc: str, title: str) -> str | None:
+    """The body of a NumPy-style section (``Title`` underlined with dashes), or None."""
+    match = re.search(rf"^{title}\n-+\n(.*?)(?=^\S[^\n]*\n-+\n|\Z)", doc, re.M | re.S)
+    return match.group(1) if match else None
+
+
+def _public_api() -> Iterator[tuple[str, Any]]:
+    """(qualified name, object) for everything in embellama.__all__, embellama.ray.__all__ and
+    embellama.llama.__all__, with the public methods and properties of their classes."""
+    for module in (embellama, embellama.ray, embellama.llama):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if name == "__version__":
+                continue
+            yield f"{module.__name__}.{name}", obj
+            if not inspect.isclass(obj) or issubclass(obj, BaseException):
+                continue
+            for attr, member in vars(obj).items():
+                if attr.startswith("_") and attr != "__call__":
+                    continue
+                if isinstance(member, (classmethod, staticmethod)):
+                    member = member.__func__
+                if inspect.isfunction(member) or isinstance(member, property):
+                    yield f"{module.__name__}.{name}.{attr}", member
+
+
+API = dict(_public_api())
+
+
+def _parameters(func: Any) -> list[str]:
+    names = []
+    for p in inspect.signature(func).parameters.values():
+        if p.name in ("self", "cls") or p.name.startswith("_"):
+            continue
+        names.append({p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name)
+    return names
+
+
+def _documents(section: str, name: str) -> bool:
+    """``name``, ``name : type`` or ``a, name : type`` starts a line of the section."""
+    return re.search(rf"^(\S+, )*{re.escape(name)}(, \S+)*( :.*)?$", section, re.M) is not None
+
+
+def test_the_public_api_is_what_the_reference_covers():
+    assert "embellama.EmbeddingModel.embed_batch" in API and "embellama.ray.embed_dataset" in API
+    assert "embellama.llama.Context.process" in API
+    assert len(API) > 100
+
+
+@pytest.mark.parametrize("name", sorted(API))
+def test_numpy_docstring(name):
+    obj = API[name]
+    func = obj.fget if isinstance(obj, property) else obj
+    doc = inspect.cleandoc(func.__doc__ or "")
+    assert doc, f"{name} has no docstring"
+    summary = doc.split("\n\n", 1)[0]
+    assert summary.strip().endswith((".", ":", ")")), f"{name}: the summary is not a sentence: {summary!r}"
+    if isinstance(obj, property):
+        return
+    if inspect.isclass(obj):
+        if issubclass(obj, BaseException) or issubclass(obj, str):  # exceptions, enums
+            return
+        init = obj.__init__
+        params = _parameters(init) if init is not object.__init__ else []
+        where = f"{name} (its constructor)"
+    else:
+        params = _parameters(func)
+        where = name
+    if params:
+        section = _section(doc, "Parameters") or (_section(doc, "Attributes") if inspect.isclass(obj) else None)
+        assert section is not None, f"{where} has parameters {params} and no Parameters section"
+        missing = [p for p in params if not _documents(section, p)]
+        assert missing == [], f"{where}: Parameters does not describe {missing}"
+    if inspect.isclass(obj):
+        return
+    returns = inspect.signature(func).return_annotation
+    if returns not in ("None", None, inspect.Signature.empty) and not name.endswith("__init__"):
+        assert _section(doc, "Returns") or _section(doc, "Yields"), f"{name} returns {returns}: no Returns section"
+    source = textwrap.dedent(inspect.getsource(func))
+    if re.search(r"^\s+raise [A-Za-z]", source, re.M):
+        assert _section(doc, "Raises"), f"{name} raises and has no Raises section"
+
+
+def _readme_command() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines() if line.startswith("nox -s lint")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_ci_runs_the_readme_test_command_which_builds_the_docs():
+    command = _readme_command()
+    assert command.split()[:4] == ["nox", "-s", "lint", "docs"]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert [line for line in ci.splitlines() if "nox -s" in line] == [f"python3 -m {command}"]
+    noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
+    assert re.search(r'^nox\.options\.sessions = \["lint", "docs", ', noxfile, re.M)
