@@ -13,7 +13,6 @@ model is removed or the engine closed before the request ran.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import collections
 import concurrent.futures
@@ -25,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +34,9 @@ from ._batch import ProgressCallback
 from ._config import EngineConfig, ModelConfig, NormalizeSpec, parse_normalization
 from ._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
 from ._model import EmbeddingModel
+
+if TYPE_CHECKING:  # asyncio is imported on first async use: it would add ~25 ms to every start-up
+    import asyncio
 
 __all__ = ["CacheInfo", "EmbeddingEngine"]
 
@@ -289,6 +291,8 @@ class _Slots:
         """:meth:`acquire` for coroutines: waits on the event loop, never blocking it."""
         if not self.limit:
             return
+        import asyncio
+
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while True:
@@ -320,6 +324,13 @@ class _Slots:
                 loop.call_soon_threadsafe(_wake, waiter)
             except RuntimeError:  # its loop is closed
                 pass
+
+
+def _awaitable(future: Future[T]) -> asyncio.Future[T]:
+    """``future`` for the running event loop."""
+    import asyncio
+
+    return asyncio.wrap_future(future)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -737,7 +748,7 @@ class EmbeddingEngine:
         """
         replicas = self._model(model)
         await self._slots.acquire_async()
-        return await asyncio.wrap_future(self._dispatch(replicas, fn))
+        return await _awaitable(self._dispatch(replicas, fn))
 
     def _dispatch(self, replicas: _Replicas, fn: Callable[[EmbeddingModel], T]) -> Future[T]:
         """Send ``fn`` to a copy of the model; the request's room is given back when it resolves."""
@@ -900,7 +911,7 @@ class EmbeddingEngine:
         if request.run is None:
             return request.result[0]  # type: ignore[no-any-return]
         await self._slots.acquire_async()
-        result = await asyncio.wrap_future(self._dispatch(replicas, request.run))
+        result = await _awaitable(self._dispatch(replicas, request.run))
         return result[0]  # type: ignore[no-any-return]
 
     async def aembed_batch(
@@ -936,7 +947,7 @@ class EmbeddingEngine:
         if request.run is None:
             return request.result  # type: ignore[no-any-return]
         await self._slots.acquire_async()
-        return await asyncio.wrap_future(self._dispatch(replicas, request.run))  # type: ignore[no-any-return]
+        return await _awaitable(self._dispatch(replicas, request.run))  # type: ignore[no-any-return]
 
     def embed_iter(
         self,

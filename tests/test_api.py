@@ -78,3 +78,11 @@ print(json.dumps({"levels": {k: v for k, v in loggers.items() if k.startswith("e
     assert set(report["levels"].values()) == {0}, report["levels"]  # logging.NOTSET everywhere
     assert report["library"] is False
     assert report["ray"] is False
+
+
+def test_import_leaves_asyncio_for_the_first_async_call():
+    """asyncio costs ~25 ms of every start-up: it is imported when a coroutine first needs it."""
+    code = "import sys, embellama; print('asyncio' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
