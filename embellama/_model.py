@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, overload
 
@@ -18,7 +19,7 @@ import numpy.typing as npt
 from . import _batch, _convert
 from ._batch import ProgressCallback
 from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
-from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError
+from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError, ResourceClosedError
 from ._lib import get_library
 from ._pooling import normalize as _normalize
 from .llama import (
@@ -449,9 +450,10 @@ class EmbeddingModel:
     ) -> Iterator[Any]:
         """Stream embeddings: one ``(chunk, dim)`` array per ``chunk_size`` texts, in input order.
 
-        For inputs that do not fit in memory: at most one chunk of texts and vectors is held
-        at a time. A bad text raises :class:`InvalidInputError` with its index in the whole
-        stream when its chunk is reached (earlier chunks have been yielded by then).
+        For inputs that do not fit in memory: at most two chunks of texts (the next one is
+        tokenized on a second thread while this one runs) and one of vectors are held. A bad
+        text raises :class:`InvalidInputError` with its index in the whole stream when its
+        chunk is reached (earlier chunks have been yielded by then).
 
         Parameters
         ----------
@@ -481,16 +483,39 @@ class EmbeddingModel:
         if isinstance(texts, (str, bytes)):
             raise InvalidInputError(f"embed_iter expects an iterable of str, got {type(texts).__name__}", self.name)
         total = len(texts) if isinstance(texts, Sized) else None
+        self._require()  # loads the model on this thread, which then owns its context
+        self._check_batch_size(batch_size)
+        norm = self._norm if normalize is None else parse_normalization(normalize)
         tracker = _batch.Progress(total, self.name, show_progress_bar, progress)
         source = iter(texts)
-        offset = 0
         finished = False
+        # Chunk k+1 is tokenized on a second thread while chunk k runs, and is always finished
+        # before chunk k is yielded: nothing runs while the caller holds the stream.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="embellama-tokenize")
         try:
-            while chunk := list(itertools.islice(source, chunk_size)):
-                yield self._run(chunk, offset, batch_size, normalize, tracker, finish=False)
-                offset += len(chunk)
+            chunk = list(itertools.islice(source, chunk_size))
+            pending = pool.submit(self._tokens, chunk, 0, 1) if chunk else None
+            offset = 0
+            while pending is not None:
+                tokens = pending.result()  # a bad text raises here, once the chunks before it are out
+                offset += len(tokens)
+                source_error: BaseException | None = None
+                try:
+                    chunk = list(itertools.islice(source, chunk_size))
+                except Exception as exc:  # the caller's iterable failed: first hand out what is done
+                    source_error, chunk = exc, []
+                pending = pool.submit(self._tokens, chunk, offset, 1) if chunk else None
+                try:
+                    result = self._infer(tokens, batch_size, norm, tracker)
+                finally:
+                    if pending is not None:
+                        wait([pending])
+                yield result
+                if source_error is not None:
+                    raise source_error
             finished = True
         finally:
+            pool.shutdown(wait=True)
             tracker.close(report=finished)  # a stream stopped early closes its bar without a final report
 
     def _run(
@@ -500,21 +525,38 @@ class EmbeddingModel:
         batch_size: int | None,
         normalize: NormalizeSpec | None,
         progress: _batch.Progress,
-        *,
-        finish: bool = True,
     ) -> Any:
-        model, context, batch = self._require()
+        """Check, tokenize and embed ``texts`` (indices in errors count from ``offset``)."""
+        self._require()
+        self._check_batch_size(batch_size)
+        norm = self._norm if normalize is None else parse_normalization(normalize)
+        result = self._infer(self._tokens(texts, offset, self._tokenize_threads), batch_size, norm, progress)
+        progress.close()
+        return result
+
+    def _check_batch_size(self, batch_size: int | None) -> None:
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
-        norm = self._norm if normalize is None else parse_normalization(normalize)
+
+    def _tokens(self, texts: Sequence[Any], offset: int, threads: int) -> list[npt.NDArray[np.int32]]:
+        """Every text checked and tokenized; reads only the vocabulary, so any thread may call it."""
+        model, truncate = self._model, self.config.truncate
+        if model is None:
+            raise ResourceClosedError(f"model {self.name!r} was unloaded")
+        return _batch.tokenize_all(texts, lambda text, i: self._tokenize(model, text, offset + i, truncate), threads)
+
+    def _infer(
+        self,
+        tokens: Sequence[npt.NDArray[np.int32]],
+        batch_size: int | None,
+        norm: Normalization | float,
+        progress: _batch.Progress,
+    ) -> Any:
+        _, context, batch = self._require()
         assert self._pooling is not None
-        truncate = self.config.truncate
-        tokens = _batch.tokenize_all(
-            texts, lambda text, i: self._tokenize(model, text, offset + i, truncate), self._tokenize_threads
-        )
-        result = _batch.run_batch(
+        return _batch.run_batch(
             tokens,
             context=context,
             batch=batch,
@@ -524,9 +566,6 @@ class EmbeddingModel:
             max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
             progress=progress,
         )
-        if finish:
-            progress.close()
-        return result
 
     @overload
     def encode(

@@ -105,3 +105,55 @@ def test_threads_only_while_a_gpu_computes(minilm_f16, monkeypatch):
     np.testing.assert_array_equal(threaded, serial)
     with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1, n_gpu_layers=0)) as none:
         assert none._tokenize_threads == 1  # no layer on the GPU
+
+
+def test_embed_iter_tokenizes_the_next_chunk_during_inference_and_never_while_the_caller_holds_it(model, monkeypatch):
+    texts = generated(50, seed=8)
+    in_flight = 0
+    done = 0
+    lock = threading.Lock()
+    original = EmbeddingModel._tokenize
+
+    def spy(self, low, text, index, truncate):
+        nonlocal in_flight, done
+        with lock:
+            in_flight += 1
+        try:
+            time.sleep(0.001)
+            return original(self, low, text, index, truncate)
+        finally:
+            with lock:
+                in_flight -= 1
+                done += 1
+
+    monkeypatch.setattr(EmbeddingModel, "_tokenize", spy)
+    seen = []
+    for k, block in enumerate(model.embed_iter(texts, chunk_size=10, show_progress_bar=False)):
+        assert in_flight == 0  # nothing runs while the caller has the stream
+        assert done == min(10 * (k + 2), 50)  # chunk k+1 was tokenized while chunk k ran
+        seen.append(block)
+    monkeypatch.undo()
+    assert (np.concatenate(seen) * model.embed_batch(texts)).sum(1).min() >= 0.9999  # same texts, same order
+
+
+def test_embed_iter_hands_out_finished_chunks_before_a_failing_source_or_text(model):
+    def source():
+        yield from generated(5, seed=1)
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for block in model.embed_iter(source(), chunk_size=2, show_progress_bar=False):
+            got.append(len(block))
+    assert got == [2, 2]  # the partial chunk read when the source failed is lost, as with islice
+
+    got = []
+    with pytest.raises(InvalidInputError) as info:
+        for block in model.embed_iter(["a", "b", "c", "", "e"], chunk_size=2, show_progress_bar=False):
+            got.append(len(block))
+    assert got == [2] and info.value.index == 3
+
+    stream = model.embed_iter(generated(30, seed=2), chunk_size=5, show_progress_bar=False)
+    next(stream)
+    stream.close()  # stopped early: the tokenizing thread is gone
+    assert not [t for t in threading.enumerate() if t.name.startswith("embellama-tokenize")]
