@@ -8,8 +8,8 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence, Sized
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, overload
 
@@ -450,8 +450,8 @@ class EmbeddingModel:
     ) -> Iterator[Any]:
         """Stream embeddings: one ``(chunk, dim)`` array per ``chunk_size`` texts, in input order.
 
-        For inputs that do not fit in memory: at most two chunks of texts (the next one is
-        tokenized on a second thread while this one runs) and one of vectors are held. A bad
+        For inputs that do not fit in memory: at most two chunks of texts (while a GPU computes,
+        the next one is tokenized on a second thread as this one runs) and one of vectors are held. A bad
         text raises :class:`InvalidInputError` with its index in the whole stream when its
         chunk is reached (earlier chunks have been yielded by then).
 
@@ -489,9 +489,12 @@ class EmbeddingModel:
         tracker = _batch.Progress(total, self.name, show_progress_bar, progress)
         source = iter(texts)
         finished = False
-        # Chunk k+1 is tokenized on a second thread while chunk k runs, and is always finished
-        # before chunk k is yielded: nothing runs while the caller holds the stream.
-        pool = ThreadPoolExecutor(1, thread_name_prefix="embellama-tokenize")
+        # While a GPU computes, chunk k+1 is tokenized on a second thread as chunk k runs (always
+        # finished before chunk k is yielded: nothing runs while the caller holds the stream). On
+        # the CPU the overlap measured 0.91-1.02x (benchmarks/bench_pipeline.py): one thread does both.
+        pool: Any = _Inline()
+        if self._tokenize_threads > 1:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="embellama-tokenize")
         try:
             chunk = list(itertools.islice(source, chunk_size))
             pending = pool.submit(self._tokens, chunk, 0, 1) if chunk else None
@@ -639,6 +642,21 @@ class EmbeddingModel:
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"
         return f"<EmbeddingModel {self.name!r} {state}>"
+
+
+class _Inline:
+    """The part of an executor ``embed_iter`` uses, running each call at once on the calling thread."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
 
 
 def truncate_tokens(ids: npt.NDArray[np.int32], limit: int, suffix: Sequence[int]) -> npt.NDArray[np.int32]:

@@ -114,10 +114,13 @@ def test_embed_iter_tokenizes_the_next_chunk_during_inference_and_never_while_th
     lock = threading.Lock()
     original = EmbeddingModel._tokenize
 
+    threads_seen: set[int] = set()
+
     def spy(self, low, text, index, truncate):
         nonlocal in_flight, done
         with lock:
             in_flight += 1
+            threads_seen.add(threading.get_ident())
         try:
             time.sleep(0.001)
             return original(self, low, text, index, truncate)
@@ -127,16 +130,27 @@ def test_embed_iter_tokenizes_the_next_chunk_during_inference_and_never_while_th
                 done += 1
 
     monkeypatch.setattr(EmbeddingModel, "_tokenize", spy)
+    assert model._tokenize_threads == 1  # on the CPU: everything on the calling thread
+    threads_seen.clear()
+    list(model.embed_iter(texts, chunk_size=10, show_progress_bar=False))
+    assert threads_seen == {threading.get_ident()} and done == 50
+    done = 0
+    threads_seen.clear()
+    monkeypatch.setattr(model, "_tokenize_threads", 2)  # as while a GPU computes
     seen = []
     for k, block in enumerate(model.embed_iter(texts, chunk_size=10, show_progress_bar=False)):
         assert in_flight == 0  # nothing runs while the caller has the stream
         assert done == min(10 * (k + 2), 50)  # chunk k+1 was tokenized while chunk k ran
         seen.append(block)
     monkeypatch.undo()
+    assert len(threads_seen) == 1 and threading.get_ident() not in threads_seen  # the tokenizing thread
     assert (np.concatenate(seen) * model.embed_batch(texts)).sum(1).min() >= 0.9999  # same texts, same order
 
 
-def test_embed_iter_hands_out_finished_chunks_before_a_failing_source_or_text(model):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_embed_iter_hands_out_finished_chunks_before_a_failing_source_or_text(model, monkeypatch, threads):
+    monkeypatch.setattr(model, "_tokenize_threads", threads)
+
     def source():
         yield from generated(5, seed=1)
         raise OSError("disk gone")
