@@ -2159,6 +2159,7 @@ def build_manifest(
 # --------------------------------------------------------------------------- moving the pin
 
 PIN_FILES = ("include/llama.cdef.h", "embellama/llama.cdef.h")  # the pinned declarations, identical
+COMPAT_FILE = "embellama/_compat.py"  # names the pin in the supported range of its errors
 
 
 def pinned_label(commit: str) -> str:
@@ -2166,12 +2167,12 @@ def pinned_label(commit: str) -> str:
     return f"llama.cpp {commit} include/llama.h"
 
 
-def rewrite_pins(script: str, values: Mapping[str, str]) -> str:
-    """``script`` (this file's text) with the ``NAME = "..."`` pins in ``values`` replaced."""
+def rewrite_pins(script: str, values: Mapping[str, str], where: str = "build_llama.py") -> str:
+    """``script`` (the text of ``where``) with the ``NAME = "..."`` pins in ``values`` replaced."""
     for name, value in values.items():
         script, count = re.subn(rf'^{name} = "[^"]*"', f'{name} = "{value}"', script, count=1, flags=re.MULTILINE)
         if count != 1:
-            raise BuildError(f"build_llama.py has no pin {name} to rewrite")
+            raise BuildError(f"{where} has no pin {name} to rewrite")
     return script
 
 
@@ -2180,8 +2181,9 @@ def update_pin(version: str, cache_dir: Path, *, commit: str | None = None, writ
 
     Fetches that sdist, regenerates the pinned declarations from its llama.h, measures
     their struct layout with the probe, and (``write``) rewrites the pins of this script
-    (version, sdist sha256, llama.h sha256, commit), the two cdef copies and noxfile.py's
-    llama-cpp-python pin. The next ``python build_llama.py`` builds it and records the
+    (version, sdist sha256, llama.h sha256, commit), the two cdef copies, noxfile.py's
+    llama-cpp-python pin and the pin named by embellama/_compat.py's supported range.
+    The next ``python build_llama.py`` builds it and records the
     layout in the manifest. ``commit`` is the full llama.cpp commit when known (the sdist's
     CHANGELOG abbreviates it; ``--source git`` needs the full one).
     """
@@ -2220,6 +2222,9 @@ def update_pin(version: str, cache_dir: Path, *, commit: str | None = None, writ
         noxfile = REPO_ROOT / "noxfile.py"
         nox_text = re.sub(r'"llama-cpp-python==[^"]*"', f'"{SDIST_PROJECT}=={version}"', noxfile.read_text("utf-8"))
         write_text_atomic(noxfile, nox_text)
+        compat = REPO_ROOT / COMPAT_FILE
+        compat_pins = {"PIN_VERSION": version, "PIN_COMMIT": commit[:12]}
+        write_text_atomic(compat, rewrite_pins(compat.read_text(encoding="utf-8"), compat_pins, compat.name))
     return (f"{diff}\n" if diff else "") + f"layout of llama.cpp {commit[:12]}: {sizes}\n"
 
 

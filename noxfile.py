@@ -23,7 +23,8 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "docs", "tests(backend='cpu')"]
+# The README's test command (and CI): the pinned llama.cpp's whole suite, then the oldest supported one's.
+nox.options.sessions = ["lint", "docs", "tests(backend='cpu')", "llama(version='0.3.27')"]
 
 ROOT = Path(__file__).resolve().parent
 BACKENDS = ["cpu", "cuda", "metal", "vulkan"]

@@ -31,9 +31,16 @@ from ._exceptions import LibraryError
 
 __all__ = ["OPTIONAL_FUNCTIONS", "SUPPORTED", "Capabilities", "decide"]
 
+# The pin: rewritten by ``python build_llama.py --update-pin VERSION`` with the other pins.
+PIN_VERSION = "0.3.36"
+PIN_COMMIT = "0c1e57098bba"
+# The oldest llama.cpp supported (tested in CI by ``nox -s "llama(version='0.3.27')"``).
+OLDEST_VERSION = "0.3.27"
+OLDEST_COMMIT = "465b1f0e7"
+
 SUPPORTED = (
-    "llama.cpp from the commit llama-cpp-python 0.3.27 vendors (465b1f0e7) to the pinned one of 0.3.36 "
-    "(0c1e57098bba), and newer ones that keep the same C functions"
+    f"llama.cpp from the commit llama-cpp-python {OLDEST_VERSION} vendors ({OLDEST_COMMIT}) to the pinned one "
+    f"of {PIN_VERSION} ({PIN_COMMIT}), and newer ones that keep the same C functions"
 )
 
 #: Functions embellama uses when they are there, each with a replacement (see the table above).

@@ -1257,6 +1257,31 @@ def test_update_pin_to_the_same_llama_cpp_shows_no_difference(tmp_path: Path, mo
 
 
 @needs_cc
+def test_update_pin_rewrites_every_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a copy of the files it rewrites, moved to a (pretend) newer release of the same llama.cpp
+    repo = tmp_path / "repo"
+    for rel in (*bl.PIN_FILES, bl.COMPAT_FILE, "embellama/_cdefgen.py", "build_llama.py", "noxfile.py"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text((ROOT / rel).read_text(encoding="utf-8"), encoding="utf-8")
+    manifest = json.loads((bl.default_prefix("cpu") / "manifest.json").read_text())
+    pinned = Path(manifest["source"]["directory"])
+    commit = "f" * 40
+    fetched = bl.Source("pypi", pinned, "llama-cpp-python==0.3.99:vendor/llama.cpp", commit, "1" * 64)
+    monkeypatch.setattr(bl, "fetch_sdist_version", lambda *a, **k: fetched)
+    monkeypatch.setattr(bl, "REPO_ROOT", repo)
+    bl.update_pin("0.3.99", tmp_path / "cache")
+    script = (repo / "build_llama.py").read_text()
+    assert f'LLAMA_CPP_COMMIT = "{commit}"' in script and 'SDIST_VERSION = "0.3.99"' in script
+    assert 'SDIST_SHA256 = "' + "1" * 64 + '"' in script
+    assert '"llama-cpp-python==0.3.99"' in (repo / "noxfile.py").read_text()
+    compat = (repo / bl.COMPAT_FILE).read_text()
+    assert 'PIN_VERSION = "0.3.99"' in compat and f'PIN_COMMIT = "{commit[:12]}"' in compat
+    assert 'OLDEST_VERSION = "0.3.27"' in compat  # the window's start stays
+    cdefs = [(repo / rel).read_text() for rel in bl.PIN_FILES]
+    assert cdefs[0] == cdefs[1] and bl.pinned_label(commit) in cdefs[0]
+
+
+@needs_cc
 def test_the_probe_records_the_enum_values_of_llama_h(tmp_path: Path) -> None:
     manifest = json.loads((bl.default_prefix("cpu") / "manifest.json").read_text())
     names = bl.parse_cdef_enums((ROOT / "include" / "llama.cdef.h").read_text())

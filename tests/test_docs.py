@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+import shlex
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,4 +117,10 @@ def test_ci_runs_the_readme_test_command_which_builds_the_docs():
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert [line for line in ci.splitlines() if "nox -s" in line] == [f"python3 -m {command}"]
     noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
-    assert re.search(r'^nox\.options\.sessions = \["lint", "docs", ', noxfile, re.M)
+    default = re.search(r"^nox\.options\.sessions = (\[.*\])$", noxfile, re.M)
+    assert default is not None
+    sessions = [part.strip("\"") for part in shlex.split(command)[2:]]
+    assert ast.literal_eval(default.group(1)) == sessions
+    # the pinned llama.cpp's whole suite and the oldest supported llama.cpp's real-model tests
+    oldest = re.search(r'^LLAMA_WINDOW = \["([0-9.]+)"', noxfile, re.M)
+    assert oldest is not None and sessions[2:] == ["tests(backend='cpu')", f"llama(version='{oldest.group(1)}')"]

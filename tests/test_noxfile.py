@@ -116,3 +116,12 @@ def test_llama_window_session_builds_that_version_and_runs_the_real_model_tests(
     assert commands[-1].startswith("pytest -q tests/test_sts_exact.py tests/test_exactness.py")
     prefix = noxfile._window_prefix("0.3.27")
     assert prefix.name == "llama-cpp-python-0.3.27-cpu" and prefix.parent.name == "lib"
+
+
+def test_the_supported_range_names_the_pin_and_the_oldest_tested_version(noxfile):
+    import build_llama as bl
+    from embellama import _compat
+
+    assert (bl.SDIST_VERSION, bl.LLAMA_CPP_COMMIT[:12]) == (_compat.PIN_VERSION, _compat.PIN_COMMIT)
+    assert noxfile.LLAMA_WINDOW[0] == _compat.OLDEST_VERSION and noxfile.LLAMA_WINDOW[-1] == _compat.PIN_VERSION
+    assert _compat.PIN_VERSION in _compat.SUPPORTED and _compat.OLDEST_COMMIT in _compat.SUPPORTED
