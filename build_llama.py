@@ -621,17 +621,18 @@ def compare_probe_layout(
 
 
 _ENUM_RE = re.compile(r"^[ \t]*enum[ \t]+[A-Za-z_]\w*[ \t]*\{(.*?)\}", re.MULTILINE | re.DOTALL)
+_DEFINE_RE = re.compile(r"^#define\s+(\w+)\s+\S+", re.MULTILINE)
 
 
 def parse_cdef_enums(text: str) -> list[str]:
-    """The constants of every enum *defined* in a cdef text, in order."""
+    """The constants of every enum *defined* in a cdef text, in order, then its ``#define`` constants."""
     names: list[str] = []
     for match in _ENUM_RE.finditer(_strip_comments(text)):
         for item in match.group(1).split(","):
             name = item.split("=")[0].strip()
             if name:
                 names.append(name)
-    return names
+    return names + _DEFINE_RE.findall(text)
 
 
 def enum_probe_source(names: Sequence[str]) -> str:

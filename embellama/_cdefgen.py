@@ -10,7 +10,9 @@ and spelling:
 * a struct passed or returned by value (``llama_batch``, the params structs) is written
   in full, one field per line, so that cffi and the build-time probe see its layout;
 * a struct only pointed to stays opaque (``struct llama_model;``);
-* every enum a kept declaration names is written with its values evaluated.
+* every enum a kept declaration names is written with its values evaluated;
+* the integer ``#define`` constants of :data:`CONSTANTS` (``LLAMA_TOKEN_NULL``...) that the
+  header defines become ``#define NAME value`` lines, valued by the preprocessor itself.
 
 ``python -m embellama._cdefgen path/to/llama.h`` prints the declarations; the tests
 regenerate ``include/llama.cdef.h`` from the pinned commit's header and compare.
@@ -133,6 +135,9 @@ FUNCTIONS = (
 
 #: Enums written whether or not a kept declaration names them (the SDK reads their values).
 ENUMS = ("ggml_log_level", "ggml_type", "ggml_backend_dev_type")
+#: The integer ``#define`` constants of llama.h written into the cdef (as ``#define NAME value``).
+CONSTANTS = ("LLAMA_DEFAULT_SEED", "LLAMA_TOKEN_NULL")
+_CONSTANT_TAG = "embellama_constant_"  # the enum a constant's value passes the preprocessor in
 
 #: Types cffi knows by name: the stand-in headers typedef them, the output never does.
 _BUILTIN_TYPES = {
@@ -211,10 +216,16 @@ def preprocess(header: Path, includes: Sequence[Path] = (), compiler: Sequence[s
         for name in _STUB_NAMES:
             (Path(tmp) / name).write_text(stub if name == "stddef.h" else '#include "stddef.h"\n', encoding="utf-8")
         (Path(tmp) / "stddef.h").write_text(f"#ifndef EMB_STUB\n#define EMB_STUB\n{stub}#endif\n", encoding="utf-8")
+        # the header, then each constant it defines as an enum the parser can read
+        wrapper = Path(tmp) / "embellama-constants.c"
+        lines = [f'#include "{header.resolve()}"']
+        for name in CONSTANTS:
+            lines += [f"#ifdef {name}", f"enum {_CONSTANT_TAG}{name} {{ {_CONSTANT_TAG}{name} = ({name}) }};", "#endif"]
+        wrapper.write_text("\n".join(lines) + "\n", encoding="utf-8")
         cmd += ["-E", "-nostdinc", "-std=c11", *_DEFINES, "-I", tmp]
         for folder in [*includes, *include_dirs(header)]:
             cmd += ["-I", str(folder)]
-        cmd.append(str(header))
+        cmd.append(str(wrapper))
         env = dict(os.environ, LC_ALL="C", LANG="C")
         try:
             run = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -341,6 +352,8 @@ class Declarations:
     enums: dict[str, dict[str, int]]
     missing: list[str] = field(default_factory=list)
     """Functions of :data:`FUNCTIONS` the header does not declare."""
+    constants: dict[str, int] = field(default_factory=dict)
+    """The ``#define`` constants of :data:`CONSTANTS` the header defines, with their values."""
 
 
 class _Selection:
@@ -492,7 +505,13 @@ def generate(text: str, label: str, functions: Iterable[str] = FUNCTIONS, enums:
         f" * {label}\n"
         " * Do not edit: regenerate with python -m embellama._cdefgen (build_llama.py --update-pin).\n */\n"
     )
-    result.text = heading + "\n" + "\n\n".join(_blocks(out)) + "\n"
+    for node in ast.ext:  # the constants' enums, from the wrapper preprocess() adds after the header
+        tag = getattr(getattr(node, "type", None), "name", None) or ""
+        if isinstance(node, c_ast.Decl) and isinstance(node.type, c_ast.Enum) and tag.startswith(_CONSTANT_TAG):
+            (enumerator,) = node.type.values.enumerators
+            result.constants[tag[len(_CONSTANT_TAG) :]] = _eval(enumerator.value, {})
+    defines = "".join(f"#define {name} {value}\n" for name, value in result.constants.items())
+    result.text = heading + "\n" + (defines + "\n" if defines else "") + "\n\n".join(_blocks(out)) + "\n"
     return result
 
 

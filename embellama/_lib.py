@@ -703,7 +703,7 @@ def declarations_from_header(header: Path) -> _Declarations:
 
 def _measure_header(gen: Any, header: Path) -> dict[str, Any]:
     result = gen.generate_from_source(header, str(header))
-    constants = [name for values in result.enums.values() for name in values]
+    constants = [name for values in result.enums.values() for name in values] + list(result.constants)
     measured = gen.measure(header, result.structs, constants)
     return {"cdef": result.text, "layout": measured["layout"], "enums": measured["enums"]}
 

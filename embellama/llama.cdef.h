@@ -4,6 +4,9 @@
  * Do not edit: regenerate with python -m embellama._cdefgen (build_llama.py --update-pin).
  */
 
+#define LLAMA_DEFAULT_SEED 4294967295
+#define LLAMA_TOKEN_NULL -1
+
 enum ggml_type {
     GGML_TYPE_F32     = 0,
     GGML_TYPE_F16     = 1,

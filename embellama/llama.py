@@ -44,7 +44,7 @@ POOLING_NAMES = {code: name for name, code in enum_names("llama_pooling_type", "
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """The special tokens a vocabulary wraps around text (ids are -1 when absent).
+    """The special tokens a vocabulary wraps around text (ids are -1, llama.h's ``LLAMA_TOKEN_NULL``, when absent).
 
     Parameters
     ----------

@@ -106,6 +106,8 @@ def test_enum_values_are_checked_against_the_measured_ones(library):
         _lib.check_enums(library.lib, {"LLAMA_POOLING_TYPE_CLS": 7}, library.path, "the test's declarations")
     assert "enum values differ between the test's declarations and" in str(info.value)
     assert "LLAMA_POOLING_TYPE_CLS is 2 here but 7 in llama.h" in str(info.value)
+    with pytest.raises(LibraryError, match="LLAMA_TOKEN_NULL is -1 here but -2 in llama.h"):
+        _lib.check_enums(library.lib, {"LLAMA_TOKEN_NULL": -2}, library.path)  # a #define constant too
 
 
 def test_a_missing_header_is_a_library_error(library, tmp_path):

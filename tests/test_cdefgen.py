@@ -44,6 +44,28 @@ def test_the_pinned_header_regenerates_the_shipped_declarations():
     }
 
 
+def test_the_pinned_constants_come_from_the_header_and_are_checked_at_load(library):
+    result = _cdefgen.generate_from_source(pinned_source() / "include" / "llama.h", PINNED_LABEL)
+    assert result.constants == {"LLAMA_DEFAULT_SEED": 0xFFFFFFFF, "LLAMA_TOKEN_NULL": -1}
+    assert (library.lib.LLAMA_TOKEN_NULL, library.lib.LLAMA_DEFAULT_SEED) == (-1, 0xFFFFFFFF)
+    # the build's probe measured them in llama.h, so the loader compares them like enum values
+    assert library.manifest["enums"]["LLAMA_TOKEN_NULL"] == -1
+    assert build_llama.parse_cdef_enums(result.text)[-2:] == ["LLAMA_DEFAULT_SEED", "LLAMA_TOKEN_NULL"]
+
+
+def test_constants_are_written_as_defines_in_any_integer_form(tmp_path):
+    header = """
+        #define LLAMA_DEFAULT_SEED (0x10u << 4)
+        #define LLAMA_TOKEN_NULL -(7)
+        int f(void);
+    """
+    result = _generate(tmp_path, header)
+    assert result.constants == {"LLAMA_DEFAULT_SEED": 256, "LLAMA_TOKEN_NULL": -7}
+    assert "#define LLAMA_DEFAULT_SEED 256\n#define LLAMA_TOKEN_NULL -7\n" in result.text
+    # a header without them (an older or a trimmed one) gets none, not invented values
+    assert _generate(tmp_path, "int f(void);").constants == {}
+
+
 def _generate(tmp_path: Path, text: str, functions=("f",), enums=()) -> _cdefgen.Declarations:
     header = tmp_path / "llama.h"
     header.write_text(text)
