@@ -3,6 +3,7 @@
 
     python benchmarks/_bench_workers.py run JOB.json      # writes JOB's "result" JSON (and "save" .npy)
     python benchmarks/_bench_workers.py export-onnx HF_DIR OUT_DIR
+    python benchmarks/_bench_workers.py ceiling N_EMBD N_FF TOKENS   # run with OPENBLAS_NUM_THREADS set
 
 Only the standard library is imported before the clock starts, so "start-up" is the
 tool's own ``import`` → model load → first embedding.
@@ -224,9 +225,41 @@ def export_onnx(hf_dir: str, out_dir: str) -> None:
     tmp.replace(dst)
 
 
+def ceiling(n_embd: int, n_ff: int, tokens: int, repeats: int = 20) -> None:
+    """Print JSON: numpy's import time and its fp32 matrix-multiply rate on a layer's shapes.
+
+    numpy's own BLAS (OpenBLAS in its wheels), on as many threads as OPENBLAS_NUM_THREADS,
+    multiplies ``tokens`` rows by the weights of one encoder layer: Q/K/V/O (``n_embd`` x
+    ``n_embd``), FFN up (``n_embd`` x ``n_ff``) and down (``n_ff`` x ``n_embd``). Best of
+    ``repeats`` per shape, FLOP-weighted: what a tuned fp32 GEMM does on these cores.
+    """
+    t0 = time.perf_counter()
+    import numpy as np
+
+    import_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    shapes = [(n_embd, n_embd)] * 4 + [(n_embd, n_ff), (n_ff, n_embd)]
+    flops = seconds = 0.0
+    for k, n in shapes:
+        a = rng.standard_normal((tokens, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        out = np.empty((tokens, n), dtype=np.float32)
+        np.matmul(a, b, out=out)  # warm
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            np.matmul(a, b, out=out)
+            best = min(best, time.perf_counter() - started)
+        flops += 2.0 * tokens * k * n
+        seconds += best
+    print(json.dumps({"numpy_import_s": import_s, "sgemm_gflops": flops / seconds / 1e9, "numpy": np.__version__}))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(sys.argv[2])
+    elif sys.argv[1] == "ceiling":
+        ceiling(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     elif sys.argv[1] == "export-onnx":
         export_onnx(sys.argv[2], sys.argv[3])
     else:

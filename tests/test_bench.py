@@ -150,3 +150,46 @@ def test_select_keeps_embellama_and_takes_families():
     assert len(bench._select(None)) == len(bench.TOOLS)
     with pytest.raises(SystemExit, match="unknown tool"):
         bench._select(["torch"])
+
+
+def test_corpus_gflop_counts_the_layer_products_and_attention():
+    # one layer of width 2 and feed-forward 3, one text of 4 tokens: per token 4·2·2 + 2·2·3 = 28 multiply-adds,
+    # per text 2·4·4·2 = 64 for attention scores and the weighted sum; 2 FLOP each
+    assert bench.corpus_gflop([4], 1, 2, 3) * 1e9 == pytest.approx(2 * (4 * 28 + 64))
+    assert bench.corpus_gflop([4, 4], 3, 2, 3) == pytest.approx(6 * bench.corpus_gflop([4], 1, 2, 3))
+    # MiniLM-L6 (6 x 384, ff 1536): 21.2 MFLOP per token of matrix products, before attention
+    assert bench.corpus_gflop([1], 6, 384, 1536) * 1e3 == pytest.approx(21.24, abs=0.01)
+
+
+def test_sustained_rate_follows_texts_per_second():
+    results = {"a": {"short_texts_s": 50.0}, "b": {}}
+    bench.add_compute(results, {"short": 20.0}, {"short": 100})
+    assert results["a"]["short_gflops"] == pytest.approx(10.0)  # 20 GFLOP in 100 texts at 50 texts/s
+    assert "short_gflops" not in results["b"]
+
+
+def test_missed_targets_carry_a_measured_reason():
+    results = _results(startup_s=0.3, import_s=0.2, load_s=0.09, first_s=0.01)
+    gflop = {"short": 40.0, "long": 30.0}
+    bench.add_compute(results, gflop, {"short": 2758, "long": 256})
+    compute = {"sgemm_gflops": 150.0, "bf16_kernel": False, "numpy_import_s": 0.11}
+    peers = ["llama-cpp-python-f16", "sentence-transformers", "fastembed"]
+    rows = {r["target"]: r for r in bench.evaluate_targets(results, peers, compute=compute)}
+    why = rows["short corpus throughput"]["why"]
+    needed = 1.3 * 40.0 / 2758 * 320.0  # 1.3x sentence-transformers' sustained rate
+    assert f"means {needed:.0f} GFLOP/s" in why and f"({150.0:.0f} GFLOP/s" in why
+    assert "no AVX512_BF16 kernel" in why and "same libllama" not in why
+    assert "runs the same libllama" in rows["long corpus throughput"]["why"]  # llama-cpp-python is fastest there
+    assert "importing numpy alone takes 0.110 s" in rows["start-up"]["why"]
+    assert rows["memory"]["why"] == "" and rows["short corpus accuracy"]["why"] == ""  # met: no reason
+    report = _report()
+    report["compute"] = {**compute, "n_layer": 6, "n_embd": 384, "n_ff": 1536, "gflop": gflop}
+    bench.add_compute(report["results"], gflop, {"short": 2758, "long": 256})
+    md = bench.render_markdown(report)
+    assert "runs at 150 GFLOP/s on this CPU" in md and "has no AVX512_BF16 kernel" in md
+
+
+def test_ceiling_worker_measures_numpy_gemm():
+    shape = {"n_embd": 64, "n_ff": 128}
+    result = bench.measure_ceiling(shape, tokens=32)
+    assert result["sgemm_gflops"] > 0.1 and 0 < result["numpy_import_s"] < 10
