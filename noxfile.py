@@ -195,6 +195,9 @@ def bench(session: nox.Session) -> None:
     # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH).
     session.install(LLAMA_CPP_PYTHON, env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
     session.run("python", "tests/support/make_model.py")
+    # The peers' modules were compiled to bytecode when pip installed them; embellama's checkout is an editable
+    # install, so compile it the same way (PYTHONDONTWRITEBYTECODE would otherwise recompile it at every start-up).
+    session.run("python", "-m", "compileall", "-q", "embellama")
     session.run("python", "benchmarks/bench.py", *args, env={"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""})
 
 

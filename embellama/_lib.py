@@ -81,6 +81,8 @@ def make_ffi(declarations: str) -> Any:
     file = cache_dir() / "cffi" / f"{name}.py"
     if file.is_file():
         try:
+            if not os.path.exists(importlib.util.cache_from_source(str(file))):
+                _compile_cached(file)
             spec = importlib.util.spec_from_file_location(name, file)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -100,9 +102,24 @@ def make_ffi(declarations: str) -> Any:
         with contextlib.redirect_stdout(io.StringIO()):  # cffi announces "generating ..."
             builder.emit_python_code(str(tmp))
         os.replace(tmp, file)
+        _compile_cached(file)
     except OSError as exc:
         logger.debug("cannot cache the parsed declarations in %s: %s", file.parent, exc)
     return builder
+
+
+def _compile_cached(file: Path) -> None:
+    """Write the bytecode of a cached module beside it, even under ``PYTHONDONTWRITEBYTECODE``.
+
+    Compiling the module's source on every start costs more than loading it: the cache is
+    embellama's own, so its bytecode is too.
+    """
+    import py_compile
+
+    try:
+        py_compile.compile(str(file), doraise=True)
+    except (OSError, py_compile.PyCompileError) as exc:
+        logger.debug("cannot write the bytecode of %s: %s", file, exc)
 
 
 CDEF_FILE = PACKAGE_DIR / "llama.cdef.h"

@@ -343,6 +343,21 @@ def test_parsed_declarations_are_cached_as_an_out_of_line_module(tmp_path, monke
         _lib.make_ffi("struct { broken")
 
 
+def test_the_cached_module_keeps_its_bytecode_even_when_python_writes_none(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # as PYTHONDONTWRITEBYTECODE=1 does
+    text = _lib.read_cdef()
+    _lib.make_ffi(text)
+    (module,) = (tmp_path / "cffi").glob("_embellama_ffi_*.py")
+    pyc = Path(importlib.util.cache_from_source(str(module)))
+    assert pyc.is_file()  # written with the module: later starts load bytecode, not source
+    pyc.unlink()
+    ffi = _lib.make_ffi(text)  # a module without it (an older cache) gets it at the next load
+    assert pyc.is_file() and ffi.sizeof("struct llama_batch") > 0
+
+
 def test_declarations_work_without_a_writable_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

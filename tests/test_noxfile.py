@@ -125,3 +125,11 @@ def test_the_supported_range_names_the_pin_and_the_oldest_tested_version(noxfile
     assert (bl.SDIST_VERSION, bl.LLAMA_CPP_COMMIT[:12]) == (_compat.PIN_VERSION, _compat.PIN_COMMIT)
     assert noxfile.LLAMA_WINDOW[0] == _compat.OLDEST_VERSION and noxfile.LLAMA_WINDOW[-1] == _compat.PIN_VERSION
     assert _compat.PIN_VERSION in _compat.SUPPORTED and _compat.OLDEST_COMMIT in _compat.SUPPORTED
+
+
+def test_cpu_bench_compiles_embellama_like_an_installed_wheel_before_measuring(noxfile):
+    session = FakeSession(["--rounds", "1"])
+    noxfile.bench(session)
+    commands = session.commands()
+    compiled = commands.index("python -m compileall -q embellama")
+    assert commands[-1] == "python benchmarks/bench.py --rounds 1" and compiled == len(commands) - 2
