@@ -139,6 +139,7 @@ def llama_source(explicit: str | os.PathLike[str] | None, library: Library | Non
 def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> Path:
     """Run llama.cpp's ``convert_hf_to_gguf.py`` (needs its Python dependencies: torch, gguf …)."""
     import subprocess  # here, not at import: embedding never needs it
+
     if not (hf_dir / "config.json").is_file():
         raise ModelNotFoundError(str(hf_dir / "config.json"))
     destination.parent.mkdir(parents=True, exist_ok=True)
