@@ -91,9 +91,12 @@ def tests(session: nox.Session, backend: str) -> None:
     session.install("-e", ".[test]", *MODEL_DEPS)
     session.run("python", "tests/support/make_model.py")
     env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
-    if backend == "cpu" and (not session.posargs or any("test_wheel" in arg for arg in session.posargs)):
-        # The wheel as users get it (tests/test_wheel.py installs it offline into a fresh venv).
+    if backend == "cpu" and (
+        not session.posargs or any("test_wheel" in a or "test_sdist" in a for a in session.posargs)
+    ):
+        # The wheel and sdist as users get them (tests/test_wheel.py, tests/test_sdist.py).
         env["EMBELLAMA_WHEELHOUSE"] = str(_wheelhouse(session))
+        (env["EMBELLAMA_SDIST"],) = (str(p) for p in (WHEEL_DIR / "dist").glob("embellama-*.tar.gz"))
     # The whole suite measures line coverage of embellama/ and fails under 80 % (pyproject's
     # [tool.coverage]); a selection passed after -- runs as given, without the gate.
     session.run("pytest", *(session.posargs or ["-q", *COVERAGE]), env=env)
@@ -104,17 +107,18 @@ def tests(session: nox.Session, backend: str) -> None:
 
 
 def _wheelhouse(session: nox.Session) -> Path:
-    """Build the wheel as a release does, into ``.whl/wheelhouse`` with its dependencies beside it.
+    """Build the sdist and the wheel, the wheel into ``.whl/wheelhouse`` with its dependencies beside it.
 
-    ``python -m build --wheel`` (libllama with every CPU variant: incremental in the cache's
-    ``<commit>-cpu-portable`` build folder), then ``auditwheel repair`` on Linux (the manylinux
+    ``python -m build --sdist --wheel`` builds both from the checkout into ``.whl/dist`` (the wheel's
+    libllama with every CPU variant, incremental in the cache's ``<commit>-cpu-portable`` build
+    folder), then ``auditwheel repair`` on Linux (the manylinux
     tag; ``delocate-wheel`` is its macOS counterpart), then numpy, cffi and pycparser wheels for
     an offline install.
     """
     session.install(*WHEEL_TOOLS)
     shutil.rmtree(WHEEL_DIR, ignore_errors=True)
     dist, house = WHEEL_DIR / "dist", WHEEL_DIR / "wheelhouse"
-    session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT))
+    session.run("python", "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), str(ROOT))
     (wheel,) = dist.glob("embellama-*.whl")
     if sys.platform.startswith("linux"):
         session.run("auditwheel", "show", str(wheel))
@@ -125,6 +129,19 @@ def _wheelhouse(session: nox.Session) -> Path:
     deps = ["numpy", "cffi", "pycparser"]
     session.run("python", "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "--dest", str(house), *deps)
     return house
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """The sdist and a manylinux wheel with libllama for every CPU: .whl/dist and .whl/wheelhouse.
+
+    ``nox -s wheel``: what a release uploads (the wheelhouse also holds numpy, cffi and pycparser,
+    for ``pip install --no-index --find-links .whl/wheelhouse embellama`` on a machine offline).
+    """
+    house = _wheelhouse(session)
+    for path in sorted(WHEEL_DIR.rglob("embellama-*")):
+        session.log(f"{path.relative_to(ROOT)}  {path.stat().st_size / 2**20:.1f} MiB")
+    session.log(f"install: pip install --no-index --find-links {house.relative_to(ROOT)} embellama")
 
 
 # The llama.cpp version window: the commits vendored by these llama-cpp-python releases (the last
@@ -178,7 +195,7 @@ def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy."""
     session.install("-e", ".", "ruff==0.17.6", "mypy==2.4.1")
     session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", "embellama", "build_llama.py", "noxfile.py")
+    session.run("ruff", "format", "--check", "embellama", "build_llama.py", "build_backend", "noxfile.py")
     session.run("mypy")
 
 

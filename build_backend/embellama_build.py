@@ -15,6 +15,9 @@ Options, as ``--config-settings`` (``-C``) or environment variables (a setting w
     cmake.args="-DA=1;-DB=2"             CMAKE_ARGS             extra CMake options ("-DA=1 -DB=2" in the variable)
     cuda-arch=90                         CUDAARCHS              CMAKE_CUDA_ARCHITECTURES of a cuda build
     jobs=N                               CMAKE_BUILD_PARALLEL_LEVEL  compile jobs (default: the CPU count)
+    build-dir=DIR                        EMBELLAMA_BUILD_DIR    keep the CMake build folder there: a reinstall
+                                                                from the same folder is incremental (default: a
+                                                                scratch folder for an sdist, the cache in a checkout)
 
 Editable installs (``pip install -e .``) build nothing: a checkout uses ``python build_llama.py``.
 """
@@ -100,6 +103,7 @@ class BuildOptions:
     cmake_args: list[str] = field(default_factory=list)
     cuda_arch: str | None = None
     jobs: int | None = None
+    build_dir: str | None = None
 
     @classmethod
     def read(cls, settings: Mapping[str, Any] | None, environ: Mapping[str, str]) -> BuildOptions:
@@ -137,7 +141,8 @@ class BuildOptions:
             jobs = int(jobs_text) if jobs_text else None
         except ValueError:
             raise BuildOptionError(f"jobs={jobs_text!r}: expected a number") from None
-        return cls(backend, portable, cmake_args, get("cuda-arch", "CUDAARCHS"), jobs)
+        build_dir = get("build-dir", "EMBELLAMA_BUILD_DIR")
+        return cls(backend, portable, cmake_args, get("cuda-arch", "CUDAARCHS"), jobs, build_dir)
 
     def build_llama_args(self) -> list[str]:
         """The matching ``build_llama.py`` arguments (source and folders aside)."""
@@ -148,6 +153,8 @@ class BuildOptions:
             args += ["--cuda-arch", self.cuda_arch]
         if self.jobs:
             args += ["--jobs", str(self.jobs)]
+        if self.build_dir:
+            args += ["--build-dir", str(Path(self.build_dir).expanduser().resolve())]
         return args + [f"--cmake-arg={arg}" for arg in self.cmake_args]
 
 
@@ -176,8 +183,10 @@ def _build_libllama(options: BuildOptions, prefix: Path, scratch: Path) -> None:
     """Run ``build_llama.py`` into ``prefix``: the sdist's source in a scratch folder, or a checkout's cache."""
     command = [sys.executable, str(ROOT / "build_llama.py"), *options.build_llama_args(), "--prefix", str(prefix)]
     bundled = ROOT / SDIST_SOURCE
-    if (bundled / "CMakeLists.txt").is_file():  # an sdist: its own source, built once in a scratch folder
-        command += ["--source", str(bundled), "--build-dir", str(scratch)]
+    if (bundled / "CMakeLists.txt").is_file():  # an sdist: its own source, built in a scratch folder
+        command += ["--source", str(bundled)]
+        if not options.build_dir:
+            command += ["--build-dir", str(scratch)]
     print("embellama: building libllama:", shlex.join(command), flush=True)
     # build_llama.py talks on stdout; pip shows it with -v and in the error report of a failed build.
     result = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr, check=False)
