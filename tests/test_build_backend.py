@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build_backend"))
-import embellama_build as eb  # noqa: E402
+import embellama_build as eb
 
 sys.path.pop(0)
 

@@ -26,18 +26,12 @@ import pytest
 
 import build_llama as bl
 from embellama import EmbeddingModel, ModelConfig
-
-SDIST = os.environ.get("EMBELLAMA_SDIST")
+from tests.support.artifacts import artifact
 
 
 @pytest.fixture(scope="module")
 def sdist() -> Path:
-    if not SDIST:
-        message = "no $EMBELLAMA_SDIST: the tests nox session builds the sdist and names it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return Path(SDIST)
+    return artifact("EMBELLAMA_SDIST", "the sdist")
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,8 @@ import numpy as np
 import pytest
 
 from embellama import EmbeddingModel, ModelConfig
+from tests.support.artifacts import artifact
 
-WHEELHOUSE = os.environ.get("EMBELLAMA_WHEELHOUSE")
 PIP = (sys.executable, "-m", "pip")
 OFFLINE = ("--no-index", "--find-links")
 ST_LIMIT = 256  # sentence-transformers cuts all-MiniLM-L6-v2 at 256 tokens
@@ -136,12 +136,7 @@ class Installed:
 
 @pytest.fixture(scope="module")
 def wheelhouse() -> Path:
-    if not WHEELHOUSE:
-        message = "no $EMBELLAMA_WHEELHOUSE: the tests nox session builds the wheel and names it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return Path(WHEELHOUSE)
+    return artifact("EMBELLAMA_WHEELHOUSE", "the wheel")
 
 
 @pytest.fixture(scope="module")
