@@ -311,7 +311,8 @@ def wheel_library_names(prefix: Path) -> list[str]:
 
 
 def _wheel_file(text: str, plat: str) -> str:
-    lines = [line for line in text.splitlines() if not line.startswith(("Tag:", "Root-Is-Purelib:"))]
+    # Header lines only: a blank line would end the headers, hiding the tag behind it.
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("Tag:", "Root-Is-Purelib:"))]
     lines.insert(2, "Root-Is-Purelib: false")
     return "\n".join([*lines, f"Tag: py3-none-{plat}"]) + "\n"
 

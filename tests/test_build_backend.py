@@ -99,7 +99,7 @@ def _pure_wheel(folder: Path) -> Path:
         zf.writestr("embellama-0.1.0.dist-info/METADATA", "Name: embellama\nVersion: 0.1.0\n")
         zf.writestr(
             "embellama-0.1.0.dist-info/WHEEL",
-            "Wheel-Version: 1.0\nGenerator: setuptools\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            "Wheel-Version: 1.0\nGenerator: setuptools\nRoot-Is-Purelib: true\nTag: py3-none-any\n\n",
         )
         zf.writestr("embellama-0.1.0.dist-info/RECORD", "stale\n")
     return path
@@ -135,7 +135,7 @@ def test_repacked_wheel_is_a_platform_wheel_with_the_libraries(tmp_path: Path) -
         _check_record(zf)
         wheel = zf.read("embellama-0.1.0.dist-info/WHEEL").decode()
         assert "Root-Is-Purelib: false" in wheel and wheel.strip().endswith("Tag: py3-none-linux_x86_64")
-        assert "Tag: py3-none-any" not in wheel
+        assert "Tag: py3-none-any" not in wheel and "\n\n" not in wheel.strip()  # no blank line ends the headers
         shipped = json.loads(zf.read("embellama/_lib/cpu/manifest.json"))
         libs = sorted(n for n in zf.namelist() if n.startswith("embellama/_lib/cpu/lib"))
         assert libs == ["embellama/_lib/cpu/libggml-cpu-zen4.so", "embellama/_lib/cpu/libllama.so.0"]

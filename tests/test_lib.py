@@ -27,8 +27,16 @@ def _lib_dir(library) -> Path:
 def test_search_order_argument_then_env_then_builds(monkeypatch, tmp_path):
     monkeypatch.delenv("EMBELLAMA_LIB", raising=False)
     monkeypatch.delenv("EMBELLAMA_BACKEND", raising=False)
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "cache"))
     default = _lib.find_library_candidates()
-    assert [c[1] for c in default] == [_lib.LIB_ROOT / b for b in ("cuda", "metal", "vulkan", "cpu")]
+    # per backend: what `embellama build` put in the user cache, then the package's own build
+    user = tmp_path / "cache" / "lib"
+    assert [c[1] for c in default] == [
+        path
+        for b in ("cuda", "metal", "vulkan", "cpu")
+        for path in (user / f"embellama-{_lib.PIN_COMMIT}-{b}", _lib.LIB_ROOT / b)
+    ]
+    assert [c[0] for c in default[-2:]] == ["embellama build --backend cpu", "built cpu library"]
     assert not any(c[2] for c in default)
 
     monkeypatch.setenv("EMBELLAMA_LIB", str(tmp_path / "env"))
@@ -38,7 +46,10 @@ def test_search_order_argument_then_env_then_builds(monkeypatch, tmp_path):
 
     monkeypatch.delenv("EMBELLAMA_LIB")
     monkeypatch.setenv("EMBELLAMA_BACKEND", "cpu")
-    assert [c[1] for c in _lib.find_library_candidates()] == [_lib.LIB_ROOT / "cpu"]
+    assert [c[1] for c in _lib.find_library_candidates()] == [
+        user / f"embellama-{_lib.PIN_COMMIT}-cpu",
+        _lib.LIB_ROOT / "cpu",
+    ]
     monkeypatch.setenv("EMBELLAMA_BACKEND", "tpu")
     with pytest.raises(LibraryError, match="unknown backend 'tpu'"):
         _lib.find_library_candidates()
@@ -48,12 +59,14 @@ def test_missing_everywhere_names_every_place_and_the_build_command(monkeypatch,
     monkeypatch.delenv("EMBELLAMA_LIB", raising=False)
     monkeypatch.delenv("EMBELLAMA_BACKEND", raising=False)
     monkeypatch.setattr(_lib, "LIB_ROOT", tmp_path / "nothing")
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(LibraryError) as info:
         _lib.open_library()
     message = str(info.value)
     for backend in ("cuda", "metal", "vulkan", "cpu"):
         assert str(tmp_path / "nothing" / backend) in message
-    assert "build_llama.py" in message and "EMBELLAMA_LIB" in message
+        assert str(tmp_path / "cache" / "lib" / f"embellama-{_lib.PIN_COMMIT}-{backend}") in message
+    assert "embellama build" in message and "build_llama.py" in message and "EMBELLAMA_LIB" in message
 
 
 def test_env_var_pointing_nowhere_is_an_error_not_a_fallback(monkeypatch, tmp_path):
@@ -380,3 +393,55 @@ def test_the_declarations_ship_as_package_data():
     pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert 'embellama = ["py.typed", "llama.cdef.h"]' in pyproject  # [tool.setuptools.package-data]
     assert not (Path(_lib.__file__).parent / "_include").exists()
+
+
+# -- the cache folder on constrained machines ----------------------------------------------
+
+
+def test_cache_dir_prefers_the_configured_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "explicit"))
+    assert _lib.cache_dir() == tmp_path / "explicit" and (tmp_path / "explicit").is_dir()
+    monkeypatch.delenv("EMBELLAMA_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _lib.cache_dir() == tmp_path / "xdg" / "embellama"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec says to ignore it
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _lib.cache_dir() == tmp_path / "home" / ".cache" / "embellama"
+
+
+def test_unwritable_cache_falls_back_to_a_private_temporary_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.delenv("EMBELLAMA_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(blocker / "home"))  # cannot exist: even root cannot make it
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(_lib.tempfile, "tempdir", None)  # re-read TMPDIR
+    folder = _lib.cache_dir()
+    assert folder == tmp_path / "tmp" / f"embellama-{os.getuid()}"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    # a folder of that name that is a link, or another user's, is not used
+    folder.rmdir()
+    folder.symlink_to(tmp_path)
+    assert _lib.cache_dir() == blocker / "home" / ".cache" / "embellama"  # nothing writable: no cache at all
+
+
+def test_no_writable_cache_means_no_cache_not_an_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setenv("TMPDIR", str(blocker / "tmp"))
+    monkeypatch.setattr(_lib.tempfile, "tempdir", None)
+    ffi = _lib.make_ffi("int embellama_test_no_cache(int);")  # parsed, not cached, and usable
+    assert ffi.sizeof("int") == 4
+    assert not (blocker.parent / "cache").exists()
+
+
+def test_cpu_variant_is_the_module_ggml_loaded(library):
+    lib = _lib.Library(library.ffi, library.lib, library.path, None, "test")
+    assert lib.cpu_variant is None  # CPU code linked in: no variant
+    lib.backend_modules = {"CPU": Path("/x/libggml-cpu-sapphirerapids.so")}
+    assert lib.cpu_variant == "sapphirerapids"
+    text = "load_backend: loaded CPU backend from /opt/w/libggml-cpu-zen4.so\nsomething else\n"
+    assert dict(_lib._LOADED_RE.findall(text)) == {"CPU": "/opt/w/libggml-cpu-zen4.so"}

@@ -72,9 +72,10 @@ import numpy as np
 import embellama
 from embellama import _lib
 
-model, texts_file, out = sys.argv[1:4]
+model, texts_file, out, compute_type = sys.argv[1:5]
 texts = json.loads(open(texts_file, encoding="utf-8").read())
-with embellama.EmbeddingModel(embellama.ModelConfig(model_path=model, max_tokens=256)) as m:
+config = embellama.ModelConfig(model_path=model, max_tokens=256, compute_type=compute_type)
+with embellama.EmbeddingModel(config) as m:
     np.save(out, m.embed_batch(texts, show_progress_bar=False))
 lib = embellama.get_library()
 print(json.dumps({"package": embellama.__file__, "library": str(lib.path), "variant": lib.cpu_variant,
@@ -188,7 +189,9 @@ def sts_run(installed, sts):
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
     texts_file.chmod(0o644)
     out = installed.work / "sts.npy"
-    proc = installed.run("python", "-I", "child.py", str(installed.model), str(texts_file), str(out))
+    # The file's own F16 weights: exactness. (compute_type="auto" would run them as BF16 where the
+    # CPU variant has AVX512_BF16: test_runs_without_a_writable_home takes that path.)
+    proc = installed.run("python", "-I", "child.py", str(installed.model), str(texts_file), str(out), "off")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     return texts, np.load(out), report
 
@@ -198,7 +201,10 @@ def test_wheel_is_a_manylinux_platform_wheel_with_every_cpu_variant(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         manifest = json.loads(zf.read("embellama/_lib/cpu/manifest.json"))
+        wheel_file = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/WHEEL"))).decode()
         modes = {info.filename: info.external_attr >> 16 for info in zf.infolist()}
+    tag = wheel.name[: -len(".whl")].split("-", 2)[2]
+    assert f"Tag: {tag}" in wheel_file.splitlines() and "Root-Is-Purelib: false" in wheel_file, wheel_file
     libs = {n.rsplit("/", 1)[1] for n in names if n.startswith("embellama/_lib/cpu/lib")}
     assert {f"libggml-cpu-{name}.so" for name in X86_VARIANTS} <= libs
     assert {"libllama.so.0", "libggml.so.0", "libggml-base.so.0"} <= libs
@@ -221,7 +227,7 @@ def test_installed_wheel_matches_sentence_transformers_and_the_checkout(
     cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
     record_property("wheel_sts_min_cos", float(cos.min()))
     assert cos.min() >= MIN_COSINE, f"worst: {texts[int(cos.argmin())]!r} ({cos.min():.7f})"
-    with EmbeddingModel(ModelConfig(model_path=minilm_f16, max_tokens=ST_LIMIT)) as model:
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, max_tokens=ST_LIMIT, compute_type="off")) as model:
         checkout = model.embed_batch(texts, show_progress_bar=False)
     same = (ours * checkout).sum(1)  # both L2-normalized
     print(
@@ -243,8 +249,10 @@ def test_doctor_names_the_cpu_variant_ggml_chose(installed):
 
 def test_installed_cli_embeds_like_the_api(installed, sts_run):
     texts, ours, _ = sts_run
-    proc = installed.run("embellama", "embed", str(installed.model), texts[0], texts[1])
-    vectors = np.asarray(json.loads(proc.stdout), dtype=np.float32)
+    proc = installed.run("embellama", "embed", str(installed.model), texts[0], texts[1], "--compute-type", "off")
+    output = json.loads(proc.stdout)
+    assert output["model"] == installed.model.stem
+    vectors = np.asarray(output["embeddings"], dtype=np.float32)
     assert vectors.shape == (2, 384)
     assert float(np.min((vectors * ours[:2]).sum(1))) >= 0.999999
 
@@ -257,7 +265,7 @@ def test_runs_without_a_writable_home(installed, home):
     texts_file.write_text(json.dumps(["A man is playing a guitar."]), encoding="utf-8")
     texts_file.chmod(0o644)
     out = installed.work / f"one-{abs(hash(home))}.npy"
-    args = ("python", "-I", str(installed.work / "child.py"), str(installed.model), str(texts_file), str(out))
+    args = ("python", "-I", str(installed.work / "child.py"), str(installed.model), str(texts_file), str(out), "auto")
     proc = installed.run(*args, env={"HOME": home})
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     if os.geteuid() == 0 or home != "<unset>":  # another user without HOME has a writable home of their own
