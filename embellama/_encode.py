@@ -252,6 +252,17 @@ def hf_prompts(hf_dir: str | os.PathLike[str]) -> tuple[dict[str, str], str | No
     return prompts, default
 
 
+def require_gguf(why: str) -> Any:
+    """The ``gguf`` package (gguf-py), or ConfigurationError saying ``why`` it is needed and how to install it."""
+    try:
+        import gguf
+    except ImportError:
+        raise ConfigurationError(
+            f"{why}: writing them into a GGUF needs gguf-py: pip install 'embellama[gguf]'"
+        ) from None
+    return gguf
+
+
 def write_prompts(
     source: str | os.PathLike[str],
     destination: str | os.PathLike[str],
@@ -263,12 +274,7 @@ def write_prompts(
     Every other key and every tensor is copied unchanged; earlier prompt keys are replaced.
     ``destination`` is written atomically and may be ``source`` itself.
     """
-    try:
-        import gguf
-    except ImportError:
-        raise ConfigurationError(
-            "writing prompts into a GGUF needs the gguf package: pip install 'embellama[gguf]'"
-        ) from None
+    gguf = require_gguf("prompts")
     src, dst = Path(source), Path(destination)
     if not src.is_file():
         raise ModelNotFoundError(str(src))
