@@ -43,9 +43,9 @@ TEXTS = [
     "Café, naïve, résumé, façade.",
     "What is the capital of France?",
     "Paris is the capital and most populous city of France.",
-    LONG,
     "short",
 ]
+LONGS = [LONG, "An over-long passage: " + " ".join(f"token{i}" for i in range(400))]  # cut at 256 tokens
 MIN_COS = 0.99999  # the suite's bar for MiniLM F16 against sentence-transformers
 
 
@@ -98,6 +98,9 @@ def test_prompts_match_sentence_transformers(model, server):
     _same(model.encode_document(TEXTS), server.encode(TEXTS, method="encode_document", **kw))
     _same(model.encode(TEXTS, prompt_name="passage"), server.encode(TEXTS, prompt_name="passage", **kw))
     _same(model.encode(TEXTS, prompt="Represent this: "), server.encode(TEXTS, prompt="Represent this: ", **kw))
+    # over-long texts: prompt and text are cut together at 256 tokens, the prompt whole, as there
+    for name in ("query", "classification"):
+        _same(model.encode(LONGS, prompt_name=name), server.encode(LONGS, prompt_name=name, **kw))
     # prompt wins over prompt_name, as there
     both = {"prompt": "Represent this: ", "prompt_name": "query"}
     _same(model.embed_batch(TEXTS, **both), server.encode(TEXTS, **both, **kw))
@@ -163,7 +166,7 @@ def test_truncate_dim_matches_sentence_transformers(model, server, minilm_f16, d
     # cut vectors, which is what embellama gives: the cut is made before ModelConfig.normalize.
     ours = model.encode(TEXTS, truncate_dim=dim)
     assert ours.shape == (len(TEXTS), dim) and ours.dtype == np.float32
-    _same(ours, server.encode(TEXTS, truncate_dim=dim, normalize_embeddings=True))
+    _same(ours, server.encode(TEXTS, prompts=PROMPTS, truncate_dim=dim, normalize_embeddings=True))
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, rtol=1e-6)
     # without a Normalize module: the raw pooled vectors, cut
     with EmbeddingModel(_config(model_path=minilm_f16, normalize=False, max_tokens=256, truncate_dim=dim)) as raw:
@@ -234,7 +237,7 @@ def test_precision_through_the_model_is_quantize_embeddings_of_its_floats(model,
             assert ours.dtype == theirs[precision].dtype and ours.tobytes() == theirs[precision].tobytes()
     # sentence-transformers' own encode(precision=...) on its own floats agrees where the floats round alike
     for precision in ("binary", "ubinary"):
-        theirs = server.encode(TEXTS, precision=precision)
+        theirs = server.encode(TEXTS, prompts=PROMPTS, precision=precision)
         assert theirs.shape == (len(TEXTS), 48)
         assert np.mean(model.encode(TEXTS, precision=precision) == theirs) > 0.99
     # one text: binary kinds work, int8 has nothing to calibrate on (sentence-transformers raises too)
