@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import textwrap
 
@@ -418,3 +419,16 @@ def test_embedder_for_ray_writes_quantized_columns(minilm_f16, model):
         embedder.close()
     with pytest.raises(ConfigurationError, match="precision 'uint8' would calibrate each Ray batch"):
         Embedder(_config(model_path=minilm_f16), precision="uint8")
+
+
+def test_readme_memory_table_is_what_the_outputs_take(model):
+    readme = (make_model.REPO / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (\d+) \| ([\d.]+ [MG]B) \| (\d+) \| (\d+)× \|$", readme, re.M)
+    assert [r[0] for r in rows] == list(PRECISIONS)
+    for precision, dtype, full, million, cut, saving in rows:
+        vectors = model.encode(TEXTS[:3], precision=precision)
+        assert vectors.dtype == np.dtype(dtype) and vectors[0].nbytes == int(full)
+        assert model.encode(TEXTS[:3], precision=precision, truncate_dim=128)[0].nbytes == int(cut)
+        number, unit = million.split()
+        assert round(int(full) * 1e6 / {"MB": 1e6, "GB": 1e9}[unit], 2) == float(number)
+        assert 1536 // int(full) == int(saving)
