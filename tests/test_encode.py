@@ -4,6 +4,7 @@ quantization bit for bit against its quantize_embeddings, and prompts carried in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -432,3 +433,21 @@ def test_readme_memory_table_is_what_the_outputs_take(model):
         number, unit = million.split()
         assert round(int(full) * 1e6 / {"MB": 1e6, "GB": 1e9}[unit], 2) == float(number)
         assert 1536 // int(full) == int(saving)
+
+
+def test_model_config_keeps_a_copy_of_its_prompts_and_still_hashes():
+    source = {"query": "query: "}
+    a = ModelConfig(model_path="m.gguf", prompts=source, default_prompt_name="query", truncate_dim=64, precision="int8")
+    source["query"] = "changed: "
+    assert a.prompts == {"query": "query: "}
+    b = ModelConfig(
+        model_path="m.gguf",
+        prompts={"query": "query: "},
+        default_prompt_name="query",
+        truncate_dim=64,
+        precision="int8",
+    )
+    assert a == b and hash(a) == hash(b)
+    assert dataclasses.replace(a, prompts={"query": "q: "}) != a
+    with pytest.raises(ConfigurationError, match="default_prompt_name must be a non-empty str or None"):
+        ModelConfig(model_path="m.gguf", default_prompt_name="")
