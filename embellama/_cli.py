@@ -291,7 +291,7 @@ def _prompts_cmd(args: argparse.Namespace) -> int:
     path: Path = args.model
     with Model(path, n_gpu_layers=0, vocab_only=True) as model:
         saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
-        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), saved_default, str(path))
+        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), str(path))
     if not (args.set or args.from_hf or args.default):
         print(json.dumps({"prompts": saved, "default_prompt_name": saved_default}, indent=2, ensure_ascii=False))
         return 0

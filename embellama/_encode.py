@@ -223,7 +223,7 @@ def finish(
 # -- prompts in GGUF metadata -------------------------------------------------------------------
 
 
-def parse_saved_prompts(prompts_json: str | None, default_name: str | None, who: str) -> dict[str, str]:
+def parse_saved_prompts(prompts_json: str | None, who: str) -> dict[str, str]:
     """The prompts a GGUF carries (``embellama.prompts``); a malformed value raises ConfigurationError."""
     if prompts_json is None:
         return {}

@@ -183,7 +183,7 @@ class EmbeddingModel:
         """The prompts in effect and the default prompt name: the GGUF's, overridden by the config's."""
         cfg, who = self.config, f"model {self.config.name!r}"
         saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
-        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), saved_default, who)
+        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), who)
         prompts = _encode.effective_prompts(saved, cfg.prompts)
         default = cfg.default_prompt_name if cfg.default_prompt_name is not None else saved_default
         if default is not None and default not in prompts:
