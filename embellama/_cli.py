@@ -239,6 +239,28 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompts_cmd(args: argparse.Namespace) -> int:
+    path: Path = args.model
+    with Model(path, n_gpu_layers=0, vocab_only=True) as model:
+        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
+        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), str(path))
+    if not (args.set or args.from_hf or args.default):
+        print(json.dumps({"prompts": saved, "default_prompt_name": saved_default}, indent=2, ensure_ascii=False))
+        return 0
+    prompts, default = dict(saved), saved_default
+    if args.from_hf is not None:
+        prompts, default = _encode.hf_prompts(args.from_hf)
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"--set expects NAME=TEXT, got {item!r}")
+        prompts[name] = text
+    default = args.default or default
+    out = _encode.write_prompts(path, args.output or path, prompts, default)
+    print(f"wrote {out}: prompts {json.dumps(prompts, ensure_ascii=False)}, default {default!r}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     sentences = list(args.text) or DEMO_SENTENCES
     if args.pooling is not None and PoolingStrategy.parse(args.pooling) is PoolingStrategy.NONE:
@@ -287,28 +309,6 @@ def _convert_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prompts_cmd(args: argparse.Namespace) -> int:
-    path: Path = args.model
-    with Model(path, n_gpu_layers=0, vocab_only=True) as model:
-        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
-        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), str(path))
-    if not (args.set or args.from_hf or args.default):
-        print(json.dumps({"prompts": saved, "default_prompt_name": saved_default}, indent=2, ensure_ascii=False))
-        return 0
-    prompts, default = dict(saved), saved_default
-    if args.from_hf is not None:
-        prompts, default = _encode.hf_prompts(args.from_hf)
-    for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise ConfigurationError(f"--set expects NAME=TEXT, got {item!r}")
-        prompts[name] = text
-    default = args.default or default
-    out = _encode.write_prompts(path, args.output or path, prompts, default)
-    print(f"wrote {out}: prompts {json.dumps(prompts, ensure_ascii=False)}, default {default!r}")
-    return 0
-
-
 def _cache_cmd(args: argparse.Namespace) -> int:
     folder = _convert.cache_dir() / "converted"
     if args.clear:
@@ -346,6 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", type=Path, help="GGUF model file")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
+
+    prompts = sub.add_parser(
+        "prompts", help="show a GGUF's prompts, or write a copy with prompts set (needs gguf: embellama[gguf])"
+    )
+    prompts.add_argument("model", type=Path, help="GGUF model file")
+    prompts.add_argument("--set", action="append", default=[], metavar="NAME=TEXT", help="set a prompt (repeatable)")
+    prompts.add_argument("--from-hf", type=Path, help="take the prompts of a sentence-transformers model folder")
+    prompts.add_argument("--default", help="the default prompt name")
+    prompts.add_argument("-o", "--output", type=Path, help="the GGUF to write (default: the model file, in place)")
+    prompts.set_defaults(func=_prompts_cmd)
 
     for name, func, help_text in (
         (
@@ -398,16 +408,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--threads", type=int, help="threads for the quantizer")
     convert.add_argument("--llama-src", help="llama.cpp source tree (for a model folder: its convert_hf_to_gguf.py)")
     convert.set_defaults(func=_convert_cmd)
-
-    prompts = sub.add_parser(
-        "prompts", help="show a GGUF's prompts, or write a copy with prompts set (needs gguf: embellama[gguf])"
-    )
-    prompts.add_argument("model", type=Path, help="GGUF model file")
-    prompts.add_argument("--set", action="append", default=[], metavar="NAME=TEXT", help="set a prompt (repeatable)")
-    prompts.add_argument("--from-hf", type=Path, help="take the prompts of a sentence-transformers model folder")
-    prompts.add_argument("--default", help="the default prompt name")
-    prompts.add_argument("-o", "--output", type=Path, help="the GGUF to write (default: the model file, in place)")
-    prompts.set_defaults(func=_prompts_cmd)
 
     cache = sub.add_parser("cache", help="list (or --clear) the models compute_type converted into the cache")
     cache.add_argument("--clear", action="store_true", help="delete them")
