@@ -335,6 +335,20 @@ def test_a_gguf_carries_its_prompts(prompted_gguf, minilm_f16, model):
         assert m.prompts["query"] == "q: " and m.prompts["passage"] == "passage: " and m.default_prompt_name == "query"
 
 
+@pytest.mark.parametrize("kind", ["f16", "q8_0"])
+def test_writing_prompts_keeps_every_other_key_and_tensor(minilm_paths, tmp_path, kind):
+    source = minilm_paths[kind]
+    out = tmp_path / "p.gguf"
+    _encode.write_prompts(source, out, {"query": "query: "})
+    texts = TEXTS[:3]
+    with EmbeddingModel(_config(model_path=source)) as before, EmbeddingModel(_config(model_path=out)) as after:
+        old, new = before.model.metadata(), after.model.metadata()
+        assert new == {**old, _encode.PROMPTS_KEY: '{"query": "query: "}'}
+        assert after.model.n_params == before.model.n_params and after.model.ftype == before.model.ftype
+        np.testing.assert_array_equal(after.embed_batch(texts), before.embed_batch(texts))
+        assert after.default_prompt_name is None and after.prompts["query"] == "query: "
+
+
 def test_prompts_command_shows_and_sets_a_gguf_s_prompts(prompted_gguf, tmp_path, capsys):
     assert _main(["prompts", str(prompted_gguf)]) == 0
     shown = json.loads(capsys.readouterr().out)
