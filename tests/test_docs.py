@@ -119,7 +119,7 @@ def test_ci_runs_the_readme_test_command_which_builds_the_docs():
     noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
     default = re.search(r"^nox\.options\.sessions = (\[.*\])$", noxfile, re.M)
     assert default is not None
-    sessions = [part.strip('"') for part in shlex.split(command)[2:]]
+    sessions = [part.strip("\"") for part in shlex.split(command)[2:]]
     assert ast.literal_eval(default.group(1)) == sessions
     # the pinned llama.cpp's whole suite and the oldest supported llama.cpp's real-model tests
     oldest = re.search(r'^LLAMA_WINDOW = \["([0-9.]+)"', noxfile, re.M)

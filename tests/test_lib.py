@@ -289,9 +289,7 @@ print("survived")
 
 
 def test_a_failed_library_start_uninstalls_its_log_callback(library, minilm_f16):
-    proc = subprocess.run(
-        [sys.executable, "-c", _FAILED_START, str(minilm_f16)], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([sys.executable, "-c", _FAILED_START, str(minilm_f16)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"exit status {proc.returncode}: {proc.stderr[-1500:]}"
     assert "survived" in proc.stdout
 
