@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect as _inspect
 
 from ._config import EngineConfig, ModelConfig, Normalization, PoolingStrategy
+from ._encode import quantize_embeddings
 from ._engine import EmbeddingEngine
 from ._exceptions import (
     ConfigurationError,
@@ -52,6 +53,7 @@ __all__ = [
     "get_library",
     "load_library",
     "normalize",
+    "quantize_embeddings",
 ]
 
 # The public classes and functions say where users import them from (as httpx does): their

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The ``embellama`` command: ``doctor``, ``info``, ``embed``, ``demo``, ``convert`` and ``cache``."""
+"""The ``embellama`` command: ``doctor``, ``info``, ``embed``, ``demo``, ``convert``, ``prompts`` and ``cache``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
-from . import _convert
+from . import _convert, _encode
 from ._config import ModelConfig, PoolingStrategy
 from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
 from ._lib import LLAMA_LOGGER_NAME, load_library, user_build_dir
@@ -77,6 +77,8 @@ def _config(args: argparse.Namespace) -> ModelConfig:
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers,
         compute_type=args.compute_type,
+        truncate_dim=getattr(args, "truncate_dim", None),
+        precision=getattr(args, "precision", "float32"),
     )
 
 
@@ -125,7 +127,12 @@ def _embed(args: argparse.Namespace) -> int:
             f"--pooling none gives one vector per token, which {fmt} cannot hold; use json or jsonl"
         )
     with EmbeddingModel(config) as model:
-        chunks = model.embed_iter(texts, chunk_size=args.chunk_size, show_progress_bar=args.progress)
+        prompts = {"prompt_name": args.prompt_name, "prompt": args.prompt}
+        if config.precision in ("int8", "uint8"):  # calibrated on every text together, as one batch
+            whole = model.embed_batch(texts, show_progress_bar=args.progress, **prompts)
+            chunks: Iterator[Any] = iter([whole])
+        else:
+            chunks = model.embed_iter(texts, chunk_size=args.chunk_size, show_progress_bar=args.progress, **prompts)
         if args.output is None:
             if isinstance(sys.stdout, io.TextIOWrapper):
                 sys.stdout.reconfigure(encoding="utf-8")
@@ -149,14 +156,16 @@ def _write(
     fmt: str, f: IO[str] | None, path: Path | None, model: EmbeddingModel, texts: list[str], chunks: Iterator[Any]
 ) -> None:
     """Write the embeddings chunk by chunk: only one chunk of vectors is in memory at a time."""
-    dim = model.embedding_dimensions
+    cfg = model.config
+    dim = _encode.output_width(model.embedding_dimensions, cfg.truncate_dim, cfg.precision)
+    dtype = {"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(cfg.precision, np.uint8)
     if fmt == "npy":
         assert path is not None
         if not texts:
             with open(path, "wb") as empty:
-                np.save(empty, np.empty((0, dim), np.float32))
+                np.save(empty, np.empty((0, dim), dtype))
             return
-        array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+        array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(len(texts), dim))
         start = 0
         for vectors in chunks:
             array[start : start + len(vectors)] = vectors
@@ -178,7 +187,7 @@ def _write(
         writer = csv.writer(f)
         writer.writerow(["text", *(f"dim_{i}" for i in range(dim))])
         for text, row in zip(texts, rows, strict=True):
-            writer.writerow([text, *(repr(float(x)) for x in row)])
+            writer.writerow([text, *(repr(x.item()) for x in row)])
 
 
 def _pooling_used(model: Model) -> str:
@@ -229,6 +238,28 @@ def _info(args: argparse.Namespace) -> int:
             print(f"{key}: {value} ({value / 1e6:.1f} M)")
         else:
             print(f"{key}: {value}")
+    return 0
+
+
+def _prompts_cmd(args: argparse.Namespace) -> int:
+    path: Path = args.model
+    with Model(path, n_gpu_layers=0, vocab_only=True) as model:
+        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
+        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), str(path))
+    if not (args.set or args.from_hf or args.default):
+        print(json.dumps({"prompts": saved, "default_prompt_name": saved_default}, indent=2, ensure_ascii=False))
+        return 0
+    prompts, default = dict(saved), saved_default
+    if args.from_hf is not None:
+        prompts, default = _encode.hf_prompts(args.from_hf)
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"--set expects NAME=TEXT, got {item!r}")
+        prompts[name] = text
+    default = args.default or default
+    out = _encode.write_prompts(path, args.output or path, prompts, default)
+    print(f"wrote {out}: prompts {json.dumps(prompts, ensure_ascii=False)}, default {default!r}")
     return 0
 
 
@@ -346,6 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
 
+    prompts = sub.add_parser(
+        "prompts", help="show a GGUF's prompts, or write a copy with prompts set (needs gguf: embellama[gguf])"
+    )
+    prompts.add_argument("model", type=Path, help="GGUF model file")
+    prompts.add_argument("--set", action="append", default=[], metavar="NAME=TEXT", help="set a prompt (repeatable)")
+    prompts.add_argument("--from-hf", type=Path, help="take the prompts of a sentence-transformers model folder")
+    prompts.add_argument("--default", help="the default prompt name")
+    prompts.add_argument("-o", "--output", type=Path, help="the GGUF to write (default: the model file, in place)")
+    prompts.set_defaults(func=_prompts_cmd)
+
     for name, func, help_text in (
         (
             "embed",
@@ -366,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
                 "--format", choices=sorted(set(FORMATS.values())), help="output format (default: by extension)"
             )
             p.add_argument("--chunk-size", type=int, default=1024, help="texts embedded and written at a time")
+            p.add_argument("--prompt-name", help="prepend the model's prompt of this name (see 'embellama prompts')")
+            p.add_argument("--prompt", help="prepend this text to every text (wins over --prompt-name)")
+            p.add_argument("--truncate-dim", type=int, help="keep the first N dimensions (cut before normalizing)")
+            p.add_argument(
+                "--precision",
+                default="float32",
+                choices=_encode.PRECISIONS,
+                help="output type (int8/uint8: ranges from all the texts; binary kinds: 8 dimensions a byte)",
+            )
         p.add_argument("--pooling", help="mean, cls, max, mean_sqrt, last or none (default: the model's)")
         p.add_argument("--no-normalize", action="store_true", help="skip L2 normalization")
         p.add_argument("--threads", type=int, help="CPU threads")

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._encode import check_precision, check_prompts, check_truncate_dim
 from ._exceptions import ConfigurationError
 from ._lib import enum_names
 
@@ -160,6 +161,16 @@ class ModelConfig:
     compute_type : str, optional
         Weight type to compute with: "auto" (BF16 for F16/F32 files on CPUs with AVX512_BF16, else the file's type),
         "off" (the file as it is), or "f32", "f16", "bf16", "q8_0" (converted once, cached).
+    prompts : dict of str to str, optional
+        Prompt name to text prepended to every text embedded with that ``prompt_name`` (e.g.
+        ``{"query": "query: "}``); added to, and overriding, the prompts the GGUF carries (``embellama.prompts``).
+    default_prompt_name : str, optional
+        The prompt used when a call names none; default: the GGUF's ``embellama.default_prompt_name``, else none.
+    truncate_dim : int, optional
+        Keep the first ``truncate_dim`` dimensions of each vector (Matryoshka models), cut before normalization.
+    precision : str, optional
+        Output type: "float32" (default), "int8", "uint8", "binary" or "ubinary", as sentence-transformers'
+        ``quantize_embeddings`` (int8/uint8 calibrated on the embeddings of each call).
     extra : dict, optional
         Free-form settings for tools built on embellama; ignored by the library.
 
@@ -190,6 +201,10 @@ class ModelConfig:
     flash_attn: bool | None = None
     use_mmap: bool = True
     compute_type: str = "auto"
+    prompts: dict[str, str] | None = field(default=None, hash=False)
+    default_prompt_name: str | None = None
+    truncate_dim: int | None = None
+    precision: str = "float32"
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -260,6 +275,12 @@ class ModelConfig:
             raise ConfigurationError(f"{who}: n_batch ({self.n_batch}) < n_ctx ({self.n_ctx})")
         if self.max_tokens is not None and self.n_ctx is not None and self.max_tokens > self.n_ctx:
             raise ConfigurationError(f"{who}: max_tokens ({self.max_tokens}) > n_ctx ({self.n_ctx})")
+        object.__setattr__(self, "prompts", check_prompts(self.prompts, who))
+        name = self.default_prompt_name
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"{who}: default_prompt_name must be a non-empty str or None, got {name!r}")
+        check_truncate_dim(self.truncate_dim, who)
+        check_precision(self.precision, who)
 
     @property
     def name(self) -> str:

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ._encode import hf_prompts, require_gguf, write_prompts
 from ._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
 from ._lib import Library, cache_dir
 
@@ -137,11 +138,18 @@ def llama_source(explicit: str | os.PathLike[str] | None, library: Library | Non
 
 
 def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> Path:
-    """Run llama.cpp's ``convert_hf_to_gguf.py`` (needs its Python dependencies: torch, gguf …)."""
+    """Run llama.cpp's ``convert_hf_to_gguf.py`` (needs its Python dependencies: torch, gguf …).
+
+    The prompts of ``config_sentence_transformers.json`` go into the GGUF's ``embellama.prompts`` and
+    ``embellama.default_prompt_name`` (written with the ``gguf`` package).
+    """
     import subprocess  # here, not at import: embedding never needs it
 
     if not (hf_dir / "config.json").is_file():
         raise ModelNotFoundError(str(hf_dir / "config.json"))
+    prompts, default_prompt = hf_prompts(hf_dir)  # config_sentence_transformers.json: carried into the GGUF
+    if prompts or default_prompt:
+        require_gguf(f"{hf_dir} has prompts")
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     env = dict(os.environ, PYTHONPATH=str(source / "gguf-py"), HF_HUB_OFFLINE="1")
@@ -151,6 +159,8 @@ def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> P
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
             raise ModelLoadError(str(hf_dir), f"convert_hf_to_gguf.py failed ({proc.returncode}):\n{tail}")
+        if prompts or default_prompt:
+            write_prompts(tmp, tmp, prompts, default_prompt)
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)

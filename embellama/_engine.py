@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _batch
+from . import _batch, _encode
 from ._batch import ProgressCallback
 from ._config import EngineConfig, ModelConfig, NormalizeSpec, parse_normalization
 from ._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
@@ -164,6 +164,8 @@ def _describe(model: EmbeddingModel) -> dict[str, Any]:
         "model_size": model.model_size,
         "pooling": model.pooling.value,
         "architecture": model.model.architecture,
+        "prompts": model.prompts,
+        "default_prompt_name": model.default_prompt_name,
     }
 
 
@@ -760,7 +762,9 @@ class EmbeddingEngine:
         future.add_done_callback(lambda _: self._slots.release())
         return future
 
-    def _key(self, replicas: _Replicas, text: Any, normalize: NormalizeSpec | None) -> Hashable | None:
+    def _key(
+        self, replicas: _Replicas, text: Any, normalize: NormalizeSpec | None, options: dict[str, Any] | None = None
+    ) -> Hashable | None:
         """The cache key of one text, or None when the text cannot be cached (the worker reports why)."""
         if not isinstance(text, str) or not text:
             return None
@@ -768,7 +772,8 @@ class EmbeddingEngine:
             norm = parse_normalization(replicas.config.normalize if normalize is None else normalize)
         except ConfigurationError:
             return None
-        return (replicas.generation, text, replicas.config.pooling, norm)
+        extra = tuple(sorted((options or {}).items()))  # prompt, truncate_dim, precision as the call gave them
+        return (replicas.generation, text, replicas.config.pooling, norm, *extra)
 
     def _batch_request(
         self,
@@ -779,18 +784,32 @@ class EmbeddingEngine:
         normalize: NormalizeSpec | None,
         show_progress_bar: bool | None,
         progress: ProgressCallback | None,
+        options: dict[str, Any] | None = None,
     ) -> _Request:
         items = list(texts) if not isinstance(texts, (str, bytes)) else texts
         keys: list[Hashable | None] = []
         cache = self._cache
-        if cache is not None and isinstance(items, list) and (len(items) == 1 or self._config.cache_batches):
-            keys = [self._key(replicas, t, normalize) for t in items]
+        options = options or {}
+        # int8/uint8 are calibrated on the texts computed together: never assembled from cached pieces
+        calibrated = (options.get("precision") or replicas.config.precision) in _encode.CALIBRATED
+        if (
+            cache is not None
+            and isinstance(items, list)
+            and (len(items) == 1 or self._config.cache_batches)
+            and not calibrated
+        ):
+            keys = [self._key(replicas, t, normalize, options) for t in items]
             if None in keys:
                 keys = []  # an invalid text: the worker raises for it, as without the cache
 
         def compute(m: EmbeddingModel, chunk: Any, report: ProgressCallback | None) -> Any:
             return m.embed_batch(
-                chunk, batch_size=batch_size, normalize=normalize, show_progress_bar=show_progress_bar, progress=report
+                chunk,
+                batch_size=batch_size,
+                normalize=normalize,
+                show_progress_bar=show_progress_bar,
+                progress=report,
+                **options,
             )
 
         return _Request(items, keys, cache, compute, progress)  # type: ignore[arg-type]
@@ -798,8 +817,16 @@ class EmbeddingEngine:
     # -- embeddings --------------------------------------------------------------------
 
     def embed(
-        self, text: str, *, model: str | None = None, normalize: NormalizeSpec | None = None
-    ) -> npt.NDArray[np.float32]:
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        normalize: NormalizeSpec | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> npt.NDArray[Any]:
         """Embedding of one text with the named (or default) model (from the cache when it holds it).
 
         Parameters
@@ -810,11 +837,13 @@ class EmbeddingEngine:
             The model's name; default: the default model.
         normalize : bool, str or float, optional
             Normalization instead of the model's ``ModelConfig.normalize``.
+        prompt_name, prompt, truncate_dim, precision
+            As for :meth:`EmbeddingModel.embed_batch`.
 
         Returns
         -------
         numpy.ndarray
-            float32, shape ``(dim,)``.
+            float32, shape ``(dim,)`` (``truncate_dim``, ``precision`` as asked).
 
         Raises
         ------
@@ -827,7 +856,13 @@ class EmbeddingEngine:
         """
         replicas = self._model(model)
         request = self._batch_request(
-            replicas, [text], batch_size=None, normalize=normalize, show_progress_bar=False, progress=None
+            replicas,
+            [text],
+            batch_size=None,
+            normalize=normalize,
+            show_progress_bar=False,
+            progress=None,
+            options=dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision),
         )
         if request.run is None:
             return request.result[0]  # type: ignore[no-any-return]
@@ -843,7 +878,11 @@ class EmbeddingEngine:
         normalize: NormalizeSpec | None = None,
         show_progress_bar: bool | None = None,
         progress: ProgressCallback | None = None,
-    ) -> npt.NDArray[np.float32]:
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> npt.NDArray[Any]:
         """Embeddings of several texts with the named (or default) model.
 
         ``progress(done, total)`` is called as texts complete, last with ``(total, total)``;
@@ -855,13 +894,13 @@ class EmbeddingEngine:
             The texts; all are checked before any is embedded.
         model : str, optional
             The model's name; default: the default model.
-        batch_size, normalize, show_progress_bar, progress
+        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
             As for :meth:`EmbeddingModel.embed_batch`.
 
         Returns
         -------
         numpy.ndarray
-            float32, shape ``(len(texts), dim)``, in input order.
+            float32 (or ``precision``'s type), shape ``(len(texts), dim)``, in input order.
 
         Raises
         ------
@@ -878,6 +917,7 @@ class EmbeddingEngine:
             normalize=normalize,
             show_progress_bar=show_progress_bar,
             progress=progress,
+            options=dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision),
         )
         if request.run is None:
             return request.result  # type: ignore[no-any-return]
@@ -885,13 +925,21 @@ class EmbeddingEngine:
         return self._dispatch(replicas, request.run).result()  # type: ignore[no-any-return]
 
     async def aembed(
-        self, text: str, *, model: str | None = None, normalize: NormalizeSpec | None = None
-    ) -> npt.NDArray[np.float32]:
+        self,
+        text: str,
+        *,
+        model: str | None = None,
+        normalize: NormalizeSpec | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> npt.NDArray[Any]:
         """:meth:`embed` for coroutines: the work runs on the worker; the event loop never blocks.
 
         Parameters
         ----------
-        text, model, normalize
+        text, model, normalize, prompt_name, prompt, truncate_dim, precision
             As for :meth:`embed`.
 
         Returns
@@ -906,7 +954,13 @@ class EmbeddingEngine:
         """
         replicas = self._model(model)
         request = self._batch_request(
-            replicas, [text], batch_size=None, normalize=normalize, show_progress_bar=False, progress=None
+            replicas,
+            [text],
+            batch_size=None,
+            normalize=normalize,
+            show_progress_bar=False,
+            progress=None,
+            options=dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision),
         )
         if request.run is None:
             return request.result[0]  # type: ignore[no-any-return]
@@ -922,12 +976,16 @@ class EmbeddingEngine:
         batch_size: int | None = None,
         normalize: NormalizeSpec | None = None,
         progress: ProgressCallback | None = None,
-    ) -> npt.NDArray[np.float32]:
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> npt.NDArray[Any]:
         """:meth:`embed_batch` for coroutines; ``progress`` runs on the worker thread, not the loop.
 
         Parameters
         ----------
-        texts, model, batch_size, normalize, progress
+        texts, model, batch_size, normalize, progress, prompt_name, prompt, truncate_dim, precision
             As for :meth:`embed_batch`.
 
         Returns
@@ -942,7 +1000,13 @@ class EmbeddingEngine:
         """
         replicas = self._model(model)
         request = self._batch_request(
-            replicas, texts, batch_size=batch_size, normalize=normalize, show_progress_bar=False, progress=progress
+            replicas,
+            texts,
+            batch_size=batch_size,
+            normalize=normalize,
+            show_progress_bar=False,
+            progress=progress,
+            options=dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision),
         )
         if request.run is None:
             return request.result  # type: ignore[no-any-return]
@@ -959,7 +1023,11 @@ class EmbeddingEngine:
         normalize: NormalizeSpec | None = None,
         show_progress_bar: bool | None = None,
         progress: ProgressCallback | None = None,
-    ) -> Iterator[npt.NDArray[np.float32]]:
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> Iterator[npt.NDArray[Any]]:
         """Embed a stream of texts in chunks: yields one ``(len(chunk), dim)`` array per chunk, in input order.
 
         ``texts`` is read lazily, ``chunk_size`` texts at a time, and each chunk is a request
@@ -978,8 +1046,8 @@ class EmbeddingEngine:
             The model's name; default: the default model.
         chunk_size : int, optional
             Texts per chunk (per request and per yielded array).
-        batch_size, normalize, show_progress_bar, progress
-            As for :meth:`EmbeddingModel.embed_iter`.
+        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
+            As for :meth:`EmbeddingModel.embed_iter` (which refuses int8/uint8).
 
         Yields
         ------
@@ -1000,9 +1068,15 @@ class EmbeddingEngine:
         if isinstance(texts, (str, bytes)):
             raise InvalidInputError(f"embed_iter expects an iterable of str, got {type(texts).__name__}")
         replicas = self._model(model)
+        if (precision or replicas.config.precision) in _encode.CALIBRATED:
+            raise ConfigurationError(
+                f"model {replicas.name!r}: embed_iter cannot give {precision or replicas.config.precision}: each "
+                "chunk would be calibrated on its own ranges; embed float32, then quantize_embeddings(ranges=...)"
+            )
         total = len(texts) if isinstance(texts, Sized) else None
         tracker = _batch.Progress(total, replicas.name, show_progress_bar, progress)
-        return self._stream(replicas, iter(texts), chunk_size, batch_size, normalize, tracker)
+        options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        return self._stream(replicas, iter(texts), chunk_size, batch_size, normalize, tracker, options)
 
     def _stream(
         self,
@@ -1012,7 +1086,8 @@ class EmbeddingEngine:
         batch_size: int | None,
         normalize: NormalizeSpec | None,
         tracker: _batch.Progress,
-    ) -> Iterator[npt.NDArray[np.float32]]:
+        options: dict[str, Any] | None = None,
+    ) -> Iterator[npt.NDArray[Any]]:
         depth = len(replicas.workers) + 1
         if self._slots.limit:
             depth = min(depth, self._slots.limit)
@@ -1026,7 +1101,13 @@ class EmbeddingEngine:
                 if not chunk:
                     return
                 request = self._batch_request(
-                    replicas, chunk, batch_size=batch_size, normalize=normalize, show_progress_bar=False, progress=None
+                    replicas,
+                    chunk,
+                    batch_size=batch_size,
+                    normalize=normalize,
+                    show_progress_bar=False,
+                    progress=None,
+                    options=options,
                 )
                 if request.run is None:
                     future: Future[Any] = Future()
@@ -1057,6 +1138,92 @@ class EmbeddingEngine:
         finally:
             for _, _, future in in_flight:
                 future.cancel()
+
+    def encode_query(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        model: str | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> npt.NDArray[Any]:
+        """:meth:`EmbeddingModel.encode_query` through the engine: the ``query`` prompt unless the call names one.
+
+        Parameters
+        ----------
+        sentences : str or sequence of str
+            One query (gives ``(dim,)``) or several (``(n, dim)``).
+        model : str, optional
+            The model's name; default: the default model.
+        prompt_name, prompt : str, optional
+            Another prompt, as for :meth:`EmbeddingModel.encode`.
+        **kwargs
+            ``normalize``, ``truncate_dim``, ``precision`` (and, for several texts, the other arguments of
+            :meth:`embed_batch`).
+
+        Returns
+        -------
+        numpy.ndarray
+            As :meth:`embed` or :meth:`embed_batch` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed_batch`.
+        """
+        if prompt_name is None and prompt is None and "query" in self.info(model)["prompts"]:
+            prompt_name = "query"
+        return self._encode(sentences, model, prompt_name, prompt, kwargs)
+
+    def encode_document(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        model: str | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> npt.NDArray[Any]:
+        """:meth:`EmbeddingModel.encode_document` through the engine: the first of the ``document``, ``passage``
+        and ``corpus`` prompts unless the call names one.
+
+        Parameters
+        ----------
+        sentences : str or sequence of str
+            One document (gives ``(dim,)``) or several (``(n, dim)``).
+        model : str, optional
+            The model's name; default: the default model.
+        prompt_name, prompt : str, optional
+            Another prompt, as for :meth:`EmbeddingModel.encode`.
+        **kwargs
+            As for :meth:`encode_query`.
+
+        Returns
+        -------
+        numpy.ndarray
+            As :meth:`embed` or :meth:`embed_batch` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed_batch`.
+        """
+        if prompt_name is None and prompt is None:
+            prompt_name = _encode.document_prompt_name(self.info(model)["prompts"])
+        return self._encode(sentences, model, prompt_name, prompt, kwargs)
+
+    def _encode(
+        self,
+        sentences: str | Sequence[str],
+        model: str | None,
+        prompt_name: str | None,
+        prompt: str | None,
+        kwargs: dict[str, Any],
+    ) -> npt.NDArray[Any]:
+        if isinstance(sentences, str):
+            return self.embed(sentences, model=model, prompt_name=prompt_name, prompt=prompt, **kwargs)
+        return self.embed_batch(sentences, model=model, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     # -- cache -------------------------------------------------------------------------
 

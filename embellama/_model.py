@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _batch, _convert
+from . import _batch, _convert, _encode
 from ._batch import ProgressCallback
 from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError, ResourceClosedError
@@ -48,6 +48,22 @@ def _cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+class _Options(NamedTuple):
+    """What one call asks beyond the texts: the prompt text, truncate_dim and precision in effect."""
+
+    prompt: str | None
+    truncate_dim: int | None
+    precision: str
+
+    @property
+    def plain(self) -> bool:
+        """Whether the vectors leave as they are pooled and normalized (no cut, float32)."""
+        return self.truncate_dim is None and self.precision == "float32"
+
+
+_PLAIN = _Options(None, None, "float32")
 
 
 class EmbeddingModel:
@@ -83,6 +99,9 @@ class EmbeddingModel:
         self._max_tokens = 0
         self._budget = 0
         self._tokenize_threads = 1
+        self._prompts: dict[str, str] = {}
+        self._default_prompt_name: str | None = None
+        self._prompt_tokens: dict[str, int] = {}
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -134,12 +153,15 @@ class EmbeddingModel:
             if max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
                 raise ConfigurationError(f"model {cfg.name!r}: max_tokens {max_tokens} leaves no room for text")
             batch = Batch(budget, context.n_seq_max, library=model._lib)
+            prompts, default_prompt = self._load_prompts(model)
+            _encode.check_truncate_dim(cfg.truncate_dim, f"model {cfg.name!r}", model.n_embd)
         except BaseException:
             if context is not None:
                 context.close()
             model.close()
             raise
         self._budget, self._max_tokens = budget, max_tokens
+        self._prompts, self._default_prompt_name, self._prompt_tokens = prompts, default_prompt, {}
         # Tokenize with several threads only while a GPU computes: on the CPU, inference already
         # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
         on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(model._lib))
@@ -156,6 +178,19 @@ class EmbeddingModel:
             time.perf_counter() - started,
         )
         return self
+
+    def _load_prompts(self, model: Model) -> tuple[dict[str, str], str | None]:
+        """The prompts in effect and the default prompt name: the GGUF's, overridden by the config's."""
+        cfg, who = self.config, f"model {self.config.name!r}"
+        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
+        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), who)
+        prompts = _encode.effective_prompts(saved, cfg.prompts)
+        default = cfg.default_prompt_name if cfg.default_prompt_name is not None else saved_default
+        if default is not None and default not in prompts:
+            raise ConfigurationError(
+                f"{who}: default_prompt_name {default!r} is not among its prompts {sorted(prompts)}"
+            )
+        return prompts, default
 
     def _open(self, path: str | os.PathLike[str]) -> Model:
         cfg = self.config
@@ -303,6 +338,19 @@ class EmbeddingModel:
         return self._pooling
 
     @property
+    def prompts(self) -> dict[str, str]:
+        """The prompts in effect (name to text): ``query`` and ``document`` (empty unless set), the GGUF's
+        (``embellama.prompts``), then ``ModelConfig.prompts``."""
+        self._require()
+        return dict(self._prompts)
+
+    @property
+    def default_prompt_name(self) -> str | None:
+        """The prompt applied when a call names none (``ModelConfig.default_prompt_name``, else the GGUF's)."""
+        self._require()
+        return self._default_prompt_name
+
+    @property
     def model(self) -> Model:
         """The low-level :class:`~embellama.llama.Model`."""
         return self._require()[0]
@@ -337,11 +385,15 @@ class EmbeddingModel:
         model, _, _ = self._require()
         return self._tokenize(model, text, None, self.config.truncate if truncate is None else truncate)
 
-    def _tokenize(self, model: Model, text: Any, index: int | None, truncate: bool) -> npt.NDArray[np.int32]:
+    def _tokenize(
+        self, model: Model, text: Any, index: int | None, truncate: bool, prompt: str | None = None
+    ) -> npt.NDArray[np.int32]:
         if not isinstance(text, str):
             raise InvalidInputError(f"expected str, got {type(text).__name__}", self.name, index)
         if not text:
             raise InvalidInputError("text is empty", self.name, index)
+        if prompt:
+            text = prompt + text  # as sentence-transformers: the prompt is part of the text, cut last
         try:
             ids = model.tokenize(text, add_special=True, parse_special=self.config.parse_special)
         except InvalidInputError as exc:
@@ -359,7 +411,16 @@ class EmbeddingModel:
 
     # -- embeddings -----------------------------------------------------------------
 
-    def embed(self, text: str, *, normalize: NormalizeSpec | None = None) -> npt.NDArray[np.float32]:
+    def embed(
+        self,
+        text: str,
+        *,
+        normalize: NormalizeSpec | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> npt.NDArray[Any]:
         """Embedding of one text: shape ``(dim,)``, or ``(n_tokens, dim)`` with pooling NONE.
 
         Parameters
@@ -368,29 +429,60 @@ class EmbeddingModel:
             The text.
         normalize : bool, str or float, optional
             Normalization instead of ``ModelConfig.normalize`` (the same values).
+        prompt_name, prompt, truncate_dim, precision
+            As for :meth:`embed_batch` (int8/uint8 need several texts to calibrate on).
 
         Returns
         -------
         numpy.ndarray
-            float32 vector.
+            float32 vector (of ``truncate_dim`` dimensions when given); int8/uint8 with ``precision``.
 
         Raises
         ------
-        InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
+        InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError, ConfigurationError
             As for :meth:`embed_batch`.
         """
         model, context, batch = self._require()
         norm = self._norm if normalize is None else parse_normalization(normalize)
+        options = self._options(prompt_name, prompt, truncate_dim, precision)
         assert self._pooling is not None
         if self._pooling.native == "none":  # pooled in numpy, or token vectors: the batch pipeline
-            return self._run([text], 0, None, norm, _batch.Progress(1, self.name, False))[0]
+            return self._run([text], 0, None, norm, _batch.Progress(1, self.name, False), options)[0]  # type: ignore[no-any-return]
         # One text, one llama.cpp call: the batch pipeline's steps without its packing and bookkeeping.
-        ids = self._tokenize(model, text, None, self.config.truncate)
+        ids = self._tokenize(model, text, None, self.config.truncate, options.prompt)
         batch.fill((ids,))
         context.process(batch)
         out = np.empty((1, context.n_embd), dtype=np.float32)
         context.copy_sequence_embeddings(out, _FIRST_ROW)
-        return _normalize(out, norm)[0]
+        if options.plain:
+            return _normalize(out, norm)[0]
+        return _encode.finish(out, options.truncate_dim, norm, options.precision, self.name)[0]  # type: ignore[no-any-return]
+
+    def _options(
+        self, prompt_name: str | None, prompt: str | None, truncate_dim: int | None, precision: str | None
+    ) -> _Options:
+        """A call's prompt text, truncate_dim and precision: its own, else the config's (model loaded)."""
+        who = f"model {self.name!r}"
+        text = _encode.resolve_prompt(self._prompts, self._default_prompt_name, prompt, prompt_name, who)
+        if text:
+            self._check_prompt(text)
+        dim = self._model.n_embd if self._model is not None else None
+        cut = _encode.check_truncate_dim(self.config.truncate_dim if truncate_dim is None else truncate_dim, who, dim)
+        kind = _encode.check_precision(self.config.precision if precision is None else precision, who)
+        return _Options(text or None, None if cut == dim else cut, kind)
+
+    def _check_prompt(self, prompt: str) -> None:
+        """A prompt must leave room for text within max_tokens: truncation never cuts into it."""
+        count = self._prompt_tokens.get(prompt)
+        if count is None:
+            assert self._model is not None
+            count = len(self._model.tokenize(prompt, add_special=True, parse_special=self.config.parse_special))
+            self._prompt_tokens[prompt] = count
+        if count >= self._max_tokens:
+            raise ConfigurationError(
+                f"model {self.name!r}: the prompt {prompt[:40]!r} takes {count} tokens with the special tokens, "
+                f"leaving no room for text within max_tokens ({self._max_tokens})"
+            )
 
     def embed_batch(
         self,
@@ -400,6 +492,10 @@ class EmbeddingModel:
         show_progress_bar: bool | None = None,
         normalize: NormalizeSpec | None = None,
         progress: ProgressCallback | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
     ) -> Any:
         """Embeddings of several texts, in order: float32 array of shape ``(n, dim)``.
 
@@ -421,11 +517,21 @@ class EmbeddingModel:
             Normalization instead of ``ModelConfig.normalize`` (the same values).
         progress : callable, optional
             ``progress(done, total)``, called on this thread after each llama.cpp call.
+        prompt_name : str, optional
+            Prepend the model's prompt of that name (see :attr:`prompts`); default: ``default_prompt_name``'s.
+        prompt : str, optional
+            Prepend this text (wins over ``prompt_name``). Prompts count toward ``max_tokens`` and are never cut.
+        truncate_dim : int, optional
+            Keep the first dimensions, cut before normalization; default ``ModelConfig.truncate_dim``.
+        precision : str, optional
+            "float32", "int8", "uint8", "binary" or "ubinary" (as sentence-transformers' ``quantize_embeddings``:
+            int8/uint8 ranges from these texts' vectors); default ``ModelConfig.precision``.
 
         Returns
         -------
         numpy.ndarray or list of numpy.ndarray
-            float32, shape ``(len(texts), dim)``; with pooling NONE one ``(n_tokens_i, dim)`` array per text.
+            float32, shape ``(len(texts), dim)`` (int8/uint8 with ``precision``, ``ceil(dim / 8)`` columns for the
+            binary kinds, ``truncate_dim`` for ``dim``); with pooling NONE one ``(n_tokens_i, dim)`` array per text.
 
         Raises
         ------
@@ -439,12 +545,21 @@ class EmbeddingModel:
         EmbeddingError
             llama.cpp failed (its return code and the text's length are in the message).
         ConfigurationError
-            A bad ``batch_size`` or ``normalize``.
+            A bad ``batch_size``, ``normalize``, ``truncate_dim`` (above the dimensions) or ``precision``, an unknown
+            ``prompt_name`` (the message lists the model's), a prompt that leaves no room for text, or
+            ``truncate_dim``/``precision`` with pooling NONE.
         """
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise InvalidInputError(f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name)
+        self._require()
+        options = self._options(prompt_name, prompt, truncate_dim, precision)
         return self._run(
-            texts, 0, batch_size, normalize, _batch.Progress(len(texts), self.name, show_progress_bar, progress)
+            texts,
+            0,
+            batch_size,
+            normalize,
+            _batch.Progress(len(texts), self.name, show_progress_bar, progress),
+            options,
         )
 
     def embed_iter(
@@ -456,6 +571,10 @@ class EmbeddingModel:
         normalize: NormalizeSpec | None = None,
         show_progress_bar: bool | None = None,
         progress: ProgressCallback | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
     ) -> Iterator[Any]:
         """Stream embeddings: one ``(chunk, dim)`` array per ``chunk_size`` texts, in input order.
 
@@ -470,8 +589,10 @@ class EmbeddingModel:
             Any iterable, read lazily, ``chunk_size`` texts at a time.
         chunk_size : int, optional
             Texts per yielded array.
-        batch_size, normalize, show_progress_bar, progress
+        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
             As for :meth:`embed_batch`; ``progress`` gets ``total=None`` while the stream's length is unknown.
+            ``precision`` int8/uint8 is refused: each chunk would get its own ranges (quantize the float32
+            chunks with :func:`embellama.quantize_embeddings` and fixed ``ranges`` instead).
 
         Yields
         ------
@@ -481,7 +602,7 @@ class EmbeddingModel:
         Raises
         ------
         ConfigurationError
-            A bad ``chunk_size``, ``batch_size`` or ``normalize``.
+            A bad ``chunk_size``, ``batch_size``, ``normalize``, prompt, ``truncate_dim`` or ``precision``.
         InvalidInputError
             ``texts`` is a str itself, or a text is invalid (its index in the whole stream).
         ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
@@ -495,6 +616,12 @@ class EmbeddingModel:
         self._require()  # loads the model on this thread, which then owns its context
         self._check_batch_size(batch_size)
         norm = self._norm if normalize is None else parse_normalization(normalize)
+        options = self._options(prompt_name, prompt, truncate_dim, precision)
+        if options.precision in _encode.CALIBRATED:
+            raise ConfigurationError(
+                f"model {self.name!r}: embed_iter cannot give {options.precision}: each chunk would be calibrated on "
+                "its own ranges; embed float32 and use quantize_embeddings(..., ranges=...), or embed_batch"
+            )
         tracker = _batch.Progress(total, self.name, show_progress_bar, progress)
         source = iter(texts)
         finished = False
@@ -506,7 +633,7 @@ class EmbeddingModel:
             pool = ThreadPoolExecutor(1, thread_name_prefix="embellama-tokenize")
         try:
             chunk = list(itertools.islice(source, chunk_size))
-            pending = pool.submit(self._tokens, chunk, 0, 1) if chunk else None
+            pending = pool.submit(self._tokens, chunk, 0, 1, options.prompt) if chunk else None
             offset = 0
             while pending is not None:
                 tokens = pending.result()  # a bad text raises here, once the chunks before it are out
@@ -516,9 +643,9 @@ class EmbeddingModel:
                     chunk = list(itertools.islice(source, chunk_size))
                 except Exception as exc:  # the caller's iterable failed: first hand out what is done
                     source_error, chunk = exc, []
-                pending = pool.submit(self._tokens, chunk, offset, 1) if chunk else None
+                pending = pool.submit(self._tokens, chunk, offset, 1, options.prompt) if chunk else None
                 try:
-                    result = self._infer(tokens, batch_size, norm, tracker)
+                    result = self._infer(tokens, batch_size, norm, tracker, options)
                 finally:
                     if pending is not None:
                         wait([pending])
@@ -537,12 +664,14 @@ class EmbeddingModel:
         batch_size: int | None,
         normalize: NormalizeSpec | None,
         progress: _batch.Progress,
+        options: _Options,
     ) -> Any:
         """Check, tokenize and embed ``texts`` (indices in errors count from ``offset``)."""
         self._require()
         self._check_batch_size(batch_size)
         norm = self._norm if normalize is None else parse_normalization(normalize)
-        result = self._infer(self._tokens(texts, offset, self._tokenize_threads), batch_size, norm, progress)
+        tokens = self._tokens(texts, offset, self._tokenize_threads, options.prompt)
+        result = self._infer(tokens, batch_size, norm, progress, options)
         progress.close()
         return result
 
@@ -552,12 +681,16 @@ class EmbeddingModel:
         ):
             raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
 
-    def _tokens(self, texts: Sequence[Any], offset: int, threads: int) -> list[npt.NDArray[np.int32]]:
+    def _tokens(
+        self, texts: Sequence[Any], offset: int, threads: int, prompt: str | None = None
+    ) -> list[npt.NDArray[np.int32]]:
         """Every text checked and tokenized; reads only the vocabulary, so any thread may call it."""
         model, truncate = self._model, self.config.truncate
         if model is None:
             raise ResourceClosedError(f"model {self.name!r} was unloaded")
-        return _batch.tokenize_all(texts, lambda text, i: self._tokenize(model, text, offset + i, truncate), threads)
+        return _batch.tokenize_all(
+            texts, lambda text, i: self._tokenize(model, text, offset + i, truncate, prompt), threads
+        )
 
     def _infer(
         self,
@@ -565,19 +698,27 @@ class EmbeddingModel:
         batch_size: int | None,
         norm: Normalization | float,
         progress: _batch.Progress,
+        options: _Options = _PLAIN,
     ) -> Any:
         _, context, batch = self._require()
         assert self._pooling is not None
-        return _batch.run_batch(
+        if not options.plain and self._pooling is PoolingStrategy.NONE:
+            raise ConfigurationError(
+                f"model {self.name!r}: truncate_dim and precision need one vector per text, not pooling NONE"
+            )
+        result = _batch.run_batch(
             tokens,
             context=context,
             batch=batch,
             pooling=self._pooling,
-            norm=norm,
+            norm=norm if options.plain else Normalization.NONE,  # else: cut first, then normalize
             budget=self._budget,
             max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
             progress=progress,
         )
+        if options.plain:
+            return result
+        return _encode.finish(result, options.truncate_dim, norm, options.precision, self.name)
 
     @overload
     def encode(
@@ -587,7 +728,12 @@ class EmbeddingModel:
         show_progress_bar: bool | None = ...,
         normalize_embeddings: bool = ...,
         progress: ProgressCallback | None = ...,
-    ) -> npt.NDArray[np.float32]: ...
+        *,
+        prompt_name: str | None = ...,
+        prompt: str | None = ...,
+        precision: str | None = ...,
+        truncate_dim: int | None = ...,
+    ) -> npt.NDArray[Any]: ...
 
     @overload
     def encode(
@@ -597,7 +743,12 @@ class EmbeddingModel:
         show_progress_bar: bool | None = ...,
         normalize_embeddings: bool = ...,
         progress: ProgressCallback | None = ...,
-    ) -> npt.NDArray[np.float32]: ...
+        *,
+        prompt_name: str | None = ...,
+        prompt: str | None = ...,
+        precision: str | None = ...,
+        truncate_dim: int | None = ...,
+    ) -> npt.NDArray[Any]: ...
 
     def encode(
         self,
@@ -606,12 +757,18 @@ class EmbeddingModel:
         show_progress_bar: bool | None = None,
         normalize_embeddings: bool = False,
         progress: ProgressCallback | None = None,
-    ) -> npt.NDArray[np.float32]:
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        precision: str | None = None,
+        truncate_dim: int | None = None,
+    ) -> npt.NDArray[Any]:
         """sentence-transformers-style ``encode``: a str gives ``(dim,)``, a list ``(n, dim)``.
 
         As in sentence-transformers, the model's own pipeline decides the output (here
         ``ModelConfig.normalize``, like a Normalize module), and ``normalize_embeddings=True``
-        L2-normalizes on top of it.
+        L2-normalizes on top of it. ``prompt_name``/``prompt`` pick the prompt as there (``prompt`` wins; else
+        ``default_prompt_name``'s), ``truncate_dim`` cuts before normalizing, ``precision`` quantizes last.
 
         Parameters
         ----------
@@ -621,16 +778,19 @@ class EmbeddingModel:
             As for :meth:`embed_batch`.
         normalize_embeddings : bool, optional
             L2-normalize the model's output once more.
+        prompt_name, prompt, precision, truncate_dim
+            As for :meth:`embed_batch`.
 
         Returns
         -------
         numpy.ndarray
-            float32, shape ``(dim,)`` for a str, ``(len(sentences), dim)`` for a sequence.
+            float32 (or the ``precision``'s type), shape ``(dim,)`` for a str, ``(len(sentences), dim)`` for a sequence.
 
         Raises
         ------
         ConfigurationError
-            ``normalize_embeddings`` is not a bool, or the pooling is NONE (no single vector per text).
+            ``normalize_embeddings`` is not a bool, the pooling is NONE (no single vector per text), or a bad prompt,
+            ``truncate_dim`` or ``precision``.
         InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
             As for :meth:`embed_batch`.
         """
@@ -639,14 +799,95 @@ class EmbeddingModel:
                 f"model {self.name!r}: normalize_embeddings must be a bool, got {normalize_embeddings!r}"
             )
         norm: NormalizeSpec | None = Normalization.L2 if normalize_embeddings else None
+        options: dict[str, Any] = {
+            "normalize": norm,
+            "prompt_name": prompt_name,
+            "prompt": prompt,
+            "truncate_dim": truncate_dim,
+            "precision": precision,
+        }
         if isinstance(sentences, str):
-            return self.embed(sentences, normalize=norm)
+            return self.embed(sentences, **options)
         result = self.embed_batch(
-            sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, normalize=norm, progress=progress
+            sentences, batch_size=batch_size, show_progress_bar=show_progress_bar, progress=progress, **options
         )
         if isinstance(result, list):
             raise ConfigurationError(f"model {self.name!r}: encode() needs a pooling other than NONE")
-        return result
+        return result  # type: ignore[no-any-return]
+
+    def encode_query(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> npt.NDArray[Any]:
+        """:meth:`encode` with the model's ``query`` prompt, as sentence-transformers' ``encode_query``.
+
+        With neither ``prompt_name`` nor ``prompt``, the ``query`` prompt is used (an empty one unless the GGUF or
+        ``ModelConfig.prompts`` set it; it then overrides ``default_prompt_name``).
+
+        Parameters
+        ----------
+        sentences : str or sequence of str
+            One query or several.
+        prompt_name, prompt : str, optional
+            As for :meth:`encode`, to use another prompt.
+        **kwargs
+            The other arguments of :meth:`encode`.
+
+        Returns
+        -------
+        numpy.ndarray
+            As :meth:`encode` returns.
+
+        Raises
+        ------
+        ConfigurationError, InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
+            As for :meth:`encode`.
+        """
+        self._require()
+        if prompt_name is None and prompt is None and "query" in self._prompts:
+            prompt_name = "query"
+        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    def encode_document(
+        self,
+        sentences: str | Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        **kwargs: Any,
+    ) -> npt.NDArray[Any]:
+        """:meth:`encode` with the model's document prompt, as sentence-transformers' ``encode_document``.
+
+        With neither ``prompt_name`` nor ``prompt``, the first of the prompts ``document``, ``passage`` and
+        ``corpus`` the model has is used (``document`` is always there: empty unless set).
+
+        Parameters
+        ----------
+        sentences : str or sequence of str
+            One document or several.
+        prompt_name, prompt : str, optional
+            As for :meth:`encode`, to use another prompt.
+        **kwargs
+            The other arguments of :meth:`encode`.
+
+        Returns
+        -------
+        numpy.ndarray
+            As :meth:`encode` returns.
+
+        Raises
+        ------
+        ConfigurationError, InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
+            As for :meth:`encode`.
+        """
+        self._require()
+        if prompt_name is None and prompt is None:
+            prompt_name = _encode.document_prompt_name(self._prompts)
+        return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"

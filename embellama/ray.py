@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _encode
 from ._config import ModelConfig, PoolingStrategy
 from ._engine import EmbeddingEngine
 from ._exceptions import (
@@ -102,7 +103,7 @@ def embedding_matrix(column: Any) -> npt.NDArray[np.float32]:
     Returns
     -------
     numpy.ndarray
-        float32, shape ``(rows, dim)``, C-contiguous.
+        float32 (int8/uint8 for a column of such, from ``precision=``), shape ``(rows, dim)``, C-contiguous.
 
     Raises
     ------
@@ -115,7 +116,8 @@ def embedding_matrix(column: Any) -> npt.NDArray[np.float32]:
         if column.null_count:
             raise InvalidInputError(f"the embedding column has {column.null_count} null row(s)")
         flat = column.flatten().to_numpy(zero_copy_only=False)
-        return np.ascontiguousarray(flat, dtype=np.float32).reshape(len(column), column.type.list_size)
+        kind = flat.dtype if flat.dtype in (np.int8, np.uint8) else np.float32  # precision= columns keep their type
+        return np.ascontiguousarray(flat, dtype=kind).reshape(len(column), column.type.list_size)
     if isinstance(column, np.ndarray) and column.dtype != object:
         return np.ascontiguousarray(column, dtype=np.float32)
     rows = list(column)
@@ -241,13 +243,17 @@ class Embedder:
         of ``config.model_path``.
     cache_dir : str or os.PathLike, optional
         Where shipped models are written; default: a folder in the system temp folder.
+    prompt_name, prompt : str, optional
+        The prompt prepended to every text, as for :meth:`embellama.EmbeddingModel.embed_batch`.
     **fields
-        ``ModelConfig`` fields, overriding ``config``'s.
+        ``ModelConfig`` fields, overriding ``config``'s (``truncate_dim``, ``precision`` among them: the column is
+        then ``fixed_size_list<int8 or uint8>`` for the quantized types, ``ceil(dim / 8)`` wide for the binary ones).
 
     Raises
     ------
     ConfigurationError
-        A bad column name, ``texts_per_call`` or config, or pooling NONE (one vector per token).
+        A bad column name, ``texts_per_call`` or config, pooling NONE (one vector per token), an unknown prompt, or
+        precision int8/uint8 (each batch would get its own ranges).
     LibraryError
         No usable libllama on this node (the message names the node).
     ModelNotFoundError
@@ -266,6 +272,8 @@ class Embedder:
         texts_per_call: int | None = None,
         shipped: ShippedModel | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
         **fields: Any,
     ) -> None:
         self.text_column = _check_column(text_column, "text_column")
@@ -275,6 +283,8 @@ class Embedder:
             raise ConfigurationError(f"texts_per_call must be a positive int or None, got {texts_per_call!r}")
         self.texts_per_call = texts_per_call
         cfg = _as_config(config, fields)
+        _refuse_calibrated(cfg)
+        self.prompts: dict[str, Any] = {"prompt_name": prompt_name, "prompt": prompt}
         node = socket.gethostname()
         try:
             self.library = load_library()  # $EMBELLAMA_LIB (a runtime_env env var) or the built library
@@ -300,7 +310,12 @@ class Embedder:
             raise ConfigurationError(
                 f"model {cfg.name!r}: pooling NONE gives one vector per token; a dataset column needs one per text"
             )
-        self.dimensions: int = int(self.info["embedding_dimensions"])
+        self.dimensions: int = _encode.output_width(
+            int(self.info["embedding_dimensions"]), cfg.truncate_dim, cfg.precision
+        )
+        self._dtype = np.dtype({"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(cfg.precision, np.uint8))
+        if prompt_name is not None or prompt is not None:  # an unknown prompt_name fails as the actor starts
+            self._engine.embed("x", **self.prompts)
         logger.info("embellama.ray actor on %s: %s from %s", node, cfg.name, self.library.path)
 
     @property
@@ -376,12 +391,14 @@ class Embedder:
             if not isinstance(value, str):
                 raise where(f"expected str, got {type(value).__name__}", i)
         if not values:
-            return np.empty((0, self.dimensions), dtype=np.float32)
+            return np.empty((0, self.dimensions), dtype=self._dtype)
         try:
-            vectors = self._engine.embed_batch(list(values), batch_size=self.texts_per_call, show_progress_bar=False)
+            vectors = self._engine.embed_batch(
+                list(values), batch_size=self.texts_per_call, show_progress_bar=False, **self.prompts
+            )
         except InvalidInputError as exc:  # empty, undecodable or (with truncate=False) too long
             raise where(exc.reason, exc.index) from None
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.ascontiguousarray(vectors, dtype=self._dtype)
 
     def _arrow_batch(self, table: Any) -> Any:
         import pyarrow as pa
@@ -389,7 +406,8 @@ class Embedder:
         self._check_columns(table.column_names)
         values = table.column(self.text_column).to_pylist()
         vectors = self._embed(values, lambda: table.column(self.id_column).to_pylist())
-        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), self.dimensions)
+        flat = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(self._dtype))
+        column = pa.FixedSizeListArray.from_arrays(flat, self.dimensions)
         return table.append_column(pa.field(self.output_column, column.type), column)
 
     def _numpy_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +421,14 @@ class Embedder:
         values = frame[self.text_column].tolist()
         vectors = self._embed(values, lambda: frame[self.id_column].tolist())
         return frame.assign(**{self.output_column: list(vectors)})
+
+
+def _refuse_calibrated(config: ModelConfig) -> None:
+    if config.precision in _encode.CALIBRATED:
+        raise ConfigurationError(
+            f"model {config.name!r}: precision {config.precision!r} would calibrate each Ray batch on its own ranges; "
+            "embed float32 and quantize with embellama.quantize_embeddings(..., ranges=...) over the whole set"
+        )
 
 
 # -- resources -----------------------------------------------------------------------------
@@ -568,6 +594,10 @@ def embed_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     runtime_env: Mapping[str, Any] | None = None,
     split_blocks: bool = True,
+    prompt_name: str | None = None,
+    prompt: str | None = None,
+    truncate_dim: int | None = None,
+    precision: str | None = None,
     **ray_remote_args: Any,
 ) -> Dataset:
     """``ds`` with an embedding column: ``fixed_size_list<float32>[dim]``, L2-normalized by default.
@@ -605,6 +635,10 @@ def embed_dataset(
         Passed to ``map_batches`` (with ``$EMBELLAMA_LIB`` added for ``library``).
     split_blocks : bool, optional
         Split blocks larger than a batch (a streaming ``repartition``), so that every actor gets work.
+    prompt_name, prompt, truncate_dim, precision
+        As for :meth:`embellama.EmbeddingModel.embed_batch` (``truncate_dim``, ``precision`` default to the
+        config's); precision "binary"/"ubinary" make an int8/uint8 column of ``ceil(dim / 8)``; int8/uint8 are
+        refused (each batch would be calibrated on its own).
     **ray_remote_args
         Passed to ``map_batches`` as they are.
 
@@ -622,6 +656,9 @@ def embed_dataset(
     """
     ray = _ray()
     cfg = _as_config(config, {})
+    overrides: dict[str, Any] = {"truncate_dim": truncate_dim, "precision": precision}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    _refuse_calibrated(cfg)
     text_column = _check_column(text_column, "text_column")
     output_column = _check_column(output_column, "output_column")
     schema = ds.schema(fetch_if_missing=False)
@@ -655,6 +692,8 @@ def embed_dataset(
         "id_column": id_column,
         "shipped": _put_model(cfg.model_path) if ship_model else None,
         "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+        "prompt_name": prompt_name,
+        "prompt": prompt,
     }
     if plan.num_gpus > 0:
         ray_remote_args.setdefault("num_gpus", plan.num_gpus)

@@ -22,7 +22,7 @@ EXCEPTIONS = (
     "EmbeddingError ResourceClosedError ThreadAffinityError EngineBusyError"
 ).split()
 CLASSES = "EmbeddingModel EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
-FUNCTIONS = "normalize load_library get_library".split()
+FUNCTIONS = "normalize load_library get_library quantize_embeddings".split()
 PUBLIC = sorted([*EXCEPTIONS, *CLASSES, *FUNCTIONS, "__version__"])
 
 

@@ -282,6 +282,22 @@ def test_model_shipped_through_the_object_store(cluster, minilm_f16, tmp_path):
     assert _min_cos(embedding_matrix([r["embedding"] for r in rows]), expected) >= MIN_COS
 
 
+def test_prompt_truncate_dim_and_precision_reach_the_actors(cluster, minilm_f16):
+    texts = ["how do I reset my password", "open settings, then security", "markets fell"]
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=1)
+    config = ModelConfig(model_path=minilm_f16, n_threads=1)
+    options = {"prompt": "query: ", "truncate_dim": 64, "precision": "ubinary"}
+    table = embed_dataset(ds, config, concurrency=1, **options).to_arrow_refs()
+    column = pa.concat_tables(ray.get(table)).sort_by("id").column("embedding")
+    assert str(column.type) == "fixed_size_list<item: uint8>[8]"
+    with EmbeddingModel(config) as model:
+        expected = model.encode(texts, **options)
+    bits = np.unpackbits(embedding_matrix(column)) == np.unpackbits(expected)
+    assert bits.mean() >= 0.99  # signs of the same floats; one near zero may round the other way
+    with pytest.raises(ConfigurationError, match="precision 'int8' would calibrate each Ray batch on its own ranges"):
+        embed_dataset(ds, config, precision="int8")
+
+
 def test_missing_column_is_refused_before_the_job_runs(cluster, minilm_f16):
     ds = ray.data.from_items([{"id": 1, "body": "no text column"}])
     with pytest.raises(ConfigurationError, match=r"the dataset has no column 'text'; columns: \['id', 'body'\]"):

@@ -31,6 +31,10 @@ EXPECTED = {
         "['minilm', 'cls'] cls 2",
     ],
     "Tokens and the low-level": ["bert 384 30522 mean (101,)", "(2, 384)"],
+    "Prompts, truncate_dim and precision": [
+        "{'query': 'query: ', 'document': '', 'passage': 'passage: '}",
+        "(3, 128) [1. 1. 1.] uint8 (3, 48) int8",
+    ],
 }
 
 
