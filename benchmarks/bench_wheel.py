@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         wheel_lib = Path(tmp) / "wheel"
         with zipfile.ZipFile(args.wheel) as zf:
             for name in zf.namelist():
-                if name.startswith("embellama/_lib/cpu/"):
+                if name.startswith("embellama/_lib/cpu/") and not name.endswith("/"):
                     target = wheel_lib / name.rsplit("/", 1)[1]
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(zf.read(name))
