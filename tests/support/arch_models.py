@@ -189,7 +189,9 @@ def ensure(name: str) -> Built:
 
 def _gguf_vocab(name: str) -> tuple[list[str], list[int], list[str], list[float]]:
     """Tokens, token types, merges and scores of llama.cpp's ``ggml-vocab-<name>.gguf``."""
-    sys.path.insert(0, str(make_model.llama_source() / "gguf-py"))
+    gguf_py = str(make_model.llama_source() / "gguf-py")
+    if gguf_py not in sys.path:
+        sys.path.insert(0, gguf_py)
     import gguf
 
     fields = gguf.GGUFReader(vocab_path(name)).fields
@@ -197,8 +199,11 @@ def _gguf_vocab(name: str) -> tuple[list[str], list[int], list[str], list[float]
     def get(key: str) -> list:  # type: ignore[type-arg]
         return list(fields[key].contents()) if key in fields else []
 
-    return get("tokenizer.ggml.tokens"), get("tokenizer.ggml.token_type"), get("tokenizer.ggml.merges"), get(
-        "tokenizer.ggml.scores"
+    return (
+        get("tokenizer.ggml.tokens"),
+        get("tokenizer.ggml.token_type"),
+        get("tokenizer.ggml.merges"),
+        get("tokenizer.ggml.scores"),
     )
 
 
@@ -224,7 +229,7 @@ def tokenizer_gpt2_roberta(out: Path) -> int:
     from tokenizers import AddedToken, pre_tokenizers, processors
 
     specials = ("<s>", "<pad>", "</s>", "<unk>")
-    tok, tokens = _bpe("gpt-2", (1,), front=specials)
+    tok, _ = _bpe("gpt-2", (1,), front=specials)
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.add_special_tokens([AddedToken(s, special=True) for s in specials])
     tok.add_special_tokens([AddedToken("<|endoftext|>", special=True), AddedToken("<mask>", special=True, lstrip=True)])
@@ -243,7 +248,9 @@ def tokenizer_modernbert(out: Path) -> int:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     tok.add_special_tokens([AddedToken("<|endoftext|>", special=True), AddedToken("<|padding|>", special=True)])
     tok.add_tokens([AddedToken(tokens[i], special=False, normalized=True) for i in range(50254, 50277)])
-    tok.add_tokens([AddedToken(s, special=False) for s in ("|||IP_ADDRESS|||", "|||EMAIL_ADDRESS|||", "|||PHONE_NUMBER|||")])
+    tok.add_tokens(
+        [AddedToken(s, special=False) for s in ("|||IP_ADDRESS|||", "|||EMAIL_ADDRESS|||", "|||PHONE_NUMBER|||")]
+    )
     tok.add_special_tokens([AddedToken(s, special=True) for s in ("[UNK]", "[CLS]", "[SEP]", "[PAD]")])
     tok.add_special_tokens([AddedToken("[MASK]", special=True, lstrip=True)])
     assert tok.token_to_id("[CLS]") == 50281
@@ -251,7 +258,9 @@ def tokenizer_modernbert(out: Path) -> int:
         single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
         special_tokens=[("[CLS]", 50281), ("[SEP]", 50282)],
     )  # fmt: skip
-    _save_fast(tok, out, cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]")
+    _save_fast(
+        tok, out, cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]"
+    )
     return 50368
 
 
@@ -261,9 +270,7 @@ def tokenizer_qwen3_embedding(out: Path) -> int:
 
     tok, _ = _bpe("qwen2", (1,))
     tok.normalizer = normalizers.NFC()
-    pattern = (
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-    )
+    pattern = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
@@ -346,7 +353,7 @@ def tokenizer_unigram(out: Path) -> int:
     (out / "sentencepiece.bpe.model").write_bytes(model.getvalue())
     tok = XLMRobertaTokenizer.from_pretrained(out)  # fairseq's ids: <s>=0, <pad>=1, </s>=2, <unk>=3, pieces +1
     tok.save_pretrained(out)
-    return int(len(tok))
+    return len(tok)
 
 
 def tokenizer_wordpiece(out: Path) -> int:
@@ -420,7 +427,7 @@ def _spread(model, seed: int) -> None:  # type: ignore[no-untyped-def]
 def _write_st_modules(arch: Arch, out: Path, seed: int) -> None:
     """modules.json, sentence_bert_config.json, 1_Pooling, [2_Dense, 3_Dense] and Normalize."""
     import torch
-    from sentence_transformers import models
+    from sentence_transformers.sentence_transformer.modules import Dense
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     pool = {
@@ -441,7 +448,7 @@ def _write_st_modules(arch: Arch, out: Path, seed: int) -> None:
         for idx, (fin, fout) in ((2, (HIDDEN, 2 * HIDDEN)), (3, (2 * HIDDEN, HIDDEN))):
             weight = (torch.randn(fout, fin, generator=gen) / fin**0.5).half().float()
             (out / f"{idx}_Dense").mkdir()
-            dense = models.Dense(fin, fout, bias=False, activation_function=torch.nn.Identity(), init_weight=weight)
+            dense = Dense(fin, fout, bias=False, activation_function=torch.nn.Identity(), init_weight=weight)
             dense.save(str(out / f"{idx}_Dense"))
             modules.append(
                 {"idx": idx, "name": str(idx), "path": f"{idx}_Dense", "type": "sentence_transformers.models.Dense"}
@@ -585,7 +592,8 @@ def build(name: str) -> Built:
         (convert_dir / "config.json").write_text(json.dumps(dict(cfg, **dict(arch.convert_patch)), indent=2))
     t0 = time.perf_counter()
     with ThreadPoolExecutor(2) as pool:  # the two conversions are separate processes: run them side by side
-        procs = dict(zip(OUTTYPES, pool.map(lambda t: convert(arch, convert_dir, tmp / built.gguf(t).name, t), OUTTYPES)))
+        runs = pool.map(lambda t: convert(arch, convert_dir, tmp / built.gguf(t).name, t), OUTTYPES)
+        procs = dict(zip(OUTTYPES, runs, strict=True))
     for outtype, proc in procs.items():
         if proc.returncode != 0:
             raise RuntimeError(f"convert_hf_to_gguf.py failed for {name} ({outtype}):\n{proc.stderr[-4000:]}")
