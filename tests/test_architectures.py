@@ -105,11 +105,12 @@ def _comparable(built: arch_models.Built) -> np.ndarray:
 
 @pytest.mark.parametrize("outtype", ["f32", "f16"])
 def test_embed_and_embed_batch_equal_sentence_transformers(built, outtype):
-    """Every text whose token ids equal Hugging Face's (all but the known random-Unicode ones above)."""
+    """Every text whose token ids equal Hugging Face's (all but the known random-Unicode ones above), the
+    file's own weight type (``compute_type="off"``; the engine test below runs the default)."""
     ref = built.reference()
     texts = arch_models.embed_texts()
     same = _comparable(built)
-    with EmbeddingModel(ModelConfig(model_path=built.gguf(outtype), n_threads=1)) as model:
+    with EmbeddingModel(ModelConfig(model_path=built.gguf(outtype), n_threads=1, compute_type="off")) as model:
         single = np.stack([model.embed(t) for t in texts])
         batched = model.embed_batch(texts, show_progress_bar=False)
     assert same.sum() >= 0.8 * len(texts)
@@ -144,6 +145,7 @@ def test_a_wrong_choice_falls_well_below_the_bar(built):
 
 
 def test_engine_serves_every_architecture(all_built):
+    """All models in one engine, with the default ``compute_type`` (BF16 on CPUs with AVX512_BF16)."""
     texts = arch_models.embed_texts()
     configs = [ModelConfig(model_path=b.gguf("f16"), model_name=name, n_threads=1) for name, b in all_built.items()]
     with EmbeddingEngine(configs) as engine:
