@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -173,15 +174,23 @@ def folder_for(name: str) -> Path:
 
 
 def ensure(name: str) -> Built:
-    """The built model ``name`` (see :data:`ARCHS`), building every missing one in a child process first."""
-    missing = [n for n in ARCHS if not (folder_for(n) / "info.json").is_file()]
-    if name in missing:  # one child builds them all: torch and transformers are imported once
-        cmd = [sys.executable, "-m", "tests.support.arch_models", *missing]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=make_model.REPO, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"building {missing} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return Built(ARCHS[name], folder_for(name))
+    """The built model ``name`` (see :data:`ARCHS`), building every missing one in a child process first.
+
+    A lock file keeps concurrent test processes (pytest-xdist) from building the same folders at once.
+    """
+    folder = folder_for(name)
+    if not (folder / "info.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            missing = [n for n in ARCHS if not (folder_for(n) / "info.json").is_file()]
+            if missing:  # one child builds them all: torch and transformers are imported once
+                cmd = [sys.executable, "-m", "tests.support.arch_models", *missing]
+                env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=make_model.REPO, env=env)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"building {missing} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return Built(ARCHS[name], folder)
 
 
 # -- building (child process) ---------------------------------------------------------------------------------
