@@ -61,7 +61,7 @@ def _diverging(built: arch_models.Built) -> list[str]:
 
 
 # Random-Unicode texts (of 200) whose ids differ inside llama.cpp's tokenizers: its WordPiece drops spacing
-# combining marks (Mc), and its byte-level BPE pre-tokenizer classifies some code points (unassigned ones,
+# combining marks (Mc; one of the 3 texts, which llama-cpp-python 0.3.27's llama.cpp still keeps), and its byte-level BPE pre-tokenizer classifies some code points (unassigned ones,
 # marks, rare scripts) otherwise than the regex library Hugging Face uses. Equality, not a bound: a change
 # either way turns the test red.
 KNOWN_UNICODE_DIVERGENCES = {
@@ -82,7 +82,11 @@ def test_token_ids_equal_hugging_face(built):
         diverging = [t for t in diverging if t in unicode]
     else:
         assert not [t for t in diverging if t not in unicode], f"{built.arch.name}: STS sentences tokenized otherwise"
-    assert len(diverging) == KNOWN_UNICODE_DIVERGENCES[built.arch.name], diverging[:3]
+    expected = KNOWN_UNICODE_DIVERGENCES[built.arch.name]
+    if built.arch.tokenizer == "wordpiece":
+        with Model(built.gguf("f16"), vocab_only=True) as model:  # a llama.cpp that keeps Mc as Hugging Face does
+            expected -= model.tokenize("a \u0903 b").tolist() != model.tokenize("a b").tolist()
+    assert len(diverging) == expected, diverging[:3]
 
 
 @pytest.mark.parametrize("name", [name for name, arch in ARCHS.items() if arch.tokenizer == "spm-bpe"])
