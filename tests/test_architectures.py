@@ -61,7 +61,8 @@ def _diverging(built: arch_models.Built) -> list[str]:
 
 
 # Random-Unicode texts (of 200) whose ids differ inside llama.cpp's tokenizers: its WordPiece drops spacing
-# combining marks (Mc; one of the 3 texts, which llama-cpp-python 0.3.27's llama.cpp still keeps), and its byte-level BPE pre-tokenizer classifies some code points (unassigned ones,
+# combining marks (Mc; one of the 3 texts, and 0.3.27's llama.cpp keeps them) and splits two texts with rare
+# combining marks and unassigned code points otherwise, and its byte-level BPE pre-tokenizer classifies some code points (unassigned ones,
 # marks, rare scripts) otherwise than the regex library Hugging Face uses. Equality, not a bound: a change
 # either way turns the test red.
 KNOWN_UNICODE_DIVERGENCES = {
