@@ -154,6 +154,7 @@ LLAMA_WINDOW_TESTS = [
     "tests/test_tokenize.py",
     "tests/test_model.py",
     "tests/test_byo_header.py",
+    "tests/test_architectures.py",
 ]
 
 # llama.cpp's WordPiece tokenizer drops spacing combining marks (Unicode Mc) that Hugging Face
