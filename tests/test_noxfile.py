@@ -20,6 +20,7 @@ class _Stop(Exception):
 class FakeSession:
     def __init__(self, posargs=()):
         self.ran = []
+        self.ran_kwargs = []
         self.posargs = list(posargs)
 
     def install(self, *args, **kwargs):
@@ -33,10 +34,11 @@ class FakeSession:
 
     def run(self, *args, **kwargs):
         self.ran.append(args)
+        self.ran_kwargs.append(kwargs)
 
 
 @pytest.fixture
-def noxfile(monkeypatch):
+def noxfile(monkeypatch, tmp_path):
     fake = types.ModuleType("nox")
     fake.options = types.SimpleNamespace()
     fake.Session = FakeSession
@@ -46,6 +48,8 @@ def noxfile(monkeypatch):
     spec = importlib.util.spec_from_file_location("embellama_noxfile", NOXFILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    # The sessions must never touch the checkout's .whl/ from a test (the wheel tests read it).
+    module.WHEEL_DIR = tmp_path / "whl"
     return module
 
 
@@ -70,12 +74,19 @@ def test_metal_session_needs_macos(noxfile, monkeypatch):
         noxfile.tests(FakeSession(), "metal")
 
 
-def test_cpu_session_builds_then_runs_pytest(noxfile, monkeypatch):
+def test_cpu_session_builds_then_runs_pytest(noxfile, tmp_path):
     session = FakeSession()
     noxfile.tests(session, "cpu")
     commands = session.commands()
     assert "build_llama.py --backend cpu" in commands[0]
+    # the sdist and wheel, built and repaired before pytest, which gets their folders
+    build = next(i for i, c in enumerate(commands) if "-m build --sdist --wheel" in c)
+    assert commands[build].endswith(str(noxfile.ROOT)) and str(tmp_path / "whl" / "dist") in commands[build]
+    assert any(c.startswith("python -m pip download") and "numpy cffi pycparser" in c for c in commands[build:])
     assert commands[-1].startswith("pytest")
+    env = session.ran_kwargs[-1]["env"]
+    assert env["EMBELLAMA_WHEELHOUSE"] == str(tmp_path / "whl" / "wheelhouse")
+    assert env["EMBELLAMA_SDIST"] == str(tmp_path / "whl" / "dist")
     # the whole suite is the coverage gate: embellama/ measured, under 80 % fails
     assert "--cov=embellama" in commands[-1] and "--cov-fail-under=80" in commands[-1]
 

@@ -94,12 +94,14 @@ def test_threads_only_while_a_gpu_computes(minilm_f16, monkeypatch):
     """On the CPU inference keeps the cores busy: tokenization stays on the calling thread."""
     import embellama._model as model_module
 
-    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as cpu:
+    # compute_type="off": with a stand-in GPU, auto would keep F16 weights that it runs as BF16 on a
+    # CPU with AVX512_BF16, and the two runs would differ in their weights, not their tokenization.
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1, compute_type="off")) as cpu:
         assert cpu._tokenize_threads == 1
         serial = cpu.embed_batch(generated(PARALLEL_TOKENIZE_MIN * 2, seed=4), show_progress_bar=False)
     monkeypatch.setattr(model_module, "_gpu_devices", lambda library: [{"type": "GPU", "name": "stand-in"}])
     monkeypatch.setattr(model_module, "_cpu_count", lambda: 4)
-    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1)) as gpu:
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1, compute_type="off")) as gpu:
         assert gpu._tokenize_threads == 4
         threaded = gpu.embed_batch(generated(PARALLEL_TOKENIZE_MIN * 2, seed=4), show_progress_bar=False)
     np.testing.assert_array_equal(threaded, serial)
@@ -116,14 +118,14 @@ def test_embed_iter_tokenizes_the_next_chunk_during_inference_and_never_while_th
 
     threads_seen: set[int] = set()
 
-    def spy(self, low, text, index, truncate):
+    def spy(self, low, text, index, truncate, prompt=None):
         nonlocal in_flight, done
         with lock:
             in_flight += 1
             threads_seen.add(threading.get_ident())
         try:
             time.sleep(0.001)
-            return original(self, low, text, index, truncate)
+            return original(self, low, text, index, truncate, prompt)
         finally:
             with lock:
                 in_flight -= 1

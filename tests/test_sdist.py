@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The sdist: it carries build_llama.py and the pinned llama.cpp source, and ``pip install`` builds from it.
 
-The ``tests`` nox session makes it (``python -m build --sdist``) and names it in ``$EMBELLAMA_SDIST``.
+The ``tests`` nox session makes it (``python -m build --sdist``) and names its folder in ``$EMBELLAMA_SDIST``.
 The install test unpacks it into a fixed folder of the cache and runs ``pip install`` on that folder
 (pip builds a local folder in place) into a fresh venv, with ``-C portable=false`` (a build for this
 CPU, as a user installing from source gets with that switch) and ``-C build-dir`` in the cache: the
@@ -31,7 +31,10 @@ from tests.support.artifacts import artifact
 
 @pytest.fixture(scope="module")
 def sdist() -> Path:
-    return artifact("EMBELLAMA_SDIST", "the sdist")
+    folder = artifact("EMBELLAMA_SDIST", "the sdist")
+    found = sorted(folder.glob("embellama-*.tar.gz"))
+    assert len(found) == 1, f"expected one embellama sdist in {folder}, found {found}"
+    return found[0]
 
 
 @pytest.fixture(scope="module")
