@@ -146,7 +146,7 @@ def llama(session: nox.Session, version: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy."""
-    session.install("-e", ".", "ruff==0.17.6", "mypy==2.4.1")
+    session.install("-e", ".[server]", "ruff==0.17.6", "mypy==2.4.1")  # the server extra: its types for mypy
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "embellama", "build_llama.py", "noxfile.py")
     session.run("mypy")

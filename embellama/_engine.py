@@ -247,7 +247,9 @@ class _Worker:
         try:
             rows = group[0][0].compute(model, joined, None)
         except Exception:  # whose text? each request runs again on its own and gets its own answer
-            logger.debug("model %r: a joined call of %d requests failed; running them one by one", self.name, len(group))
+            logger.debug(
+                "model %r: a joined call of %d requests failed; running them one by one", self.name, len(group)
+            )
             for job, fut in group:
                 self._answer(model, job, fut)
             return
@@ -977,21 +979,25 @@ class EmbeddingEngine:
             if None in keys:
                 keys = []  # an invalid text: the worker raises for it, as without the cache
 
-        def compute(m: EmbeddingModel, chunk: Any, report: ProgressCallback | None) -> Any:
-            return m.embed_batch(
-                chunk, batch_size=batch_size, normalize=normalize, show_progress_bar=show_progress_bar, progress=report
-            )
+        # Every argument of embed_batch but the texts and the progress callback: requests of equal
+        # settings may share a llama.cpp call (dynamic batching; see _Worker._run_joined).
+        settings: dict[str, Any] = {
+            "batch_size": batch_size,
+            "normalize": normalize,
+            "show_progress_bar": show_progress_bar,
+        }
 
-        # Requests that may share a llama.cpp call with others of the same settings: no progress
-        # to report and no cap on the texts per call (dynamic batching; see _Worker._run_joined).
+        def compute(m: EmbeddingModel, chunk: Any, report: ProgressCallback | None) -> Any:
+            return m.embed_batch(chunk, progress=report, **settings)
+
         join_key: Hashable | None = None
-        if join and isinstance(items, list) and items and batch_size is None and progress is None:
-            if show_progress_bar is not True:
-                join_key = ("embed_batch", normalize)
-                try:
-                    hash(join_key)
-                except TypeError:
-                    join_key = None
+        joinable = join and isinstance(items, list) and len(items) > 0 and progress is None
+        if joinable and batch_size is None and show_progress_bar is not True:  # no cap per call, nothing to report
+            join_key = ("embed_batch", tuple(sorted((k, v) for k, v in settings.items() if k != "show_progress_bar")))
+            try:
+                hash(join_key)
+            except TypeError:
+                join_key = None
         return _Request(
             items,  # type: ignore[arg-type]
             keys,

@@ -140,6 +140,24 @@ def test_batch_requests_join_too_and_keep_their_order(minilm_f16, recording, ref
     assert recording.calls == [TEXTS[:11]]
 
 
+def test_embed_embed_batch_and_aembed_requests_join_each_other(minilm_f16, recording, reference):
+    alone, _ = reference
+    calls = [
+        lambda eng: eng.embed(TEXTS[0]),
+        lambda eng: eng.embed_batch(TEXTS[1:3]),
+        lambda eng: asyncio.run(eng.aembed(TEXTS[3])),
+        lambda eng: asyncio.run(eng.aembed_batch(TEXTS[4:6])),
+    ]
+    with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(len(calls)) as pool:
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda c=c: c(eng) for c in calls], pool)
+        release.set()
+        got = [f.result(WAIT) for f in futures]
+    assert recording.calls == [TEXTS[:6]]
+    rows = [got[0], *got[1], got[2], *got[3]]
+    assert all(float(row @ alone[t]) > 0.9999 for t, row in zip(TEXTS[:6], rows, strict=True))
+
+
 def test_a_bad_text_fails_only_its_own_request(minilm_f16, recording):
     calls = [
         lambda eng: eng.embed("fine one"),
@@ -364,7 +382,7 @@ def test_pooling_none_requests_join_into_token_matrices(minilm_f16):
 
 def test_many_concurrent_clients_match_embed_batch(minilm_f16, reference):
     """64 threads, each one text at a time: every answer is its own text's vector (cos >= 0.9999)."""
-    alone, batch = reference
+    _, batch = reference
     order = [i % len(TEXTS) for i in range(256)]
     with EmbeddingEngine(EngineConfig(workers_per_model=2), models=[_config(minilm_f16)]) as eng:
         with ThreadPoolExecutor(64) as pool:
