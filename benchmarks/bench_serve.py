@@ -315,6 +315,8 @@ def bench_servers(model: Path, texts: list[str], reference: np.ndarray, args: ar
     else:
         skipped["llama-cpp-python server"] = "no --lcp-python with llama-cpp-python[server] installed"
     server_bin = args.llama_server or shutil.which("llama-server")
+    if server_bin is None and (LIB_DIR / "bin" / "llama-server").is_file():  # a build with LLAMA_BUILD_SERVER
+        server_bin = str(LIB_DIR / "bin" / "llama-server")
     if server_bin and Path(server_bin).is_file():
         port = _free_port()
         peers.append(

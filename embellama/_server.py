@@ -356,7 +356,7 @@ def create_app(
             chunks.append(chunk)
         try:
             return json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise _HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
 
     async def embeddings(request: Request) -> Response:

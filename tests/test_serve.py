@@ -221,6 +221,7 @@ def _model_path(server):
     [
         (b"{not json", 400, None, "not valid JSON"),
         (b"[1, 2]", 400, None, "must be a JSON object"),
+        (b"[" * 50_000 + b"]" * 50_000, 400, None, "not valid JSON"),
         (b'{"model": "minilm"}', 400, "input", "'input' is required"),
         (b'{"input": 5}', 400, "input", "got int"),
         (b'{"input": []}', 400, "input", "must not be empty"),
@@ -399,3 +400,20 @@ def test_sigterm_under_load_finishes_running_requests_and_exits_0(minilm_f16, re
     assert set(outcomes) <= {"200", "503", "ConnectError", "RemoteProtocolError", "ReadError"}, outcomes
     assert "received signal 15" in "".join(srv.stderr)
     print(f"sigterm under load: {outcomes}; exit 0 {took:.1f} s after SIGTERM")
+
+
+def test_readme_openai_example(server):
+    """The README's openai example, pointed at this test's server."""
+    import contextlib
+    import io
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Serve over HTTP") :]
+    block = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    block = block.replace("http://127.0.0.1:8080", server.url).replace("sk-my-key", KEY)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(block, "README:Serve over HTTP", "exec"), {})
+    lines = out.getvalue().split("\n")
+    assert lines[0].startswith("2 384 ") and lines[1] == "64"
