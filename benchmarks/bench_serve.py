@@ -161,9 +161,12 @@ class Peer:
 
     def __init__(self, name: str, cmd: list[str], url: str | None, env: dict[str, str], model_name: str) -> None:
         self.name, self.cmd, self.url, self.env, self.model_name = name, cmd, url, env, model_name
+        self.discover = url is None  # the URL is the one the server prints (it listens on a free port)
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        if self.discover:
+            self.url = None
         self.proc = subprocess.Popen(
             self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env, cwd=REPO
         )
@@ -196,7 +199,11 @@ class Peer:
                 except httpx.HTTPError:
                     pass
             time.sleep(0.2)
-        raise RuntimeError(f"{self.name} did not answer within {START} s")
+        out = []
+        while not lines.empty():
+            out.append(lines.get())
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within {START} s (url {self.url}): {''.join(out)[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -491,6 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # llama.cpp's own lines: errors only, unless -vv
     logging.getLogger(LLAMA_LOGGER_NAME).setLevel(logging.DEBUG if args.verbose >= 2 else logging.ERROR)
+    if args.command == "serve":
+        # Before libggml (and its OpenMP) loads: idle OpenMP threads sleep instead of spinning. In a server the
+        # event loop shares the cores with inference; spinning threads starved it and the compute's own
+        # barriers (requests stalled for seconds; benchmarks/results/serve.md). Set it yourself to override.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         if args.lib and args.command != "doctor":
             load_library(args.lib)

@@ -231,6 +231,8 @@ class _Worker:
             for _, fut in group + alone:
                 if not fut.done():
                     fut.set_exception(exc)
+            if held is not None and held is not _STOP:
+                _fail(held[1], exc)
             raise
         return held
 
