@@ -231,7 +231,12 @@ async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -
                 i = cursor
                 cursor += 1
                 began = time.perf_counter()
-                r = await http.post("/v1/embeddings", json={"input": texts[i], "model": model_name})
+                try:
+                    r = await http.post("/v1/embeddings", json={"input": texts[i], "model": model_name})
+                except httpx.HTTPError as exc:  # counted, not fatal: the run goes on
+                    errors += 1
+                    print(f"    {type(exc).__name__} on request {i}", flush=True)
+                    continue
                 latencies.append(time.perf_counter() - began)
                 if r.status_code != 200:
                     errors += 1
@@ -514,9 +519,11 @@ def main(argv: list[str] | None = None) -> int:
             result["meta"]["cpu"] = next(x.split(":", 1)[1].strip() for x in f if x.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.no_engine:
         print("engine:", flush=True)
         result["engine"] = bench_engine(args.model, texts, args)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # kept if the server part fails
     if not args.no_servers:
         print("servers:", flush=True)
         result["servers"] = bench_servers(args.model, texts, reference, args)

@@ -374,6 +374,7 @@ def _serve(args: argparse.Namespace) -> int:
         engine_config=engine_config,
         limits=limits,
         graceful_timeout=args.graceful_timeout,
+        keep_alive=args.keep_alive,
         ready=ready,
     )
 
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--graceful-timeout", type=float, default=30.0, help="seconds to finish running requests on SIGTERM"
     )
+    srv.add_argument("--keep-alive", type=int, default=75, help="seconds idle connections stay open (default 75)")
     srv.add_argument("--pooling", help="mean, cls, max, mean_sqrt or last (default: the model's)")
     srv.add_argument("--no-normalize", action="store_true", help="skip L2 normalization")
     srv.add_argument("--no-truncate", action="store_true", help="refuse over-long inputs (400) instead of cutting")

@@ -554,6 +554,7 @@ def serve(
     engine_config: EngineConfig | None = None,
     limits: ServerLimits | None = None,
     graceful_timeout: float = 30.0,
+    keep_alive: int = 75,
     ready: Callable[[str], None] | None = None,
 ) -> int:
     """Load the models, serve them until SIGTERM or SIGINT, then drain and free them.
@@ -572,6 +573,8 @@ def serve(
         Request size limits.
     graceful_timeout : float, optional
         Seconds the requests received may take to finish once a signal came.
+    keep_alive : int, optional
+        Seconds an idle keep-alive connection stays open (nginx's upstream default is 60 s: keep it longer).
     ready : callable, optional
         Called with the server's URL once it listens.
 
@@ -604,6 +607,9 @@ def serve(
             log_config=None,
             lifespan="off",
             timeout_graceful_shutdown=max(1, math.ceil(graceful_timeout)),
+            # uvicorn's 5 s closes idle keep-alive connections that a busy client (or a proxy's pool) is about
+            # to reuse; a request sent as the server closes one fails on the client
+            timeout_keep_alive=keep_alive,
             access_log=logger.isEnabledFor(logging.INFO),
             server_header=False,
         )
