@@ -194,7 +194,7 @@ def llama(session: nox.Session, version: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy."""
-    session.install("-e", ".", "ruff==0.17.6", "mypy==2.4.1")
+    session.install("-e", ".[server]", "ruff==0.17.6", "mypy==2.4.1")  # the server extra: its types for mypy
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "embellama", "build_llama.py", "build_backend", "noxfile.py")
     session.run("mypy")
@@ -239,10 +239,16 @@ def bench(session: nox.Session) -> None:
         session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--out", out)
         return
     _build(session, "cpu", "--with-tools")  # llama-embedding, from the same llama.cpp as embellama
-    session.install("-e", ".", *MODEL_DEPS, *BENCH_DEPS)
-    # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH).
-    session.install(LLAMA_CPP_PYTHON, env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
+    session.install("-e", ".[server]", *MODEL_DEPS, *BENCH_DEPS)
+    # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH); with its
+    # server, the peer of embellama serve in bench_serve.py.
+    lcp_server = LLAMA_CPP_PYTHON.replace("==", "[server]==")
+    session.install(lcp_server, env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
     session.run("python", "tests/support/make_model.py")
+    if "--only" not in args:  # the server rows: concurrent clients, embellama serve beside the peers' servers
+        rounds = args[args.index("--rounds") : args.index("--rounds") + 2] if "--rounds" in args else []
+        env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""}
+        session.run("python", "benchmarks/bench_serve.py", *rounds, env=env)
     # The peers' modules were compiled to bytecode when pip installed them; embellama's checkout is an editable
     # install, so compile it the same way (PYTHONDONTWRITEBYTECODE would otherwise recompile it at every start-up).
     session.run("python", "-m", "compileall", "-q", "embellama")

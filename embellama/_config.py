@@ -310,6 +310,14 @@ class EngineConfig:
     submit_timeout : float, optional
         When ``max_pending`` requests are pending: seconds a new request waits for room before ``EngineBusyError``
         (0: raise at once). Async calls wait without blocking the event loop.
+    max_batch_texts : int, optional
+        Dynamic batching: requests waiting for the same copy of a model are joined into one llama.cpp call of at
+        most this many texts (and at most the model's ``n_seq_max`` texts and micro-batch of tokens). 0: as many
+        as one call holds; 1: off, every request runs on its own.
+    max_batch_wait_ms : float, optional
+        Dynamic batching: once a copy is free, milliseconds it waits for more requests to join the ones already
+        waiting. 0 (the default, measured best on the CPU): only requests that are already queued are joined, so
+        a lone request never waits.
 
     Raises
     ------
@@ -323,13 +331,15 @@ class EngineConfig:
     cache_batches: bool = False
     max_pending: int = 0
     submit_timeout: float = 0.0
+    max_batch_texts: int = 0
+    max_batch_wait_ms: float = 0.0
 
     def __post_init__(self) -> None:
         who = "EngineConfig"
         name = self.default_model
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise ConfigurationError(f"{who}: default_model must be a non-empty str or None, got {name!r}")
-        for key, low in (("workers_per_model", 1), ("cache_size", 0), ("max_pending", 0)):
+        for key, low in (("workers_per_model", 1), ("cache_size", 0), ("max_pending", 0), ("max_batch_texts", 0)):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 kind = "a positive int" if low else "an int >= 0"
@@ -342,3 +352,7 @@ class EngineConfig:
         if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
             raise ConfigurationError(f"{who}: submit_timeout must be a finite number of seconds >= 0, got {wait!r}")
         object.__setattr__(self, "submit_timeout", float(wait))
+        wait = self.max_batch_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            raise ConfigurationError(f"{who}: max_batch_wait_ms must be a finite number >= 0, got {wait!r}")
+        object.__setattr__(self, "max_batch_wait_ms", float(wait))

@@ -9,6 +9,13 @@ from any thread (or an asyncio event loop) send requests as messages and wait on
 Every future resolves: with the result, with the request's own exception, with the
 model's load error when the load fails, or with :class:`ResourceClosedError` when the
 model is removed or the engine closed before the request ran.
+
+Dynamic batching: when a worker is free and several embedding requests of the same kind
+wait for it, it joins them into one packed llama.cpp call (at most the model's
+``n_seq_max`` texts and micro-batch of tokens, and ``EngineConfig.max_batch_texts``) and
+hands each request its own rows. Each request's texts are checked before it joins; one
+that fails runs on its own and gets its own error, and when the joined call fails every
+request is run again on its own, so no request gets another's result or exception.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import itertools
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future
@@ -60,6 +68,13 @@ def _fail(future: Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+class _Batching(NamedTuple):
+    """Dynamic batching settings of a worker (from EngineConfig)."""
+
+    max_texts: int  # 0: one call's worth; 1: off
+    wait: float  # seconds a free worker waits for more requests to join
+
+
 class _Worker:
     """One thread that owns one EmbeddingModel and serves requests for it in order.
 
@@ -67,14 +82,16 @@ class _Worker:
     after marking itself closed under that lock, so no request can slip in unanswered.
     """
 
-    def __init__(self, config: ModelConfig, thread_name: str) -> None:
+    def __init__(self, config: ModelConfig, thread_name: str, batching: _Batching | None = None) -> None:
         self.config = config
+        self.batching = batching or _Batching(0, 0.0)
         self.ready: Future[dict[str, Any]] = Future()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._stopping = False
         self._stop_error: BaseException | None = None  # what queued requests fail with once stopped
         self._failure: BaseException | None = None
+        self.joined_calls = self.joined_requests = 0  # dynamic batching's shared calls and the requests in them
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.thread.start()
 
@@ -121,14 +138,18 @@ class _Worker:
             return
         self.ready.set_result(_describe(model))
         closed = ResourceClosedError(f"model {self.name!r} was removed or its engine closed before the request ran")
+        held: Any = None  # a message taken from the inbox that did not join the last batch: the next one
         try:
             while True:
-                item = self._inbox.get()
+                item, held = (self._inbox.get() if held is None else held), None
                 if item is _STOP:
                     break
                 fn, future = item
                 if self._stopping:
                     _fail(future, self._stop_error or closed)
+                    continue
+                if self._joinable(fn, model) and (self.batching.wait > 0 or not self._inbox.empty()):
+                    held = self._run_joined(model, fn, future)
                     continue
                 if not future.set_running_or_notify_cancel():
                     continue
@@ -142,7 +163,108 @@ class _Worker:
             finally:
                 with self._lock:
                     self._stopping = True
+                if held is not None and held is not _STOP:
+                    _fail(held[1], self._stop_error or closed)
                 self._drain(self._stop_error or closed)
+
+    # -- dynamic batching ---------------------------------------------------------------
+
+    def _limits(self, model: EmbeddingModel) -> tuple[int, int]:
+        """Most texts and tokens of one joined call: one llama.cpp call's worth, and ``max_batch_texts``."""
+        n_seq_max = model.context.n_seq_max
+        texts = min(self.batching.max_texts, n_seq_max) if self.batching.max_texts else n_seq_max
+        return texts, model._budget
+
+    def _joinable(self, fn: Any, model: EmbeddingModel, key: Hashable | None = None) -> bool:
+        """Whether ``fn`` is an embedding request that may share a call (with requests of ``key``)."""
+        if not isinstance(fn, _Job) or fn.key is None or self.batching.max_texts == 1:
+            return False
+        return (key is None or fn.key == key) and len(fn.texts) <= self._limits(model)[0]
+
+    def _run_joined(self, model: EmbeddingModel, first: _Job, future: Future[Any]) -> Any:
+        """Join ``first`` and the requests of its kind waiting behind it into one call; answer each.
+
+        Returns the message taken from the inbox that did not join (the next to run), or None.
+        """
+        max_texts, max_tokens = self._limits(model)
+        deadline = time.monotonic() + self.batching.wait
+        group: list[tuple[_Job, Future[Any]]] = []
+        alone: list[tuple[_Job, Future[Any]]] = []  # a text failed its check: runs on its own, for its own error
+        texts = tokens = 0
+        held: Any = None
+        job, fut = first, future
+        try:
+            while True:
+                size = None if fut.cancelled() else job.measure(model)
+                if size is not None and group and (texts + len(job.texts) > max_texts or tokens + size > max_tokens):
+                    held = (job, fut)  # does not fit: it starts the next call
+                    break
+                if fut.set_running_or_notify_cancel():
+                    if size is None:
+                        alone.append((job, fut))
+                    else:
+                        group.append((job, fut))
+                        texts, tokens = texts + len(job.texts), tokens + size
+                if texts >= max_texts:
+                    break
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = self._inbox.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is _STOP or self._stopping or not self._joinable(item[0], model, first.key):
+                    held = item
+                    break
+                job, fut = item
+            if len(group) == 1:
+                alone += group
+            elif group:
+                self._answer_joined(model, group)
+            for job, fut in alone:
+                self._answer(model, job, fut)
+        except BaseException as exc:  # never leave a taken request unanswered
+            for _, fut in group + alone:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if held is not None and held is not _STOP:
+                _fail(held[1], exc)
+            raise
+        return held
+
+    @staticmethod
+    def _answer(model: EmbeddingModel, job: _Job, future: Future[Any]) -> None:
+        """Run one (already running) request on its own."""
+        try:
+            future.set_result(job(model))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    def _answer_joined(self, model: EmbeddingModel, group: list[tuple[_Job, Future[Any]]]) -> None:
+        joined = [text for job, _ in group for text in job.texts]
+        try:
+            rows = group[0][0].compute(model, joined, None)
+        except Exception:  # whose text? each request runs again on its own and gets its own answer
+            logger.debug(
+                "model %r: a joined call of %d requests failed; running them one by one", self.name, len(group)
+            )
+            for job, fut in group:
+                self._answer(model, job, fut)
+            return
+        self.joined_calls += 1
+        self.joined_requests += len(group)
+        start = 0
+        for job, fut in group:
+            part = rows[start : start + len(job.texts)]
+            start += len(job.texts)
+            try:
+                fut.set_result(job.finish(part if isinstance(part, list) else part.copy(), False))
+            except BaseException as exc:
+                fut.set_exception(exc)
 
     def _drain(self, exc: BaseException) -> None:
         """Fail every queued request (called once the lock has closed the inbox)."""
@@ -179,7 +301,7 @@ class _Replicas:
     copy or sent later, gets that load error, and the other copies stop.
     """
 
-    def __init__(self, config: ModelConfig, copies: int) -> None:
+    def __init__(self, config: ModelConfig, copies: int, batching: _Batching | None = None) -> None:
         self.config = config
         self.generation = next(_generations)  # tells this load apart from a later one of the same name
         names = [f"embellama:{config.name}"] if copies == 1 else [f"embellama:{config.name}#{i}" for i in range(copies)]
@@ -190,7 +312,7 @@ class _Replicas:
         self.workers: list[_Worker] = []
         try:
             for name in names:
-                self.workers.append(_Worker(config, name))
+                self.workers.append(_Worker(config, name, batching))
         except BaseException:
             self.stop(join=False)
             raise
@@ -385,12 +507,59 @@ class _Cache:
             self._hits = self._misses = 0
 
 
+class _Job:
+    """A worker's part of an embedding request: called with the model it runs alone, or it joins others.
+
+    ``texts`` are the texts to compute (the cache's misses); ``compute(model, texts, progress)``
+    embeds them; ``finish(rows, exact)`` turns their rows into the request's answer (``exact``:
+    they were computed alone, so the cache may keep them); requests of one ``key`` may share
+    a llama.cpp call (None: never).
+    """
+
+    def __init__(
+        self,
+        texts: list[Any],
+        compute: Callable[[EmbeddingModel, list[Any], ProgressCallback | None], Any],
+        progress: ProgressCallback | None,
+        finish: Callable[[Any, bool], Any],
+        places: list[int] | None,
+        key: Hashable | None,
+    ) -> None:
+        self.texts = texts
+        self.compute = compute
+        self.progress = progress
+        self.finish = finish
+        self.places = places  # the caller's index of each text, when it differs from its place in ``texts``
+        self.key = key
+        self._tokens: int | None = None
+
+    def __call__(self, model: EmbeddingModel) -> Any:
+        try:
+            rows = self.compute(model, self.texts, self.progress)
+        except InvalidInputError as exc:  # name the text by its place in the caller's list
+            if self.places is None or exc.index is None:
+                raise
+            raise InvalidInputError(exc.reason, exc.model_name, self.places[exc.index]) from None
+        return self.finish(rows, True)
+
+    def measure(self, model: EmbeddingModel) -> int | None:
+        """Tokens of the texts, or None when a text fails its check (it then runs alone, for its own error)."""
+        if self._tokens is None:
+            try:
+                self._tokens = sum(len(model.tokenize(text)) for text in self.texts)
+            except Exception:
+                self._tokens = -1
+        return None if self._tokens < 0 else self._tokens
+
+
 class _Request:
     """A batch request, split into what the cache answers and what a worker must compute.
 
     ``result`` is the whole answer when the cache held everything; otherwise ``run`` is the
-    function for the worker, which computes the misses, stores them and returns the whole
-    answer in input order.
+    :class:`_Job` for the worker, which computes the misses, stores them and returns the whole
+    answer in input order. Rows computed in a call shared with other requests are stored only
+    with ``cache_shared`` (``EngineConfig.cache_batches``): the cache otherwise keeps only
+    vectors computed alone, bit-identical to an uncached ``embed``.
     """
 
     def __init__(
@@ -400,12 +569,14 @@ class _Request:
         cache: _Cache | None,
         compute: Callable[[EmbeddingModel, list[Any], ProgressCallback | None], Any],
         progress: ProgressCallback | None,
+        join_key: Hashable | None = None,
+        cache_shared: bool = False,
     ) -> None:
         self.result: Any = None
-        self.run: Callable[[EmbeddingModel], Any] | None = None
+        self.run: _Job | None = None
         n = len(texts)
         if cache is None or not keys:
-            self.run = lambda m: compute(m, texts, progress)
+            self.run = _Job(texts, compute, progress, lambda rows, exact: rows, None, join_key)
             return
         found: dict[int, npt.NDArray[np.float32]] = {}
         for i, key in enumerate(keys):
@@ -428,21 +599,31 @@ class _Request:
             assert progress is not None
             progress(n if total is not None and done >= total else base + done, n)
 
-        def run(model: EmbeddingModel) -> Any:
-            try:
-                computed = compute(model, [texts[i] for i in firsts], None if progress is None else report)
-            except InvalidInputError as exc:  # name the text by its place in the caller's list
-                if exc.index is None:
-                    raise
-                raise InvalidInputError(exc.reason, exc.model_name, firsts[exc.index]) from None
+        def finish(computed: Any, exact: bool) -> Any:
             parts = dict(found)
             for places, key, vector in zip(wanted.values(), wanted, computed, strict=True):
-                cache.put(key, vector)
+                if exact or cache_shared:
+                    cache.put(key, vector)
                 for i in places:
                     parts[i] = vector
             return _assemble([parts[i] for i in range(n)])
 
-        self.run = run
+        misses = [texts[i] for i in firsts]
+        self.run = _Job(misses, compute, None if progress is None else report, finish, firsts, join_key)
+
+
+def _engine_stats(engine: EmbeddingEngine) -> dict[str, int]:
+    """Requests pending on the engine's workers, and dynamic batching's shared calls and the requests in them."""
+    with engine._lock:
+        replicas = list(engine._workers.values())
+    stats = {"pending": 0, "joined_calls": 0, "joined_requests": 0}
+    for r in replicas:
+        with r._lock:
+            stats["pending"] += sum(r._pending)
+        for w in r.workers:
+            stats["joined_calls"] += w.joined_calls
+            stats["joined_requests"] += w.joined_requests
+    return stats
 
 
 def _assemble(parts: list[npt.NDArray[np.float32]]) -> Any:
@@ -482,10 +663,20 @@ class EmbeddingEngine:
     waits up to ``submit_timeout`` seconds for room, then raises :class:`EngineBusyError`
     (at once with the default timeout of 0); async calls wait without blocking the loop.
 
+    Dynamic batching: embedding requests that wait for the same copy of a model are joined
+    into one packed llama.cpp call, as :meth:`EmbeddingModel.embed_batch` packs a list
+    (``EngineConfig.max_batch_texts``, ``max_batch_wait_ms``), so many concurrent one-text
+    callers run at batch speed. Each gets its own rows or its own exception; a text's vector
+    then equals its ``embed_batch`` vector to float rounding (llama.cpp's output moves in the
+    last bits with the texts sharing its call). A request that finds its copy free runs
+    alone at once. ``embed_iter``'s chunks, requests with ``batch_size``, ``progress`` or a
+    progress bar, and :meth:`submit` always run on their own.
+
     The cache (``EngineConfig.cache_size``) keeps results bit-identical to uncached ones:
     llama.cpp's vector for a text moves in the last bits with the other texts of its call,
     so by default the cache only stores and serves texts embedded alone (``embed``,
-    ``aembed``, one-text batches); batches of several texts go to the worker whole.
+    ``aembed``, one-text batches, when they did not share a call); batches of several texts
+    go to the worker whole.
     ``cache_batches=True`` also serves and fills it from such batches (only the misses are
     computed), equal to uncached results to float rounding.
 
@@ -606,7 +797,8 @@ class EmbeddingEngine:
             self._check_open()
             if config.name in self._workers:
                 raise ConfigurationError(f"a model named {config.name!r} is already registered")
-            replicas = _Replicas(config, copies)
+            batching = _Batching(self._config.max_batch_texts, self._config.max_batch_wait_ms / 1000)
+            replicas = _Replicas(config, copies, batching)
             self._workers[config.name] = replicas
             self._started = [r for r in self._started if any(w.thread.is_alive() for w in r.workers)]
             self._started.append(replicas)
@@ -785,6 +977,7 @@ class EmbeddingEngine:
         show_progress_bar: bool | None,
         progress: ProgressCallback | None,
         options: dict[str, Any] | None = None,
+        join: bool = True,
     ) -> _Request:
         items = list(texts) if not isinstance(texts, (str, bytes)) else texts
         keys: list[Hashable | None] = []
@@ -802,17 +995,38 @@ class EmbeddingEngine:
             if None in keys:
                 keys = []  # an invalid text: the worker raises for it, as without the cache
 
-        def compute(m: EmbeddingModel, chunk: Any, report: ProgressCallback | None) -> Any:
-            return m.embed_batch(
-                chunk,
-                batch_size=batch_size,
-                normalize=normalize,
-                show_progress_bar=show_progress_bar,
-                progress=report,
-                **options,
-            )
+        # Every argument of embed_batch but the texts and the progress callback: requests of equal
+        # settings (prompt, truncate_dim and precision included) may share a llama.cpp call
+        # (dynamic batching; see _Worker._run_joined).
+        settings: dict[str, Any] = {
+            "batch_size": batch_size,
+            "normalize": normalize,
+            "show_progress_bar": show_progress_bar,
+            **(options or {}),
+        }
+        if calibrated:  # int8/uint8 take their ranges from one request's own texts: never shared
+            join = False
 
-        return _Request(items, keys, cache, compute, progress)  # type: ignore[arg-type]
+        def compute(m: EmbeddingModel, chunk: Any, report: ProgressCallback | None) -> Any:
+            return m.embed_batch(chunk, progress=report, **settings)
+
+        join_key: Hashable | None = None
+        joinable = join and isinstance(items, list) and len(items) > 0 and progress is None
+        if joinable and batch_size is None and show_progress_bar is not True:  # no cap per call, nothing to report
+            join_key = ("embed_batch", tuple(sorted((k, v) for k, v in settings.items() if k != "show_progress_bar")))
+            try:
+                hash(join_key)
+            except TypeError:
+                join_key = None
+        return _Request(
+            items,  # type: ignore[arg-type]
+            keys,
+            cache,
+            compute,
+            progress,
+            join_key=join_key,
+            cache_shared=self._config.cache_batches,
+        )
 
     # -- embeddings --------------------------------------------------------------------
 
@@ -1108,6 +1322,7 @@ class EmbeddingEngine:
                     show_progress_bar=False,
                     progress=None,
                     options=options,
+                    join=False,  # the stream's own chunks: each is one request, as the caller sized it
                 )
                 if request.run is None:
                     future: Future[Any] = Future()

@@ -736,7 +736,12 @@ random_text = st.one_of(
 @pytest.fixture(scope="module")
 def engines_by_workers(minilm_f16):
     """EmbeddingEngines of the F16 model with 1, 2 and 3 copies."""
-    engines = {n: EmbeddingEngine(EngineConfig(workers_per_model=n), models=[_f16(minilm_f16)]) for n in (1, 2, 3)}
+    # max_batch_texts=1: no dynamic batching, so each request's vectors are bit-identical to a serial call's
+    # (with batching they equal them to float rounding: tests/test_engine_batching.py)
+    engines = {
+        n: EmbeddingEngine(EngineConfig(workers_per_model=n, max_batch_texts=1), models=[_f16(minilm_f16)])
+        for n in (1, 2, 3)
+    }
     yield engines
     for eng in engines.values():
         eng.close()
@@ -789,7 +794,8 @@ def test_eight_threads_fifty_requests_each_across_two_models(minilm_f16, minilm_
             ]
     expected_by_index = dict(expected)
 
-    with EmbeddingEngine(EngineConfig(workers_per_model=2), models=list(configs.values())) as eng:
+    # max_batch_texts=1: bit-identical to the direct model (dynamic batching: tests/test_engine_batching.py)
+    with EmbeddingEngine(EngineConfig(workers_per_model=2, max_batch_texts=1), models=list(configs.values())) as eng:
         barrier = threading.Barrier(8)
 
         def client(k):

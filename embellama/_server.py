@@ -1,0 +1,631 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``embellama serve``: an OpenAI-compatible embeddings server over an :class:`EmbeddingEngine`.
+
+Starlette and uvicorn come with the optional extra ``embellama[server]``; ``import embellama``
+never imports this module. Endpoints:
+
+- ``POST /v1/embeddings``: OpenAI's request and response (``input`` as a string, a list of
+  strings, a token array or a list of token arrays; ``model``; ``encoding_format`` float or
+  base64; ``dimensions``), errors in OpenAI's error shape;
+- ``GET /v1/models`` and ``GET /v1/models/{id}``; ``GET /health``; ``GET /metrics`` (Prometheus text).
+
+Concurrent requests meet in the engine's dynamic batching: requests waiting for the same
+copy of a model share one llama.cpp call. A client that disconnects cancels its request if
+it has not started. SIGTERM (and SIGINT) drain: the listening socket closes, requests
+already received finish, new ones get 503, then the models are freed and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hmac
+import json
+import logging
+import math
+import signal
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from . import _batch
+from ._config import EngineConfig, ModelConfig, Normalization, parse_normalization
+from ._engine import EmbeddingEngine, _engine_stats
+from ._exceptions import (
+    ConfigurationError,
+    EmbeddingError,
+    EngineBusyError,
+    InvalidInputError,
+    ResourceClosedError,
+)
+from ._model import EmbeddingModel, truncate_tokens
+from ._pooling import normalize as _normalize
+from .llama import Model
+
+__all__ = ["ServerLimits", "create_app", "serve"]
+
+logger = logging.getLogger("embellama.server")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the request latency histogram on /metrics."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask of the server.
+
+    Parameters
+    ----------
+    max_body_bytes : int
+        Largest request body; larger ones get 413.
+    max_inputs : int
+        Most inputs (texts or token arrays) in one request; more get 413 (OpenAI's limit is 2048).
+    retry_after : int
+        Seconds sent in ``Retry-After`` with a 503 when the engine's ``max_pending`` is full.
+    """
+
+    max_body_bytes: int = 16 * 2**20
+    max_inputs: int = 2048
+    retry_after: int = 1
+
+
+class _HTTPError(Exception):
+    """An error response in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.param = param
+        self.code = code
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+@dataclasses.dataclass
+class _Served:
+    """One model as the server sees it: its vocabulary (for checks and usage) and its settings."""
+
+    name: str
+    config: ModelConfig
+    vocab: Model
+    dimensions: int
+    max_tokens: int
+    norm: Normalization | float
+    created: int
+
+    def tokens(self, text: str, index: int | None) -> int:
+        """Tokens the model will see for ``text`` (after truncation); InvalidInputError if unusable."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"expected str, got {type(text).__name__}", self.name, index)
+        if not text:
+            raise InvalidInputError("text is empty", self.name, index)
+        try:
+            n = len(self.vocab.tokenize(text, add_special=True, parse_special=self.config.parse_special))
+        except InvalidInputError as exc:
+            raise InvalidInputError(exc.reason, self.name, index) from None
+        if n > self.max_tokens:
+            if not self.config.truncate:
+                raise InvalidInputError(f"text has {n} tokens; the limit is {self.max_tokens}", self.name, index)
+            n = self.max_tokens
+        return n
+
+    def token_ids(self, ids: Sequence[Any], index: int | None) -> npt.NDArray[np.int32]:
+        """A token array as the model runs it: checked, wrapped in the vocabulary's special tokens, truncated."""
+        if not ids:
+            raise InvalidInputError("token array is empty", self.name, index)
+        n_vocab = self.vocab.n_vocab
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < n_vocab:
+                raise InvalidInputError(f"token ids must be ints in [0, {n_vocab}), got {t!r}", self.name, index)
+        special = self.vocab.special_tokens
+        prefix, suffix = list(special.prefix), list(special.suffix)
+        body = list(ids)
+        if prefix and body[: len(prefix)] != prefix:
+            body = prefix + body
+        if suffix and body[-len(suffix) :] != suffix:
+            body = body + suffix
+        array = np.asarray(body, dtype=np.int32)
+        if len(array) > self.max_tokens:
+            if not self.config.truncate:
+                raise InvalidInputError(
+                    f"token array has {len(array)} tokens; the limit is {self.max_tokens}", self.name, index
+                )
+            array = truncate_tokens(array, self.max_tokens, special.suffix)
+        return array
+
+
+class _Metrics:
+    """Counters and a latency histogram in Prometheus' text format (no dependency)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.inputs = 0
+        self.tokens = 0
+        self.in_flight = 0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+        if path == "/v1/embeddings":
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    self.buckets[i] += 1
+                    break
+            else:
+                self.buckets[-1] += 1
+            self.latency_sum += seconds
+            self.latency_count += 1
+
+    def render(self, engine: EmbeddingEngine) -> str:
+        stats = _engine_stats(engine)
+        lines = ["# TYPE embellama_requests_total counter"]
+        for (path, status), n in sorted(self.requests.items()):
+            lines.append(f'embellama_requests_total{{path="{path}",status="{status}"}} {n}')
+        lines += [
+            "# TYPE embellama_inputs_total counter",
+            f"embellama_inputs_total {self.inputs}",
+            "# TYPE embellama_tokens_total counter",
+            f"embellama_tokens_total {self.tokens}",
+            "# TYPE embellama_requests_in_flight gauge",
+            f"embellama_requests_in_flight {self.in_flight}",
+            "# TYPE embellama_engine_pending gauge",
+            f"embellama_engine_pending {stats['pending']}",
+            "# TYPE embellama_engine_joined_calls_total counter",
+            f"embellama_engine_joined_calls_total {stats['joined_calls']}",
+            "# TYPE embellama_engine_joined_requests_total counter",
+            f"embellama_engine_joined_requests_total {stats['joined_requests']}",
+            "# TYPE embellama_request_duration_seconds histogram",
+        ]
+        cumulative = 0
+        for bound, n in zip((*LATENCY_BUCKETS, math.inf), self.buckets, strict=True):
+            cumulative += n
+            le = "+Inf" if bound == math.inf else f"{bound:g}"
+            lines.append(f'embellama_request_duration_seconds_bucket{{le="{le}"}} {cumulative}')
+        lines.append(f"embellama_request_duration_seconds_sum {self.latency_sum:.6f}")
+        lines.append(f"embellama_request_duration_seconds_count {self.latency_count}")
+        return "\n".join(lines) + "\n"
+
+
+def _describe(engine: EmbeddingEngine, config: ModelConfig, created: int) -> _Served:
+    info = engine.info(config.name)
+    vocab = Model(config.model_path, vocab_only=True, n_gpu_layers=0, name=config.name)
+    return _Served(
+        name=config.name,
+        config=config,
+        vocab=vocab,
+        dimensions=int(info["embedding_dimensions"]),
+        max_tokens=int(info["max_sequence_length"]),
+        norm=parse_normalization(config.normalize),
+        created=created,
+    )
+
+
+def _parse_input(value: Any, limits: ServerLimits) -> tuple[str, list[Any]]:
+    """("text", [str, ...]) or ("tokens", [[int, ...], ...]) from OpenAI's ``input`` field."""
+    if isinstance(value, str):
+        return "text", [value]
+    if not isinstance(value, list):
+        raise _HTTPError(
+            400,
+            f"'input' must be a string, a list of strings, a token array or a list of token arrays; "
+            f"got {type(value).__name__}",
+            param="input",
+        )
+    if not value:
+        raise _HTTPError(400, "'input' must not be empty", param="input")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        return "tokens", [value]
+    if len(value) > limits.max_inputs:
+        raise _HTTPError(
+            413,
+            f"'input' has {len(value)} items; the limit is {limits.max_inputs} per request",
+            param="input",
+            code="too_many_inputs",
+        )
+    if all(isinstance(x, list) for x in value):
+        return "tokens", value
+    for i, x in enumerate(value):
+        if not isinstance(x, str):
+            raise _HTTPError(
+                400,
+                f"input[{i}] is {type(x).__name__}; 'input' must be all strings or all token arrays",
+                param=f"input[{i}]",
+            )
+    return "text", value
+
+
+def _invalid(exc: InvalidInputError, where: str) -> _HTTPError:
+    item = f"input[{exc.index}]" if exc.index is not None and where == "list" else "input"
+    return _HTTPError(400, f"{item}: {exc.reason}", param=item, code="invalid_input")
+
+
+async def _watch_disconnect(request: Request) -> None:
+    """Returns when the client goes away (the request body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def create_app(
+    engine: EmbeddingEngine,
+    *,
+    api_key: str | None = None,
+    limits: ServerLimits | None = None,
+) -> Starlette:
+    """The ASGI application serving ``engine``'s models (which must be loaded).
+
+    Parameters
+    ----------
+    engine : EmbeddingEngine
+        The engine; the app does not close it (:func:`serve` does, on shutdown).
+    api_key : str, optional
+        When set, ``/v1/*`` requires ``Authorization: Bearer <api_key>`` (401 otherwise).
+    limits : ServerLimits, optional
+        Request size limits.
+
+    Returns
+    -------
+    starlette.applications.Starlette
+        The app; ``app.state.draining = True`` makes it refuse new work with 503.
+    """
+    limits = limits or ServerLimits()
+    created = int(time.time())
+    served = {name: _describe(engine, engine._model(name).config, created) for name in engine.models}
+    metrics = _Metrics()
+    expected = f"Bearer {api_key}".encode() if api_key else None
+
+    def check_key(request: Request) -> None:
+        if expected is None:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise _HTTPError(
+                401,
+                "Incorrect or missing API key: send 'Authorization: Bearer <key>'",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]], *, auth: bool = True
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            metrics.in_flight += 1
+            try:
+                if auth:
+                    check_key(request)
+                if app.state.draining and request.url.path != "/health":
+                    raise _HTTPError(
+                        503,
+                        "the server is shutting down",
+                        kind="server_error",
+                        code="shutting_down",
+                        headers={"Retry-After": str(limits.retry_after), "Connection": "close"},
+                    )
+                response = await handler(request)
+            except _HTTPError as exc:
+                response = exc.response()
+            except Exception as exc:  # never a bare 500 page: OpenAI's error shape, and the log
+                logger.exception("request %s %s failed", request.method, request.url.path)
+                response = _HTTPError(500, f"internal error: {type(exc).__name__}", kind="server_error").response()
+            finally:
+                metrics.in_flight -= 1
+            metrics.observe(request.url.path, response.status_code, time.perf_counter() - started)
+            return response
+
+        return endpoint
+
+    async def read_json(request: Request) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            raise _HTTPError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise _HTTPError(413, f"request body over {limits.max_body_bytes} bytes", code="body_too_large")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise _HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+
+    async def embeddings(request: Request) -> Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise _HTTPError(400, f"the body must be a JSON object, got {type(body).__name__}")
+        if "input" not in body:
+            raise _HTTPError(400, "'input' is required", param="input")
+        name = body.get("model")
+        if name is None:
+            name = engine.default_model
+        if not isinstance(name, str):
+            raise _HTTPError(400, "'model' must be a string", param="model")
+        model = served.get(name)
+        if model is None:
+            raise _HTTPError(
+                404,
+                f"The model '{name}' does not exist; models: {sorted(served)}",
+                param="model",
+                code="model_not_found",
+            )
+        encoding = body.get("encoding_format", "float")
+        if encoding is None:
+            encoding = "float"
+        if encoding not in ("float", "base64"):
+            raise _HTTPError(400, "'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+        dimensions = body.get("dimensions")
+        if dimensions is not None and (
+            isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= model.dimensions
+        ):
+            raise _HTTPError(
+                400, f"'dimensions' must be an int in [1, {model.dimensions}], got {dimensions!r}", param="dimensions"
+            )
+        kind, items = _parse_input(body["input"], limits)
+        where = "list" if isinstance(body["input"], list) and items is body["input"] else "one"
+        token_arrays: list[npt.NDArray[np.int32]] = []
+        try:
+            if kind == "text":
+                usage = sum(model.tokens(text, i) for i, text in enumerate(items))
+            else:
+                token_arrays = [model.token_ids(ids, i) for i, ids in enumerate(items)]
+                usage = sum(len(a) for a in token_arrays)
+        except InvalidInputError as exc:
+            raise _invalid(exc, where) from None
+        except TypeError:  # a token array holding something else than ints
+            raise _HTTPError(400, "token arrays must be lists of ints", param="input") from None
+
+        if kind == "text":
+            work = asyncio.ensure_future(engine.aembed_batch(items, model=name))
+        else:
+
+            def run_tokens(m: EmbeddingModel) -> Any:
+                progress = _batch.Progress(len(token_arrays), m.name, False)
+                return m._infer(token_arrays, None, m._norm, progress)
+
+            work = asyncio.ensure_future(engine.asubmit(run_tokens, model=name))
+        watcher = asyncio.ensure_future(_watch_disconnect(request))
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not work.done():  # the client left: its request is cancelled unless it already runs
+            work.cancel()
+            logger.info("client disconnected; request for %d inputs cancelled", len(items))
+            return Response(status_code=499)
+        try:
+            vectors = work.result()
+        except EngineBusyError as exc:
+            raise _HTTPError(
+                503, str(exc), kind="server_error", code="overloaded", headers={"Retry-After": str(limits.retry_after)}
+            ) from None
+        except InvalidInputError as exc:
+            raise _invalid(exc, where) from None
+        except ResourceClosedError as exc:
+            raise _HTTPError(
+                503,
+                str(exc),
+                kind="server_error",
+                code="shutting_down",
+                headers={"Retry-After": str(limits.retry_after)},
+            ) from None
+        except (EmbeddingError, ConfigurationError) as exc:
+            raise _HTTPError(500, str(exc), kind="server_error") from None
+        if isinstance(vectors, list):
+            raise _HTTPError(500, "the model's pooling is 'none': no single vector per input", kind="server_error")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if dimensions is not None and dimensions < vectors.shape[1]:
+            # sentence-transformers' truncate_dim: keep the first dimensions, then normalize again as the model does
+            vectors = np.ascontiguousarray(vectors[:, :dimensions])
+            if model.norm is not Normalization.NONE:
+                vectors = _normalize(vectors, model.norm)
+        metrics.inputs += len(items)
+        metrics.tokens += usage
+        data = []
+        for i, row in enumerate(vectors):
+            embedding: Any
+            if encoding == "base64":
+                embedding = base64.b64encode(row.astype("<f4").tobytes()).decode("ascii")
+            else:
+                embedding = row.tolist()
+            data.append({"object": "embedding", "index": i, "embedding": embedding})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": name,
+                "usage": {"prompt_tokens": usage, "total_tokens": usage},
+            }
+        )
+
+    def model_card(m: _Served) -> dict[str, Any]:
+        return {
+            "id": m.name,
+            "object": "model",
+            "created": m.created,
+            "owned_by": "embellama",
+            "dimensions": m.dimensions,
+            "max_input_tokens": m.max_tokens,
+        }
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [model_card(m) for m in served.values()]})
+
+    async def one_model(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in served:
+            raise _HTTPError(404, f"The model '{name}' does not exist", param="model", code="model_not_found")
+        return JSONResponse(model_card(served[name]))
+
+    async def health(request: Request) -> Response:
+        if app.state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return JSONResponse({"status": "ok", "models": sorted(served)})
+
+    async def metrics_page(request: Request) -> Response:
+        return PlainTextResponse(metrics.render(engine), media_type="text/plain; version=0.0.4")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return _HTTPError(
+            status, f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'not found')}"
+        ).response()
+
+    routes = [
+        Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/v1/models/{name:path}", guarded(one_model), methods=["GET"]),
+        Route("/health", guarded(health, auth=False), methods=["GET"]),
+        Route("/metrics", guarded(metrics_page, auth=False), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.draining = False
+    app.state.served = served
+    return app
+
+
+class _Server(uvicorn.Server):  # type: ignore[misc]
+    """uvicorn's server; a signal also tells the app to refuse new work while it drains."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self._app.state.draining:
+            logger.warning("received signal %d: finishing the requests received, refusing new ones", sig)
+        self._app.state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so (else Nagle's algorithm
+    # and delayed ACKs add ~40 ms to every response)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    models: Sequence[ModelConfig],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    api_key: str | None = None,
+    engine_config: EngineConfig | None = None,
+    limits: ServerLimits | None = None,
+    graceful_timeout: float = 30.0,
+    keep_alive: int = 75,
+    ready: Callable[[str], None] | None = None,
+) -> int:
+    """Load the models, serve them until SIGTERM or SIGINT, then drain and free them.
+
+    Parameters
+    ----------
+    models : sequence of ModelConfig
+        The models; the first is the default for requests that name none.
+    host, port : str, int
+        Where to listen (port 0: a free port, reported to ``ready``).
+    api_key : str, optional
+        Required as ``Authorization: Bearer <key>`` on ``/v1/*`` when set.
+    engine_config : EngineConfig, optional
+        The engine's settings (``max_pending``, copies, dynamic batching).
+    limits : ServerLimits, optional
+        Request size limits.
+    graceful_timeout : float, optional
+        Seconds the requests received may take to finish once a signal came.
+    keep_alive : int, optional
+        Seconds an idle keep-alive connection stays open (nginx's upstream default is 60 s: keep it longer).
+    ready : callable, optional
+        Called with the server's URL once it listens.
+
+    Returns
+    -------
+    int
+        0 after a clean shutdown (also on SIGTERM).
+
+    Raises
+    ------
+    ConfigurationError, ModelNotFoundError, ModelLoadError
+        A model could not be loaded.
+    OSError
+        The address could not be bound.
+    """
+    config = engine_config or EngineConfig()
+    engine = EmbeddingEngine(config, models=list(models))
+    terminated: list[int] = []
+    previous = None
+    served: dict[str, _Served] = {}
+    try:
+        app = create_app(engine, api_key=api_key, limits=limits)
+        served = app.state.served
+        sock = _bind(host, port)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{bound}"
+        uv_config = uvicorn.Config(
+            app,
+            log_config=None,
+            lifespan="off",
+            timeout_graceful_shutdown=max(1, math.ceil(graceful_timeout)),
+            # uvicorn's 5 s closes idle keep-alive connections that a busy client (or a proxy's pool) is about
+            # to reuse; a request sent as the server closes one fails on the client
+            timeout_keep_alive=keep_alive,
+            access_log=logger.isEnabledFor(logging.INFO),
+            server_header=False,
+        )
+        server = _Server(uv_config, app)
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn raises the signal again once it has drained; this handler takes it, so SIGTERM exits 0
+            previous = signal.signal(signal.SIGTERM, lambda sig, frame: terminated.append(sig))
+        logger.info("serving %s on %s", ", ".join(engine.models), url)
+        if ready is not None:
+            ready(url)
+        server.run(sockets=[sock])
+    finally:
+        engine.close()
+        for model in served.values():
+            model.vocab.close()
+        if previous is not None:  # after the models are freed: a second SIGTERM meanwhile is taken too
+            signal.signal(signal.SIGTERM, previous)
+    logger.info("server stopped%s", " (SIGTERM)" if terminated else "")
+    return 0
