@@ -6,7 +6,8 @@
    request, as the engine ran before it) and on (the defaults); texts/s against ``embed_batch`` of the
    same texts, and p50/p99 request latency. ``--wait-sweep`` also measures ``max_batch_wait_ms``
    values, which is how its default was chosen.
-2. **Servers** (HTTP on 127.0.0.1): N asyncio clients (httpx), each posting one text per request to
+2. **Servers** (HTTP on 127.0.0.1): N asyncio clients (raw keep-alive connections: httpx's pool took
+   a core of its own at 64 clients, on the cores the servers need), each posting one text per request to
    ``/v1/embeddings``, against ``embellama serve``, llama-cpp-python's server (``--lcp-python``: a Python
    with ``llama-cpp-python[server]``, loading our libllama through ``LLAMA_CPP_LIB_PATH``) and
    ``llama-server --embedding`` (``--llama-server PATH``; the row is skipped, and the output says so,
@@ -215,38 +216,68 @@ class Peer:
                 self.proc.wait(10)
 
 
-async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -> dict[str, Any]:
-    import httpx
+async def _post(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, body: bytes
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 keep-alive POST to /v1/embeddings on an open connection: (status, body)."""
+    writer.write(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        data = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                return status, data
+            data += chunk[:-2]
+    return status, await reader.readexactly(int(headers.get("content-length", "0")))
 
+
+async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -> dict[str, Any]:
+    """``clients`` coroutines, each with its own keep-alive connection (asyncio streams: a light client,
+    so that the load generator does not take the cores the servers need), one text per request."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
     cursor = 0
     latencies: list[float] = []
     vectors: dict[int, list[float]] = {}
     errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as http:
 
-        async def client() -> None:
-            nonlocal cursor, errors
+    async def client() -> None:
+        nonlocal cursor, errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while cursor < len(texts):
                 i = cursor
                 cursor += 1
+                body = json.dumps({"input": texts[i], "model": model_name}).encode()
                 began = time.perf_counter()
                 try:
-                    r = await http.post("/v1/embeddings", json={"input": texts[i], "model": model_name})
-                except httpx.HTTPError as exc:  # counted, not fatal: the run goes on
+                    status, data = await _post(reader, writer, host, body)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:  # counted; a new connection
                     errors += 1
                     print(f"    {type(exc).__name__} on request {i}", flush=True)
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
                     continue
                 latencies.append(time.perf_counter() - began)
-                if r.status_code != 200:
+                if status != 200:
                     errors += 1
                     continue
                 if i % 50 == 0:
-                    vectors[i] = r.json()["data"][0]["embedding"]
+                    vectors[i] = json.loads(data)["data"][0]["embedding"]
+        finally:
+            writer.close()
 
-        began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(clients)))
-        seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    seconds = time.perf_counter() - began
     p50, p99 = _percentiles(latencies)
     n = len(texts)
     return {
@@ -447,7 +478,7 @@ def markdown(result: dict[str, Any]) -> str:
     servers = result.get("servers")
     if servers:
         out += [
-            "## Servers: one text per request to /v1/embeddings from N asyncio clients (httpx)",
+            "## Servers: one text per request to /v1/embeddings from N clients (a keep-alive connection each)",
             "",
             "| server | clients | requests/s (= texts/s) | p50 / p99 ms | embellama's ratio | min cos | errors |",
             "|---|---|---|---|---|---|---|",
@@ -489,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=8, help="llama-server --parallel slots (default 8)")
     parser.add_argument("--no-engine", action="store_true")
     parser.add_argument("--no-servers", action="store_true")
+    parser.add_argument("--reuse-engine", type=Path, help="take the engine part from this earlier results JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
     args = parser.parse_args(argv)
     args.lcp_python = args.lcp_python or sys.executable
@@ -520,7 +552,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, StopIteration):
         pass
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.no_engine:
+    if args.reuse_engine is not None:  # the engine part of an earlier run (same corpus), to rerun the servers only
+        result["engine"] = json.loads(args.reuse_engine.read_text())["engine"]
+    elif not args.no_engine:
         print("engine:", flush=True)
         result["engine"] = bench_engine(args.model, texts, args)
         args.out.write_text(json.dumps(result, indent=2) + "\n")  # kept if the server part fails
