@@ -29,6 +29,7 @@ from ._exceptions import (
 from ._lib import Library, get_library, load_library
 from ._model import EmbeddingModel
 from ._pooling import normalize
+from ._rerank import Reranker
 from ._version import __version__
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "ModelNotFoundError",
     "Normalization",
     "PoolingStrategy",
+    "Reranker",
     "ResourceClosedError",
     "ThreadAffinityError",
     "__version__",

@@ -125,6 +125,14 @@ class Capabilities:
             return int(lib.llama_model_n_embd_out(model))
         return int(lib.llama_model_n_embd(model))
 
+    def n_cls_out(self, lib: Any, model: Any, metadata_value: Any) -> int:
+        """Outputs of the classification head: llama.cpp's count, else the GGUF's label count, else 1."""
+        if self.has("llama_model_n_cls_out"):
+            return int(lib.llama_model_n_cls_out(model))
+        arch = metadata_value("general.architecture") or ""
+        labels = metadata_value(f"{arch}.classifier.output_labels")
+        return max(1, labels.count(",") + 1) if labels else 1
+
     def model_ftype(self, lib: Any, ffi: Any, model: Any) -> int:
         """The weights' ``enum llama_ftype`` (-1 when neither llama.cpp nor the file says)."""
         if self.has("llama_model_ftype"):

@@ -42,6 +42,8 @@ class PoolingStrategy(str, enum.Enum):
     """The last token's vector (decoder models)."""
     NONE = "none"
     """No pooling: one vector per token."""
+    RANK = "rank"
+    """A cross-encoder's classification head on the pooled pair: scores, not embeddings (:class:`Reranker`)."""
 
     @classmethod
     def parse(cls, value: PoolingStrategy | str) -> PoolingStrategy:
@@ -78,7 +80,7 @@ class PoolingStrategy(str, enum.Enum):
     @property
     def native(self) -> str:
         """The llama.cpp pooling that computes it ("none" for the numpy strategies)."""
-        return {"mean": "mean", "cls": "cls", "last": "last"}.get(self.value, "none")
+        return {"mean": "mean", "cls": "cls", "last": "last", "rank": "rank"}.get(self.value, "none")
 
 
 class Normalization(str, enum.Enum):
@@ -139,7 +141,8 @@ class ModelConfig:
     offload_kqv : bool, optional
         Keep the KV cache and attention on the GPU with the offloaded layers.
     pooling : PoolingStrategy or str, optional
-        Pooling strategy; default: the one the GGUF metadata names (else MEAN).
+        Pooling strategy; default: the one the GGUF metadata names (else MEAN). "rank" is a cross-encoder's
+        classification head, for :class:`Reranker` (which takes it by default).
     normalize : bool, str, float or Normalization, optional
         L2 by default; False, "l1", "max_abs" or a p-norm exponent.
     n_batch : int, optional

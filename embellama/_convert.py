@@ -15,14 +15,19 @@ atomically and reused; ``embellama cache --clear`` removes the copies.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
 
-from ._encode import hf_prompts, require_gguf, write_prompts
+import numpy as np
+
+from . import _gguf
+from ._encode import hf_prompts, write_prompts
 from ._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
+from ._gguf import require_gguf
 from ._lib import Library, cache_dir
 
 __all__ = ["COMPUTE_TYPES", "cache_dir", "clear_converted", "convert_hf", "converted_path", "target_type"]
@@ -161,7 +166,118 @@ def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> P
             raise ModelLoadError(str(hf_dir), f"convert_hf_to_gguf.py failed ({proc.returncode}):\n{tail}")
         if prompts or default_prompt:
             write_prompts(tmp, tmp, prompts, default_prompt)
+        for change in cross_encoder_fixes(hf_dir, tmp):
+            logger.info("%s: %s", hf_dir, change)
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)
     return destination
+
+
+# -- cross-encoders -----------------------------------------------------------------------------------------
+
+_TYPE_ROW_TOKEN = "[embellama token type 1: {}]"  # never matched by a tokenizer: it holds spaces and is UNUSED
+_UNUSED = 5  # llama.cpp's LLAMA_TOKEN_TYPE_UNUSED
+_RANK = 4  # enum llama_pooling_type LLAMA_POOLING_TYPE_RANK
+_VOCAB_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
+
+
+def _st_activation(folder: Path, config: dict[str, object]) -> str | None:
+    """The activation a sentence-transformers CrossEncoder saved, as a Reranker activation name.
+
+    sentence-transformers 5+ keeps it in ``config_sentence_transformers.json``, 4 in config.json's
+    ``sentence_transformers``, earlier ones as ``sbert_ce_default_activation_function``.
+    """
+    st_file = folder / "config_sentence_transformers.json"
+    st_config = json.loads(st_file.read_text(encoding="utf-8")) if st_file.is_file() else {}
+    saved = config.get("sentence_transformers")
+    path = (
+        st_config.get("activation_fn")
+        or (saved.get("activation_fn") if isinstance(saved, dict) else None)
+        or config.get("sbert_ce_default_activation_function")
+    )
+    if not isinstance(path, str):
+        return None
+    leaf = path.rsplit(".", 1)[-1].lower()
+    return {"sigmoid": "sigmoid", "identity": "identity", "softmax": "softmax"}.get(leaf)
+
+
+def token_type_count(header: _gguf.Header) -> int:
+    """How many token types the model was trained with (``tokenizer.ggml.token_type_count``; older files:
+    ``<arch>.token_type_count``)."""
+    value = header.metadata.get("tokenizer.ggml.token_type_count", header.arch_value("token_type_count", 1))
+    return int(value or 1)
+
+
+def cross_encoder_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike[str]) -> list[str]:
+    """Write into a freshly converted cross-encoder's GGUF what llama.cpp's converter leaves out (in place).
+
+    For ``*ForSequenceClassification`` checkpoints:
+
+    - the pooling type ``rank``, where the file names none, and the activation sentence-transformers saved
+      (``embellama.activation``);
+    - BERT's pooler (``pooler.dense``, dense + tanh before the classifier), which the converter drops, as the
+      ``cls`` tensors llama.cpp's rank head applies;
+    - token type 1 of the second segment: llama.cpp adds token type 0 to every token, so the rows
+      ``token_embd + type[1] - type[0]`` are appended to the token embeddings, with as many unused
+      vocabulary entries, and ``embellama.token_type_offset`` says where they start. :class:`Reranker`
+      shifts the document's ids by it; tokenization never produces those ids.
+
+    Returns what was changed, one line each (nothing for other models). Needs gguf-py.
+    """
+    folder = Path(hf_dir)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return []
+    gguf = require_gguf("a cross-encoder's head")
+    kinds = gguf.GGUFValueType
+    header = _gguf.read_header(gguf_path, arrays=_VOCAB_ARRAYS)
+    arch = header.architecture
+    keys: dict[str, tuple[object, object]] = {}
+    tensors = {}
+    changes: list[str] = []
+    if header.arch_value("pooling_type") is None:
+        keys[f"{arch}.pooling_type"] = (_RANK, kinds.UINT32)
+        changes.append("pooling type rank")
+    activation = _st_activation(folder, config)
+    if activation is not None:
+        keys[_gguf.ACTIVATION_KEY] = (activation, kinds.STRING)
+        changes.append(f"activation {activation}")
+    if config.get("model_type") == "bert" and "cls.weight" not in header.tensors:
+        names = [f"{p}pooler.dense.{w}" for p in ("bert.", "") for w in ("weight", "bias")]
+        found = _gguf.checkpoint_tensors(folder, names)
+        for prefix in ("bert.", ""):
+            weight, bias = found.get(f"{prefix}pooler.dense.weight"), found.get(f"{prefix}pooler.dense.bias")
+            if weight is not None and bias is not None:
+                tensors["cls.weight"], tensors["cls.bias"] = weight, bias
+                changes.append("the pooler (dense + tanh) as the head's cls tensors")
+                break
+    n_types = token_type_count(header)
+    if n_types >= 2 and "token_types.weight" in header.tensors:
+        values = _gguf.tensor_values(gguf_path, ["token_embd.weight", "token_types.weight"])
+        embd, types = values["token_embd.weight"], values["token_types.weight"]
+        n_vocab = embd.shape[0]
+        tensors["token_embd.weight"] = np.concatenate([embd, embd + (types[1] - types[0])])
+        tokens = header.metadata["tokenizer.ggml.tokens"]
+        keys["tokenizer.ggml.tokens"] = (
+            tokens + [_TYPE_ROW_TOKEN.format(i) for i in range(n_vocab)],
+            (kinds.ARRAY, kinds.STRING),
+        )
+        if "tokenizer.ggml.token_type" in header.metadata:
+            keys["tokenizer.ggml.token_type"] = (
+                header.metadata["tokenizer.ggml.token_type"] + [_UNUSED] * n_vocab,
+                (kinds.ARRAY, kinds.INT32),
+            )
+        if "tokenizer.ggml.scores" in header.metadata:
+            keys["tokenizer.ggml.scores"] = (
+                header.metadata["tokenizer.ggml.scores"] + [0.0] * n_vocab,
+                (kinds.ARRAY, kinds.FLOAT32),
+            )
+        if header.arch_value("vocab_size") is not None:
+            keys[f"{arch}.vocab_size"] = (2 * n_vocab, kinds.UINT32)
+        keys[_gguf.TOKEN_TYPE_OFFSET_KEY] = (n_vocab, kinds.UINT32)
+        changes.append(f"token type 1 as {n_vocab} more token rows from id {n_vocab}")
+    if keys or tensors:
+        _gguf.rewrite(gguf_path, gguf_path, why="a cross-encoder's head", set_keys=keys, tensors=tensors)
+    return changes

@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _gguf
 from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError
+from ._gguf import require_gguf
 
 __all__ = [
     "DEFAULT_PROMPT_KEY",
@@ -252,17 +254,6 @@ def hf_prompts(hf_dir: str | os.PathLike[str]) -> tuple[dict[str, str], str | No
     return prompts, default
 
 
-def require_gguf(why: str) -> Any:
-    """The ``gguf`` package (gguf-py), or ConfigurationError saying ``why`` it is needed and how to install it."""
-    try:
-        import gguf
-    except ImportError:
-        raise ConfigurationError(
-            f"{why}: writing them into a GGUF needs gguf-py: pip install 'embellama[gguf]'"
-        ) from None
-    return gguf
-
-
 def write_prompts(
     source: str | os.PathLike[str],
     destination: str | os.PathLike[str],
@@ -283,38 +274,9 @@ def write_prompts(
         raise ConfigurationError(
             f"{src}: default_prompt_name {default_prompt_name!r} is not among the prompts {sorted(checked)}"
         )
-    reader = gguf.GGUFReader(src)
-    arch = reader.fields["general.architecture"].contents()
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
-        alignment = reader.fields.get("general.alignment")
-        if alignment is not None:
-            writer.data_alignment = int(alignment.contents())
-        for field in reader.fields.values():
-            if field.name.startswith("GGUF.") or field.name in (
-                "general.architecture",
-                PROMPTS_KEY,
-                DEFAULT_PROMPT_KEY,
-            ):
-                continue
-            kind = field.types[0]
-            sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-            writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-        writer.add_string(PROMPTS_KEY, json.dumps(checked, ensure_ascii=False))
-        if default_prompt_name is not None:
-            writer.add_string(DEFAULT_PROMPT_KEY, default_prompt_name)
-        for tensor in reader.tensors:
-            writer.add_tensor_info(
-                tensor.name, tensor.data.shape, tensor.data.dtype, tensor.n_bytes, raw_dtype=tensor.tensor_type
-            )
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        for tensor in reader.tensors:
-            writer.write_tensor_data(tensor.data)
-        writer.close()
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst
+    keys: dict[str, tuple[Any, Any]] = {
+        PROMPTS_KEY: (json.dumps(checked, ensure_ascii=False), gguf.GGUFValueType.STRING)
+    }
+    if default_prompt_name is not None:
+        keys[DEFAULT_PROMPT_KEY] = (default_prompt_name, gguf.GGUFValueType.STRING)
+    return _gguf.rewrite(src, dst, why="prompts", set_keys=keys, drop_keys=(PROMPTS_KEY, DEFAULT_PROMPT_KEY))

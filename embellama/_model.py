@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +33,7 @@ from .llama import (
     sequences_for,
 )
 
-__all__ = ["EmbeddingModel"]
+__all__ = ["EmbeddingModel", "LlamaModel"]
 
 logger = logging.getLogger("embellama")
 
@@ -66,25 +66,14 @@ class _Options(NamedTuple):
 _PLAIN = _Options(None, None, "float32")
 
 
-class EmbeddingModel:
-    """One GGUF embedding model with its llama.cpp context.
+_M = TypeVar("_M", bound="LlamaModel")
 
-    >>> with EmbeddingModel(ModelConfig(model_path="all-MiniLM-L6-v2.gguf")) as m:  # doctest: +SKIP
-    ...     m.embed("Hello world").shape
-    (384,)
 
-    The context belongs to the thread that loads the model (``load()``, or the first
-    ``embed``); use it from that thread only, or through :class:`EmbeddingEngine`.
+class LlamaModel:
+    """What every model class shares: one GGUF model with its llama.cpp context, owned by one thread.
 
-    Parameters
-    ----------
-    config : ModelConfig
-        Which model and how to run it. Nothing is loaded until :meth:`load` or the first embedding.
-
-    Raises
-    ------
-    ConfigurationError
-        ``config`` is not a :class:`ModelConfig`.
+    Subclasses choose the pooling (:meth:`_choose_pooling`) and check what the loaded model must have
+    (:meth:`_prepare`, whose result :meth:`_adopt` keeps once loading succeeded).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -95,13 +84,9 @@ class EmbeddingModel:
         self._context: Context | None = None
         self._batch: Batch | None = None
         self._pooling: PoolingStrategy | None = None
-        self._norm: Normalization | float = parse_normalization(config.normalize)
         self._max_tokens = 0
         self._budget = 0
         self._tokenize_threads = 1
-        self._prompts: dict[str, str] = {}
-        self._default_prompt_name: str | None = None
-        self._prompt_tokens: dict[str, int] = {}
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -115,12 +100,12 @@ class EmbeddingModel:
         """Whether the model and its context are in memory."""
         return self._context is not None
 
-    def load(self) -> EmbeddingModel:
+    def load(self: _M) -> _M:
         """Load the model and create its context in the calling thread. Idempotent.
 
         Returns
         -------
-        EmbeddingModel
+        EmbeddingModel or Reranker
             This model, loaded (so that ``EmbeddingModel(config).load()`` reads well).
 
         Raises
@@ -153,25 +138,24 @@ class EmbeddingModel:
             if max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
                 raise ConfigurationError(f"model {cfg.name!r}: max_tokens {max_tokens} leaves no room for text")
             batch = Batch(budget, context.n_seq_max, library=model._lib)
-            prompts, default_prompt = self._load_prompts(model)
-            _encode.check_truncate_dim(cfg.truncate_dim, f"model {cfg.name!r}", model.n_embd)
+            prepared = self._prepare(model, context, max_tokens)
         except BaseException:
             if context is not None:
                 context.close()
             model.close()
             raise
         self._budget, self._max_tokens = budget, max_tokens
-        self._prompts, self._default_prompt_name, self._prompt_tokens = prompts, default_prompt, {}
+        self._adopt(prepared)
         # Tokenize with several threads only while a GPU computes: on the CPU, inference already
         # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
         on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(model._lib))
         self._tokenize_threads = min(_cpu_count(), 8) if on_gpu else 1
         self._model, self._context, self._batch, self._pooling = model, context, batch, pooling
         logger.info(
-            "loaded %s (%s, %d dims, pooling %s, n_ctx %d, n_seq_max %d) in %.2f s",
+            "loaded %s (%s, %d outputs, pooling %s, n_ctx %d, n_seq_max %d) in %.2f s",
             cfg.name,
             model.description,
-            model.n_embd,
+            context.n_embd,
             pooling.value,
             context.n_ctx,
             context.n_seq_max,
@@ -179,18 +163,21 @@ class EmbeddingModel:
         )
         return self
 
-    def _load_prompts(self, model: Model) -> tuple[dict[str, str], str | None]:
-        """The prompts in effect and the default prompt name: the GGUF's, overridden by the config's."""
-        cfg, who = self.config, f"model {self.config.name!r}"
-        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
-        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), who)
-        prompts = _encode.effective_prompts(saved, cfg.prompts)
-        default = cfg.default_prompt_name if cfg.default_prompt_name is not None else saved_default
-        if default is not None and default not in prompts:
-            raise ConfigurationError(
-                f"{who}: default_prompt_name {default!r} is not among its prompts {sorted(prompts)}"
-            )
-        return prompts, default
+    def _choose_pooling(self, model: Model) -> PoolingStrategy:
+        raise NotImplementedError
+
+    def _prepare(self, model: Model, context: Context, max_tokens: int) -> Any:
+        """Check the loaded model for this class (raise to refuse it); the result goes to :meth:`_adopt`."""
+        return None
+
+    def _adopt(self, prepared: Any) -> None:
+        """Keep what :meth:`_prepare` found, once loading has succeeded."""
+
+    def _check_batch_size(self, batch_size: int | None) -> None:
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
 
     def _open(self, path: str | os.PathLike[str]) -> Model:
         cfg = self.config
@@ -274,21 +261,6 @@ class EmbeddingModel:
         n_seq_max = cfg.n_seq_max or sequences_for(reserve_tokens(params, causal), limit)
         return dataclasses.replace(params, n_seq_max=n_seq_max)
 
-    def _choose_pooling(self, model: Model) -> PoolingStrategy:
-        if self.config.pooling is not None:
-            return PoolingStrategy.parse(self.config.pooling)
-        named = model.pooling_type
-        if named in ("mean", "cls", "last"):
-            return PoolingStrategy.parse(named)
-        if named == "rank":
-            raise ConfigurationError(
-                f"model {self.name!r} is a reranker (pooling 'rank'); embellama embeds text. "
-                "Pass pooling= explicitly to use its hidden states anyway"
-            )
-        fallback = PoolingStrategy.LAST if model.is_causal else PoolingStrategy.MEAN
-        logger.warning("model %r names no pooling in its metadata; using %s", self.name, fallback.value)
-        return fallback
-
     def unload(self) -> None:
         """Free the context and the model (from the thread that loaded it). Idempotent."""
         if self._context is not None:
@@ -299,7 +271,7 @@ class EmbeddingModel:
 
     close = unload
 
-    def __enter__(self) -> EmbeddingModel:
+    def __enter__(self: _M) -> _M:
         return self.load()
 
     def __exit__(self, *exc: object) -> None:
@@ -313,11 +285,6 @@ class EmbeddingModel:
         return self._model, self._context, self._batch
 
     # -- information ------------------------------------------------------------
-
-    @property
-    def embedding_dimensions(self) -> int:
-        """Length of each embedding vector."""
-        return self._require()[0].n_embd
 
     @property
     def max_sequence_length(self) -> int:
@@ -338,6 +305,98 @@ class EmbeddingModel:
         return self._pooling
 
     @property
+    def model(self) -> Model:
+        """The low-level :class:`~embellama.llama.Model`."""
+        return self._require()[0]
+
+    @property
+    def context(self) -> Context:
+        """The low-level :class:`~embellama.llama.Context`."""
+        return self._require()[1]
+
+
+class EmbeddingModel(LlamaModel):
+    """One GGUF embedding model with its llama.cpp context.
+
+    >>> with EmbeddingModel(ModelConfig(model_path="all-MiniLM-L6-v2.gguf")) as m:  # doctest: +SKIP
+    ...     m.embed("Hello world").shape
+    (384,)
+
+    The context belongs to the thread that loads the model (``load()``, or the first
+    ``embed``); use it from that thread only, or through :class:`EmbeddingEngine`.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Which model and how to run it. Nothing is loaded until :meth:`load` or the first embedding.
+
+    Raises
+    ------
+    ConfigurationError
+        ``config`` is not a :class:`ModelConfig`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self._norm: Normalization | float = parse_normalization(config.normalize)
+        self._prompts: dict[str, str] = {}
+        self._default_prompt_name: str | None = None
+        self._prompt_tokens: dict[str, int] = {}
+
+    # -- embedding-specific loading and information ------------------------------------
+
+    def _load_prompts(self, model: Model) -> tuple[dict[str, str], str | None]:
+        """The prompts in effect and the default prompt name: the GGUF's, overridden by the config's."""
+        cfg, who = self.config, f"model {self.config.name!r}"
+        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
+        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), who)
+        prompts = _encode.effective_prompts(saved, cfg.prompts)
+        default = cfg.default_prompt_name if cfg.default_prompt_name is not None else saved_default
+        if default is not None and default not in prompts:
+            raise ConfigurationError(
+                f"{who}: default_prompt_name {default!r} is not among its prompts {sorted(prompts)}"
+            )
+        return prompts, default
+
+    def _prepare(self, model: Model, context: Context, max_tokens: int) -> tuple[dict[str, str], str | None]:
+        prompts = self._load_prompts(model)
+        _encode.check_truncate_dim(self.config.truncate_dim, f"model {self.name!r}", model.n_embd)
+        return prompts
+
+    def _adopt(self, prepared: tuple[dict[str, str], str | None]) -> None:
+        self._prompts, self._default_prompt_name = prepared
+        self._prompt_tokens = {}
+
+    def _choose_pooling(self, model: Model) -> PoolingStrategy:
+        if self.config.pooling is PoolingStrategy.RANK:
+            raise ConfigurationError(
+                f"model {self.name!r}: pooling 'rank' gives a cross-encoder's scores, not embeddings; use Reranker"
+            )
+        if self.config.pooling is not None:
+            return PoolingStrategy.parse(self.config.pooling)
+        named = model.pooling_type
+        if named in ("mean", "cls", "last"):
+            return PoolingStrategy.parse(named)
+        if named == "rank":
+            raise ConfigurationError(
+                f"model {self.name!r} is a reranker (pooling 'rank'): score pairs with Reranker, or pass "
+                "pooling= explicitly to embed with its hidden states anyway"
+            )
+        if model.metadata_value(f"{model.architecture}.classifier.output_labels") is not None:
+            raise ConfigurationError(
+                f"model {self.name!r} is a reranker (it has a classification head's labels): score pairs with "
+                "Reranker, or pass pooling= explicitly to embed with its hidden states anyway"
+            )
+        fallback = PoolingStrategy.LAST if model.is_causal else PoolingStrategy.MEAN
+        logger.warning("model %r names no pooling in its metadata; using %s", self.name, fallback.value)
+        return fallback
+
+    @property
+    def embedding_dimensions(self) -> int:
+        """Length of each embedding vector."""
+        return self._require()[0].n_embd
+
+    @property
     def prompts(self) -> dict[str, str]:
         """The prompts in effect (name to text): ``query`` and ``document`` (empty unless set), the GGUF's
         (``embellama.prompts``), then ``ModelConfig.prompts``."""
@@ -349,16 +408,6 @@ class EmbeddingModel:
         """The prompt applied when a call names none (``ModelConfig.default_prompt_name``, else the GGUF's)."""
         self._require()
         return self._default_prompt_name
-
-    @property
-    def model(self) -> Model:
-        """The low-level :class:`~embellama.llama.Model`."""
-        return self._require()[0]
-
-    @property
-    def context(self) -> Context:
-        """The low-level :class:`~embellama.llama.Context`."""
-        return self._require()[1]
 
     # -- tokens -------------------------------------------------------------------
 
@@ -674,12 +723,6 @@ class EmbeddingModel:
         result = self._infer(tokens, batch_size, norm, progress, options)
         progress.close()
         return result
-
-    def _check_batch_size(self, batch_size: int | None) -> None:
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
 
     def _tokens(
         self, texts: Sequence[Any], offset: int, threads: int, prompt: str | None = None

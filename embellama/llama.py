@@ -253,6 +253,11 @@ class Model:
         return self._lib.caps.n_embd(self._lib.lib, self._handle())
 
     @property
+    def n_cls_out(self) -> int:
+        """Outputs of the classification head (a reranker's scores per pair; llama.cpp says 1 for other models)."""
+        return self._lib.caps.n_cls_out(self._lib.lib, self._handle(), self.metadata_value)
+
+    @property
     def n_ctx_train(self) -> int:
         """The context length the model was trained with."""
         return int(self._lib.lib.llama_model_n_ctx_train(self._handle()))
@@ -575,7 +580,8 @@ class ContextParams:
     n_threads : int
         CPU threads (at most 512).
     pooling : str, optional
-        llama.cpp pooling: "unspecified" (the model's), "none", "mean", "cls", "last".
+        llama.cpp pooling: "unspecified" (the model's), "none", "mean", "cls", "last" or "rank" (a
+        classification head's scores).
     flash_attn : bool, optional
         None lets llama.cpp decide (on for the CPU).
     offload_kqv : bool, optional
@@ -662,7 +668,8 @@ class Context:
         self.n_ubatch = int(lib.llama_n_ubatch(raw))
         self.n_seq_max = int(lib.llama_n_seq_max(raw))
         self.pooling = POOLING_NAMES.get(int(lib.llama_pooling_type(raw)), "unknown")
-        self.n_embd = model.n_embd
+        # With rank pooling llama.cpp returns the classification head's n_cls_out scores per sequence.
+        self.n_embd = model.n_cls_out if self.pooling == "rank" else model.n_embd
         self._memory = self._lib.caps.memory_of(lib, raw)
         self._use_encode = model.has_encoder and not model.has_decoder
         self._last_n_seqs = 0
@@ -909,7 +916,7 @@ def _validate_context_params(params: ContextParams, model: Model, max_seq: int) 
         raise ConfigurationError(
             f"model {name!r}: n_threads ({params.n_threads}) > {GGML_MAX_N_THREADS}, ggml's GGML_MAX_N_THREADS"
         )
-    if params.pooling not in _POOLING_CODES or params.pooling == "rank":
+    if params.pooling not in _POOLING_CODES:
         raise ConfigurationError(f"model {name!r}: unsupported llama.cpp pooling {params.pooling!r}")
     if params.n_ubatch > params.n_batch:
         raise ConfigurationError(f"model {name!r}: n_ubatch ({params.n_ubatch}) > n_batch ({params.n_batch})")

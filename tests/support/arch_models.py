@@ -174,23 +174,30 @@ def folder_for(name: str) -> Path:
 
 
 def ensure(name: str) -> Built:
-    """The built model ``name`` (see :data:`ARCHS`), building every missing one in a child process first.
+    """The built model ``name`` (see :data:`ARCHS`), building every missing one in a child process first."""
+    build_missing("tests.support.arch_models", {n: folder_for(n) / "info.json" for n in ARCHS})
+    return Built(ARCHS[name], folder_for(name))
 
-    A lock file keeps concurrent test processes (pytest-xdist) from building the same folders at once.
+
+def build_missing(module: str, markers: dict[str, Path]) -> None:
+    """Run ``python -m module NAME ...`` for the names whose marker file is missing.
+
+    One child builds them all (torch and transformers are imported once); a lock file keeps concurrent test
+    processes (pytest-xdist) from building the same folders at once.
     """
-    folder = folder_for(name)
-    if not (folder / "info.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / ".build.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            missing = [n for n in ARCHS if not (folder_for(n) / "info.json").is_file()]
-            if missing:  # one child builds them all: torch and transformers are imported once
-                cmd = [sys.executable, "-m", "tests.support.arch_models", *missing]
-                env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=make_model.REPO, env=env)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"building {missing} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return Built(ARCHS[name], folder)
+    if all(marker.is_file() for marker in markers.values()):
+        return
+    parent = next(iter(markers.values())).parent.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with open(parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [n for n, marker in markers.items() if not marker.is_file()]
+        if missing:
+            env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+            cmd = [sys.executable, "-m", module, *missing]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=make_model.REPO, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(f"building {missing} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
 
 
 # -- building (child process) ---------------------------------------------------------------------------------
