@@ -25,18 +25,20 @@ import numpy.typing as npt
 from . import _batch, _convert, _gguf
 from ._batch import ProgressCallback
 from ._config import ModelConfig, Normalization, PoolingStrategy
-from ._exceptions import ConfigurationError, InvalidInputError, ResourceClosedError
+from ._exceptions import ConfigurationError, EmbellamaError, InvalidInputError, ResourceClosedError
 from ._gguf import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
 from ._model import LlamaModel
 from .llama import Context, Model
 
-__all__ = ["ACTIVATIONS", "Reranker"]
+__all__ = ["ACTIVATIONS", "Reranker", "is_reranker", "rank_results"]
 
 logger = logging.getLogger("embellama")
 
 ACTIVATIONS = ("sigmoid", "identity", "softmax")
 """What :meth:`Reranker.predict` can apply to the head's outputs."""
 
+
+_RANK_CODE = 4  # enum llama_pooling_type: LLAMA_POOLING_TYPE_RANK
 
 HEAD_TENSORS = ("cls.weight", "cls.output.weight")
 """The classification head's tensors in a GGUF (llama.cpp's LLM_TENSOR_CLS and LLM_TENSOR_CLS_OUT)."""
@@ -445,6 +447,23 @@ class Reranker(LlamaModel):
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"
         return f"Reranker(name={self.name!r}, {state})"
+
+
+def is_reranker(config: ModelConfig) -> bool:
+    """Whether ``config`` names a reranker: ``pooling="rank"``, or with pooling unset a GGUF whose pooling type is
+    rank, or that has a classification head's labels and names no pooling (how llama.cpp's converter writes
+    BERT and XLM-RoBERTa cross-encoders). Reads the GGUF header only; an unreadable file says False (loading
+    it then raises the real error)."""
+    if config.pooling is not None:
+        return config.pooling is PoolingStrategy.RANK
+    try:
+        header = _gguf.read_header(config.model_path)
+    except (OSError, EmbellamaError):
+        return False
+    pooling = header.arch_value("pooling_type")
+    if pooling is not None:
+        return int(pooling) == _RANK_CODE
+    return header.array_length(f"{header.architecture}.classifier.output_labels") is not None
 
 
 def rank_results(
