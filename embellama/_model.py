@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
-from . import _batch, _convert, _encode
+from . import _batch, _convert, _encode, _gguf
 from ._batch import ProgressCallback
 from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError, ResourceClosedError
@@ -382,7 +382,8 @@ class EmbeddingModel(LlamaModel):
                 f"model {self.name!r} is a reranker (pooling 'rank'): score pairs with Reranker, or pass "
                 "pooling= explicitly to embed with its hidden states anyway"
             )
-        if model.metadata_value(f"{model.architecture}.classifier.output_labels") is not None:
+        labels = f"{model.architecture}.classifier.output_labels"  # llama.cpp's metadata API omits arrays
+        if _gguf.read_header(model.path).array_length(labels) is not None:
             raise ConfigurationError(
                 f"model {self.name!r} is a reranker (it has a classification head's labels): score pairs with "
                 "Reranker, or pass pooling= explicitly to embed with its hidden states anyway"

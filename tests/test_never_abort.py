@@ -158,3 +158,75 @@ def test_no_text_kills_the_process(child, minilm_f16, text, batch, parse_special
         assert many["error"] == "InvalidInputError" and f"(input #{bad[0]})" in many["message"], many
     else:
         assert many["ok"] and many["shape"] == [len(batch), 384] and many["finite"], many
+
+
+# -- rerankers ------------------------------------------------------------------------------
+
+# A pair item: text, or what a caller might pass by mistake (JSON-able: None, a number, a list).
+pair_item = st.one_of(texts, texts, st.none(), st.integers(), st.lists(st.text(max_size=3), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def reranker_f16(library) -> str:
+    from tests.support import rerank_models
+
+    return str(rerank_models.ensure("bert").gguf("f16"))
+
+
+@settings(
+    max_examples=CONFIG_EXAMPLES // 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(config=configs)
+def test_no_reranker_config_kills_the_process(child, reranker_f16, config):
+    fields = {**config, "model_path": reranker_f16}
+    texts_ = ["A man plays a guitar.", LONG, "x"]
+    reply = child.call({"op": "load", "kind": "rerank", "config": fields, "texts": texts_})
+    if not reply["ok"]:
+        assert reply["ours"], f"{reply['error']} is not an embellama exception: {reply['message']}"
+        assert f"'{NAME}'" in reply["message"], f"the error does not name the model: {reply['message']}"
+        return
+    if "shapes" in reply:
+        assert reply["shapes"] == [[3]] and reply["finite"]
+
+
+@settings(
+    max_examples=TEXT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    pairs=st.lists(st.tuples(pair_item, pair_item), max_size=5),
+    query=pair_item,
+    documents=st.one_of(st.lists(pair_item, max_size=5), st.none(), st.text(max_size=5)),
+    max_tokens=st.sampled_from([None, 8, 9, 16, 512]),
+    truncate=st.booleans(),
+)
+def test_no_pair_kills_the_process(child, reranker_f16, pairs, query, documents, max_tokens, truncate):
+    config = {"model_path": reranker_f16, "model_name": NAME, "n_threads": 1, "truncate": truncate}
+    if max_tokens is not None:
+        config["max_tokens"] = max_tokens
+    calls = [{"op": "predict", "pairs": pairs}, {"op": "rank", "query": query, "documents": documents}]
+    reply = child.call({"op": "rerank", "config": config, "calls": calls})
+    if not reply["ok"]:  # the model refused the config itself (max_tokens too small for a pair)
+        assert reply["error"] == "ConfigurationError" and f"'{NAME}'" in reply["message"], reply
+        return
+    predicted, ranked = reply["results"]
+
+    def valid(item: object) -> bool:
+        return isinstance(item, str) and bool(item) and not any(0xD800 <= ord(c) <= 0xDFFF for c in item)
+
+    long_ok = truncate  # without it, a long text may be refused (InvalidInputError, checked above)
+    for result in (predicted, ranked):
+        if result["ok"]:
+            assert result["finite"], result
+        else:
+            assert result["error"] in ("InvalidInputError", "ConfigurationError"), result
+            assert f"'{NAME}'" in result["message"], result
+    if all(valid(q) and valid(d) for q, d in pairs) and long_ok:
+        assert predicted["ok"] and predicted["shape"] == [len(pairs)], (pairs, predicted)
+    elif not predicted["ok"]:
+        assert predicted["error"] == "InvalidInputError", predicted
+    if isinstance(documents, list) and documents and valid(query) and all(map(valid, documents)) and long_ok:
+        assert ranked["ok"] and ranked["n"] == len(documents), ranked

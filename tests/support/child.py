@@ -160,13 +160,13 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 def _load(request: dict[str, Any]) -> dict[str, Any]:
     """Build a ModelConfig from raw fields, load it and embed what the request names."""
-    from embellama import EmbeddingModel, ModelConfig
+    from embellama import EmbeddingModel, ModelConfig, Reranker
 
     fields = dict(request["config"])
     if isinstance(fields.get("tensor_split"), list):
         fields["tensor_split"] = tuple(fields["tensor_split"])
     config = ModelConfig(**fields)
-    model = EmbeddingModel(config)
+    model: Any = Reranker(config) if request.get("kind") == "rerank" else EmbeddingModel(config)
     try:
         model.load()
         out: dict[str, Any] = {
@@ -178,7 +178,11 @@ def _load(request: dict[str, Any]) -> dict[str, Any]:
             "max_tokens": model.max_sequence_length,
         }
         texts = request.get("texts") or []
-        if texts:
+        if texts and isinstance(model, Reranker):
+            scores = model.predict([(texts[0], t) for t in texts], show_progress_bar=False)
+            out["shapes"] = [list(scores.shape)]
+            out["finite"] = _finite(scores)
+        elif texts:
             vectors = model.embed_batch(texts, show_progress_bar=False)
             arrays = vectors if isinstance(vectors, list) else list(vectors)
             out["shapes"] = [list(v.shape) for v in arrays]
@@ -216,6 +220,28 @@ def _embed(request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "results": results}
 
 
+def _rerank(request: dict[str, Any]) -> dict[str, Any]:
+    """Score pairs (anything the request holds, valid or not) with a reranker kept loaded between requests."""
+    from embellama import ModelConfig, Reranker
+
+    key = "rerank:" + json.dumps(request["config"], sort_keys=True)
+    model = _MODELS.get(key)
+    if model is None:
+        model = _MODELS[key] = Reranker(ModelConfig(**request["config"])).load()
+    results: list[dict[str, Any]] = []
+    for call in request["calls"]:
+        try:
+            if call["op"] == "predict":
+                scores = model.predict([tuple(p) if isinstance(p, list) else p for p in call["pairs"]])
+                results.append({"ok": True, "shape": list(scores.shape), "finite": _finite(scores)})
+            else:
+                ranked = model.rank(call["query"], call["documents"])
+                results.append({"ok": True, "n": len(ranked), "finite": _finite([r["score"] for r in ranked])})
+        except BaseException as exc:
+            results.append(_error(exc))
+    return {"ok": True, "results": results}
+
+
 def _finite(array: Any) -> bool:
     import numpy as np
 
@@ -223,7 +249,7 @@ def _finite(array: Any) -> bool:
 
 
 def serve() -> None:
-    handlers = {"load": _load, "embed": _embed}
+    handlers = {"load": _load, "embed": _embed, "rerank": _rerank}
     for line in sys.stdin:
         request = json.loads(line, object_hook=_unpack)
         try:
