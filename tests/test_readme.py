@@ -31,6 +31,7 @@ EXPECTED = {
         "['minilm', 'cls'] cls 2",
     ],
     "Tokens and the low-level": ["bert 384 30522 mean (101,)", "(2, 384)"],
+    "Rerank: cross-encoders": ["(3,) 1 sigmoid 2 ['corpus_id', 'score', 'text']"],
     "Prompts, truncate_dim and precision": [
         "{'query': 'query: ', 'document': '', 'passage': 'passage: '}",
         "(3, 128) [1. 1. 1.] uint8 (3, 48) int8",
@@ -49,11 +50,16 @@ def test_every_example_is_checked():
 
 @pytest.mark.parametrize("title", list(EXPECTED))
 def test_readme_example(title, minilm_f16):
+    names = {"MODEL": str(minilm_f16)}
+    if title.startswith("Rerank"):
+        from tests.support import rerank_models
+
+        names["RERANKER"] = str(rerank_models.ensure("bert").gguf("f16"))
     text = README.read_text(encoding="utf-8")
     heading = text.index(title)
     block = next(b for b in BLOCKS if text.index(b) > heading)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block, f"README:{title}", "exec"), {"MODEL": str(minilm_f16)})
+        exec(compile(block, f"README:{title}", "exec"), names)
     for expected in EXPECTED[title]:
         assert expected in out.getvalue()
