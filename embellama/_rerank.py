@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -40,6 +41,11 @@ ACTIVATIONS = ("sigmoid", "identity", "softmax")
 
 _RANK_CODE = 4  # enum llama_pooling_type: LLAMA_POOLING_TYPE_RANK
 
+RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
+"""A decoder reranker's prompt, with ``{query}`` and ``{document}`` (llama.cpp's converter writes Qwen3-Reranker's)."""
+
+_SLOT = re.compile(r"\{(query|document)\}")
+
 HEAD_TENSORS = ("cls.weight", "cls.output.weight")
 """The classification head's tensors in a GGUF (llama.cpp's LLM_TENSOR_CLS and LLM_TENSOR_CLS_OUT)."""
 
@@ -52,6 +58,7 @@ class _Head(NamedTuple):
     offset: int  # token id offset of the second segment (0: none)
     exact_types: bool  # False: the model has token types the file cannot apply
     doubled_sep: bool  # RoBERTa's ``<s> q </s></s> d </s>``
+    template: str | None = None  # a decoder's prompt with {query} and {document}
 
 
 class Reranker(LlamaModel):
@@ -112,9 +119,7 @@ class Reranker(LlamaModel):
                 "not score pairs; use EmbeddingModel"
             )
         if model.is_causal:
-            raise ConfigurationError(
-                f"{who} is a decoder ({arch}); Reranker scores encoder cross-encoders (BERT, RoBERTa, XLM-RoBERTa)"
-            )
+            return self._decoder_head(model, header, context.n_embd)
         n_out = context.n_embd
         labels_value = header.metadata.get(f"{arch}.classifier.output_labels")
         labels = tuple(str(v) for v in labels_value) if isinstance(labels_value, list) else ()
@@ -139,6 +144,21 @@ class Reranker(LlamaModel):
         if max_tokens <= fixed:
             raise ConfigurationError(f"{who}: max_tokens ({max_tokens}) leaves no room for a pair's text")
         return _Head(labels or tuple(f"LABEL_{i}" for i in range(n_out)), activation, offset, exact, doubled)
+
+    def _decoder_head(self, model: Model, header: _gguf.Header, n_out: int) -> _Head:
+        """A decoder reranker (Qwen3-Reranker): llama.cpp's rank head gives softmax(yes, no) at the last token
+        of the prompt the GGUF's ``rerank`` chat template makes; the score is P(yes)."""
+        who = f"model {self.name!r}"
+        template = header.metadata.get(RERANK_TEMPLATE_KEY)
+        labels = header.metadata.get(f"{model.architecture}.classifier.output_labels")
+        if not isinstance(template, str) or "{query}" not in template or "{document}" not in template:
+            raise ConfigurationError(
+                f"{who} is a decoder ({model.architecture}) without a rerank prompt ({RERANK_TEMPLATE_KEY} with "
+                "{query} and {document}); decoder rerankers are scored through it"
+            )
+        if n_out != 2 or (isinstance(labels, list) and labels[:1] != ["yes"]):
+            raise ConfigurationError(f"{who}: a decoder reranker's head must give (yes, no), not {n_out} outputs")
+        return _Head(("yes",), "identity", 0, True, False, template)
 
     def _adopt(self, prepared: _Head) -> None:
         self._head = prepared
@@ -212,6 +232,8 @@ class Reranker(LlamaModel):
     ) -> list[npt.NDArray[np.int32]]:
         """Check, tokenize and join ``pairs`` (indices in errors count from ``offset``)."""
         head = self._require_head()
+        if head.template is not None:
+            return self._prompt_tokens(model, head.template, pairs, offset, truncate)
         queries: list[npt.NDArray[np.int32]] = []
         docs: list[npt.NDArray[np.int32]] = []
         seen: dict[str, npt.NDArray[np.int32]] = {}  # a query repeats across its documents: tokenized once
@@ -264,6 +286,66 @@ class Reranker(LlamaModel):
                 "" if len(cut) == 1 else ", ...",
             )
         return out
+
+    def _prompt_tokens(
+        self, model: Model, template: str, pairs: Sequence[Any], offset: int, truncate: bool
+    ) -> list[npt.NDArray[np.int32]]:
+        """A decoder's pairs: the template filled in, tokenized whole (as the model's own code does, special
+        tokens parsed); an over-long pair loses the end of its document, then of its query."""
+        out: list[npt.NDArray[np.int32]] = []
+        limit, cut = self._max_tokens, []
+        for i, pair in enumerate(pairs):
+            index = offset + i
+            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+                raise InvalidInputError(
+                    f"pair {index} must be a (query, document) tuple, got {type(pair).__name__}", self.name, index
+                )
+            texts = [
+                self._text(model, text, kind, index) for text, kind in zip(pair, ("query", "document"), strict=True)
+            ]
+            query, doc = pair
+            ids = self._fill(model, template, query, doc, index)
+            if len(ids) > limit and not truncate:
+                raise InvalidInputError(
+                    f"pair {index} has {len(ids)} tokens; the limit is {limit} (set truncate=True to cut the document)",
+                    self.name,
+                    index,
+                )
+            for _ in range(8):  # each pass cuts at least the excess in tokens; a few passes settle BPE merges
+                excess = len(ids) - limit
+                if excess <= 0:
+                    break
+                cut.append(index)
+                q_ids, d_ids = texts
+                if len(d_ids) > 0:
+                    d_ids = d_ids[: max(len(d_ids) - excess, 0)]
+                else:
+                    q_ids = q_ids[: max(len(q_ids) - excess, 0)]
+                texts = [q_ids, d_ids]
+                query, doc = (model.detokenize(t) for t in texts)
+                ids = self._fill(model, template, query, doc, index)
+            if len(ids) > limit:
+                raise InvalidInputError(
+                    f"pair {index}: the prompt alone exceeds max_tokens ({limit})", self.name, index
+                )
+            out.append(ids)
+        if cut:
+            logger.warning(
+                "model %r: %d pair(s) longer than max_tokens (%d) were cut, the document first (pair %d)",
+                self.name,
+                len(set(cut)),
+                limit,
+                cut[0],
+            )
+        return out
+
+    def _fill(self, model: Model, template: str, query: str, doc: str, index: int) -> npt.NDArray[np.int32]:
+        # one pass, so a query that contains "{document}" stays as it is
+        text = _SLOT.sub(lambda m: query if m.group(1) == "query" else doc, template)
+        try:
+            return model.tokenize(text, add_special=False, parse_special=True)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"pair {index}: {exc.reason}", self.name, index) from None
 
     # -- scores --------------------------------------------------------------------------------------
 
@@ -433,7 +515,7 @@ class Reranker(LlamaModel):
         _, context, batch = self._require()
         if self._head is None:
             raise ResourceClosedError(f"model {self.name!r} was unloaded")
-        return _batch.run_batch(  # type: ignore[no-any-return]
+        out: npt.NDArray[np.float32] = _batch.run_batch(
             tokens,
             context=context,
             batch=batch,
@@ -443,6 +525,7 @@ class Reranker(LlamaModel):
             max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
             progress=progress,
         )
+        return out[:, :1] if self._head.template is not None else out  # a decoder's P(yes), not P(no)
 
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"

@@ -276,3 +276,45 @@ def _limited(built, limit: int) -> Reranker:
         path = built["bert"].gguf("f16")
         _LIMITED[limit] = Reranker(ModelConfig(model_path=path, max_tokens=limit, compute_type="off")).load()
     return _LIMITED[limit]
+
+
+def test_decoder_reranker_equals_transformers(built, items):
+    """Qwen3-Reranker's kind: the GGUF's rerank prompt, llama.cpp's softmax over the yes/no rows, P(yes).
+    A decoder carries more rounding than the encoders (F32 within 2e-3, F16 within 5e-3 of the probability)."""
+    ref = rerank_models.ensure("qwen3").reference()
+    # llama.cpp runs the whole 151k-row output matrix on every token of a decoder, so 20 queries are enough here.
+    n_queries = 20
+    items, scores_ref = items[: n_queries * N_DOCS], ref["scores"][: n_queries * N_DOCS]
+    for outtype, tol in (("f32", 2e-3), ("f16", 5e-3)):
+        with Reranker(ModelConfig(model_path=rerank_models.ensure("qwen3").gguf(outtype), compute_type="off")) as model:
+            scores = model.predict(items)
+            ids = np.split(ref["ids_flat"], np.cumsum(ref["ids_len"])[:-1])
+            assert all(
+                model.tokenize_pair(*items[k]).tolist() == row.tolist() for k, row in enumerate(ids[: len(items)])
+            )
+            assert (model.num_labels, model.activation) == (1, "identity")
+        assert scores_ref.std() > 20 * tol
+        assert np.abs(scores - scores_ref).max() <= tol
+        r, ours = scores_ref.reshape(n_queries, N_DOCS), scores.reshape(n_queries, N_DOCS)
+        separated = (r[:, :, None] - r[:, None, :]) > 2 * tol
+        assert ((ours[:, :, None] - ours[:, None, :])[separated] > 0).all()
+
+
+def test_decoder_reranker_truncates_inside_the_prompt(caplog):
+    """An over-long pair loses the end of its document inside the template (the prompt's end stays); with
+    truncate=False it raises; a query that contains a template slot is not filled twice."""
+    recipe = rerank_models.ensure("qwen3")
+    config = ModelConfig(model_path=recipe.gguf("f16"), max_tokens=128, compute_type="off")
+    with Reranker(config) as model:
+        full = model.tokenize_pair("why?", "hair")
+        suffix = full[-6:]  # the template's closing tokens after the document
+        doc = " ".join(["hair"] * 300)
+        with caplog.at_level(logging.WARNING, logger="embellama"):
+            cut = model.tokenize_pair("why?", doc)
+        assert len(full) < len(cut) <= 128
+        assert cut[-6:].tolist() == suffix.tolist()
+        assert any("were cut" in r.getMessage() for r in caplog.records)
+        with pytest.raises(InvalidInputError, match="limit is 128"):
+            model.tokenize_pair("why?", doc, truncate=False)
+        assert "a {document} b" in model.model.detokenize(model.tokenize_pair("a {document} b", "x"))
+        assert model.predict([("why?", doc)]).shape == (1,)

@@ -5,7 +5,10 @@
   all-MiniLM-L6-v2's WordPiece, the kind of the ms-marco MiniLM cross-encoders;
 - ``bert3``: the same with three labels (an NLI head);
 - ``xlm-roberta``: ``XLMRobertaForSequenceClassification`` (one token type, dense + tanh + out_proj head)
-  with a SentencePiece unigram trained on the STS sentences, the kind of bge-reranker-v2-m3.
+  with a SentencePiece unigram trained on the STS sentences, the kind of bge-reranker-v2-m3;
+- ``qwen3``: a ``Qwen3ForCausalLM`` named as Qwen3-Reranker (its README), with Qwen2's byte-level BPE: the
+  pinned converter keeps the "yes" and "no" rows of the LM head and writes the rerank prompt; its reference
+  is P(yes) from transformers' logits at the prompt's last token, as Qwen3-Reranker's own code computes it.
 
 Each is saved by sentence-transformers' ``CrossEncoder`` (so its config carries the activation) and converted
 twice: by ``embellama convert`` (the path users take) and by llama.cpp's own ``convert_hf_to_gguf.py`` alone
@@ -52,6 +55,7 @@ RECIPES = {
         Recipe("bert", "BertForSequenceClassification", "wordpiece", 1),
         Recipe("bert3", "BertForSequenceClassification", "wordpiece", 3),
         Recipe("xlm-roberta", "XLMRobertaForSequenceClassification", "unigram", 1),
+        Recipe("qwen3", "Qwen3ForCausalLM", "qwen2-bpe", 1),  # Qwen3-Reranker's kind: P(yes) at the last token
     )
 }
 
@@ -89,6 +93,10 @@ class Built:
     def gguf(self, outtype: str) -> Path:
         """The file ``embellama convert`` wrote."""
         return self.folder / f"{self.recipe.name}.{outtype.upper()}.gguf"
+
+    @property
+    def decoder(self) -> bool:
+        return self.recipe.hf_class.endswith("ForCausalLM")
 
     @property
     def stock(self) -> Path:
@@ -172,6 +180,59 @@ def _references(hf_dir: Path) -> dict[str, np.ndarray]:
     }
 
 
+def _decoder_references(hf_dir: Path, gguf_file: Path) -> dict[str, np.ndarray]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from embellama import _gguf
+
+    torch.set_num_threads(1)
+    template = _gguf.read_header(gguf_file).metadata["tokenizer.chat_template.rerank"]
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    prompts = [template.replace("{query}", q).replace("{document}", d) for q, d in flat_pairs()]
+    ids = [tok(text, add_special_tokens=False)["input_ids"] for text in prompts]
+    scores = []
+    with torch.no_grad():
+        for k in range(0, len(ids), 100):
+            rows = ids[k : k + 100]
+            width = max(map(len, rows))
+            batch = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            hidden = model.model(input_ids=batch, attention_mask=mask).last_hidden_state
+            last = hidden[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])]
+            logits = last @ model.lm_head.weight[[yes, no]].T  # the two rows of the LM head the score reads
+            scores.append(torch.softmax(logits.double(), dim=-1)[:, 0].numpy())
+    p_yes = np.concatenate(scores).astype(np.float32)
+    return {
+        "logits": p_yes[:, None],
+        "scores": p_yes,
+        "ids_flat": np.array([i for row in ids[:400] for i in row], dtype=np.int32),
+        "types_flat": np.zeros(sum(map(len, ids[:400])), dtype=np.int32),
+        "ids_len": np.array([len(row) for row in ids[:400]], dtype=np.int64),
+    }
+
+
+def _build_decoder(recipe: Recipe, tmp: Path, hf_dir: Path) -> None:
+    import torch
+    import transformers as tf
+
+    vocab_size = arch_models.TOKENIZERS[recipe.tokenizer](hf_dir)
+    config = arch_models._config(arch_models.ARCHS["qwen3"], vocab_size)
+    config.architectures = [recipe.hf_class]
+    torch.manual_seed(arch_models.SEED)
+    model = tf.Qwen3ForCausalLM(config).eval()
+    arch_models._spread(model, arch_models.SEED + 3)
+    model.save_pretrained(hf_dir)
+    (hf_dir / "README.md").write_text("# Qwen3-Reranker\n\nA tiny random-weight model of its kind.\n")
+    src = make_model.llama_source()
+    built = Built(recipe, tmp)
+    for outtype in ("f32", "f16"):
+        _convert_embellama(hf_dir, built.gguf(outtype), outtype, src)
+    np.savez(tmp / "reference.npz", **_decoder_references(hf_dir, built.gguf("f32")))
+
+
 def build(name: str) -> Built:
     import torch
     import transformers as tf
@@ -182,6 +243,11 @@ def build(name: str) -> Built:
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     raw, hf_dir = tmp / "raw", tmp / "hf"
+    if recipe.hf_class.endswith("ForCausalLM"):
+        _build_decoder(recipe, tmp, hf_dir)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.replace(folder)
+        return Built(recipe, folder)
     vocab_size = arch_models.TOKENIZERS[recipe.tokenizer](raw)
     config = _config(recipe, vocab_size)
     config.architectures = [recipe.hf_class]
