@@ -13,7 +13,8 @@ The steps, each a function of its own and run in this order by :func:`run_build`
    there (seconds: a declaration mismatch fails before the long compile);
 4. :func:`configure_step`: CMake configure (skipped when nothing changed);
 5. :func:`build_step`: build the ``llama`` target (libllama plus the ggml libraries)
-   and optionally the ``llama-embedding`` / ``llama-quantize`` tools;
+   and optionally the ``llama-embedding`` / ``llama-quantize`` tools (``--with-tools``)
+   and llama.cpp's ``llama-server`` (``--with-server``, for the server benchmark);
 6. :func:`install_step`: copy the libraries into ``embellama/_lib/<backend>/`` (another
    llama.cpp: ``<cache>/lib/<key>-<backend>/``), staged first and then moved into place;
 7. :func:`manifest_step`: write ``manifest.json`` next to them (and a generated
@@ -72,6 +73,10 @@ if not CDEF_PATH.is_file() and (PACKAGE_DIR / "llama.cdef.h").is_file():
 BACKENDS = ("cpu", "cuda", "metal", "vulkan")
 SOURCE_KINDS = ("auto", "pypi", "git")
 TOOL_TARGETS = ("llama-embedding", "llama-quantize")
+SERVER_TARGET = "llama-server"  # --with-server: llama.cpp's HTTP server, beside the tools
+# With the server (LLAMA_BUILD_SERVER=ON): no web UI, whose prebuilt copy is downloaded at build
+# time (LLAMA_USE_PREBUILT_UI) and whose own build needs npm (LLAMA_BUILD_UI). No OpenSSL, as always.
+SERVER_OPTIONS = ("-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF")
 BUILD_TYPE = "Release"
 MANIFEST_FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -86,7 +91,7 @@ HEARTBEAT_SECONDS = 10.0
 
 PREFIX = "build_llama"
 
-# Executables built with --with-tools live in <prefix>/bin while the libraries live in
+# Executables built with --with-tools (and --with-server) live in <prefix>/bin while the libraries live in
 # <prefix>; the build tree puts both in one folder.  This file (passed as
 # CMAKE_PROJECT_INCLUDE) gives the tool targets alone the RUNPATH <origin>/..:<origin>,
 # once all CMakeLists.txt files have been read.
@@ -109,7 +114,7 @@ if (CMAKE_CURRENT_SOURCE_DIR STREQUAL CMAKE_SOURCE_DIR AND NOT EMBELLAMA_TOOLS_R
     endfunction()
     cmake_language(DEFER DIRECTORY "${{CMAKE_SOURCE_DIR}}" CALL embellama_tools_rpath)
 endif()
-""".format(targets=" ".join(TOOL_TARGETS))
+""".format(targets=" ".join((*TOOL_TARGETS, SERVER_TARGET)))
 
 _LIB_NAME_RE = re.compile(r"^(?:lib)?([A-Za-z0-9_+-]+?)(?:\.\d+)*\.(?:so|dylib|dll)(?:\.\d+)*$")
 _PROGRESS_RE = re.compile(r"^\[\s*(\d+)/(\d+)\s*\]|^\[\s*(\d+)%\]")
@@ -232,8 +237,13 @@ def build_dir_name(
     with_tools: bool = False,
     commit: str = LLAMA_CPP_COMMIT,
     source_path: Path | None = None,
+    with_server: bool = False,
 ) -> str:
-    """``<commit12>-<backend>[-portable][-tools]``; in-place sources get ``path-<hash>``."""
+    """``<commit12>-<backend>[-portable][-tools|-server]``; in-place sources get ``path-<hash>``.
+
+    A server build (which has the tools too) gets a folder of its own, so that switching
+    between it and a tools build never reconfigures either.
+    """
     if source_path is not None:
         head = "path-" + hashlib.sha256(str(source_path).encode()).hexdigest()[:8]
     else:
@@ -241,7 +251,9 @@ def build_dir_name(
     name = f"{head}-{backend}"
     if portable:
         name += "-portable"
-    if with_tools:
+    if with_server:
+        name += "-server"
+    elif with_tools:
         name += "-tools"
     return name
 
@@ -272,6 +284,7 @@ def cmake_options(
     no_amx: bool = False,
     environ: Mapping[str, str] | None = None,
     machine: str | None = None,
+    with_server: bool = False,
 ) -> list[str]:
     """The ``-D`` options for configuring llama.cpp.
 
@@ -282,24 +295,25 @@ def cmake_options(
     where ggml turns Metal on by default, non-metal backends switch it off.
     ``no_amx`` adds :data:`NO_AMX_FLAGS` to the C and C++ flags, after any
     ``$CFLAGS``/``$CXXFLAGS`` in ``environ`` (see :func:`compiler_can_drop_amx`).
-    ``extra`` is appended last, so it overrides anything before it.
+    ``with_server`` (:data:`SERVER_OPTIONS`) implies ``with_tools``; ``extra`` comes last, overriding the rest.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if cuda_arch is not None and backend != "cuda":
         raise ValueError("a CUDA architecture only applies to the cuda backend")
     system = platform.system() if system is None else system
-    tools = "ON" if with_tools else "OFF"
+    tools = "ON" if with_tools or with_server else "OFF"
     opts = [
         f"-DCMAKE_BUILD_TYPE={BUILD_TYPE}",
         "-DBUILD_SHARED_LIBS=ON",
         "-DLLAMA_BUILD_TESTS=OFF",
         f"-DLLAMA_BUILD_TOOLS={tools}",
         f"-DLLAMA_BUILD_EXAMPLES={tools}",
-        "-DLLAMA_BUILD_SERVER=OFF",
+        f"-DLLAMA_BUILD_SERVER={'ON' if with_server else 'OFF'}",
         "-DLLAMA_BUILD_APP=OFF",
         f"-DLLAMA_BUILD_COMMON={tools}",
         "-DLLAMA_OPENSSL=OFF",
+        *(SERVER_OPTIONS if with_server else ()),
         "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
         # Link the build tree with the install RPATH ($ORIGIN, plus the folders of libraries
         # from outside the tree such as CUDA's): CMake otherwise pads the build RPATH for a
@@ -371,8 +385,15 @@ def _backend_options(backend: str, cuda_arch: str | None, system: str) -> list[s
     return opts
 
 
-def build_targets(with_tools: bool = False) -> list[str]:
-    return ["llama", *TOOL_TARGETS] if with_tools else ["llama"]
+def build_targets(with_tools: bool = False, with_server: bool = False) -> list[str]:
+    targets = ["llama", *TOOL_TARGETS] if with_tools or with_server else ["llama"]
+    return [*targets, SERVER_TARGET] if with_server else targets
+
+
+def installed_tools(with_tools: bool = False, with_server: bool = False) -> tuple[str, ...]:
+    """The executables the install step copies into ``<prefix>/bin``."""
+    tools = TOOL_TARGETS if with_tools or with_server else ()
+    return (*tools, SERVER_TARGET) if with_server else tools
 
 
 def cmake_generator() -> str | None:
@@ -1562,7 +1583,7 @@ steps (in this order; nothing is written into PREFIX before the install step):
              of every struct in include/llama.cdef.h (a mismatch fails here, in seconds)
   configure  cmake -S <source> -B <build-dir> [-G Ninja] <options>
              (skipped when the options and source are unchanged)
-  build      cmake --build <build-dir> --target llama [llama-embedding llama-quantize]
+  build      cmake --build <build-dir> --target llama [llama-embedding llama-quantize [llama-server]]
   install    copy the shared libraries into PREFIX (symlinks kept, unchanged files
              skipped, stale ones removed) and the tools into PREFIX/bin
   manifest   write PREFIX/{MANIFEST_NAME}, atomically, last
@@ -1574,6 +1595,7 @@ else ~/.cache/embellama (currently {default_cache_dir()}).
 examples:
   python build_llama.py                          # CPU build tuned to this machine
   python build_llama.py --with-tools             # plus llama-embedding, llama-quantize
+  python build_llama.py --with-server            # plus those and llama-server (bench_serve.py's peer)
   python build_llama.py --backend cuda --cuda-arch 90
   python build_llama.py --backend vulkan --portable --dry-run
   python build_llama.py --source ~/src/llama.cpp --build-dir /tmp/llama-build
@@ -1598,6 +1620,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if args.with_server:
+        args.with_tools = True  # the server build has the tools too
     if args.cuda_arch is not None:
         if args.backend != "cuda":
             parser.error("--cuda-arch only applies to --backend cuda")
@@ -1712,6 +1736,15 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
             "PREFIX/bin"
         ),
     )
+    parser.add_argument(
+        "--with-server",
+        action="store_true",
+        help=(
+            "--with-tools plus llama.cpp's llama-server (-DLLAMA_BUILD_SERVER=ON, without its web UI: "
+            "-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF, so the build downloads nothing; no OpenSSL), "
+            "installed into PREFIX/bin with the libraries it needs; its own build folder (...-server)"
+        ),
+    )
 
 
 def _add_folder_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1735,7 +1768,7 @@ def _add_folder_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=(
             "CMake build folder (default: <cache>/build/<commit12>-<backend>"
-            "[-portable][-tools]; path-<hash>-... for --source PATH)"
+            "[-portable][-tools|-server]; path-<hash>-... for --source PATH)"
         ),
     )
     parser.add_argument(
@@ -1780,7 +1813,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 class Plan:
     backend: str
     portable: bool
-    with_tools: bool
+    with_tools: bool  # also true for a server build
     cuda_arch: str | None
     cuda_arch_note: str | None
     source_kind: str  # "cached", "pypi", "git" or "path"
@@ -1793,6 +1826,7 @@ class Plan:
     options: list[str]
     configure_cmd: list[str]
     build_cmd: list[str]
+    with_server: bool = False
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -1809,7 +1843,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         build_dir = args.build_dir.expanduser().resolve()
     else:
         in_place = source_dir if kind == "path" else None
-        name = build_dir_name(args.backend, args.portable, args.with_tools, source_path=in_place)
+        name = build_dir_name(
+            args.backend, args.portable, args.with_tools, source_path=in_place, with_server=args.with_server
+        )
         if args.llama_cpp_python:
             name = name.replace(LLAMA_CPP_COMMIT[:12], key or "", 1)
         build_dir = cache_dir / "build" / name
@@ -1828,6 +1864,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         portable=args.portable,
         cuda_arch=cuda_arch,
         with_tools=args.with_tools,
+        with_server=args.with_server,
         extra=[*local, *args.cmake_arg],
         build_commit=LLAMA_CPP_COMMIT[:8] if (kind != "path" or _recorded_commit(source_dir)) and key is None else None,
         no_amx=not args.portable and compiler_can_drop_amx(),
@@ -1848,7 +1885,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         generator=generator,
         options=options,
         configure_cmd=configure_command(source_dir, build_dir, options, generator),
-        build_cmd=build_command(build_dir, build_targets(args.with_tools), args.jobs),
+        build_cmd=build_command(build_dir, build_targets(args.with_tools, args.with_server), args.jobs),
+        with_server=args.with_server,
     )
 
 
@@ -1923,7 +1961,8 @@ def print_dry_run(plan: Plan, args: argparse.Namespace) -> None:
     print(f"  backend          : {plan.backend}")
     variants = " + GGML_CPU_ALL_VARIANTS" if "-DGGML_CPU_ALL_VARIANTS=ON" in plan.options else ""
     print(f"  portable         : {plan.portable} (GGML_NATIVE={'OFF' if plan.portable else 'ON'}{variants})")
-    print(f"  tools            : {', '.join(TOOL_TARGETS) if plan.with_tools else 'none'}")
+    tools = installed_tools(plan.with_tools, plan.with_server)
+    print(f"  tools            : {', '.join(tools) if tools else 'none'}")
     if plan.cuda_arch_note:
         print(f"  cuda             : {plan.cuda_arch_note}")
     print(f"  build dir        : {plan.build_dir}{' (wiped first: --clean)' if args.clean else ''}")
@@ -2132,9 +2171,9 @@ def configure_step(plan: Plan, logs: Path, verbose: bool) -> None:
 
 
 def build_step(plan: Plan, logs: Path, jobs: int, verbose: bool) -> None:
-    """Step 5: compile libllama and the ggml libraries (and the tools)."""
+    """Step 5: compile libllama and the ggml libraries (and the tools, and the server)."""
     with Timer("build") as t:
-        targets = " ".join(build_targets(plan.with_tools))
+        targets = " ".join(build_targets(plan.with_tools, plan.with_server))
         env = dict(os.environ, NINJA_STATUS="[%f/%t] ")
         log = fresh_log(logs / "build.log")
         output = run_step("build", plan.build_cmd, log, env=env, verbose=verbose, progress=True)
@@ -2150,7 +2189,7 @@ def install_step(plan: Plan) -> InstallResult:
     """Step 6: the libraries (and tools) into the prefix; see :func:`install_outputs`."""
     with Timer("install") as t:
         previous = read_json(plan.prefix / MANIFEST_NAME)
-        tools = TOOL_TARGETS if plan.with_tools else ()
+        tools = installed_tools(plan.with_tools, plan.with_server)
         result = install_outputs(plan.build_dir / "bin", plan.prefix, tools, previous)
         tally = f"{result.copied} copied, {result.unchanged} unchanged, {result.removed} removed"
         t.detail = f"{tally} -> {plan.prefix}"

@@ -240,14 +240,17 @@ def bench(session: nox.Session) -> None:
         out = f"benchmarks/results/{backend}-vs-cpu.md"
         session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--out", out)
         return
-    _build(session, "cpu", "--with-tools")  # llama-embedding, from the same llama.cpp as embellama
+    serve = "--only" not in args  # bench_serve.py runs too: its llama-server row needs llama.cpp's server
+    # llama-embedding (and llama-server), from the same llama.cpp as embellama; the server build has a build
+    # folder of its own (<commit>-cpu-server), which no other session builds.
+    _build(session, "cpu", "--with-server" if serve else "--with-tools")
     session.install("-e", ".[server]", *MODEL_DEPS, *BENCH_DEPS)
     # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH); with its
     # server, the peer of embellama serve in bench_serve.py.
     lcp_server = LLAMA_CPP_PYTHON.replace("==", "[server]==")
     session.install(lcp_server, env={"CMAKE_ARGS": "-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"})
     session.run("python", "tests/support/make_model.py")
-    if "--only" not in args:  # the server rows: concurrent clients, embellama serve beside the peers' servers
+    if serve:  # the server rows: concurrent clients, embellama serve beside the peers' servers
         rounds = args[args.index("--rounds") : args.index("--rounds") + 2] if "--rounds" in args else []
         env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""}
         session.run("python", "benchmarks/bench_serve.py", *rounds, env=env)

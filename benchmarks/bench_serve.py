@@ -10,9 +10,12 @@
    a core of its own at 64 clients, on the cores the servers need), each posting one text per request to
    ``/v1/embeddings``, against ``embellama serve``, llama-cpp-python's server (``--lcp-python``: a Python
    with ``llama-cpp-python[server]``, loading our libllama through ``LLAMA_CPP_LIB_PATH``) and
-   ``llama-server --embedding`` (``--llama-server PATH``; the row is skipped, and the output says so,
-   when no such binary is given: this project does not build it). Same GGUF, same threads, one run;
-   requests/s, texts/s, p50/p99 and embellama's ratio to each peer.
+   ``llama-server --embedding`` (``--llama-server PATH``, else ``bin/llama-server`` beside the libraries,
+   from ``build_llama.py --with-server``, which ``nox -s bench`` runs; the row is skipped, and the output
+   says so, without one). Same GGUF, same threads, one run; llama-server gets embellama's batch sizes
+   (``-b``/``-ub`` 512) and a slot per client (``--parallel``, default: the most clients), so that it can
+   batch every waiting request as embellama does. Every server runs with ``OMP_WAIT_POLICY=PASSIVE``
+   (unless set), embellama serve's default. Requests/s, texts/s, p50/p99 and embellama's ratio to each peer.
 
 Rounds are interleaved (each configuration once per round, in turn) and medians reported.
 Results: ``benchmarks/results/serve.json`` and ``serve.md``.
@@ -30,6 +33,7 @@ import json
 import os
 import platform
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -218,8 +222,9 @@ class Peer:
 
 async def _post(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, body: bytes
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 keep-alive POST to /v1/embeddings on an open connection: (status, body)."""
+) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 keep-alive POST to /v1/embeddings on an open connection: (status, body, whether the
+    server closes the connection after it, as llama-server's does after 100 requests)."""
     writer.write(
         b"POST /v1/embeddings HTTP/1.1\r\nHost: " + host.encode() + b"\r\nContent-Type: application/json\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
@@ -229,15 +234,16 @@ async def _post(
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+    closes = headers.get("connection", "").lower() == "close"
     if headers.get("transfer-encoding", "").lower() == "chunked":
         data = b""
         while True:
             size = int((await reader.readuntil(b"\r\n")).strip().split(b";")[0], 16)
             chunk = await reader.readexactly(size + 2)
             if size == 0:
-                return status, data
+                return status, data, closes
             data += chunk[:-2]
-    return status, await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, await reader.readexactly(int(headers.get("content-length", "0"))), closes
 
 
 async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -> dict[str, Any]:
@@ -259,7 +265,7 @@ async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -
                 body = json.dumps({"input": texts[i], "model": model_name}).encode()
                 began = time.perf_counter()
                 try:
-                    status, data = await _post(reader, writer, host, body)
+                    status, data, closes = await _post(reader, writer, host, body)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as exc:  # counted; a new connection
                     errors += 1
                     print(f"    {type(exc).__name__} on request {i}", flush=True)
@@ -267,6 +273,9 @@ async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -
                     reader, writer = await asyncio.open_connection(host, int(port))
                     continue
                 latencies.append(time.perf_counter() - began)
+                if closes:  # the next request goes on a new connection (outside its latency)
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
                 if status != 200:
                     errors += 1
                     continue
@@ -292,6 +301,9 @@ async def _http_run(url: str, model_name: str, texts: list[str], clients: int) -
 
 def bench_servers(model: Path, texts: list[str], reference: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     env = dict(os.environ, LLAMA_CPP_LIB_PATH=str(LIB_DIR), PYTHONUNBUFFERED="1")
+    # Every server under embellama serve's own OpenMP setting (its default; the same libgomp runs all three):
+    # with spinning idle threads, llama-server's requests stalled for 1-2 s on 2 cores, as embellama serve's did.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     threads = str(args.threads)
     peers = [
         Peer(
@@ -395,7 +407,9 @@ def bench_servers(model: Path, texts: list[str], reference: np.ndarray, args: ar
             )
         )
     else:
-        skipped["llama-server"] = "no llama-server binary (--llama-server PATH): this project does not build it"
+        skipped["llama-server"] = (
+            "no llama-server binary: `build_llama.py --with-server` builds one (--llama-server PATH)"
+        )
     for name, why in skipped.items():
         print(f"  skipped {name}: {why}", flush=True)
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {p.name: {c: [] for c in args.server_concurrency} for p in peers}
@@ -434,7 +448,17 @@ def bench_servers(model: Path, texts: list[str], reference: np.ndarray, args: ar
         if name != "embellama serve":
             for c, row in by_c.items():
                 row["embellama_ratio"] = ours[c]["texts_per_s"] / row["texts_per_s"]
-    return {"servers": table, "skipped": skipped}
+    commands = {p.name: _shown_command(p.cmd, model) for p in peers}
+    return {"servers": table, "skipped": skipped, "commands": commands, "omp_wait_policy": env["OMP_WAIT_POLICY"]}
+
+
+def _shown_command(cmd: list[str], model: Path) -> str:
+    """``cmd`` for the report: the program's name, MODEL for the GGUF's path and PORT for a free port."""
+    shown = [Path(cmd[0]).name, *("MODEL" if a == str(model) else a for a in cmd[1:])]
+    for i, arg in enumerate(shown[:-1]):
+        if arg == "--port" and shown[i + 1] != "0":
+            shown[i + 1] = "PORT"
+    return shlex.join(shown)
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -480,6 +504,11 @@ def markdown(result: dict[str, Any]) -> str:
         out += [
             "## Servers: one text per request to /v1/embeddings from N clients (a keep-alive connection each)",
             "",
+            *(
+                [f"Every server with OMP_WAIT_POLICY={servers['omp_wait_policy']}.", ""]
+                if "omp_wait_policy" in servers
+                else []
+            ),
             "| server | clients | requests/s (= texts/s) | p50 / p99 ms | embellama's ratio | min cos | errors |",
             "|---|---|---|---|---|---|---|",
         ]
@@ -493,6 +522,9 @@ def markdown(result: dict[str, Any]) -> str:
                 )
         for name, why in servers["skipped"].items():
             out.append(f"\nSkipped {name}: {why}.")
+        if servers.get("commands"):
+            out += ["", "Commands (MODEL: the GGUF above):", ""]
+            out += [f"- {name}: `{cmd}`" for name, cmd in servers["commands"].items()]
         out.append("")
     return "\n".join(out)
 
@@ -517,13 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lcp-python", help="a Python with llama-cpp-python[server] (default: this one, if it has it)")
     parser.add_argument("--llama-server", help="a llama-server binary (llama.cpp's LLAMA_BUILD_SERVER); else skipped")
-    parser.add_argument("--parallel", type=int, default=8, help="llama-server --parallel slots (default 8)")
+    parser.add_argument(
+        "--parallel", type=int, help="llama-server --parallel slots (default: the most --server-concurrency clients)"
+    )
     parser.add_argument("--no-engine", action="store_true")
     parser.add_argument("--no-servers", action="store_true")
     parser.add_argument("--reuse-engine", type=Path, help="take the engine part from this earlier results JSON")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve.json")
     args = parser.parse_args(argv)
     args.lcp_python = args.lcp_python or sys.executable
+    args.parallel = args.parallel or max(args.server_concurrency)
     if args.model is None:
         from tests.support import make_model
 

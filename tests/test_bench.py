@@ -193,3 +193,49 @@ def test_ceiling_worker_measures_numpy_gemm():
     shape = {"n_embd": 64, "n_ff": 128}
     result = bench.measure_ceiling(shape, tokens=32)
     assert result["sgemm_gflops"] > 0.1 and 0 < result["numpy_import_s"] < 10
+
+
+def test_serve_report_names_no_paths_or_ports():
+    import bench_serve
+
+    shown = bench_serve._shown_command(
+        ["/opt/x/llama-server", "-m", "/m/a.gguf", "--port", "5123", "-t", "2"], "/m/a.gguf"
+    )
+    assert shown == "llama-server -m MODEL --port PORT -t 2"
+    assert bench_serve._shown_command(["/v/bin/python", "-m", "embellama", "--port", "0"], "x").endswith("--port 0")
+
+
+def test_serve_client_follows_the_server_closing_the_connection():
+    """llama-server closes a keep-alive connection after 100 requests (Connection: close): the client reconnects
+    instead of losing the next request."""
+    import asyncio
+    import json
+
+    import bench_serve
+
+    served = []
+
+    async def handle(reader, writer):
+        for _ in range(2):  # two requests per connection, the second answered with Connection: close
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(x for x in head.decode().split("\r\n") if x.lower().startswith("content-length")).split(":")[1]
+            )
+            served.append(json.loads(await reader.readexactly(length))["input"])
+            body = json.dumps({"data": [{"embedding": [1.0, 0.0]}]}).encode()
+            close = b"Connection: close\r\n" if len(served) % 2 == 0 else b""
+            writer.write(
+                b"HTTP/1.1 200 OK\r\n" + close + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await bench_serve._http_run(f"http://127.0.0.1:{port}", "m", [f"t{i}" for i in range(7)], 1)
+
+    run = asyncio.run(main())
+    assert run["errors"] == 0 and served == [f"t{i}" for i in range(7)]
+    assert run["sample"] == {0: [1.0, 0.0]}

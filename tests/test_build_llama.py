@@ -154,6 +154,26 @@ def test_with_tools_turns_on_what_the_targets_need() -> None:
         assert got[key] == "OFF"
     assert bl.build_targets(True) == ["llama", "llama-embedding", "llama-quantize"]
     assert bl.build_targets(False) == ["llama"]
+    # the server's web UI options stay out of the other builds (their configure stamps are unchanged)
+    for build in (opts("cpu"), opts("cpu", with_tools=True)):
+        assert not {"LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI"} & set(defines(build))
+
+
+def test_with_server_builds_the_tools_and_the_server_and_downloads_nothing() -> None:
+    got = defines(opts("cpu", with_server=True))
+    for key in ("LLAMA_BUILD_COMMON", "LLAMA_BUILD_EXAMPLES", "LLAMA_BUILD_TOOLS", "LLAMA_BUILD_SERVER"):
+        assert got[key] == "ON"
+    # no OpenSSL (an extra system library); no web UI: the prebuilt one is fetched at build time, the other needs npm
+    for key in ("LLAMA_BUILD_TESTS", "LLAMA_BUILD_APP", "LLAMA_OPENSSL", "LLAMA_BUILD_UI", "LLAMA_USE_PREBUILT_UI"):
+        assert got[key] == "OFF"
+    assert opts("cpu", with_server=True) == opts("cpu", with_tools=True, with_server=True)
+    assert bl.build_targets(False, True) == ["llama", "llama-embedding", "llama-quantize", "llama-server"]
+    assert bl.build_targets(True, True) == bl.build_targets(False, True)
+    assert bl.installed_tools(True, True) == ("llama-embedding", "llama-quantize", "llama-server")
+    assert bl.installed_tools(True) == ("llama-embedding", "llama-quantize")
+    assert bl.installed_tools() == ()
+    # installed into <prefix>/bin, the server finds the libraries in <prefix> as the tools do
+    assert "llama-server" in bl.RPATH_INCLUDE_TEXT.split("foreach(tgt IN ITEMS", 1)[1].split(")", 1)[0]
 
 
 def test_extra_args_come_last_and_build_commit_is_passed() -> None:
@@ -194,6 +214,9 @@ def test_compiler_can_drop_amx_asks_the_compiler() -> None:
 def test_build_dir_names() -> None:
     assert bl.build_dir_name("cpu") == bl.LLAMA_CPP_COMMIT[:12] + "-cpu"
     assert bl.build_dir_name("cuda", True, True).endswith("-cuda-portable-tools")
+    # a server build (tools included) has a folder of its own
+    assert bl.build_dir_name("cpu", False, True, with_server=True) == bl.LLAMA_CPP_COMMIT[:12] + "-cpu-server"
+    assert bl.build_dir_name("cpu", True, with_server=True).endswith("-cpu-portable-server")
     assert bl.build_dir_name("cpu", source_path=Path("/x")).startswith("path-")
 
 
@@ -284,6 +307,18 @@ def test_dry_run_portable_tools(capsys: pytest.CaptureFixture[str], tmp_path: Pa
 
 
 @pytest.mark.usefixtures("no_side_effects")
+def test_dry_run_with_server(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = dry(capsys, tmp_path, "--with-server", "--jobs", "2")
+    got = defines(option_lines(out))
+    assert got["LLAMA_BUILD_SERVER"] == got["LLAMA_BUILD_TOOLS"] == got["LLAMA_BUILD_COMMON"] == "ON"
+    assert got["LLAMA_USE_PREBUILT_UI"] == got["LLAMA_OPENSSL"] == "OFF"
+    assert got["CMAKE_PROJECT_INCLUDE"].endswith(bl.RPATH_INCLUDE_NAME)
+    assert "--target llama llama-embedding llama-quantize llama-server -j 2" in out
+    assert "tools            : llama-embedding, llama-quantize, llama-server" in out
+    assert "-cpu-server" in out and "-cpu-tools" not in out
+
+
+@pytest.mark.usefixtures("no_side_effects")
 def test_dry_run_cuda_with_arch(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out = dry(capsys, tmp_path, "--backend", "cuda", "--cuda-arch", "80;86")
     got = defines(option_lines(out))
@@ -357,6 +392,7 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         "--cuda-arch",
         "--portable",
         "--with-tools",
+        "--with-server",
         "--jobs",
         "--prefix",
         "--build-dir",
@@ -1016,6 +1052,42 @@ def test_a_build_probes_first_and_writes_the_manifest_last(
     out = capsys.readouterr().out
     timed = [line.split()[1] for line in out.splitlines() if re.search(r"\(\d+\.\d s\)$", line)]
     assert timed == ["source", "cdef", "probe", "configure", "build", "install", "manifest"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_a_server_build_installs_the_server_and_its_libraries_and_records_them(
+    tools: FakeTools, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commands: dict[str, list[str]] = {}
+    fake_step = tools.run_step
+
+    def run_step(name: str, cmd: list[str], log: Path, **kw: Any) -> str:
+        commands[name] = cmd
+        out = fake_step(name, cmd, log, **kw)
+        if name == "build":  # what llama.cpp's server build adds to the tools build
+            bin_dir = tools.tmp_path / "build" / "bin"
+            for built in ("llama-embedding", "llama-server", "libllama-server-impl.so", "libllama-common.so"):
+                (bin_dir / built).write_bytes(b"v1" + built.encode())
+        return out
+
+    monkeypatch.setattr(bl, "run_step", run_step)
+    assert bl.main(tools.argv("--with-server")) == 0, capsys.readouterr().err
+    assert commands["build"][commands["build"].index("--target") + 1 :][:4] == bl.build_targets(True, True)
+    assert "-DLLAMA_BUILD_SERVER=ON" in commands["configure"]
+    manifest = read_json(tools.prefix / "manifest.json")
+    assert manifest["tools"] == ["bin/llama-embedding", "bin/llama-quantize", "bin/llama-server"]
+    assert "-DLLAMA_BUILD_SERVER=ON" in manifest["cmake_options"]
+    assert {"llama-server-impl", "llama-common"} <= set(manifest["libraries"])
+    assert (tools.prefix / "bin" / "llama-server").read_bytes() == b"v1llama-server"
+    assert (tools.build / bl.RPATH_INCLUDE_NAME).read_text() == bl.RPATH_INCLUDE_TEXT
+
+    # a later tools build in the same folders removes the server and its libraries, as recorded
+    monkeypatch.setattr(bl, "run_step", fake_step)
+    assert bl.main(tools.argv("--with-tools")) == 0
+    manifest = read_json(tools.prefix / "manifest.json")
+    assert manifest["tools"] == ["bin/llama-embedding", "bin/llama-quantize"]
+    assert not (tools.prefix / "bin" / "llama-server").exists()
+    assert "-DLLAMA_BUILD_SERVER=OFF" in manifest["cmake_options"]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symlinks")

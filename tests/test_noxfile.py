@@ -32,6 +32,9 @@ class FakeSession:
     def error(self, message):
         raise _Stop(message)
 
+    def log(self, message):
+        pass
+
     def run(self, *args, **kwargs):
         self.ran.append(args)
         self.ran_kwargs.append(kwargs)
@@ -144,3 +147,33 @@ def test_cpu_bench_compiles_embellama_like_an_installed_wheel_before_measuring(n
     commands = session.commands()
     compiled = commands.index("python -m compileall -q embellama")
     assert commands[-1] == "python benchmarks/bench.py --rounds 1" and compiled == len(commands) - 2
+
+
+def test_only_the_bench_session_builds_llama_server(noxfile, monkeypatch):
+    monkeypatch.setattr(noxfile.shutil, "rmtree", lambda *a, **k: None)  # the docs session's fresh output folder
+    ci = {
+        "lint": noxfile.lint,
+        "docs": noxfile.docs,
+        "tests(backend='cpu')": lambda s: noxfile.tests(s, "cpu"),
+        "llama(version='0.3.27')": lambda s: noxfile.llama(s, "0.3.27"),
+    }
+    assert set(ci) == set(noxfile.nox.options.sessions)
+    for name, session_function in ci.items():
+        if name == "docs" and sys.version_info < (3, 11):
+            continue
+        session = FakeSession()
+        session_function(session)
+        assert not any("--with-server" in c for c in session.commands()), name
+    # nox -s bench: the server build, before bench_serve.py (which finds <prefix>/bin/llama-server)
+    session = FakeSession(["--rounds", "1"])
+    noxfile.bench(session)
+    commands = session.commands()
+    built = next(i for i, c in enumerate(commands) if "build_llama.py" in c)
+    assert commands[built].endswith("--backend cpu --with-server")
+    assert built < next(i for i, c in enumerate(commands) if "bench_serve.py" in c)
+    # with --only, bench.py alone: the tools build, no server
+    session = FakeSession(["--only", "llama-cpp-python"])
+    noxfile.bench(session)
+    commands = session.commands()
+    assert any(c.endswith("--backend cpu --with-tools") for c in commands)
+    assert not any("--with-server" in c or "bench_serve.py" in c for c in commands)
