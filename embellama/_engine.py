@@ -10,6 +10,9 @@ Every future resolves: with the result, with the request's own exception, with t
 model's load error when the load fails, or with :class:`ResourceClosedError` when the
 model is removed or the engine closed before the request ran.
 
+A worker holds an :class:`EmbeddingModel`, or a :class:`Reranker` when the GGUF is a
+cross-encoder; a reranker's requests are split among its copies instead of joined.
+
 Dynamic batching: when a worker is free and several embedding requests of the same kind
 wait for it, it joins them into one packed llama.cpp call (at most the model's
 ``n_seq_max`` texts and micro-batch of tokens, and ``EngineConfig.max_batch_texts``) and
@@ -24,6 +27,7 @@ import atexit
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import logging
 import queue
@@ -41,7 +45,8 @@ from . import _batch, _encode
 from ._batch import ProgressCallback
 from ._config import EngineConfig, ModelConfig, NormalizeSpec, parse_normalization
 from ._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
-from ._model import EmbeddingModel
+from ._model import EmbeddingModel, LlamaModel
+from ._rerank import Reranker, _activate, _check_activation, _is_pair, is_reranker, rank_results
 
 if TYPE_CHECKING:  # asyncio is imported on first async use: it would add ~25 ms to every start-up
     import asyncio
@@ -51,6 +56,11 @@ __all__ = ["CacheInfo", "EmbeddingEngine"]
 logger = logging.getLogger("embellama")
 T = TypeVar("T")
 _STOP = object()
+
+EMBEDDING, RERANKER = "embedding", "reranker"
+"""The kinds of model an engine serves (``info()["kind"]``): an EmbeddingModel or a Reranker per worker."""
+
+_SPLIT_MIN = 16  # fewest pairs a copy of a reranker gets when a request is split among the copies
 
 
 class CacheInfo(NamedTuple):
@@ -76,14 +86,17 @@ class _Batching(NamedTuple):
 
 
 class _Worker:
-    """One thread that owns one EmbeddingModel and serves requests for it in order.
+    """One thread that owns one model (an EmbeddingModel, or a Reranker) and serves requests for it in order.
 
     ``submit`` and ``stop`` take the worker's lock, and the thread drains its inbox only
     after marking itself closed under that lock, so no request can slip in unanswered.
     """
 
-    def __init__(self, config: ModelConfig, thread_name: str, batching: _Batching | None = None) -> None:
+    def __init__(
+        self, config: ModelConfig, thread_name: str, batching: _Batching | None = None, kind: str = EMBEDDING
+    ) -> None:
         self.config = config
+        self.kind = kind
         self.batching = batching or _Batching(0, 0.0)
         self.ready: Future[dict[str, Any]] = Future()
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -99,7 +112,7 @@ class _Worker:
     def name(self) -> str:
         return self.config.name
 
-    def submit(self, fn: Callable[[EmbeddingModel], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
             if self._failure is not None and not self._stopping:
@@ -127,8 +140,9 @@ class _Worker:
             self.thread.join(timeout)
 
     def _run(self) -> None:
-        model = EmbeddingModel(self.config)
+        model: Any = None
         try:
+            model = Reranker(self.config) if self.kind == RERANKER else EmbeddingModel(self.config)
             model.load()
         except BaseException as exc:  # delivered to every caller waiting for this model
             with self._lock:
@@ -277,18 +291,31 @@ class _Worker:
                 _fail(item[1], exc)
 
 
-def _describe(model: EmbeddingModel) -> dict[str, Any]:
-    return {
+def _describe(model: LlamaModel) -> dict[str, Any]:
+    """What ``EmbeddingEngine.info`` tells of a loaded model; ``kind`` says which class serves it."""
+    info: dict[str, Any] = {
         "name": model.name,
+        "kind": RERANKER if isinstance(model, Reranker) else EMBEDDING,
         "path": str(model.config.model_path),
-        "embedding_dimensions": model.embedding_dimensions,
         "max_sequence_length": model.max_sequence_length,
         "model_size": model.model_size,
         "pooling": model.pooling.value,
         "architecture": model.model.architecture,
-        "prompts": model.prompts,
-        "default_prompt_name": model.default_prompt_name,
     }
+    if isinstance(model, Reranker):
+        info.update(
+            num_labels=model.num_labels,
+            labels=list(model.labels),
+            activation=model.activation,
+            exact_token_types=model.exact_token_types,
+        )
+    elif isinstance(model, EmbeddingModel):
+        info.update(
+            embedding_dimensions=model.embedding_dimensions,
+            prompts=model.prompts,
+            default_prompt_name=model.default_prompt_name,
+        )
+    return info
 
 
 _generations = itertools.count()
@@ -301,8 +328,11 @@ class _Replicas:
     copy or sent later, gets that load error, and the other copies stop.
     """
 
-    def __init__(self, config: ModelConfig, copies: int, batching: _Batching | None = None) -> None:
+    def __init__(
+        self, config: ModelConfig, copies: int, batching: _Batching | None = None, kind: str = EMBEDDING
+    ) -> None:
         self.config = config
+        self.kind = kind
         self.generation = next(_generations)  # tells this load apart from a later one of the same name
         names = [f"embellama:{config.name}"] if copies == 1 else [f"embellama:{config.name}#{i}" for i in range(copies)]
         self._lock = threading.Lock()
@@ -312,7 +342,7 @@ class _Replicas:
         self.workers: list[_Worker] = []
         try:
             for name in names:
-                self.workers.append(_Worker(config, name, batching))
+                self.workers.append(_Worker(config, name, batching, kind))
         except BaseException:
             self.stop(join=False)
             raise
@@ -342,7 +372,7 @@ class _Replicas:
         with self._lock:
             return self._failure
 
-    def submit(self, fn: Callable[[EmbeddingModel], T]) -> Future[T]:
+    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
         with self._lock:
             if self._failure is not None:
                 future: Future[T] = Future()
@@ -612,6 +642,62 @@ class _Request:
         self.run = _Job(misses, compute, None if progress is None else report, finish, firsts, join_key)
 
 
+def _wrong_kind(name: str, kind: str) -> ConfigurationError:
+    """The error of a request that the model ``name`` (a ``kind`` model) cannot serve."""
+    if kind == RERANKER:
+        return ConfigurationError(
+            f"model {name!r} is a reranker: it scores (query, document) pairs with rerank() or predict(); it does "
+            "not embed text"
+        )
+    return ConfigurationError(
+        f"model {name!r} is an embedding model, not a reranker: it has no classification head to score (query, "
+        "document) pairs; use embed() or embed_batch(), or load a cross-encoder GGUF for rerank() and predict()"
+    )
+
+
+def _score_pairs(
+    model: Reranker,
+    *,
+    pairs: list[Any],
+    offset: int,
+    batch_size: int | None,
+    activation: str | None,
+    rank: bool,
+    progress: ProgressCallback | None,
+) -> npt.NDArray[np.float32]:
+    """On the worker: :meth:`Reranker.predict`'s scores of ``pairs``, the caller's ``offset``-th on (errors name
+    the pair by its place in the caller's list)."""
+    if rank and model.num_labels != 1:
+        raise ConfigurationError(
+            f"model {model.name!r} has {model.num_labels} outputs per pair; rerank needs one score (use predict)"
+        )
+    llama_model, _, _ = model._require()
+    model._check_batch_size(batch_size)
+    tracker = _batch.Progress(len(pairs), model.name, False, progress)
+    tokens = model._pair_tokens(llama_model, pairs, offset, model.config.truncate)
+    scores = _activate(model._infer(tokens, batch_size, tracker), activation or model.activation)
+    tracker.close()
+    return scores
+
+
+class _Tally:
+    """One ``progress(done, total)`` fed by the parts of a split request, from their worker threads."""
+
+    def __init__(self, total: int, callback: ProgressCallback, parts: int) -> None:
+        self.total = total
+        self.callback = callback
+        self.done = [0] * parts  # guarded by _lock
+        self._lock = threading.Lock()
+
+    def part(self, index: int) -> ProgressCallback:
+        def report(done: int, total: int | None) -> None:
+            with self._lock:
+                self.done[index] = done
+                self.callback(sum(self.done), self.total)
+
+        return report
+
+
 def _engine_stats(engine: EmbeddingEngine) -> dict[str, int]:
     """Requests pending on the engine's workers, and dynamic batching's shared calls and the requests in them."""
     with engine._lock:
@@ -624,6 +710,11 @@ def _engine_stats(engine: EmbeddingEngine) -> dict[str, int]:
             stats["joined_calls"] += w.joined_calls
             stats["joined_requests"] += w.joined_requests
     return stats
+
+
+def _concat(parts: list[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    """The scores of a request's parts, in order, in one array."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _assemble(parts: list[npt.NDArray[np.float32]]) -> Any:
@@ -645,7 +736,7 @@ def _close_live_engines() -> None:
 
 
 class EmbeddingEngine:
-    """Serve several named embedding models; safe to call from any number of threads and from asyncio.
+    """Serve several named embedding models and rerankers; safe to call from any number of threads and from asyncio.
 
     >>> with EmbeddingEngine([ModelConfig(model_path="minilm.gguf")]) as engine:  # doctest: +SKIP
     ...     engine.embed("hello", model="minilm").shape
@@ -658,6 +749,11 @@ class EmbeddingEngine:
     one copy run one after another; copies and models run in parallel. The constructor's
     models load in parallel; if one fails, the others are stopped and the error is raised.
     ``EmbeddingEngine(configs, default_model=...)`` works too.
+
+    A model whose GGUF is a cross-encoder (:func:`embellama._rerank.is_reranker`) is served by a
+    :class:`Reranker` on each worker: :meth:`rerank` and :meth:`predict` score with it, and
+    embedding calls on it raise :class:`ConfigurationError` (as :meth:`rerank` does on an
+    embedding model); :meth:`info` says which ``kind`` a model is.
 
     With ``EngineConfig.max_pending`` set, a request that finds that many requests pending
     waits up to ``submit_timeout`` seconds for room, then raises :class:`EngineBusyError`
@@ -793,12 +889,13 @@ class EmbeddingEngine:
         copies = self._config.workers_per_model if workers is None else workers
         if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
             raise ConfigurationError(f"model {config.name!r}: workers must be a positive int, got {copies!r}")
+        kind = RERANKER if is_reranker(config) else EMBEDDING  # reads the GGUF's header: not under the lock
         with self._lock:
             self._check_open()
             if config.name in self._workers:
                 raise ConfigurationError(f"a model named {config.name!r} is already registered")
             batching = _Batching(self._config.max_batch_texts, self._config.max_batch_wait_ms / 1000)
-            replicas = _Replicas(config, copies, batching)
+            replicas = _Replicas(config, copies, batching, kind)
             self._workers[config.name] = replicas
             self._started = [r for r in self._started if any(w.thread.is_alive() for w in r.workers)]
             self._started.append(replicas)
@@ -865,7 +962,7 @@ class EmbeddingEngine:
             return self._default
 
     def info(self, model: str | None = None) -> dict[str, Any]:
-        """Dimensions, token limit, size, pooling and worker count of a model (waits for its load).
+        """Kind, token limit, size, pooling, worker count and dimensions or labels of a model (waits for its load).
 
         Parameters
         ----------
@@ -875,8 +972,9 @@ class EmbeddingEngine:
         Returns
         -------
         dict
-            ``name``, ``embedding_dimensions``, ``max_sequence_length``, ``model_size``, ``pooling``,
-            ``workers`` and more.
+            ``name``, ``kind`` ("embedding" or "reranker"), ``max_sequence_length``, ``model_size``,
+            ``pooling``, ``workers`` and more: ``embedding_dimensions`` and ``prompts`` for an embedding
+            model; ``num_labels``, ``labels`` and ``activation`` for a reranker.
 
         Raises
         ------
@@ -898,7 +996,8 @@ class EmbeddingEngine:
         Parameters
         ----------
         fn : callable
-            Called with the worker's :class:`EmbeddingModel`, on that worker's thread.
+            Called with the worker's :class:`EmbeddingModel` (its :class:`Reranker` for a reranker), on that
+            worker's thread.
         model : str, optional
             The model's name; default: the default model.
 
@@ -944,7 +1043,7 @@ class EmbeddingEngine:
         await self._slots.acquire_async()
         return await _awaitable(self._dispatch(replicas, fn))
 
-    def _dispatch(self, replicas: _Replicas, fn: Callable[[EmbeddingModel], T]) -> Future[T]:
+    def _dispatch(self, replicas: _Replicas, fn: Callable[[Any], T]) -> Future[T]:
         """Send ``fn`` to a copy of the model; the request's room is given back when it resolves."""
         try:
             future = replicas.submit(fn)
@@ -953,6 +1052,54 @@ class EmbeddingEngine:
             raise
         future.add_done_callback(lambda _: self._slots.release())
         return future
+
+    def _dispatch_parts(self, replicas: _Replicas, parts: list[Callable[[Any], Any]]) -> Future[list[Any]]:
+        """Send each part of one request to the least busy copy of the model; one future for them all.
+
+        The request holds one place among ``max_pending`` until its last part has ended. The future
+        resolves with the parts' results in their order, or with the error of the first part (in that
+        order) that failed; cancelling it cancels the parts not yet begun.
+        """
+        whole: Future[list[Any]] = Future()
+        futures: list[Future[Any]] = []
+        lock = threading.Lock()
+        left = [len(parts)]  # guarded by lock
+
+        def settle(_: object = None) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            self._slots.release()
+            if whole.set_running_or_notify_cancel():
+                try:
+                    whole.set_result([f.result() for f in futures])
+                except BaseException as exc:  # a part's error (the first in order), or its cancellation
+                    whole.set_exception(exc)
+
+        try:
+            for part in parts:
+                futures.append(replicas.submit(part))
+        except BaseException:
+            whole.cancel()
+            for future in futures:
+                future.cancel()
+                future.add_done_callback(settle)
+            for _ in range(len(parts) - len(futures)):
+                settle()
+            raise
+        for future in futures:
+            future.add_done_callback(settle)
+        whole.add_done_callback(lambda w: [f.cancel() for f in futures] if w.cancelled() else None)
+        return whole
+
+    def _run_parts(self, replicas: _Replicas, parts: list[Callable[[Any], Any]]) -> list[Any]:
+        self._slots.acquire()
+        return self._dispatch_parts(replicas, parts).result()
+
+    async def _arun_parts(self, replicas: _Replicas, parts: list[Callable[[Any], Any]]) -> list[Any]:
+        await self._slots.acquire_async()
+        return await _awaitable(self._dispatch_parts(replicas, parts))
 
     def _key(
         self, replicas: _Replicas, text: Any, normalize: NormalizeSpec | None, options: dict[str, Any] | None = None
@@ -1068,7 +1215,7 @@ class EmbeddingEngine:
         EmbeddingError
             llama.cpp failed.
         """
-        replicas = self._model(model)
+        replicas = self._model(model, EMBEDDING)
         request = self._batch_request(
             replicas,
             [text],
@@ -1123,7 +1270,7 @@ class EmbeddingEngine:
         ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed`.
         """
-        replicas = self._model(model)
+        replicas = self._model(model, EMBEDDING)
         request = self._batch_request(
             replicas,
             texts,
@@ -1166,7 +1313,7 @@ class EmbeddingEngine:
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed`; a cancelled task cancels the request if it has not started.
         """
-        replicas = self._model(model)
+        replicas = self._model(model, EMBEDDING)
         request = self._batch_request(
             replicas,
             [text],
@@ -1212,7 +1359,7 @@ class EmbeddingEngine:
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed_batch`.
         """
-        replicas = self._model(model)
+        replicas = self._model(model, EMBEDDING)
         request = self._batch_request(
             replicas,
             texts,
@@ -1281,7 +1428,7 @@ class EmbeddingEngine:
             raise ConfigurationError(f"chunk_size must be a positive int, got {chunk_size!r}")
         if isinstance(texts, (str, bytes)):
             raise InvalidInputError(f"embed_iter expects an iterable of str, got {type(texts).__name__}")
-        replicas = self._model(model)
+        replicas = self._model(model, EMBEDDING)
         if (precision or replicas.config.precision) in _encode.CALIBRATED:
             raise ConfigurationError(
                 f"model {replicas.name!r}: embed_iter cannot give {precision or replicas.config.precision}: each "
@@ -1387,7 +1534,7 @@ class EmbeddingEngine:
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed_batch`.
         """
-        if prompt_name is None and prompt is None and "query" in self.info(model)["prompts"]:
+        if prompt_name is None and prompt is None and "query" in self._prompts(model):
             prompt_name = "query"
         return self._encode(sentences, model, prompt_name, prompt, kwargs)
 
@@ -1425,8 +1572,11 @@ class EmbeddingEngine:
             As for :meth:`embed_batch`.
         """
         if prompt_name is None and prompt is None:
-            prompt_name = _encode.document_prompt_name(self.info(model)["prompts"])
+            prompt_name = _encode.document_prompt_name(self._prompts(model))
         return self._encode(sentences, model, prompt_name, prompt, kwargs)
+
+    def _prompts(self, model: str | None) -> dict[str, str]:
+        return self._model(model, EMBEDDING).wait_loaded(None)["prompts"]  # type: ignore[no-any-return]
 
     def _encode(
         self,
@@ -1439,6 +1589,239 @@ class EmbeddingEngine:
         if isinstance(sentences, str):
             return self.embed(sentences, model=model, prompt_name=prompt_name, prompt=prompt, **kwargs)
         return self.embed_batch(sentences, model=model, prompt_name=prompt_name, prompt=prompt, **kwargs)
+
+    # -- reranking -----------------------------------------------------------------------
+
+    def _pair_parts(
+        self,
+        replicas: _Replicas,
+        pairs: Any,
+        activation: str | None,
+        batch_size: int | None,
+        progress: ProgressCallback | None,
+        rank: bool = False,
+    ) -> tuple[bool, list[Callable[[Any], Any]]]:
+        """Whether ``pairs`` is one pair given alone, and the worker parts that score them.
+
+        Valid pairs (2-tuples of non-empty str) are split among the model's copies, at least
+        ``_SPLIT_MIN`` a copy; with an invalid pair the request goes whole to one copy, which
+        names the first bad pair as :meth:`Reranker.predict` does.
+        """
+        single = _is_pair(pairs)
+        batch = [pairs] if single else pairs
+        if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
+            raise InvalidInputError(
+                f"predict expects a sequence of (query, document) pairs, got {type(pairs).__name__}", replicas.name
+            )
+        items = list(batch)
+        kind = _check_activation(activation, f"model {replicas.name!r}")
+        n = len(items)
+        count = 1
+        if len(replicas.workers) > 1 and all(_is_pair(p) and p[0] and p[1] for p in items):
+            count = max(1, min(len(replicas.workers), n // _SPLIT_MIN))
+        bounds = [n * i // count for i in range(count + 1)]
+        tally = _Tally(n, progress, count) if progress is not None and count > 1 else None
+        parts: list[Callable[[Any], Any]] = [
+            functools.partial(
+                _score_pairs,
+                pairs=items[start:end],
+                offset=start,
+                batch_size=batch_size,
+                activation=kind,
+                rank=rank,
+                progress=progress if tally is None else tally.part(i),
+            )
+            for i, (start, end) in enumerate(itertools.pairwise(bounds))
+        ]
+        return single, parts
+
+    def _rank_parts(
+        self,
+        replicas: _Replicas,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None,
+        activation: str | None,
+        batch_size: int | None,
+    ) -> tuple[list[str], list[Callable[[Any], Any]]]:
+        """The documents (a list) and the worker parts that score them against ``query``."""
+        if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
+            raise InvalidInputError(
+                f"rerank expects a sequence of documents, got {type(documents).__name__}", replicas.name
+            )
+        if not documents:
+            raise InvalidInputError("rerank got no documents", replicas.name)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ConfigurationError(f"model {replicas.name!r}: top_k must be a positive int, got {top_k!r}")
+        docs = list(documents)
+        _, parts = self._pair_parts(replicas, [(query, d) for d in docs], activation, batch_size, None, rank=True)
+        return docs, parts
+
+    def predict(
+        self,
+        pairs: Sequence[tuple[str, str]] | tuple[str, str],
+        *,
+        model: str | None = None,
+        activation: str | None = None,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Any:
+        """Scores of (query, document) pairs with the named (or default) reranker, in input order.
+
+        The scores are :meth:`Reranker.predict`'s. With several copies of the model
+        (``workers_per_model``), a request of valid pairs is split among them (at least 16 pairs a
+        copy) and each part packed into llama.cpp calls by length; the scores then equal those of
+        one ``Reranker.predict`` call to float rounding (bit-identical with one copy). Scores are
+        never cached, and pair requests are not joined by dynamic batching.
+
+        Parameters
+        ----------
+        pairs : sequence of (str, str), or one (str, str)
+            The pairs; all are checked before any is scored.
+        model : str, optional
+            The reranker's name; default: the default model.
+        activation : str, optional
+            "sigmoid", "identity" (raw logits) or "softmax" instead of the model's (:attr:`Reranker.activation`).
+        batch_size : int, optional
+            Most pairs per llama.cpp call; default: as many as fit.
+        progress : callable, optional
+            ``progress(done, total)`` as pairs complete, last with ``(total, total)``; it runs on the
+            model's worker threads (one at a time).
+
+        Returns
+        -------
+        numpy.ndarray
+            float32: shape ``(n,)`` for a one-output head, ``(n, num_labels)`` otherwise; for one pair
+            given alone, a float32 scalar (or a ``(num_labels,)`` row).
+
+        Raises
+        ------
+        InvalidInputError
+            ``pairs`` is not a sequence of 2-tuples, or a text is not a str, is empty, or the pair is too
+            long with ``truncate=False`` (the message names the model and the pair's index).
+        ConfigurationError
+            No such model, the model is an embedding model, or a bad ``activation`` or ``batch_size``.
+        ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
+        """
+        replicas = self._model(model, RERANKER)
+        single, parts = self._pair_parts(replicas, pairs, activation, batch_size, progress)
+        scores = _concat(self._run_parts(replicas, parts))
+        return scores[0] if single else scores
+
+    async def apredict(
+        self,
+        pairs: Sequence[tuple[str, str]] | tuple[str, str],
+        *,
+        model: str | None = None,
+        activation: str | None = None,
+        batch_size: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Any:
+        """:meth:`predict` for coroutines: the work runs on the workers; the event loop never blocks.
+
+        Parameters
+        ----------
+        pairs, model, activation, batch_size, progress
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        numpy.ndarray
+            As :meth:`predict` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`predict`; a cancelled task cancels the parts of the request not yet begun.
+        """
+        replicas = self._model(model, RERANKER)
+        single, parts = self._pair_parts(replicas, pairs, activation, batch_size, progress)
+        scores = _concat(await self._arun_parts(replicas, parts))
+        return scores[0] if single else scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_k: int | None = None,
+        return_documents: bool = False,
+        activation: str | None = None,
+        batch_size: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The documents sorted by their score for ``query`` with the named (or default) reranker, best first.
+
+        :meth:`Reranker.rank` through the engine: the scores are :meth:`predict`'s for the pairs
+        ``(query, document)``.
+
+        Parameters
+        ----------
+        query : str
+            The query.
+        documents : sequence of str
+            The candidates (at least one).
+        model : str, optional
+            The reranker's name; default: the default model.
+        top_k : int, optional
+            Return only the best ``top_k``; default all.
+        return_documents : bool, optional
+            Include each document's text under ``"text"``.
+        activation, batch_size
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        list of dict
+            ``{"corpus_id": index in documents, "score": float}`` (and ``"text"``), by descending score;
+            equal scores keep input order.
+
+        Raises
+        ------
+        InvalidInputError
+            ``documents`` is empty or not a sequence, or a text is invalid (the index is the document's).
+        ConfigurationError
+            No such model, the model is an embedding model or has several outputs per pair, or a bad
+            ``top_k``, ``activation`` or ``batch_size``.
+        ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
+        """
+        replicas = self._model(model, RERANKER)
+        docs, parts = self._rank_parts(replicas, query, documents, top_k, activation, batch_size)
+        return rank_results(_concat(self._run_parts(replicas, parts)), docs, top_k, return_documents)
+
+    async def arerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        model: str | None = None,
+        top_k: int | None = None,
+        return_documents: bool = False,
+        activation: str | None = None,
+        batch_size: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """:meth:`rerank` for coroutines: the work runs on the workers; the event loop never blocks.
+
+        Parameters
+        ----------
+        query, documents, model, top_k, return_documents, activation, batch_size
+            As for :meth:`rerank`.
+
+        Returns
+        -------
+        list of dict
+            As :meth:`rerank` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`rerank`; a cancelled task cancels the parts of the request not yet begun.
+        """
+        replicas = self._model(model, RERANKER)
+        docs, parts = self._rank_parts(replicas, query, documents, top_k, activation, batch_size)
+        return rank_results(_concat(await self._arun_parts(replicas, parts)), docs, top_k, return_documents)
 
     # -- cache -------------------------------------------------------------------------
 
@@ -1498,7 +1881,8 @@ class EmbeddingEngine:
         if self._closed:
             raise ResourceClosedError("the EmbeddingEngine is closed")
 
-    def _model(self, name: str | None) -> _Replicas:
+    def _model(self, name: str | None, kind: str | None = None) -> _Replicas:
+        """The model ``name`` (default: the default model); with ``kind``, it must be of that kind."""
         with self._lock:
             self._check_open()
             key = name if name is not None else self._default
@@ -1507,7 +1891,9 @@ class EmbeddingEngine:
             replicas = self._workers.get(key)
             if replicas is None:
                 raise ConfigurationError(f"no model named {key!r}; models: {sorted(self._workers)}")
-            return replicas
+        if kind is not None and replicas.kind != kind:
+            raise _wrong_kind(replicas.name, replicas.kind)
+        return replicas
 
     def __repr__(self) -> str:
         return f"<EmbeddingEngine models={self.models}>"

@@ -7,7 +7,12 @@ never imports this module. Endpoints:
 - ``POST /v1/embeddings``: OpenAI's request and response (``input`` as a string, a list of
   strings, a token array or a list of token arrays; ``model``; ``encoding_format`` float or
   base64; ``dimensions``), errors in OpenAI's error shape;
-- ``GET /v1/models`` and ``GET /v1/models/{id}``; ``GET /health``; ``GET /metrics`` (Prometheus text).
+- ``POST /v1/rerank`` (and ``/rerank``) for reranker (cross-encoder) models, in Jina's and Cohere's shape:
+  ``{"model", "query", "documents": [str, ...], "top_n", "return_documents"}`` answered with
+  ``{"model", "object": "list", "results": [{"index", "relevance_score"[, "document": {"text"}]}, ...],
+  "usage"}``, best first; the score is the model's default activation (sigmoid for one output);
+- ``GET /v1/models`` and ``GET /v1/models/{id}`` (each model's ``kind``: "embedding" or "reranker");
+  ``GET /health``; ``GET /metrics`` (Prometheus text).
 
 Concurrent requests meet in the engine's dynamic batching: requests waiting for the same
 copy of a model share one llama.cpp call. A client that disconnects cancels its request if
@@ -41,7 +46,7 @@ from starlette.routing import Route
 
 from . import _batch
 from ._config import EngineConfig, ModelConfig, Normalization, parse_normalization
-from ._engine import EmbeddingEngine, _engine_stats
+from ._engine import EMBEDDING, RERANKER, EmbeddingEngine, _engine_stats
 from ._exceptions import (
     ConfigurationError,
     EmbeddingError,
@@ -113,26 +118,40 @@ class _Served:
     name: str
     config: ModelConfig
     vocab: Model
-    dimensions: int
+    dimensions: int  # 0 for a reranker
     max_tokens: int
     norm: Normalization | float
     created: int
+    kind: str = EMBEDDING
+    num_labels: int = 0  # a reranker's outputs per pair
+    pair_overhead: int = 0  # a reranker's special tokens around a pair's two texts
 
-    def tokens(self, text: str, index: int | None) -> int:
-        """Tokens the model will see for ``text`` (after truncation); InvalidInputError if unusable."""
+    def count(self, text: Any, index: int | None, *, add_special: bool = True) -> int:
+        """Tokens of ``text`` alone (before truncation); InvalidInputError if unusable."""
         if not isinstance(text, str):
             raise InvalidInputError(f"expected str, got {type(text).__name__}", self.name, index)
         if not text:
             raise InvalidInputError("text is empty", self.name, index)
         try:
-            n = len(self.vocab.tokenize(text, add_special=True, parse_special=self.config.parse_special))
+            return len(self.vocab.tokenize(text, add_special=add_special, parse_special=self.config.parse_special))
         except InvalidInputError as exc:
             raise InvalidInputError(exc.reason, self.name, index) from None
+
+    def _limit(self, n: int, what: str, index: int | None) -> int:
         if n > self.max_tokens:
             if not self.config.truncate:
-                raise InvalidInputError(f"text has {n} tokens; the limit is {self.max_tokens}", self.name, index)
+                raise InvalidInputError(f"{what} has {n} tokens; the limit is {self.max_tokens}", self.name, index)
             n = self.max_tokens
         return n
+
+    def tokens(self, text: str, index: int | None) -> int:
+        """Tokens the model will see for ``text`` (after truncation); InvalidInputError if unusable."""
+        return self._limit(self.count(text, index), "text", index)
+
+    def pair_tokens(self, query: int, document: Any, index: int) -> int:
+        """Tokens a reranker sees for a query of ``query`` tokens and ``document`` (after truncation)."""
+        n = self.pair_overhead + query + self.count(document, index, add_special=False)
+        return self._limit(n, "the pair", index)
 
     def token_ids(self, ids: Sequence[Any], index: int | None) -> npt.NDArray[np.int32]:
         """A token array as the model runs it: checked, wrapped in the vocabulary's special tokens, truncated."""
@@ -213,18 +232,43 @@ class _Metrics:
         return "\n".join(lines) + "\n"
 
 
+_PAIR = ("a", "b")
+
+
+def _pair_length(reranker: Any) -> int:
+    """Tokens of the pair ``_PAIR`` as the worker's Reranker joins it."""
+    return len(reranker.tokenize_pair(*_PAIR))
+
+
 def _describe(engine: EmbeddingEngine, config: ModelConfig, created: int) -> _Served:
     info = engine.info(config.name)
     vocab = Model(config.model_path, vocab_only=True, n_gpu_layers=0, name=config.name)
-    return _Served(
+    served = _Served(
         name=config.name,
         config=config,
         vocab=vocab,
-        dimensions=int(info["embedding_dimensions"]),
+        dimensions=int(info.get("embedding_dimensions", 0)),
         max_tokens=int(info["max_sequence_length"]),
         norm=parse_normalization(config.normalize),
         created=created,
+        kind=info["kind"],
+        num_labels=int(info.get("num_labels", 0)),
     )
+    if served.kind == RERANKER:  # the special tokens the reranker puts around a pair, measured on one pair
+        joined = engine.submit(_pair_length, model=config.name).result()
+        served.pair_overhead = joined - sum(served.count(t, None, add_special=False) for t in _PAIR)
+    return served
+
+
+def _check_count(items: list[Any], field: str, limits: ServerLimits) -> None:
+    """413 when a request's ``field`` holds more items than ``limits.max_inputs``."""
+    if len(items) > limits.max_inputs:
+        raise _HTTPError(
+            413,
+            f"'{field}' has {len(items)} items; the limit is {limits.max_inputs} per request",
+            param=field,
+            code="too_many_inputs",
+        )
 
 
 def _parse_input(value: Any, limits: ServerLimits) -> tuple[str, list[Any]]:
@@ -242,13 +286,7 @@ def _parse_input(value: Any, limits: ServerLimits) -> tuple[str, list[Any]]:
         raise _HTTPError(400, "'input' must not be empty", param="input")
     if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
         return "tokens", [value]
-    if len(value) > limits.max_inputs:
-        raise _HTTPError(
-            413,
-            f"'input' has {len(value)} items; the limit is {limits.max_inputs} per request",
-            param="input",
-            code="too_many_inputs",
-        )
+    _check_count(value, "input", limits)
     if all(isinstance(x, list) for x in value):
         return "tokens", value
     for i, x in enumerate(value):
@@ -264,6 +302,10 @@ def _parse_input(value: Any, limits: ServerLimits) -> tuple[str, list[Any]]:
 def _invalid(exc: InvalidInputError, where: str) -> _HTTPError:
     item = f"input[{exc.index}]" if exc.index is not None and where == "list" else "input"
     return _HTTPError(400, f"{item}: {exc.reason}", param=item, code="invalid_input")
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request ran: answered 499 (nobody reads it)."""
 
 
 async def _watch_disconnect(request: Request) -> None:
@@ -334,6 +376,8 @@ def create_app(
                 response = await handler(request)
             except _HTTPError as exc:
                 response = exc.response()
+            except _ClientGone:
+                response = Response(status_code=499)
             except Exception as exc:  # never a bare 500 page: OpenAI's error shape, and the log
                 logger.exception("request %s %s failed", request.method, request.url.path)
                 response = _HTTPError(500, f"internal error: {type(exc).__name__}", kind="server_error").response()
@@ -359,15 +403,23 @@ def create_app(
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise _HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
 
-    async def embeddings(request: Request) -> Response:
+    async def read_object(request: Request) -> dict[str, Any]:
         body = await read_json(request)
         if not isinstance(body, dict):
             raise _HTTPError(400, f"the body must be a JSON object, got {type(body).__name__}")
-        if "input" not in body:
-            raise _HTTPError(400, "'input' is required", param="input")
+        return body
+
+    def pick(body: dict[str, Any], kind: str) -> tuple[str, _Served]:
+        """The model a request names (default: the default model, else the first of ``kind``), of ``kind``."""
         name = body.get("model")
         if name is None:
-            name = engine.default_model
+            default = served.get(engine.default_model or "")
+            if default is not None and default.kind == kind:
+                name = default.name
+            else:
+                name = next((m.name for m in served.values() if m.kind == kind), None)
+            if name is None:
+                raise _HTTPError(400, f"the server serves no {kind} model", param="model", code="model_not_found")
         if not isinstance(name, str):
             raise _HTTPError(400, "'model' must be a string", param="model")
         model = served.get(name)
@@ -378,6 +430,55 @@ def create_app(
                 param="model",
                 code="model_not_found",
             )
+        if model.kind != kind:
+            where = "/v1/rerank" if model.kind == RERANKER else "/v1/embeddings"
+            what = "a reranker" if model.kind == RERANKER else "an embedding model, not a reranker"
+            raise _HTTPError(
+                400,
+                f"The model '{name}' is {what}: send its requests to {where}",
+                param="model",
+                code="wrong_model_kind",
+            )
+        return name, model
+
+    async def run(
+        request: Request, call: Awaitable[Any], count: int, invalid: Callable[[InvalidInputError], _HTTPError]
+    ) -> Any:
+        """The engine's answer to ``call``, cancelled if the client goes away first; errors as HTTP errors."""
+        work = asyncio.ensure_future(call)
+        watcher = asyncio.ensure_future(_watch_disconnect(request))
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not work.done():  # the client left: its request is cancelled unless it already runs
+            work.cancel()
+            logger.info("client disconnected; request for %d inputs cancelled", count)
+            raise _ClientGone
+        try:
+            return work.result()
+        except EngineBusyError as exc:
+            raise _HTTPError(
+                503, str(exc), kind="server_error", code="overloaded", headers={"Retry-After": str(limits.retry_after)}
+            ) from None
+        except InvalidInputError as exc:
+            raise invalid(exc) from None
+        except ResourceClosedError as exc:
+            raise _HTTPError(
+                503,
+                str(exc),
+                kind="server_error",
+                code="shutting_down",
+                headers={"Retry-After": str(limits.retry_after)},
+            ) from None
+        except (EmbeddingError, ConfigurationError) as exc:
+            raise _HTTPError(500, str(exc), kind="server_error") from None
+
+    async def embeddings(request: Request) -> Response:
+        body = await read_object(request)
+        if "input" not in body:
+            raise _HTTPError(400, "'input' is required", param="input")
+        name, model = pick(body, EMBEDDING)
         encoding = body.get("encoding_format", "float")
         if encoding is None:
             encoding = "float"
@@ -404,42 +505,17 @@ def create_app(
         except TypeError:  # a token array holding something else than ints
             raise _HTTPError(400, "token arrays must be lists of ints", param="input") from None
 
+        call: Awaitable[Any]
         if kind == "text":
-            work = asyncio.ensure_future(engine.aembed_batch(items, model=name))
+            call = engine.aembed_batch(items, model=name)
         else:
 
             def run_tokens(m: EmbeddingModel) -> Any:
                 progress = _batch.Progress(len(token_arrays), m.name, False)
                 return m._infer(token_arrays, None, m._norm, progress)
 
-            work = asyncio.ensure_future(engine.asubmit(run_tokens, model=name))
-        watcher = asyncio.ensure_future(_watch_disconnect(request))
-        try:
-            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not work.done():  # the client left: its request is cancelled unless it already runs
-            work.cancel()
-            logger.info("client disconnected; request for %d inputs cancelled", len(items))
-            return Response(status_code=499)
-        try:
-            vectors = work.result()
-        except EngineBusyError as exc:
-            raise _HTTPError(
-                503, str(exc), kind="server_error", code="overloaded", headers={"Retry-After": str(limits.retry_after)}
-            ) from None
-        except InvalidInputError as exc:
-            raise _invalid(exc, where) from None
-        except ResourceClosedError as exc:
-            raise _HTTPError(
-                503,
-                str(exc),
-                kind="server_error",
-                code="shutting_down",
-                headers={"Retry-After": str(limits.retry_after)},
-            ) from None
-        except (EmbeddingError, ConfigurationError) as exc:
-            raise _HTTPError(500, str(exc), kind="server_error") from None
+            call = engine.asubmit(run_tokens, model=name)
+        vectors = await run(request, call, len(items), lambda exc: _invalid(exc, where))
         if isinstance(vectors, list):
             raise _HTTPError(500, "the model's pooling is 'none': no single vector per input", kind="server_error")
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -467,15 +543,64 @@ def create_app(
             }
         )
 
+    async def rerank(request: Request) -> Response:
+        body = await read_object(request)
+        name, model = pick(body, RERANKER)
+        if model.num_labels != 1:
+            raise _HTTPError(
+                400,
+                f"The model '{name}' has {model.num_labels} outputs per pair; reranking needs one score",
+                param="model",
+                code="wrong_model_kind",
+            )
+        query, documents = body.get("query"), body.get("documents")
+        if not isinstance(query, str) or not query:
+            raise _HTTPError(400, f"'query' must be a non-empty string, got {query!r:.40}", param="query")
+        if not isinstance(documents, list) or not documents:
+            raise _HTTPError(400, "'documents' must be a non-empty list of strings", param="documents")
+        _check_count(documents, "documents", limits)
+        top_n = body.get("top_n")
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise _HTTPError(400, f"'top_n' must be a positive int, got {top_n!r}", param="top_n")
+        return_documents = body.get("return_documents")
+        if return_documents is not None and not isinstance(return_documents, bool):
+            raise _HTTPError(400, "'return_documents' must be true or false", param="return_documents")
+
+        def invalid(exc: InvalidInputError) -> _HTTPError:
+            item = "query" if exc.index is None or exc.reason.startswith("query") else f"documents[{exc.index}]"
+            return _HTTPError(400, f"{item}: {exc.reason}", param=item, code="invalid_input")
+
+        try:
+            query_tokens = model.count(query, None, add_special=False)
+            usage = sum(model.pair_tokens(query_tokens, doc, i) for i, doc in enumerate(documents))
+        except InvalidInputError as exc:
+            raise invalid(exc) from None
+        ranked = await run(request, engine.arerank(query, documents, model=name, top_k=top_n), len(documents), invalid)
+        metrics.inputs += len(documents)
+        metrics.tokens += usage
+        results = []
+        for item in ranked:
+            result: dict[str, Any] = {"index": item["corpus_id"], "relevance_score": item["score"]}
+            if return_documents:
+                result["document"] = {"text": documents[item["corpus_id"]]}
+            results.append(result)
+        return JSONResponse(
+            {
+                "model": name,
+                "object": "list",
+                "results": results,
+                "usage": {"prompt_tokens": usage, "total_tokens": usage},
+            }
+        )
+
     def model_card(m: _Served) -> dict[str, Any]:
-        return {
-            "id": m.name,
-            "object": "model",
-            "created": m.created,
-            "owned_by": "embellama",
-            "dimensions": m.dimensions,
-            "max_input_tokens": m.max_tokens,
-        }
+        card = {"id": m.name, "object": "model", "created": m.created, "owned_by": "embellama", "kind": m.kind}
+        if m.kind == RERANKER:
+            card["num_labels"] = m.num_labels
+        else:
+            card["dimensions"] = m.dimensions
+        card["max_input_tokens"] = m.max_tokens
+        return card
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [model_card(m) for m in served.values()]})
@@ -503,6 +628,8 @@ def create_app(
     routes = [
         Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
         Route("/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/rerank", guarded(rerank), methods=["POST"]),
+        Route("/rerank", guarded(rerank), methods=["POST"]),
         Route("/v1/models", guarded(models), methods=["GET"]),
         Route("/v1/models/{name:path}", guarded(one_model), methods=["GET"]),
         Route("/health", guarded(health, auth=False), methods=["GET"]),

@@ -417,3 +417,164 @@ def test_readme_openai_example(server):
         exec(compile(block, "README:Serve over HTTP", "exec"), {})
     lines = out.getvalue().split("\n")
     assert lines[0].startswith("2 384 ") and lines[1] == "64"
+
+
+# -- /v1/rerank (issue 22) ---------------------------------------------------------------------
+
+RERANKERS = {"bert": "bert", "xlm": "xlm-roberta", "bert3": "bert3"}  # served name: tests.support.rerank_models recipe
+
+
+def _reranker_config(name):
+    from tests.support import rerank_models
+
+    # compute_type "off": the F32 file as it is, as the references were computed; one thread, as the server's copy
+    path = rerank_models.ensure(RERANKERS[name]).gguf("f32")
+    return {"model_path": str(path), "model_name": name, "compute_type": "off", "n_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def rerank_server(minilm_f16, tmp_path_factory):
+    """An embedding model (the default) and three rerankers; max_pending 2, 64 inputs per request at most."""
+    config = tmp_path_factory.mktemp("rerank") / "models.json"
+    config.write_text(json.dumps({"models": [_reranker_config(name) for name in RERANKERS]}))
+    options = ["--config", str(config), "--api-key", KEY, "--threads", "1", "--max-pending", "2", "--max-inputs", "64"]
+    srv = Server(str(minilm_f16), "--model-name", "minilm", *options)
+    yield srv
+    assert srv.stop() == 0, "".join(srv.stderr)[-3000:]
+
+
+@pytest.fixture
+def rerank_client(rerank_server):
+    with httpx.Client(base_url=rerank_server.url, headers=_auth(), timeout=WAIT) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rerankers():
+    """The served rerankers, loaded here from the same files and settings."""
+    from embellama import Reranker
+
+    models = {name: Reranker(ModelConfig(**_reranker_config(name))).load() for name in ("bert", "xlm")}
+    yield models
+    for model in models.values():
+        model.unload()
+
+
+@pytest.mark.parametrize("name", ["bert", "xlm"])
+def test_rerank_over_http_equals_reranker_rank_and_cross_encoder(rerank_client, rerankers, name):
+    from tests.support import rerank_models
+
+    queries, chosen, docs = rerank_models.pairs()
+    reference = rerank_models.ensure(RERANKERS[name]).reference()["scores"]
+    for q in (0, 42, 199):
+        documents = [docs[j] for j in chosen[q]]
+        response = rerank_client.post("/v1/rerank", json={"model": name, "query": queries[q], "documents": documents})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body) == {"model", "object", "results", "usage"}
+        assert body["model"] == name and body["object"] == "list"
+        expected = rerankers[name].rank(queries[q], documents)
+        # the same scores, in the same order, as Reranker.rank on the same file (JSON keeps a float's every bit)
+        assert [(r["index"], r["relevance_score"]) for r in body["results"]] == [
+            (e["corpus_id"], e["score"]) for e in expected
+        ]
+        for r in body["results"]:  # and CrossEncoder's default-activation score of that document
+            assert set(r) == {"index", "relevance_score"}
+            assert abs(r["relevance_score"] - reference[q * rerank_models.N_DOCS + r["index"]]) < 1e-3
+        tokens = sum(len(rerankers[name].tokenize_pair(queries[q], d)) for d in documents)
+        assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+        top = rerank_client.post(
+            "/rerank",
+            json={"model": name, "query": queries[q], "documents": documents, "top_n": 3, "return_documents": True},
+        ).json()
+        assert [r["index"] for r in top["results"]] == [e["corpus_id"] for e in expected[:3]]
+        assert [r["document"] for r in top["results"]] == [{"text": documents[r["index"]]} for r in top["results"]]
+
+
+def test_rerank_and_embeddings_pick_a_model_of_their_kind(rerank_client):
+    ranked = rerank_client.post("/v1/rerank", json={"query": "a cat", "documents": ["a dog", "a cat sits"]}).json()
+    assert ranked["model"] == "bert" and sorted(r["index"] for r in ranked["results"]) == [0, 1]  # the first reranker
+    embedded = rerank_client.post("/v1/embeddings", json={"input": "a cat"}).json()
+    assert embedded["model"] == "minilm" and len(embedded["data"][0]["embedding"]) == 384
+    for path, model, fragment in (
+        ("/v1/embeddings", "bert", "'bert' is a reranker: send its requests to /v1/rerank"),
+        ("/v1/rerank", "minilm", "'minilm' is an embedding model, not a reranker"),
+        ("/v1/rerank", "bert3", "'bert3' has 3 outputs per pair"),
+    ):
+        response = rerank_client.post(path, json={"model": model, "input": "x", "query": "x", "documents": ["y"]})
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert fragment in error["message"] and error["param"] == "model" and error["code"] == "wrong_model_kind"
+
+
+def test_models_list_says_which_kind(rerank_client, rerank_server):
+    cards = {m["id"]: m for m in rerank_client.get("/v1/models").json()["data"]}
+    assert list(cards) == ["minilm", "bert", "xlm", "bert3"]
+    assert {name: card["kind"] for name, card in cards.items()} == {
+        "minilm": "embedding",
+        "bert": "reranker",
+        "xlm": "reranker",
+        "bert3": "reranker",
+    }
+    assert cards["minilm"]["dimensions"] == 384 and "num_labels" not in cards["minilm"]
+    assert cards["bert"]["num_labels"] == 1 and cards["bert3"]["num_labels"] == 3 and "dimensions" not in cards["bert"]
+    assert rerank_client.get("/v1/models/xlm").json() == cards["xlm"]
+    with httpx.Client(base_url=rerank_server.url, timeout=WAIT) as anonymous:
+        assert anonymous.get("/health").json()["models"] == ["bert", "bert3", "minilm", "xlm"]
+        response = anonymous.post("/v1/rerank", json={"query": "q", "documents": ["d"]}, headers={"Authorization": "x"})
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+        assert 'embellama_requests_total{path="/v1/rerank",status="401"}' in anonymous.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "fragment"),
+    [
+        ({"documents": ["d"]}, 400, "query", "'query' must be a non-empty string"),
+        ({"query": "", "documents": ["d"]}, 400, "query", "'query' must be a non-empty string"),
+        ({"query": ["q"], "documents": ["d"]}, 400, "query", "'query' must be a non-empty string"),
+        ({"query": "q"}, 400, "documents", "'documents' must be a non-empty list"),
+        ({"query": "q", "documents": []}, 400, "documents", "'documents' must be a non-empty list"),
+        ({"query": "q", "documents": "d"}, 400, "documents", "'documents' must be a non-empty list"),
+        ({"query": "q", "documents": ["a", 3]}, 400, "documents[1]", "documents[1]: expected str, got int"),
+        ({"query": "q", "documents": ["a", {"text": "b"}]}, 400, "documents[1]", "expected str, got dict"),
+        ({"query": "q", "documents": ["a", "b", ""]}, 400, "documents[2]", "documents[2]: text is empty"),
+        ({"query": "q", "documents": ["d"], "top_n": 0}, 400, "top_n", "'top_n' must be a positive int, got 0"),
+        ({"query": "q", "documents": ["d"], "top_n": "2"}, 400, "top_n", "'top_n' must be a positive int"),
+        ({"query": "q", "documents": ["d"], "top_n": True}, 400, "top_n", "'top_n' must be a positive int"),
+        ({"query": "q", "documents": ["d"], "top_n": 1.5}, 400, "top_n", "'top_n' must be a positive int"),
+        ({"query": "q", "documents": ["d"], "return_documents": "yes"}, 400, "return_documents", "true or false"),
+        ({"query": "q", "documents": ["d"], "model": "nope"}, 404, "model", "The model 'nope' does not exist"),
+        ({"query": "q", "documents": ["d"], "model": 3}, 400, "model", "'model' must be a string"),
+        ({"query": "q", "documents": ["d"] * 65}, 413, "documents", "'documents' has 65 items; the limit is 64"),
+        (["q", "d"], 400, None, "must be a JSON object"),
+    ],
+)
+def test_bad_rerank_requests_get_openai_errors_with_the_right_status(rerank_client, body, status, param, fragment):
+    response = rerank_client.post("/v1/rerank", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert fragment in error["message"], error
+    assert error["param"] == param
+
+
+def test_rerank_on_a_full_engine_gets_503_with_retry_after(rerank_server, rerank_client):
+    long_texts = [f"text {i} " + "a long sentence with many words in it " * 60 for i in range(16)]
+    refused = None
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):  # two heavy requests fill max_pending (2); each takes seconds on one thread
+            heavy = [pool.submit(rerank_client.post, "/v1/embeddings", json={"input": long_texts}) for _ in range(2)]
+            deadline = time.monotonic() + WAIT
+            while _metric(rerank_client, "embellama_engine_pending") < 2 and not any(h.done() for h in heavy):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            response = rerank_client.post("/v1/rerank", json={"query": "q", "documents": ["d"]})
+            if not any(h.done() for h in heavy):  # still full while it was refused
+                refused = response
+            assert all(h.result(WAIT).status_code == 200 for h in heavy)
+            if refused is not None:
+                break
+    assert refused is not None, "the heavy requests never kept the engine full"
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"] == "1" and refused.json()["error"]["code"] == "overloaded"
+    assert rerank_client.post("/v1/rerank", json={"query": "q", "documents": ["d"]}).status_code == 200
