@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import csv
 import io
+import itertools
 import json
 import logging
 import os
@@ -726,9 +727,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # texts after an option (embed MODEL --threads 2 TEXT...): argparse took the positionals before it
-        if getattr(args, "text", None) is None or any(e.startswith("-") for e in extras):
+        if getattr(args, "text", None) is None:  # a command that takes no texts
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
-        args.text = [*args.text, *extras]
+        texts = list(itertools.takewhile(lambda e: not e.startswith("-"), extras))
+        if len(texts) < len(extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras[len(texts) :])}")
+        args.text = [*args.text, *texts]
     level = logging.WARNING if args.verbose == 0 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # llama.cpp's own lines: errors only, unless -vv
