@@ -32,7 +32,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,6 +44,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # tests.support: the models and the STS pairs
+sys.path.insert(0, str(HERE))
+from bench_wheel import _cpu_name  # noqa: E402  (the machine's description, as the other benchmarks give it)
 
 THREADS = 2
 WARMUP = 64
@@ -270,16 +271,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         for tool, values in tools.items():
             lines.append(f"- {name}, {tool}: {', '.join(f'{v:.1f}' for v in values)}")
     return "\n".join(lines) + "\n"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv: list[str] | None = None) -> int:
