@@ -14,6 +14,13 @@ Each actor owns one :class:`~embellama.EmbeddingModel` (inside an
 :class:`~embellama.EmbeddingEngine`, so the llama.cpp context stays on one thread whatever thread
 Ray calls the actor from), reads a text column and appends a ``fixed_size_list<float32>[dim]``
 column, keeping every other column and the row order of each batch.
+
+:func:`rerank_dataset` does the same with a reranker: each actor (a :class:`RerankScorer`) owns one
+:class:`~embellama.Reranker` and appends the score of each row's (query, document) pair.
+
+>>> from embellama.ray import rerank_dataset
+>>> pairs = ray.data.read_parquet("candidates/")  # doctest: +SKIP
+>>> rerank_dataset(pairs, ModelConfig(model_path="/shared/reranker.gguf")).write_parquet("scored/")  # doctest: +SKIP
 """
 
 from __future__ import annotations
