@@ -1,18 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The ``embellama`` command: ``doctor``, ``info``, ``embed``, ``demo``, ``serve``, ``convert``, ``prompts``, ``build``
-and ``cache``."""
+"""The ``embellama`` command: ``doctor``, ``info``, ``embed``, ``rerank``, ``demo``, ``serve``, ``convert``,
+``prompts``, ``build`` and ``cache``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
+import itertools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -23,6 +25,7 @@ from ._config import EngineConfig, ModelConfig, PoolingStrategy
 from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
 from ._lib import LLAMA_LOGGER_NAME, load_library, user_build_dir
 from ._model import EmbeddingModel
+from ._rerank import ACTIVATIONS, Reranker, is_reranker
 from ._version import __version__
 from .llama import Model
 
@@ -71,10 +74,11 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> ModelConfig:
+    """The model's settings from the options ``embed``, ``rerank`` and ``demo`` have (unset ones: the defaults)."""
     return ModelConfig(
         model_path=args.model,
-        pooling=args.pooling,
-        normalize=not args.no_normalize,
+        pooling=getattr(args, "pooling", None),
+        normalize=not getattr(args, "no_normalize", False),
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers,
         compute_type=args.compute_type,
@@ -84,17 +88,18 @@ def _config(args: argparse.Namespace) -> ModelConfig:
 
 
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".npy": "npy"}
+RERANK_FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
+def _read_texts(args: argparse.Namespace, what: str = "texts") -> list[str]:
     """The texts: the arguments, else the lines of --input (``-``: stdin), else stdin; blank lines skipped."""
     if args.text and args.input is not None:
-        raise ConfigurationError("give the texts as arguments or with --input, not both")
+        raise ConfigurationError(f"give the {what} as arguments or with --input, not both")
     if args.text:
         return list(args.text)
     if args.input is None or args.input == "-":
         if sys.stdin.isatty():
-            raise ConfigurationError("no texts: give them as arguments, with --input FILE, or on stdin")
+            raise ConfigurationError(f"no {what}: give them as arguments, with --input FILE, or on stdin")
         if isinstance(sys.stdin, io.TextIOWrapper):
             sys.stdin.reconfigure(encoding="utf-8")
         return [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -102,18 +107,18 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         return [line.rstrip("\n") for line in f if line.strip()]
 
 
-def _output_format(args: argparse.Namespace) -> str:
+def _output_format(args: argparse.Namespace, formats: dict[str, str] = FORMATS) -> str:
     if args.format is not None:
         fmt: str = args.format
     elif args.output is None:
         fmt = "json"
     else:
         suffix = Path(args.output).suffix.lower()
-        if suffix not in FORMATS:
+        if suffix not in formats:
             raise ConfigurationError(
-                f"cannot tell the format of {args.output} from its extension; use {', '.join(FORMATS)} or --format"
+                f"cannot tell the format of {args.output} from its extension; use {', '.join(formats)} or --format"
             )
-        fmt = FORMATS[suffix]
+        fmt = formats[suffix]
     if fmt == "npy" and args.output is None:
         raise ConfigurationError("the npy format needs --output FILE.npy")
     return fmt
@@ -134,23 +139,36 @@ def _embed(args: argparse.Namespace) -> int:
             chunks: Iterator[Any] = iter([whole])
         else:
             chunks = model.embed_iter(texts, chunk_size=args.chunk_size, show_progress_bar=args.progress, **prompts)
-        if args.output is None:
-            if isinstance(sys.stdout, io.TextIOWrapper):
-                sys.stdout.reconfigure(encoding="utf-8")
-            _write(fmt, sys.stdout, None, model, texts, chunks)
-            return 0
-        out = Path(args.output)
-        part = out.with_name(out.name + ".part")  # the output appears whole, or not at all
-        try:
-            if fmt == "npy":
+        if fmt == "npy":
+            with _whole_file(args.output) as part:
                 _write(fmt, None, part, model, texts, chunks)
-            else:
-                with open(part, "w", encoding="utf-8", newline="") as f:
-                    _write(fmt, f, part, model, texts, chunks)
-            os.replace(part, out)
-        finally:
-            part.unlink(missing_ok=True)
+        else:
+            _deliver(args.output, lambda f: _write(fmt, f, None, model, texts, chunks))
     return 0
+
+
+@contextlib.contextmanager
+def _whole_file(output: str) -> Iterator[Path]:
+    """A ``.part`` path to write; renamed to ``output`` when the block succeeds: the output appears whole, or not
+    at all."""
+    out = Path(output)
+    part = out.with_name(out.name + ".part")
+    try:
+        yield part
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _deliver(output: str | None, write: Callable[[IO[str]], None]) -> None:
+    """Run ``write`` on stdout (UTF-8) when ``output`` is None, else on the text file ``output``, written whole."""
+    if output is None:
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8")
+        write(sys.stdout)
+        return
+    with _whole_file(output) as part, open(part, "w", encoding="utf-8", newline="") as f:
+        write(f)
 
 
 def _write(
@@ -191,19 +209,101 @@ def _write(
             writer.writerow([text, *(repr(x.item()) for x in row)])
 
 
-def _pooling_used(model: Model) -> str:
+def _rerank(args: argparse.Namespace) -> int:
+    fmt = _output_format(args, RERANK_FORMATS)
+    documents = _read_texts(args, "documents")
+    if not documents:
+        raise ConfigurationError("no documents to rank (blank lines are skipped)")
+    config = _config(args)
+    if not is_reranker(config):
+        with Model(config.model_path, vocab_only=True):  # a missing or broken file: its own error
+            pass
+        raise ConfigurationError(
+            f"{config.model_path} is not a reranker: it has no classification head to score pairs with "
+            "(embed with it: 'embellama embed'; 'embellama info' tells the two apart)"
+        )
+    with Reranker(config) as reranker:
+        if reranker.num_labels != 1:
+            raise ConfigurationError(
+                f"model {reranker.name!r} has {reranker.num_labels} outputs per pair ({', '.join(reranker.labels)}); "
+                "rerank needs a model with one relevance score"
+            )
+        ranked = reranker.rank(
+            args.query,
+            documents,
+            top_k=args.top_k,
+            return_documents=args.return_documents,
+            activation=args.activation,
+            show_progress_bar=args.progress,
+        )
+        name = reranker.name
+    # float32 scores printed in their shortest form (reads back as the same float32)
+    rows = [{"index": r["corpus_id"], "score": float(str(np.float32(r["score"])))} for r in ranked]
+    if args.return_documents:
+        for row, r in zip(rows, ranked, strict=True):
+            row["text"] = r["text"]
+    _deliver(args.output, lambda f: _write_ranking(fmt, f, name, args.query, rows))
+    return 0
+
+
+def _write_ranking(fmt: str, f: IO[str], model: str, query: str, rows: list[dict[str, Any]]) -> None:
+    """The ranked documents, best first: ``index`` (the document's position among those read), ``score`` and,
+    when asked, ``text``."""
+    if fmt == "json":
+        f.write(json.dumps({"model": model, "query": query, "results": rows}, ensure_ascii=False) + "\n")
+    elif fmt == "jsonl":
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n") if fmt == "tsv" else csv.writer(f)
+        writer.writerow(list(rows[0]) if rows else ["index", "score"])
+        for row in rows:
+            writer.writerow(row.values())
+
+
+def _pooling_used(model: Model, reranker: bool = False) -> str:
     """The pooling EmbeddingModel picks for the file by default, and why."""
     named = model.pooling_type
+    if reranker or named == "rank":
+        return "rank: a reranker (score pairs with 'embellama rerank'; pass --pooling to embed with it anyway)"
     if named in ("mean", "cls", "last"):
         return f"{named} (from the GGUF metadata)"
-    if named == "rank":
-        return "rank: a reranker (pass --pooling to embed with it anyway)"
     fallback = "last" if model.is_causal else "mean"
     return f"{fallback} (the GGUF names none)"
 
 
+def _reranker_info(path: Path) -> dict[str, Any] | None:
+    """A reranker's head: labels, default activation, exact token types (None for an embedding model)."""
+    config = ModelConfig(model_path=path, n_gpu_layers=0, n_threads=1, compute_type="off")
+    if not is_reranker(config):
+        return None
+    try:
+        with Reranker(config) as reranker:
+            return {
+                "labels": list(reranker.labels),
+                "activation": reranker.activation,
+                "exact_token_types": reranker.exact_token_types,
+            }
+    except ConfigurationError as exc:  # a rank-pooling GGUF that Reranker cannot score (a decoder...)
+        return {"unusable": str(exc)}
+
+
+def _describe_reranker(info: dict[str, Any] | None) -> str:
+    if info is None:
+        return "no (an embedding model)"
+    if "unusable" in info:
+        return f"yes, but embellama cannot score with it: {info['unusable']}"
+    types = (
+        "exact token types"
+        if info["exact_token_types"]
+        else "token types NOT exact (re-convert with 'embellama convert' for the model's scores)"
+    )
+    return f"yes: labels {', '.join(info['labels'])}; default activation {info['activation']}; {types}"
+
+
 def _info(args: argparse.Namespace) -> int:
     path: Path = args.model
+    reranker = _reranker_info(path)  # None for an embedding model, and for a file that Model then refuses
     with Model(path, n_gpu_layers=0) as model:
         ftypes = {code: name.upper() for name, code in _convert.FTYPE_CODES.items()}
         report: dict[str, Any] = {
@@ -221,7 +321,8 @@ def _info(args: argparse.Namespace) -> int:
             "vocabulary": model.n_vocab,
             "tokenizer": model.vocab_type,
             "causal_attention": model.is_causal,
-            "pooling": _pooling_used(model),
+            "pooling": _pooling_used(model, reranker is not None),
+            "reranker": reranker,
             "metadata": dict(sorted(model.metadata().items())),
         }
     if args.json:
@@ -237,6 +338,8 @@ def _info(args: argparse.Namespace) -> int:
             print(f"{key}: {value} bytes ({value / 2**20:.1f} MiB)")
         elif key == "parameters":
             print(f"{key}: {value} ({value / 1e6:.1f} M)")
+        elif key == "reranker":
+            print(f"{key}: {_describe_reranker(value)}")
         else:
             print(f"{key}: {value}")
     return 0
@@ -441,6 +544,31 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def _add_io_options(p: argparse.ArgumentParser, what: str, formats: dict[str, str], kinds: str) -> None:
+    p.add_argument("-i", "--input", help=f"file with one {what} per line ('-': stdin); blank lines are skipped")
+    p.add_argument("-o", "--output", help=f"file to write: {kinds} (default: stdout)")
+    p.add_argument("--format", choices=sorted(set(formats.values())), help="output format (default: by extension)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--gpu-layers", type=int, default=-1, help="layers to offload (-1: all)")
+    p.add_argument("--progress", action="store_true", help="show progress on stderr")
+    p.add_argument(
+        "--compute-type",
+        default="auto",
+        choices=_convert.COMPUTE_TYPES,
+        help="weight type to compute with (default auto: BF16 on CPUs with AVX512_BF16)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other error of the command."""
 
@@ -487,13 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("model", type=Path, help="GGUF model file")
         p.add_argument("text", nargs="*", help="texts (default: stdin lines for embed, examples for demo)")
         if name == "embed":
-            p.add_argument("-i", "--input", help="file with one text per line ('-': stdin); blank lines are skipped")
-            p.add_argument(
-                "-o", "--output", help="file to write: .npy (float32 rows), .jsonl, .csv or .json (default: stdout)"
-            )
-            p.add_argument(
-                "--format", choices=sorted(set(FORMATS.values())), help="output format (default: by extension)"
-            )
+            _add_io_options(p, "text", FORMATS, ".npy (float32 rows), .jsonl, .csv or .json")
             p.add_argument("--chunk-size", type=int, default=1024, help="texts embedded and written at a time")
             p.add_argument("--prompt-name", help="prepend the model's prompt of this name (see 'embellama prompts')")
             p.add_argument("--prompt", help="prepend this text to every text (wins over --prompt-name)")
@@ -506,16 +628,25 @@ def build_parser() -> argparse.ArgumentParser:
             )
         p.add_argument("--pooling", help="mean, cls, max, mean_sqrt, last or none (default: the model's)")
         p.add_argument("--no-normalize", action="store_true", help="skip L2 normalization")
-        p.add_argument("--threads", type=int, help="CPU threads")
-        p.add_argument("--gpu-layers", type=int, default=-1, help="layers to offload (-1: all)")
-        p.add_argument("--progress", action="store_true", help="show progress on stderr")
-        p.add_argument(
-            "--compute-type",
-            default="auto",
-            choices=_convert.COMPUTE_TYPES,
-            help="weight type to compute with (default auto: BF16 on CPUs with AVX512_BF16)",
-        )
+        _add_run_options(p)
         p.set_defaults(func=func)
+
+    rerank = sub.add_parser(
+        "rerank", help="rank documents (arguments, --input FILE or stdin lines) by a reranker's score for --query"
+    )
+    rerank.add_argument("model", type=Path, help="GGUF file of a reranker (cross-encoder)")
+    rerank.add_argument("text", nargs="*", metavar="DOCUMENT", help="documents (default: stdin lines)")
+    rerank.add_argument("-q", "--query", required=True, help="the query the documents are scored for")
+    _add_io_options(rerank, "document", RERANK_FORMATS, ".json, .jsonl, .csv or .tsv")
+    rerank.add_argument("--top-k", type=_positive_int, help="print only the best K documents (default: all)")
+    rerank.add_argument("--return-documents", action="store_true", help="print each document's text too")
+    rerank.add_argument(
+        "--activation",
+        choices=ACTIVATIONS,
+        help="applied to the scores (default: the model's, else sigmoid; identity: the raw logits)",
+    )
+    _add_run_options(rerank)
+    rerank.set_defaults(func=_rerank)
 
     srv = sub.add_parser(
         "serve",
@@ -593,7 +724,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``embellama`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # texts after an option (embed MODEL --threads 2 TEXT...): argparse took the positionals before it
+        if getattr(args, "text", None) is None:  # a command that takes no texts
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        texts = list(itertools.takewhile(lambda e: not e.startswith("-"), extras))
+        if len(texts) < len(extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras[len(texts) :])}")
+        args.text = [*args.text, *texts]
     level = logging.WARNING if args.verbose == 0 else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # llama.cpp's own lines: errors only, unless -vv

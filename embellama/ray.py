@@ -14,6 +14,13 @@ Each actor owns one :class:`~embellama.EmbeddingModel` (inside an
 :class:`~embellama.EmbeddingEngine`, so the llama.cpp context stays on one thread whatever thread
 Ray calls the actor from), reads a text column and appends a ``fixed_size_list<float32>[dim]``
 column, keeping every other column and the row order of each batch.
+
+:func:`rerank_dataset` does the same with a reranker: each actor (a :class:`RerankScorer`) owns one
+:class:`~embellama.Reranker` and appends the score of each row's (query, document) pair.
+
+>>> from embellama.ray import rerank_dataset
+>>> pairs = ray.data.read_parquet("candidates/")  # doctest: +SKIP
+>>> rerank_dataset(pairs, ModelConfig(model_path="/shared/reranker.gguf")).write_parquet("scored/")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import math
 import os
 import socket
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -44,16 +52,28 @@ from ._exceptions import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from ._lib import ENV_LIB, load_library
+from ._lib import ENV_LIB, Library, load_library
 from ._model import DEFAULT_CTX_CAP, EmbeddingModel
+from ._rerank import Reranker, is_reranker
 from .llama import Model
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
-__all__ = ["ActorPlan", "Embedder", "ShippedModel", "embed_dataset", "embedding_matrix", "plan_actors", "ship_model"]
+__all__ = [
+    "ActorPlan",
+    "Embedder",
+    "RerankScorer",
+    "ShippedModel",
+    "embed_dataset",
+    "embedding_matrix",
+    "plan_actors",
+    "rerank_dataset",
+    "ship_model",
+]
 
 logger = logging.getLogger("embellama")
+T = TypeVar("T")
 
 DEFAULT_TEXTS_PER_CALL = 256
 """Rows per Ray batch when the model's packing cannot be read on the driver (llama.cpp's sequence limit)."""
@@ -285,23 +305,7 @@ class Embedder:
         cfg = _as_config(config, fields)
         _refuse_calibrated(cfg)
         self.prompts: dict[str, Any] = {"prompt_name": prompt_name, "prompt": prompt}
-        node = socket.gethostname()
-        try:
-            self.library = load_library()  # $EMBELLAMA_LIB (a runtime_env env var) or the built library
-        except LibraryError as exc:
-            raise LibraryError(f"on node {node}: {exc}") from exc
-        if shipped is not None:
-            cfg = dataclasses.replace(cfg, model_path=_materialize(shipped, cache_dir))
-        path = Path(cfg.model_path)
-        if not path.is_file():
-            err = ModelNotFoundError(str(path), cfg.name)
-            err.args = (
-                f"{err} on node {node} (working directory {os.getcwd()}). Every worker must see the GGUF at "
-                "this path: put it on storage every node mounts at the same path, or ship it with the job "
-                "(embed_dataset(..., ship_model=True), or the job's runtime_env working_dir with a relative "
-                "model_path)",
-            )
-            raise err
+        self.library, cfg = _on_node(cfg, shipped, cache_dir, "embed_dataset")
         self.config = cfg
         self._engine = EmbeddingEngine([cfg])
         self.info = self._engine.info()
@@ -316,7 +320,7 @@ class Embedder:
         self._dtype = np.dtype({"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(cfg.precision, np.uint8))
         if prompt_name is not None or prompt is not None:  # an unknown prompt_name fails as the actor starts
             self._engine.embed("x", **self.prompts)
-        logger.info("embellama.ray actor on %s: %s from %s", node, cfg.name, self.library.path)
+        logger.info("embellama.ray actor on %s: %s from %s", socket.gethostname(), cfg.name, self.library.path)
 
     @property
     def name(self) -> str:
@@ -349,78 +353,270 @@ class Embedder:
         EmbeddingError
             llama.cpp failed.
         """
-        if isinstance(batch, dict):
-            return self._numpy_batch(batch)
-        kind = type(batch).__module__.split(".")[0]
-        if kind == "pyarrow":
-            return self._arrow_batch(batch)
-        if kind == "pandas":
-            return self._pandas_batch(batch)
-        raise ConfigurationError(
-            f"model {self.name!r}: unsupported batch type {type(batch).__name__}; "
-            'use batch_format="pyarrow", "numpy" or "pandas"'
-        )
+        return _map_batch(self, batch, (self.text_column,), self._embed)
 
-    # -- one batch --------------------------------------------------------------------
-
-    def _check_columns(self, names: Sequence[str]) -> None:
-        if self.text_column not in names:
-            raise ConfigurationError(
-                f"model {self.name!r}: no column {self.text_column!r} in the batch; columns: {list(names)}"
-            )
-        if self.output_column in names:
-            raise ConfigurationError(
-                f"model {self.name!r}: the batch already has a column {self.output_column!r}; "
-                "drop it or choose another output_column"
-            )
-        if self.id_column is not None and self.id_column not in names:
-            raise ConfigurationError(
-                f"model {self.name!r}: no id column {self.id_column!r} in the batch; columns: {list(names)}"
-            )
-
-    def _embed(self, values: Sequence[Any], ids: Any) -> npt.NDArray[np.float32]:
-        """Vectors of ``values`` (the text column as Python objects); ``ids()`` gives the id column."""
-
-        def where(reason: str, index: int | None) -> InvalidInputError:
-            text = f"column {self.text_column!r}: {reason}"
-            if self.id_column is not None and index is not None:
-                text += f"; row {self.id_column}={ids()[index]!r}"
-            return InvalidInputError(text, self.name, index)
-
-        for i, value in enumerate(values):
-            if not isinstance(value, str):
-                raise where(f"expected str, got {type(value).__name__}", i)
-        if not values:
+    def _embed(self, values: Mapping[str, list[Any]], ids: Callable[[], list[Any]]) -> npt.NDArray[Any]:
+        """Vectors of the text column's values; ``ids()`` gives the id column."""
+        texts = values[self.text_column]
+        _check_texts(self, self.text_column, texts, ids)
+        if not texts:
             return np.empty((0, self.dimensions), dtype=self._dtype)
         try:
             vectors = self._engine.embed_batch(
-                list(values), batch_size=self.texts_per_call, show_progress_bar=False, **self.prompts
+                texts, batch_size=self.texts_per_call, show_progress_bar=False, **self.prompts
             )
         except InvalidInputError as exc:  # empty, undecodable or (with truncate=False) too long
-            raise where(exc.reason, exc.index) from None
+            raise _bad_row(self, f"column {self.text_column!r}", exc.reason, exc.index, ids) from None
         return np.ascontiguousarray(vectors, dtype=self._dtype)
 
-    def _arrow_batch(self, table: Any) -> Any:
+
+class RerankScorer:
+    """Callable class for ``Dataset.map_batches``: one reranker (:class:`~embellama.Reranker`) per actor, which
+    scores each row's (query, document) pair.
+
+    >>> ds.map_batches(RerankScorer, fn_constructor_kwargs={"config": config}, batch_format="pyarrow",
+    ...                compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)  # doctest: +SKIP
+
+    Takes a ModelConfig, a mapping of its fields, or the fields as keywords, as :class:`Embedder` does, and the
+    same batch types: the new column is float32 (``fixed_size_list<float32>[num_labels]`` for a head with several
+    outputs; a ``(rows, num_labels)`` array in numpy batches). Every other column is kept, and the rows keep their
+    order. The scores are those of :meth:`embellama.Reranker.predict`; the model lives on a thread of its own
+    (llama.cpp's context belongs to the thread that loaded it, whatever thread Ray calls the actor from).
+
+    Parameters
+    ----------
+    config : ModelConfig or mapping, optional
+        The reranker, or a mapping of ``ModelConfig`` fields.
+    query_column, document_column : str, optional
+        The columns of queries and of documents.
+    output_column : str, optional
+        The column to add; it must not exist yet.
+    id_column : str, optional
+        A column that identifies rows in error messages.
+    pairs_per_call : int, optional
+        Most pairs per llama.cpp call; default: as many as fit.
+    activation : str, optional
+        "sigmoid", "identity" (raw logits) or "softmax"; default: the model's (see :class:`embellama.Reranker`).
+    shipped : ShippedModel, optional
+        The model file from :func:`ship_model`, written once per node to ``cache_dir`` and used instead
+        of ``config.model_path``.
+    cache_dir : str or os.PathLike, optional
+        Where shipped models are written; default: a folder in the system temp folder.
+    **fields
+        ``ModelConfig`` fields, overriding ``config``'s.
+
+    Raises
+    ------
+    ConfigurationError
+        A bad column name, ``pairs_per_call``, ``activation`` or config, or a model without a classification
+        head (an embedding model).
+    LibraryError
+        No usable libllama on this node (the message names the node).
+    ModelNotFoundError
+        The GGUF is not at ``config.model_path`` on this node (the message says how to make it visible).
+    ModelLoadError
+        llama.cpp could not load it, or a shipped file's bytes do not match their sha256.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig | Mapping[str, Any] | None = None,
+        *,
+        query_column: str = "query",
+        document_column: str = "document",
+        output_column: str = "score",
+        id_column: str | None = None,
+        pairs_per_call: int | None = None,
+        activation: str | None = None,
+        shipped: ShippedModel | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        self.query_column = _check_column(query_column, "query_column")
+        self.document_column = _check_column(document_column, "document_column")
+        if self.query_column == self.document_column:
+            raise ConfigurationError(f"query_column and document_column are both {query_column!r}")
+        self.output_column = _check_column(output_column, "output_column")
+        self.id_column = None if id_column is None else _check_column(id_column, "id_column")
+        if pairs_per_call is not None and (not isinstance(pairs_per_call, int) or pairs_per_call < 1):
+            raise ConfigurationError(f"pairs_per_call must be a positive int or None, got {pairs_per_call!r}")
+        self.pairs_per_call = pairs_per_call
+        cfg = _as_config(config, fields)
+        Reranker(cfg, activation=activation)  # checks the config and the activation before the node's files
+        self.library, cfg = _on_node(cfg, shipped, cache_dir, "rerank_dataset")
+        self.config = cfg
+        self._model = Reranker(cfg, activation=activation)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embellama-rerank-{cfg.name}")
+        try:
+            self._on_thread(self._model.load)
+            self.num_labels: int = self._on_thread(lambda: self._model.num_labels)
+            self.activation: str = self._on_thread(lambda: self._model.activation)
+        except BaseException:
+            self.close()
+            raise
+        logger.info("embellama.ray reranker on %s: %s from %s", socket.gethostname(), cfg.name, self.library.path)
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self._thread.submit(fn, *args, **kwargs).result()
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.config.name
+
+    def close(self) -> None:
+        """Free the model (Ray does it when the actor ends)."""
+        try:
+            self._on_thread(self._model.unload)
+        finally:
+            self._thread.shutdown()
+
+    def __call__(self, batch: Any) -> Any:
+        """The batch with the score column appended (same type as given).
+
+        Parameters
+        ----------
+        batch : pyarrow.Table, dict of numpy.ndarray or pandas.DataFrame
+            One Ray Data batch.
+
+        Returns
+        -------
+        pyarrow.Table, dict of numpy.ndarray or pandas.DataFrame
+            The batch with ``output_column`` added, rows in the same order.
+
+        Raises
+        ------
+        ConfigurationError
+            An unsupported batch type, a missing query, document or id column, or an existing output column.
+        InvalidInputError
+            A query or document is empty or not a str, or a pair is too long with ``truncate=False`` (the message
+            names the column and the row).
+        EmbeddingError
+            llama.cpp failed.
+        """
+        return _map_batch(self, batch, (self.query_column, self.document_column), self._score)
+
+    def _score(self, values: Mapping[str, list[Any]], ids: Callable[[], list[Any]]) -> npt.NDArray[np.float32]:
+        """Scores of the rows' pairs; ``ids()`` gives the id column."""
+        queries, documents = values[self.query_column], values[self.document_column]
+        _check_texts(self, self.query_column, queries, ids, nonempty=True)
+        _check_texts(self, self.document_column, documents, ids, nonempty=True)
+        if not queries:
+            return np.empty((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=np.float32)
+        pairs = list(zip(queries, documents, strict=True))
+        try:
+            scores = self._on_thread(
+                self._model.predict, pairs, batch_size=self.pairs_per_call, show_progress_bar=False
+            )
+        except InvalidInputError as exc:  # too long with truncate=False, undecodable
+            where = f"columns {self.query_column!r} and {self.document_column!r}"
+            raise _bad_row(self, where, exc.reason, exc.index, ids) from None
+        return np.ascontiguousarray(scores, dtype=np.float32)
+
+
+# -- one batch, for either class ----------------------------------------------------------------------
+
+
+def _map_batch(
+    actor: Embedder | RerankScorer,
+    batch: Any,
+    inputs: tuple[str, ...],
+    compute: Callable[[Mapping[str, list[Any]], Callable[[], list[Any]]], npt.NDArray[Any]],
+) -> Any:
+    """``batch`` with ``actor.output_column`` appended: ``compute({column: values}, ids)`` of the ``inputs``
+    columns, as a column of the batch's own type."""
+    out, id_column = actor.output_column, actor.id_column
+    if isinstance(batch, dict):
+        _check_batch_columns(actor, list(batch), inputs)
+        values = {c: list(batch[c].tolist()) for c in inputs}
+        return {**batch, out: compute(values, lambda: batch[str(id_column)].tolist())}
+    kind = type(batch).__module__.split(".")[0]
+    if kind == "pyarrow":
         import pyarrow as pa
 
-        self._check_columns(table.column_names)
-        values = table.column(self.text_column).to_pylist()
-        vectors = self._embed(values, lambda: table.column(self.id_column).to_pylist())
-        flat = pa.array(vectors.reshape(-1), type=pa.from_numpy_dtype(self._dtype))
-        column = pa.FixedSizeListArray.from_arrays(flat, self.dimensions)
-        return table.append_column(pa.field(self.output_column, column.type), column)
+        _check_batch_columns(actor, batch.column_names, inputs)
+        values = {c: batch.column(c).to_pylist() for c in inputs}
+        array = compute(values, lambda: batch.column(id_column).to_pylist())
+        if array.ndim == 1:
+            column = pa.array(array)
+        else:
+            flat = pa.array(array.reshape(-1), type=pa.from_numpy_dtype(array.dtype))
+            column = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
+        return batch.append_column(pa.field(out, column.type), column)
+    if kind == "pandas":
+        _check_batch_columns(actor, [str(c) for c in batch.columns], inputs)
+        values = {c: batch[c].tolist() for c in inputs}
+        array = compute(values, lambda: batch[id_column].tolist())
+        return batch.assign(**{out: array if array.ndim == 1 else list(array)})
+    raise ConfigurationError(
+        f"model {actor.name!r}: unsupported batch type {type(batch).__name__}; "
+        'use batch_format="pyarrow", "numpy" or "pandas"'
+    )
 
-    def _numpy_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
-        self._check_columns(list(batch))
-        values = list(batch[self.text_column].tolist())
-        vectors = self._embed(values, lambda: batch[str(self.id_column)].tolist())
-        return {**batch, self.output_column: vectors}
 
-    def _pandas_batch(self, frame: Any) -> Any:
-        self._check_columns([str(c) for c in frame.columns])
-        values = frame[self.text_column].tolist()
-        vectors = self._embed(values, lambda: frame[self.id_column].tolist())
-        return frame.assign(**{self.output_column: list(vectors)})
+def _check_batch_columns(actor: Embedder | RerankScorer, names: Sequence[str], inputs: tuple[str, ...]) -> None:
+    for column in inputs:
+        if column not in names:
+            raise ConfigurationError(f"model {actor.name!r}: no column {column!r} in the batch; columns: {list(names)}")
+    if actor.output_column in names:
+        raise ConfigurationError(
+            f"model {actor.name!r}: the batch already has a column {actor.output_column!r}; "
+            "drop it or choose another output_column"
+        )
+    if actor.id_column is not None and actor.id_column not in names:
+        raise ConfigurationError(
+            f"model {actor.name!r}: no id column {actor.id_column!r} in the batch; columns: {list(names)}"
+        )
+
+
+def _bad_row(
+    actor: Embedder | RerankScorer, where: str, reason: str, index: int | None, ids: Callable[[], list[Any]]
+) -> InvalidInputError:
+    """The error for row ``index`` of a batch: the model, the column(s), the reason and, with an id column, the id."""
+    text = f"{where}: {reason}"
+    if actor.id_column is not None and index is not None:
+        text += f"; row {actor.id_column}={ids()[index]!r}"
+    return InvalidInputError(text, actor.name, index)
+
+
+def _check_texts(
+    actor: Embedder | RerankScorer,
+    column: str,
+    values: Sequence[Any],
+    ids: Callable[[], list[Any]],
+    *,
+    nonempty: bool = False,
+) -> None:
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise _bad_row(actor, f"column {column!r}", f"expected str, got {type(value).__name__}", i, ids)
+        if nonempty and not value:
+            raise _bad_row(actor, f"column {column!r}", "text is empty", i, ids)
+
+
+def _on_node(
+    config: ModelConfig, shipped: ShippedModel | None, cache_dir: str | os.PathLike[str] | None, helper: str
+) -> tuple[Library, ModelConfig]:
+    """On the actor's node: the library (loaded and ABI-checked) and the config with the model file this node
+    reads (a shipped one written here first); errors name the node."""
+    node = socket.gethostname()
+    try:
+        library = load_library()  # $EMBELLAMA_LIB (a runtime_env env var) or the built library
+    except LibraryError as exc:
+        raise LibraryError(f"on node {node}: {exc}") from exc
+    if shipped is not None:
+        config = dataclasses.replace(config, model_path=_materialize(shipped, cache_dir))
+    path = Path(config.model_path)
+    if not path.is_file():
+        err = ModelNotFoundError(str(path), config.name)
+        err.args = (
+            f"{err} on node {node} (working directory {os.getcwd()}). Every worker must see the GGUF at "
+            "this path: put it on storage every node mounts at the same path, or ship it with the job "
+            f"({helper}(..., ship_model=True), or the job's runtime_env working_dir with a relative "
+            "model_path)",
+        )
+        raise err
+    return library, config
 
 
 def _refuse_calibrated(config: ModelConfig) -> None:
@@ -654,46 +850,172 @@ def embed_dataset(
     ModelNotFoundError
         With ``ship_model=True``: the GGUF is not a file on the driver.
     """
-    ray = _ray()
     cfg = _as_config(config, {})
     overrides: dict[str, Any] = {"truncate_dim": truncate_dim, "precision": precision}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     _refuse_calibrated(cfg)
-    text_column = _check_column(text_column, "text_column")
+    kwargs = {"text_column": text_column, "id_column": id_column, "prompt_name": prompt_name, "prompt": prompt}
+    return _map_dataset(
+        ds,
+        cfg,
+        Embedder,
+        {"text_column": text_column},
+        output_column,
+        kwargs,
+        _Resources(n_threads, concurrency, batch_size, num_cpus, num_gpus, library, runtime_env),
+        ship_model=ship_model,
+        cache_dir=cache_dir,
+        split_blocks=split_blocks,
+        ray_remote_args=ray_remote_args,
+    )
+
+
+def rerank_dataset(
+    ds: Dataset,
+    config: ModelConfig | Mapping[str, Any],
+    query_column: str = "query",
+    document_column: str = "document",
+    output_column: str = "score",
+    *,
+    id_column: str | None = None,
+    activation: str | None = None,
+    n_threads: int | None = None,
+    concurrency: int | tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    library: str | os.PathLike[str] | None = None,
+    ship_model: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    runtime_env: Mapping[str, Any] | None = None,
+    split_blocks: bool = True,
+    **ray_remote_args: Any,
+) -> Dataset:
+    """``ds`` with a reranker's score of each row's (query, document) pair: a float32 column (a
+    ``fixed_size_list<float32>[num_labels]`` for a head with several outputs).
+
+    The scores are :meth:`embellama.Reranker.predict`'s, with the model's activation unless ``activation`` says
+    otherwise. Lazy, like :func:`embed_dataset`, and planned the same way (:func:`plan_actors`: actors, threads,
+    CPUs, GPUs and rows per batch); each actor is a :class:`RerankScorer`. To rank, sort or group the result by
+    query, e.g. ``ds.sort(["query_id", "score"], descending=[False, True])``.
+
+    Parameters
+    ----------
+    ds : ray.data.Dataset
+        The dataset, with a column of queries and a column of documents (one pair per row).
+    config : ModelConfig or mapping
+        The reranker, or a mapping of ``ModelConfig`` fields.
+    query_column, document_column, output_column, id_column
+        The columns of queries and documents, the column to add, and a column that identifies rows in errors.
+    activation : str, optional
+        "sigmoid", "identity" (raw logits) or "softmax"; default: the model's.
+    n_threads, concurrency, batch_size, num_cpus, num_gpus, library, ship_model, cache_dir, runtime_env, split_blocks
+        As for :func:`embed_dataset` (``batch_size`` counts pairs).
+    **ray_remote_args
+        Passed to ``map_batches`` as they are.
+
+    Returns
+    -------
+    ray.data.Dataset
+        The lazy dataset with ``output_column`` added.
+
+    Raises
+    ------
+    ConfigurationError
+        A bad column name, setting or activation, a missing query or document column, an output column that
+        exists already, or a model file (readable on the driver) that is not a reranker.
+    ModelNotFoundError
+        With ``ship_model=True``: the GGUF is not a file on the driver.
+    """
+    cfg = _as_config(config, {})
+    Reranker(cfg, activation=activation)  # the config and the activation, checked here rather than on every actor
+    if Path(cfg.model_path).is_file() and not is_reranker(cfg):
+        raise ConfigurationError(
+            f"model {cfg.name!r}: {cfg.model_path} is not a reranker (it has no classification head); "
+            "embed with it: embed_dataset"
+        )
+    columns = {"query_column": query_column, "document_column": document_column}
+    if query_column == document_column:
+        raise ConfigurationError(f"query_column and document_column are both {query_column!r}")
+    kwargs = {**columns, "id_column": id_column, "activation": activation}
+    return _map_dataset(
+        ds,
+        cfg,
+        RerankScorer,
+        columns,
+        output_column,
+        kwargs,
+        _Resources(n_threads, concurrency, batch_size, num_cpus, num_gpus, library, runtime_env),
+        ship_model=ship_model,
+        cache_dir=cache_dir,
+        split_blocks=split_blocks,
+        ray_remote_args=ray_remote_args,
+    )
+
+
+class _Resources(NamedTuple):
+    """What the caller asked of the cluster (None: :func:`plan_actors` decides)."""
+
+    n_threads: int | None
+    concurrency: int | tuple[int, int] | None
+    batch_size: int | None
+    num_cpus: float | None
+    num_gpus: float | None
+    library: str | os.PathLike[str] | None
+    runtime_env: Mapping[str, Any] | None
+
+
+def _map_dataset(
+    ds: Dataset,
+    cfg: ModelConfig,
+    actor: type[Embedder | RerankScorer],
+    inputs: Mapping[str, str],
+    output_column: str,
+    kwargs: Mapping[str, Any],
+    asked: _Resources,
+    *,
+    ship_model: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    split_blocks: bool,
+    ray_remote_args: dict[str, Any],
+) -> Dataset:
+    """``ds.map_batches(actor, ...)`` as :func:`plan_actors` plans it, once the columns (``inputs``: argument
+    name -> column) are checked against the dataset's schema where it is known."""
+    ray = _ray()
+    for what, column in inputs.items():
+        _check_column(column, what)
     output_column = _check_column(output_column, "output_column")
     schema = ds.schema(fetch_if_missing=False)
     if schema is not None:
         names = list(schema.names)
-        if text_column not in names:
-            raise ConfigurationError(f"model {cfg.name!r}: the dataset has no column {text_column!r}; columns: {names}")
+        for column in inputs.values():
+            if column not in names:
+                raise ConfigurationError(f"model {cfg.name!r}: the dataset has no column {column!r}; columns: {names}")
         if output_column in names:
             raise ConfigurationError(f"model {cfg.name!r}: the dataset already has a column {output_column!r}")
     plan = plan_actors(
         cfg,
-        n_threads=n_threads,
-        concurrency=concurrency,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        batch_size=batch_size,
-        library=library,
+        n_threads=asked.n_threads,
+        concurrency=asked.concurrency,
+        num_cpus=asked.num_cpus,
+        num_gpus=asked.num_gpus,
+        batch_size=asked.batch_size,
+        library=asked.library,
     )
     cfg = dataclasses.replace(cfg, n_threads=plan.n_threads)
-    env: dict[str, Any] = dict(runtime_env or {})
-    if library is not None:
-        env["env_vars"] = {**dict(env.get("env_vars") or {}), ENV_LIB: os.fspath(library)}
+    env: dict[str, Any] = dict(asked.runtime_env or {})
+    if asked.library is not None:
+        env["env_vars"] = {**dict(env.get("env_vars") or {}), ENV_LIB: os.fspath(asked.library)}
     if isinstance(plan.concurrency, tuple):
         compute = ray.data.ActorPoolStrategy(min_size=plan.concurrency[0], max_size=plan.concurrency[1])
     else:
         compute = ray.data.ActorPoolStrategy(size=plan.concurrency)
-    kwargs: dict[str, Any] = {
+    constructor: dict[str, Any] = {
+        **kwargs,
         "config": cfg,
-        "text_column": text_column,
         "output_column": output_column,
-        "id_column": id_column,
         "shipped": _put_model(cfg.model_path) if ship_model else None,
         "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
-        "prompt_name": prompt_name,
-        "prompt": prompt,
     }
     if plan.num_gpus > 0:
         ray_remote_args.setdefault("num_gpus", plan.num_gpus)
@@ -701,11 +1023,11 @@ def embed_dataset(
     if split_blocks:
         ds = ds.repartition(target_num_rows_per_block=plan.batch_size)
     return ds.map_batches(
-        Embedder,
+        actor,
         batch_format="pyarrow",
         batch_size=plan.batch_size,
         compute=compute,
-        fn_constructor_kwargs=kwargs,
+        fn_constructor_kwargs=constructor,
         num_cpus=plan.num_cpus,
         runtime_env=env or None,
         **ray_remote_args,

@@ -26,8 +26,10 @@ from embellama import (
     InvalidInputError,
     ModelConfig,
     ModelNotFoundError,
+    Reranker,
 )
-from embellama.ray import Embedder, embed_dataset, embedding_matrix, plan_actors
+from embellama.ray import Embedder, RerankScorer, embed_dataset, embedding_matrix, plan_actors, rerank_dataset
+from tests.support import rerank_models
 
 REPO = Path(__file__).resolve().parent.parent
 MIN_COS = 0.9999
@@ -363,3 +365,157 @@ def test_readme_many_machines_example(cluster, minilm_f16):
     with contextlib.redirect_stdout(out):
         exec(compile(match.group(1), "README:Many machines", "exec"), {"MODEL": str(minilm_f16)})
     assert "3 fixed_size_list<element: float>[384] (3, 384)" in out.getvalue()
+
+
+# -- reranking: RerankScorer and rerank_dataset ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rerankers(library) -> dict[str, rerank_models.Built]:
+    return {name: rerank_models.ensure(name) for name in ("bert", "bert3")}
+
+
+def _reranker_config(built: rerank_models.Built, **fields) -> ModelConfig:
+    """The F32 file as it is (compute_type off: the references' weights), one thread."""
+    return ModelConfig(model_path=built.gguf("f32"), compute_type="off", n_threads=1, **fields)
+
+
+def _predict(config: ModelConfig, pairs, **kwargs) -> np.ndarray:
+    with Reranker(config) as reranker:
+        return reranker.predict(pairs, show_progress_bar=False, **kwargs)
+
+
+def test_rerank_scorer_every_batch_format_and_its_errors(rerankers):
+    config = _reranker_config(rerankers["bert"], model_name="bert")
+    pairs = rerank_models.flat_pairs()[:40]
+    expected = _predict(config, pairs)
+    ids = np.arange(500, 540)
+    table = pa.table({"id": ids, "query": [q for q, _ in pairs], "document": [d for _, d in pairs]})
+    scorer = RerankScorer(config, id_column="id")
+    try:
+        assert (scorer.num_labels, scorer.activation) == (1, "sigmoid")
+        out = scorer(table)
+        assert out.column_names == ["id", "query", "document", "score"]
+        assert out.schema.field("score").type == pa.float32()
+        assert out.column("id").to_pylist() == ids.tolist()
+        np.testing.assert_allclose(out.column("score").to_numpy(), expected, atol=1e-6)
+
+        batch = {name: np.array(table.column(name).to_pylist(), dtype=object) for name in ("query", "document")}
+        got = scorer({"id": ids, **batch})
+        assert got["score"].dtype == np.float32 and got["score"].shape == (40,) and got["id"] is ids
+        np.testing.assert_allclose(got["score"], expected, atol=1e-6)
+        frame = scorer(table.to_pandas())
+        assert list(frame.columns) == ["id", "query", "document", "score"] and frame["score"].dtype == np.float32
+        np.testing.assert_allclose(frame["score"].to_numpy(), expected, atol=1e-6)
+        assert scorer(table.slice(0, 0)).schema.field("score").type == pa.float32()
+
+        bad = table.set_column(2, "document", pa.array([d if i != 7 else "" for i, (_, d) in enumerate(pairs)]))
+        with pytest.raises(InvalidInputError) as info:
+            scorer(bad)
+        assert str(info.value) == "model 'bert': column 'document': text is empty; row id=507 (input #7)"
+        with pytest.raises(InvalidInputError, match=r"column 'query': expected str, got int; row id=1 \(input #0\)"):
+            scorer({"id": np.array([1]), "query": np.array([5]), "document": np.array(["d"], dtype=object)})
+        with pytest.raises(ConfigurationError, match=r"no column 'document' in the batch; columns: \['id', 'query'\]"):
+            scorer(table.select(["id", "query"]))
+        with pytest.raises(ConfigurationError, match="already has a column 'score'"):
+            scorer(out)
+    finally:
+        scorer.close()
+
+    # a head with several outputs: a fixed_size_list column, the activation as asked
+    three = RerankScorer(_reranker_config(rerankers["bert3"]), activation="softmax", output_column="nli")
+    try:
+        column = three(table).column("nli")
+        assert column.type == pa.list_(pa.float32(), 3)
+        scores = embedding_matrix(column)
+        np.testing.assert_allclose(scores, _predict(_reranker_config(rerankers["bert3"]), pairs, activation="softmax"),
+                                   atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(scores.sum(1), 1.0, atol=1e-5)
+    finally:
+        three.close()
+
+    with pytest.raises(ConfigurationError, match="unknown activation 'tanh'"):
+        RerankScorer(config, activation="tanh")
+    with pytest.raises(ConfigurationError, match="query_column and document_column are both 'text'"):
+        RerankScorer(config, query_column="text", document_column="text")
+
+
+def test_rerank_scorer_refuses_an_embedding_model(minilm_f16):
+    with pytest.raises(ConfigurationError, match="has no classification head"):
+        RerankScorer(model_path=minilm_f16, n_threads=1)
+
+
+def test_rerank_dataset_parquet_round_trip_with_two_actors(cluster, rerankers, tmp_path):
+    built = rerankers["bert"]
+    pairs = rerank_models.flat_pairs()  # 200 queries x 20 documents
+    n = len(pairs)
+    ids = np.arange(7000, 7000 + n)
+    source = pa.table({"id": ids, "query": [q for q, _ in pairs], "document": [d for _, d in pairs]})
+    source = source.append_column("query_id", pa.array(np.arange(n) // 20))
+    pq.write_table(source, tmp_path / "pairs.parquet")
+    config = _reranker_config(built)
+    with Reranker(config) as reranker:
+        assert plan_actors(config).batch_size == reranker.context.n_seq_max  # pairs per llama.cpp call
+        expected = reranker.predict(pairs, show_progress_bar=False)
+
+    ds = ray.data.read_parquet(str(tmp_path / "pairs.parquet"))
+    rerank_dataset(ds, config, concurrency=2, n_threads=1).write_parquet(str(tmp_path / "out"))
+
+    table = pq.read_table(tmp_path / "out")
+    assert table.schema.names == ["id", "query", "document", "query_id", "score"]
+    assert table.schema.field("score").type == pa.float32() and table.num_rows == n
+    got_ids = table.column("id").to_numpy()
+    order = np.argsort(got_ids)
+    assert np.array_equal(got_ids[order], ids)
+    assert table.column("document").take(pa.array(order)).to_pylist() == [d for _, d in pairs]
+    scores = table.column("score").to_numpy()[order]
+    # Reranker.predict in one process, on other batches: llama.cpp's F16 GELU table turns a different summation
+    # order into differences of about 1e-4
+    np.testing.assert_allclose(scores, expected, atol=5e-4)
+    np.testing.assert_allclose(scores, built.reference()["scores"], atol=2e-3)  # CrossEncoder.predict
+    # the best document of each query, where the reference's margin is larger than those differences
+    reference = built.reference()["scores"].reshape(-1, 20)
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2e-3
+    assert clear.sum() >= 100
+    best = scores.reshape(-1, 20).argmax(1)
+    assert np.array_equal(best[clear], reference.argmax(1)[clear])
+
+
+def test_rerank_dataset_shipped_multi_label_model(cluster, rerankers, tmp_path):
+    private = tmp_path / "driver-only" / "nli.gguf"
+    private.parent.mkdir()
+    shutil.copy(rerankers["bert3"].gguf("f32"), private)
+    pairs = rerank_models.flat_pairs()[:30]
+    ds = ray.data.from_items([{"id": i, "q": q, "d": d} for i, (q, d) in enumerate(pairs)], override_num_blocks=2)
+    config = ModelConfig(model_path=private, compute_type="off", n_threads=1)
+    expected = _predict(config, pairs, activation="softmax")
+    lazy = rerank_dataset(ds, config, "q", "d", "nli", activation="softmax", concurrency=1, ship_model=True,
+                          cache_dir=tmp_path / "node-cache")  # fmt: skip
+    private.unlink()  # the workers use the shipped bytes
+    rows = sorted(lazy.take_all(), key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == list(range(30))
+    np.testing.assert_allclose(embedding_matrix([r["nli"] for r in rows]), expected, atol=1e-6)
+
+
+def test_rerank_dataset_checks_and_a_failing_batch(cluster, rerankers, minilm_f16):
+    ds = ray.data.from_items([{"id": i, "query": "a query", "document": f"document {i}"} for i in range(40)])
+    config = _reranker_config(rerankers["bert"], model_name="bert")
+    with pytest.raises(
+        ConfigurationError, match=r"the dataset has no column 'passage'; columns: \['id', 'query', 'document'\]"
+    ):
+        rerank_dataset(ds, config, document_column="passage")
+    with pytest.raises(ConfigurationError, match="already has a column 'id'"):
+        rerank_dataset(ds, config, output_column="id")
+    with pytest.raises(ConfigurationError, match="unknown activation 'relu'"):
+        rerank_dataset(ds, config, activation="relu")
+    with pytest.raises(ConfigurationError, match="is not a reranker .* embed_dataset"):
+        rerank_dataset(ds, ModelConfig(model_path=minilm_f16))
+    with pytest.raises(ConfigurationError, match="a Reranker scores with pooling 'rank', not 'mean'"):
+        rerank_dataset(ds, _reranker_config(rerankers["bert"], pooling="mean"))
+
+    rows = [{"id": i, "query": "a query", "document": f"document {i}" if i != 17 else ""} for i in range(40)]
+    failing = ray.data.from_items(rows, override_num_blocks=1)
+    with pytest.raises(Exception) as info:
+        rerank_dataset(failing, config, id_column="id", concurrency=1).take_all()
+    assert "InvalidInputError: model 'bert': column 'document': text is empty; row id=17 (input #17)" in str(info.value)
