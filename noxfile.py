@@ -221,7 +221,9 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """embellama beside its peers on two corpora (benchmarks/bench.py): JSON, markdown and PNG in benchmarks/results/.
 
-    ``nox -s bench -- --rounds 1 --limit 200 --only llama-cpp-python`` passes options to bench.py.
+    ``nox -s bench -- --rounds 1 --limit 200 --only llama-cpp-python`` passes options to bench.py (and with
+    ``--only`` runs bench.py alone); otherwise bench_serve.py (the servers) and bench_rerank.py (Reranker beside
+    CrossEncoder) run too.
     ``nox -s bench -- --backend cuda`` instead measures a GPU build's throughput and compares it with the CPU build.
     """
     args = list(session.posargs)
@@ -257,7 +259,10 @@ def bench(session: nox.Session) -> None:
     # The peers' modules were compiled to bytecode when pip installed them; embellama's checkout is an editable
     # install, so compile it the same way (PYTHONDONTWRITEBYTECODE would otherwise recompile it at every start-up).
     session.run("python", "-m", "compileall", "-q", "embellama")
-    session.run("python", "benchmarks/bench.py", *args, env={"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""})
+    env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""}
+    session.run("python", "benchmarks/bench.py", *args, env=env)
+    if "--only" not in args:  # Reranker beside CrossEncoder
+        session.run("python", "benchmarks/bench_rerank.py", env=env)
 
 
 @nox.session

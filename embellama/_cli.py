@@ -650,7 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser(
         "serve",
-        help="serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/models, /health (needs embellama[server])",
+        help=(
+            "serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/rerank, /v1/models, /health "
+            "(needs embellama[server])"
+        ),
     )
     srv.add_argument("models", nargs="*", type=Path, help="GGUF model files (the first is the default model)")
     srv.add_argument("--model-name", action="append", help="name of the n-th model file (repeat; default: its stem)")

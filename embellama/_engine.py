@@ -46,7 +46,7 @@ from ._batch import ProgressCallback
 from ._config import EngineConfig, ModelConfig, NormalizeSpec, parse_normalization
 from ._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
 from ._model import EmbeddingModel, LlamaModel
-from ._rerank import Reranker, _activate, _check_activation, _is_pair, is_reranker, rank_results
+from ._rerank import Reranker, _check_activation, _is_pair, is_reranker, rank_results
 
 if TYPE_CHECKING:  # asyncio is imported on first async use: it would add ~25 ms to every start-up
     import asyncio
@@ -674,8 +674,7 @@ def _score_pairs(
     llama_model, _, _ = model._require()
     model._check_batch_size(batch_size)
     tracker = _batch.Progress(len(pairs), model.name, False, progress)
-    tokens = model._pair_tokens(llama_model, pairs, offset, model.config.truncate)
-    scores = _activate(model._infer(tokens, batch_size, tracker), activation or model.activation)
+    scores = model._score(llama_model, pairs, offset, batch_size, activation or model.activation, tracker)
     tracker.close()
     return scores
 

@@ -402,10 +402,8 @@ class Reranker(LlamaModel):
         self._check_batch_size(batch_size)
         kind = _check_activation(activation, f"model {self.name!r}") or self.activation
         tracker = _batch.Progress(len(batch), self.name, show_progress_bar, progress)
-        tokens = self._pair_tokens(model, batch, 0, self.config.truncate)
-        logits = self._infer(tokens, batch_size, tracker)
+        scores = self._score(model, batch, 0, batch_size, kind, tracker)
         tracker.close()
-        scores = _activate(logits, kind)
         return scores[0] if single else scores
 
     def predict_iter(
@@ -447,10 +445,9 @@ class Reranker(LlamaModel):
         source = iter(pairs)
         done = 0
         while chunk := list(itertools.islice(source, chunk_size)):
-            tokens = self._pair_tokens(model, chunk, done, self.config.truncate)
-            logits = self._infer(tokens, batch_size, _batch.Progress(len(chunk), self.name, False))
+            scores = self._score(model, chunk, done, batch_size, kind, _batch.Progress(len(chunk), self.name, False))
             done += len(chunk)
-            yield _activate(logits, kind)
+            yield scores
 
     def rank(
         self,
@@ -526,6 +523,19 @@ class Reranker(LlamaModel):
             progress=progress,
         )
         return out[:, :1] if self._head.template is not None else out  # a decoder's P(yes), not P(no)
+
+    def _score(
+        self,
+        model: Model,
+        pairs: Sequence[Any],
+        offset: int,
+        batch_size: int | None,
+        activation: str,
+        tracker: _batch.Progress,
+    ) -> npt.NDArray[np.float32]:
+        """The checked, tokenized and scored ``pairs`` (errors name a pair by ``offset`` + its index)."""
+        tokens = self._pair_tokens(model, pairs, offset, self.config.truncate)
+        return _activate(self._infer(tokens, batch_size, tracker), activation)
 
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"

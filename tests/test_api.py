@@ -21,7 +21,7 @@ EXCEPTIONS = (
     "EmbellamaError LibraryError ConfigurationError ModelNotFoundError ModelLoadError InvalidInputError "
     "EmbeddingError ResourceClosedError ThreadAffinityError EngineBusyError"
 ).split()
-CLASSES = "EmbeddingModel EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
+CLASSES = "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
 FUNCTIONS = "normalize load_library get_library quantize_embeddings".split()
 PUBLIC = sorted([*EXCEPTIONS, *CLASSES, *FUNCTIONS, "__version__"])
 

@@ -171,9 +171,10 @@ def test_only_the_bench_session_builds_llama_server(noxfile, monkeypatch):
     built = next(i for i, c in enumerate(commands) if "build_llama.py" in c)
     assert commands[built].endswith("--backend cpu --with-server")
     assert built < next(i for i, c in enumerate(commands) if "bench_serve.py" in c)
-    # with --only, bench.py alone: the tools build, no server
+    assert any("bench_rerank.py" in c for c in commands)
+    # with --only, bench.py alone: the tools build, no server, no reranker bench
     session = FakeSession(["--only", "llama-cpp-python"])
     noxfile.bench(session)
     commands = session.commands()
     assert any(c.endswith("--backend cpu --with-tools") for c in commands)
-    assert not any("--with-server" in c or "bench_serve.py" in c for c in commands)
+    assert not any("--with-server" in c or "bench_serve.py" in c or "bench_rerank.py" in c for c in commands)
