@@ -23,6 +23,8 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from embellama import EmbeddingModel, ModelConfig
 
@@ -246,6 +248,53 @@ def test_bad_requests_get_openai_errors_with_the_right_status(client, body, stat
     assert set(error) == {"message", "type", "param", "code"}
     assert fragment in error["message"]
     assert error["param"] == param
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_TOKENS = st.lists(st.integers(-(2**40), 2**40), max_size=8)
+_INPUT = (
+    _JSON | st.text(max_size=60) | st.lists(st.text(max_size=30), max_size=5) | _TOKENS | st.lists(_TOKENS, max_size=4)
+)
+_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "input": _INPUT,
+        "model": st.sampled_from(["minilm", "q8", "nope"]) | _JSON,
+        "encoding_format": st.sampled_from(["float", "base64"]) | _JSON,
+        "dimensions": st.integers(-2, 400) | _JSON,
+        "user": _JSON,
+    },
+)
+
+
+def _post_json(client, path, body):
+    """``body`` as Python's json writes it: NaN and Infinity included, which Python's json.loads reads back."""
+    return client.post(path, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+
+def _answered_in_kind(response):
+    """A 2xx with data, or a 4xx in OpenAI's error shape: never a 5xx, never a dropped connection."""
+    assert response.status_code in (200, 400, 404, 413, 422), response.text
+    if response.status_code != 200:
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    return response
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_FIELDS | _JSON)
+def test_any_json_body_gets_an_answer_or_a_4xx_and_the_server_keeps_serving(client, body):
+    """Bodies drawn from the whole JSON space, with the fields' own kinds mixed in (token ids far outside the
+    vocabulary among them): each gets vectors or an OpenAI error, and the next request is served."""
+    response = _answered_in_kind(_post_json(client, "/v1/embeddings", body))
+    if response.status_code == 200:
+        inputs = body["input"]
+        count = 1 if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)) else len(inputs)
+        assert len(response.json()["data"]) == count
+    assert client.get("/health").status_code == 200
 
 
 def test_keys_paths_and_methods(server):
@@ -556,6 +605,31 @@ def test_bad_rerank_requests_get_openai_errors_with_the_right_status(rerank_clie
     assert set(error) == {"message", "type", "param", "code"}
     assert fragment in error["message"], error
     assert error["param"] == param
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.fixed_dictionaries(
+        {},
+        optional={
+            "query": st.text(max_size=40) | _JSON,
+            "documents": st.lists(st.text(max_size=30), max_size=5) | _JSON,
+            "top_n": st.integers(-2, 8) | _JSON,
+            "return_documents": st.booleans() | _JSON,
+            "model": _JSON,
+        },
+    )
+    | _JSON
+)
+def test_any_rerank_body_gets_results_or_a_4xx_and_the_server_keeps_serving(rerank_client, body):
+    response = _answered_in_kind(_post_json(rerank_client, "/v1/rerank", body))
+    if response.status_code == 200:
+        results = response.json()["results"]
+        indices, scores = [r["index"] for r in results], [r["relevance_score"] for r in results]
+        assert len(set(indices)) == len(indices) and all(0 <= i < len(body["documents"]) for i in indices)
+        assert scores == sorted(scores, reverse=True)
+        assert len(results) == min(len(body["documents"]), body.get("top_n") or len(body["documents"]))
+    assert rerank_client.get("/health").status_code == 200
 
 
 def test_rerank_on_a_full_engine_gets_503_with_retry_after(rerank_server, rerank_client):
