@@ -334,3 +334,20 @@ def test_close_answers_queued_requests_and_refuses_new_ones(pairs):
         eng.rerank("q", ["d"])
     with pytest.raises(ResourceClosedError):
         eng.predict([("q", "d")])
+
+
+def test_scores_are_not_cached_and_the_decoder_kind_is_served(pairs):
+    """With a cache, reranking leaves it untouched (a score belongs to a pair, not a text); a decoder reranker
+    (Qwen3-Reranker's kind) serves P(yes) as Reranker does."""
+    config = EngineConfig(cache_size=64, cache_batches=True)
+    qwen = ModelConfig(model_path=rerank_models.ensure("qwen3").gguf("f32"), model_name="qwen", compute_type="off")
+    with EmbeddingEngine(config, models=[_config("bert", "bert"), qwen]) as eng:
+        query, docs = pairs[0][0], [doc for _, doc in pairs[:5]]
+        first = eng.rerank(query, docs, model="bert")
+        assert eng.rerank(query, docs, model="bert") == first
+        info = eng.cache_info()
+        assert (info.hits, info.misses, info.currsize) == (0, 0, 0), info
+        assert eng.info("qwen")["kind"] == "reranker"
+        served = eng.predict(pairs[:5], model="qwen")
+    with Reranker(qwen) as direct_qwen:
+        np.testing.assert_allclose(served, direct_qwen.predict(pairs[:5]), atol=1e-5)
