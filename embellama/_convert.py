@@ -164,9 +164,14 @@ def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> P
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
             raise ModelLoadError(str(hf_dir), f"convert_hf_to_gguf.py failed ({proc.returncode}):\n{tail}")
+        if not _gguf.read_header(tmp).tensors:  # the converter writes an empty model for a folder without weights
+            raise ModelLoadError(
+                str(hf_dir),
+                "convert_hf_to_gguf.py wrote no tensors: the folder holds no weights (*.safetensors, *.bin)",
+            )
         if prompts or default_prompt:
             write_prompts(tmp, tmp, prompts, default_prompt)
-        for change in cross_encoder_fixes(hf_dir, tmp):
+        for change in converter_fixes(hf_dir, tmp):
             logger.info("%s: %s", hf_dir, change)
         os.replace(tmp, destination)
     finally:
@@ -209,8 +214,11 @@ def token_type_count(header: _gguf.Header) -> int:
     return int(value or 1)
 
 
-def cross_encoder_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike[str]) -> list[str]:
-    """Write into a freshly converted cross-encoder's GGUF what llama.cpp's converter leaves out (in place).
+def converter_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike[str]) -> list[str]:
+    """Write into a freshly converted GGUF what llama.cpp's converter leaves out (in place, in one rewrite).
+
+    For ModernBERT: ``modern-bert.attention.layer_norm_epsilon``, which llama.cpp's loader requires and the
+    pinned converter does not write (the config names it ``norm_eps``, written as an RMS-norm epsilon).
 
     For ``*ForSequenceClassification`` checkpoints:
 
@@ -228,15 +236,24 @@ def cross_encoder_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.Path
     folder = Path(hf_dir)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     architectures = config.get("architectures") or []
-    if not any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        return []
-    gguf = require_gguf("a cross-encoder's head")
-    kinds = gguf.GGUFValueType
+    cross_encoder = any(str(a).endswith("ForSequenceClassification") for a in architectures)
     header = _gguf.read_header(gguf_path, arrays=_VOCAB_ARRAYS)
     arch = header.architecture
+    epsilon_missing = arch == "modern-bert" and header.arch_value("attention.layer_norm_epsilon") is None
+    if not cross_encoder and not epsilon_missing:
+        return []
+    gguf = require_gguf("a cross-encoder's head" if cross_encoder else "ModernBERT's layer-norm epsilon")
+    kinds = gguf.GGUFValueType
     keys: dict[str, tuple[object, object]] = {}
-    tensors = {}
+    tensors: dict[str, np.ndarray] = {}
     changes: list[str] = []
+    if epsilon_missing:
+        epsilon = float(config.get("layer_norm_eps") or config.get("norm_eps") or 1e-5)
+        keys[f"{arch}.attention.layer_norm_epsilon"] = (epsilon, kinds.FLOAT32)
+        changes.append(f"the layer-norm epsilon {epsilon:g} (config.json's norm_eps)")
+    if not cross_encoder:
+        _gguf.rewrite(gguf_path, gguf_path, why="ModernBERT's layer-norm epsilon", set_keys=keys, tensors=tensors)
+        return changes
     if header.arch_value("pooling_type") is None:
         keys[f"{arch}.pooling_type"] = (_RANK, kinds.UINT32)
         changes.append("pooling type rank")

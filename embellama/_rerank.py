@@ -7,7 +7,7 @@ vocabulary's rules, cuts the document first when a pair is too long, packs pairs
 calls like ``embed_batch`` packs texts, and applies the activation.
 
 Two things the stock conversion of a BERT cross-encoder loses, ``embellama convert`` writes back (see
-:func:`embellama._convert.cross_encoder_fixes`): the pooler (dense + tanh) before the classifier, and token
+:func:`embellama._convert.converter_fixes`): the pooler (dense + tanh) before the classifier, and token
 type 1 of the second segment, as a second block of token rows (``embellama.token_type_offset``) into which
 this module shifts the document's tokens. A file without them is scored as llama.cpp would, with a warning.
 """

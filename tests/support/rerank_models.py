@@ -6,6 +6,10 @@
 - ``bert3``: the same with three labels (an NLI head);
 - ``xlm-roberta``: ``XLMRobertaForSequenceClassification`` (one token type, dense + tanh + out_proj head)
   with a SentencePiece unigram trained on the STS sentences, the kind of bge-reranker-v2-m3;
+- ``modernbert``: ``ModernBertForSequenceClassification`` (GeGLU, alternating global and local attention,
+  a dense + GELU + norm head on the mean of the tokens, ``classifier_pooling="mean"``) with ModernBERT's
+  byte-level BPE, the kind of gte-reranker-modernbert-base; its config names ``norm_eps`` as published ones do,
+  which ``embellama convert`` turns into the epsilon llama.cpp's loader needs;
 - ``qwen3``: a ``Qwen3ForCausalLM`` named as Qwen3-Reranker (its README), with Qwen2's byte-level BPE: the
   pinned converter keeps the "yes" and "no" rows of the LM head and writes the rerank prompt; its reference
   is P(yes) from transformers' logits at the prompt's last token, as Qwen3-Reranker's own code computes it.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -55,6 +60,7 @@ RECIPES = {
         Recipe("bert", "BertForSequenceClassification", "wordpiece", 1),
         Recipe("bert3", "BertForSequenceClassification", "wordpiece", 3),
         Recipe("xlm-roberta", "XLMRobertaForSequenceClassification", "unigram", 1),
+        Recipe("modernbert", "ModernBertForSequenceClassification", "neox-bpe", 1),
         Recipe("qwen3", "Qwen3ForCausalLM", "qwen2-bpe", 1),  # Qwen3-Reranker's kind: P(yes) at the last token
     )
 }
@@ -127,6 +133,10 @@ def _config(recipe: Recipe, vocab_size: int):  # type: ignore[no-untyped-def]
     small = dict(hidden_size=arch_models.HIDDEN, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
     labels = LABELS3 if recipe.num_labels == 3 else {0: "LABEL_0"}
     common = dict(num_labels=recipe.num_labels, id2label=labels, label2id={v: k for k, v in labels.items()})
+    if recipe.hf_class.startswith("ModernBert"):
+        config = arch_models._config(arch_models.ARCHS["modernbert"], vocab_size)
+        config.update(dict(classifier_pooling="mean", **common))
+        return config
     if recipe.hf_class.startswith("Bert"):
         return tf.BertConfig(vocab_size=vocab_size, max_position_embeddings=512, type_vocab_size=2, **small, **common)
     return tf.XLMRobertaConfig(vocab_size=vocab_size, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
@@ -260,6 +270,9 @@ def build(name: str) -> Built:
         if not (hf_dir / extra.name).exists():
             shutil.copy(extra, hf_dir / extra.name)
     shutil.rmtree(raw)
+    if recipe.hf_class.startswith("ModernBert"):  # the converter reads the pre-5.0 field, as published configs have
+        config_file = hf_dir / "config.json"
+        config_file.write_text(json.dumps(dict(json.loads(config_file.read_text()), global_attn_every_n_layers=2)))
     src = make_model.llama_source()
     built = Built(recipe, tmp)
     for outtype in ("f32", "f16"):
