@@ -242,7 +242,8 @@ def converter_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike
     epsilon_missing = arch == "modern-bert" and header.arch_value("attention.layer_norm_epsilon") is None
     if not cross_encoder and not epsilon_missing:
         return []
-    gguf = require_gguf("a cross-encoder's head" if cross_encoder else "ModernBERT's layer-norm epsilon")
+    why = "a cross-encoder's head" if cross_encoder else "ModernBERT's layer-norm epsilon"
+    gguf = require_gguf(why)
     kinds = gguf.GGUFValueType
     keys: dict[str, tuple[object, object]] = {}
     tensors: dict[str, np.ndarray] = {}
@@ -251,50 +252,48 @@ def converter_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike
         epsilon = float(config.get("layer_norm_eps") or config.get("norm_eps") or 1e-5)
         keys[f"{arch}.attention.layer_norm_epsilon"] = (epsilon, kinds.FLOAT32)
         changes.append(f"the layer-norm epsilon {epsilon:g} (config.json's norm_eps)")
-    if not cross_encoder:
-        _gguf.rewrite(gguf_path, gguf_path, why="ModernBERT's layer-norm epsilon", set_keys=keys, tensors=tensors)
-        return changes
-    if header.arch_value("pooling_type") is None:
-        keys[f"{arch}.pooling_type"] = (_RANK, kinds.UINT32)
-        changes.append("pooling type rank")
-    activation = _st_activation(folder, config)
-    if activation is not None:
-        keys[_gguf.ACTIVATION_KEY] = (activation, kinds.STRING)
-        changes.append(f"activation {activation}")
-    if config.get("model_type") == "bert" and "cls.weight" not in header.tensors:
-        names = [f"{p}pooler.dense.{w}" for p in ("bert.", "") for w in ("weight", "bias")]
-        found = _gguf.checkpoint_tensors(folder, names)
-        for prefix in ("bert.", ""):
-            weight, bias = found.get(f"{prefix}pooler.dense.weight"), found.get(f"{prefix}pooler.dense.bias")
-            if weight is not None and bias is not None:
-                tensors["cls.weight"], tensors["cls.bias"] = weight, bias
-                changes.append("the pooler (dense + tanh) as the head's cls tensors")
-                break
-    n_types = token_type_count(header)
-    if n_types >= 2 and "token_types.weight" in header.tensors:
-        values = _gguf.tensor_values(gguf_path, ["token_embd.weight", "token_types.weight"])
-        embd, types = values["token_embd.weight"], values["token_types.weight"]
-        n_vocab = embd.shape[0]
-        tensors["token_embd.weight"] = np.concatenate([embd, embd + (types[1] - types[0])])
-        tokens = header.metadata["tokenizer.ggml.tokens"]
-        keys["tokenizer.ggml.tokens"] = (
-            tokens + [_TYPE_ROW_TOKEN.format(i) for i in range(n_vocab)],
-            (kinds.ARRAY, kinds.STRING),
-        )
-        if "tokenizer.ggml.token_type" in header.metadata:
-            keys["tokenizer.ggml.token_type"] = (
-                header.metadata["tokenizer.ggml.token_type"] + [_UNUSED] * n_vocab,
-                (kinds.ARRAY, kinds.INT32),
+    if cross_encoder:
+        if header.arch_value("pooling_type") is None:
+            keys[f"{arch}.pooling_type"] = (_RANK, kinds.UINT32)
+            changes.append("pooling type rank")
+        activation = _st_activation(folder, config)
+        if activation is not None:
+            keys[_gguf.ACTIVATION_KEY] = (activation, kinds.STRING)
+            changes.append(f"activation {activation}")
+        if config.get("model_type") == "bert" and "cls.weight" not in header.tensors:
+            names = [f"{p}pooler.dense.{w}" for p in ("bert.", "") for w in ("weight", "bias")]
+            found = _gguf.checkpoint_tensors(folder, names)
+            for prefix in ("bert.", ""):
+                weight, bias = found.get(f"{prefix}pooler.dense.weight"), found.get(f"{prefix}pooler.dense.bias")
+                if weight is not None and bias is not None:
+                    tensors["cls.weight"], tensors["cls.bias"] = weight, bias
+                    changes.append("the pooler (dense + tanh) as the head's cls tensors")
+                    break
+        n_types = token_type_count(header)
+        if n_types >= 2 and "token_types.weight" in header.tensors:
+            values = _gguf.tensor_values(gguf_path, ["token_embd.weight", "token_types.weight"])
+            embd, types = values["token_embd.weight"], values["token_types.weight"]
+            n_vocab = embd.shape[0]
+            tensors["token_embd.weight"] = np.concatenate([embd, embd + (types[1] - types[0])])
+            tokens = header.metadata["tokenizer.ggml.tokens"]
+            keys["tokenizer.ggml.tokens"] = (
+                tokens + [_TYPE_ROW_TOKEN.format(i) for i in range(n_vocab)],
+                (kinds.ARRAY, kinds.STRING),
             )
-        if "tokenizer.ggml.scores" in header.metadata:
-            keys["tokenizer.ggml.scores"] = (
-                header.metadata["tokenizer.ggml.scores"] + [0.0] * n_vocab,
-                (kinds.ARRAY, kinds.FLOAT32),
-            )
-        if header.arch_value("vocab_size") is not None:
-            keys[f"{arch}.vocab_size"] = (2 * n_vocab, kinds.UINT32)
-        keys[_gguf.TOKEN_TYPE_OFFSET_KEY] = (n_vocab, kinds.UINT32)
-        changes.append(f"token type 1 as {n_vocab} more token rows from id {n_vocab}")
+            if "tokenizer.ggml.token_type" in header.metadata:
+                keys["tokenizer.ggml.token_type"] = (
+                    header.metadata["tokenizer.ggml.token_type"] + [_UNUSED] * n_vocab,
+                    (kinds.ARRAY, kinds.INT32),
+                )
+            if "tokenizer.ggml.scores" in header.metadata:
+                keys["tokenizer.ggml.scores"] = (
+                    header.metadata["tokenizer.ggml.scores"] + [0.0] * n_vocab,
+                    (kinds.ARRAY, kinds.FLOAT32),
+                )
+            if header.arch_value("vocab_size") is not None:
+                keys[f"{arch}.vocab_size"] = (2 * n_vocab, kinds.UINT32)
+            keys[_gguf.TOKEN_TYPE_OFFSET_KEY] = (n_vocab, kinds.UINT32)
+            changes.append(f"token type 1 as {n_vocab} more token rows from id {n_vocab}")
     if keys or tensors:
-        _gguf.rewrite(gguf_path, gguf_path, why="a cross-encoder's head", set_keys=keys, tensors=tensors)
+        _gguf.rewrite(gguf_path, gguf_path, why=why, set_keys=keys, tensors=tensors)
     return changes
