@@ -94,7 +94,7 @@ def tests(session: nox.Session, backend: str) -> None:
     if backend == "cpu" and (
         not session.posargs or any("test_wheel" in a or "test_sdist" in a for a in session.posargs)
     ):
-        # The wheel and sdist as users get them (tests/test_wheel.py, tests/test_sdist.py).
+        # The wheel and sdist as users get them (tests/packaging/test_wheel.py, tests/packaging/test_sdist.py).
         env["EMBELLAMA_WHEELHOUSE"] = str(_wheelhouse(session))
         env["EMBELLAMA_SDIST"] = str(WHEEL_DIR / "dist")
     # The whole suite measures line coverage of embellama/ and fails under 80 % (pyproject's
@@ -149,20 +149,20 @@ def wheel(session: nox.Session) -> None:
 LLAMA_WINDOW = ["0.3.27", "0.3.30", LLAMA_CPP_PYTHON.split("==")[1]]
 # The real-model tests that any supported llama.cpp must pass (exact against sentence-transformers).
 LLAMA_WINDOW_TESTS = [
-    "tests/test_sts_exact.py",
-    "tests/test_exactness.py",
-    "tests/test_tokenize.py",
-    "tests/test_model.py",
-    "tests/test_byo_header.py",
-    "tests/test_architectures.py",
-    "tests/test_rerank.py::test_scores_equal_crossencoder",
-    "tests/test_rerank.py::test_tokens_equal_huggingface",
+    "tests/models/test_sts_exact.py",
+    "tests/models/test_exactness.py",
+    "tests/native/test_tokenize.py",
+    "tests/models/test_model.py",
+    "tests/native/test_byo_header.py",
+    "tests/models/test_architectures.py",
+    "tests/models/test_rerank.py::test_scores_equal_crossencoder",
+    "tests/models/test_rerank.py::test_tokens_equal_huggingface",
 ]
 
 # llama.cpp's WordPiece tokenizer drops spacing combining marks (Unicode Mc) that Hugging Face
 # keeps from llama-cpp-python 0.3.30's commit on; 0.3.27's keeps them, as Hugging Face does. The test
 # that pins the difference runs only against the pin.
-WINDOW_DESELECT = ["--deselect", "tests/test_tokenize.py::test_known_divergence_is_limited_to_spacing_marks"]
+WINDOW_DESELECT = ["--deselect", "tests/native/test_tokenize.py::test_known_divergence_is_limited_to_spacing_marks"]
 
 
 def _window_prefix(version: str) -> Path:

@@ -737,7 +737,7 @@ random_text = st.one_of(
 def engines_by_workers(minilm_f16):
     """EmbeddingEngines of the F16 model with 1, 2 and 3 copies."""
     # max_batch_texts=1: no dynamic batching, so each request's vectors are bit-identical to a serial call's
-    # (with batching they equal them to float rounding: tests/test_engine_batching.py)
+    # (with batching they equal them to float rounding: tests/engine/test_engine_batching.py)
     engines = {
         n: EmbeddingEngine(EngineConfig(workers_per_model=n, max_batch_texts=1), models=[_f16(minilm_f16)])
         for n in (1, 2, 3)
@@ -794,7 +794,7 @@ def test_eight_threads_fifty_requests_each_across_two_models(minilm_f16, minilm_
             ]
     expected_by_index = dict(expected)
 
-    # max_batch_texts=1: bit-identical to the direct model (dynamic batching: tests/test_engine_batching.py)
+    # max_batch_texts=1: bit-identical to the direct model (dynamic batching: tests/engine/test_engine_batching.py)
     with EmbeddingEngine(EngineConfig(workers_per_model=2, max_batch_texts=1), models=list(configs.values())) as eng:
         barrier = threading.Barrier(8)
 

@@ -175,7 +175,7 @@ def _open_copy(folder, old="", new=""):
         [sys.executable, "-c", _OPEN_COPY, str(folder), old, new],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -263,7 +263,7 @@ def test_quantized_model_embeds_without_crashing_the_process(library, minilm_f16
         [sys.executable, "-c", _EMBED_Q8, str(minilm_q8), str(minilm_f16)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         timeout=300,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
@@ -382,7 +382,7 @@ def test_declarations_work_without_a_writable_cache(tmp_path, monkeypatch):
 
 
 def test_packaged_declarations_equal_the_include_folder():
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     packaged = root / "embellama" / "llama.cdef.h"
     assert packaged == _lib.CDEF_FILE and not packaged.is_symlink()
     assert packaged.read_bytes() == (root / "include" / "llama.cdef.h").read_bytes()
@@ -390,7 +390,7 @@ def test_packaged_declarations_equal_the_include_folder():
 
 
 def test_the_declarations_ship_as_package_data():
-    pyproject = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'embellama = ["py.typed", "llama.cdef.h"]' in pyproject  # [tool.setuptools.package-data]
     assert not (Path(_lib.__file__).parent / "_include").exists()
 

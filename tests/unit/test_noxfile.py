@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-NOXFILE = Path(__file__).resolve().parent.parent / "noxfile.py"
+NOXFILE = Path(__file__).resolve().parents[2] / "noxfile.py"
 
 
 class _Stop(Exception):
@@ -95,9 +95,9 @@ def test_cpu_session_builds_then_runs_pytest(noxfile, tmp_path):
 
 
 def test_a_selection_after_dashes_runs_as_given_without_the_gate(noxfile):
-    session = FakeSession(["tests/test_config.py", "-x"])
+    session = FakeSession(["tests/unit/test_config.py", "-x"])
     noxfile.tests(session, "cpu")
-    assert session.commands()[-1] == "pytest tests/test_config.py -x"
+    assert session.commands()[-1] == "pytest tests/unit/test_config.py -x"
 
 
 def test_cuda_session_runs_the_suite_then_compares_with_the_cpu_build(noxfile, monkeypatch):
@@ -127,7 +127,7 @@ def test_llama_window_session_builds_that_version_and_runs_the_real_model_tests(
     noxfile.llama(session, "0.3.27")
     commands = session.commands()
     assert commands[0].endswith("build_llama.py --llama-cpp-python 0.3.27")
-    assert commands[-1].startswith("pytest -q tests/test_sts_exact.py tests/test_exactness.py")
+    assert commands[-1].startswith("pytest -q tests/models/test_sts_exact.py tests/models/test_exactness.py")
     prefix = noxfile._window_prefix("0.3.27")
     assert prefix.name == "llama-cpp-python-0.3.27-cpu" and prefix.parent.name == "lib"
 

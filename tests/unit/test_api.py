@@ -14,7 +14,7 @@ from pathlib import Path
 
 import embellama
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The public API by kind; a name added to or dropped from embellama.__all__ is a decision: change this with it.
 EXCEPTIONS = (

@@ -18,7 +18,7 @@ import embellama
 import embellama.llama
 import embellama.ray
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _section(doc: str, title: str) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
 
 EXPECTED = {
@@ -39,8 +39,8 @@ EXPECTED = {
 }
 
 
-# "Many machines" needs a Ray cluster: tests/test_ray.py::test_readme_many_machines_example runs it.
-# "Serve over HTTP" needs a running server: tests/test_serve.py::test_readme_openai_example runs it.
+# "Many machines" needs a Ray cluster: tests/ray/test_ray.py::test_readme_many_machines_example runs it.
+# "Serve over HTTP" needs a running server: tests/server/test_serve.py::test_readme_openai_example runs it.
 ELSEWHERE = ["Many machines", "Serve over HTTP"]
 
 

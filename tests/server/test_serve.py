@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from embellama import EmbeddingModel, ModelConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-embellama"
 START = 120  # seconds for a server to load its models and listen
 WAIT = 60  # seconds: far beyond any request here

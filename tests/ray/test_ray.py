@@ -31,7 +31,7 @@ from embellama import (
 from embellama.ray import Embedder, RerankScorer, embed_dataset, embedding_matrix, plan_actors, rerank_dataset
 from tests.support import rerank_models
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MIN_COS = 0.9999
 
 pytestmark = pytest.mark.filterwarnings(

@@ -11,7 +11,7 @@ import pytest
 import build_llama
 from embellama import _cdefgen
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PINNED_LABEL = build_llama.pinned_label(build_llama.LLAMA_CPP_COMMIT)  # what --update-pin writes
 
 

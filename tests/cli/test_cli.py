@@ -14,7 +14,7 @@ import numpy as np
 
 from embellama import EmbeddingModel, ModelConfig
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The PEP 517 backend's own logic: its options, the wheel it assembles, the library names it ships.
 
-The real builds (a wheel with libllama, an sdist, pip installing it) are tests/test_wheel.py and
-tests/test_sdist.py; here the pieces run on small stand-ins, so that each rule fails on its own.
+The real builds (a wheel with libllama, an sdist, pip installing it) are tests/packaging/test_wheel.py and
+tests/packaging/test_sdist.py; here the pieces run on small stand-ins, so that each rule fails on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build_backend"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build_backend"))
 import embellama_build as eb
 
 sys.path.pop(0)

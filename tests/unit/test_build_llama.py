@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 bl: Any = importlib.import_module("build_llama")
 
 CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")

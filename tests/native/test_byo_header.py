@@ -14,7 +14,7 @@ import pytest
 
 from embellama import LibraryError, _compat, _lib
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # A libllama is opened in a child process: one process holds one libllama.
 _OPEN = """
