@@ -7,7 +7,7 @@ The steps, each a function of its own and run in this order by :func:`run_build`
 1. :func:`fetch_step`: the pinned llama.cpp source (fetched once, then cached);
 2. :func:`declarations_step`: the C declarations: ``include/llama.cdef.h`` for the
    pinned llama.cpp; for another one (``--source PATH``, ``--llama-cpp-python VERSION``)
-   generated from its ``llama.h`` by ``embellama/_cdefgen.py`` (needs pycparser);
+   generated from its ``llama.h`` by ``embellama/_native/cdefgen.py`` (needs pycparser);
 3. :func:`probe_step`: compile and run a small C program against the source's
    ``llama.h`` that records the real sizeof/alignof/offsetof of every struct declared
    there (seconds: a declaration mismatch fails before the long compile);
@@ -65,7 +65,7 @@ GIT_URL = "https://github.com/ggml-org/llama.cpp.git"
 REPO_ROOT = Path(__file__).resolve().parent
 # A checkout has embellama/ beside this script; an installed embellama carries a copy of it as
 # embellama/_build_llama.py (for ``embellama build``), inside the package.
-PACKAGE_DIR = REPO_ROOT if (REPO_ROOT / "_cdefgen.py").is_file() else REPO_ROOT / "embellama"
+PACKAGE_DIR = REPO_ROOT if (REPO_ROOT / "_native" / "cdefgen.py").is_file() else REPO_ROOT / "embellama"
 CDEF_PATH = REPO_ROOT / "include" / "llama.cdef.h"
 if not CDEF_PATH.is_file() and (PACKAGE_DIR / "llama.cdef.h").is_file():
     CDEF_PATH = PACKAGE_DIR / "llama.cdef.h"  # the package's copy of the same declarations
@@ -646,7 +646,7 @@ def compare_probe_layout(
     """Check the probe's JSON against the cdef structs and return the manifest's layout.
 
     Every struct and field must be there, the fields in the order of ``llama.h``.
-    (Not to be confused with ``embellama._lib.check_layout``, which later compares a
+    (Not to be confused with ``embellama._native.lib.check_layout``, which later compares a
     manifest's layout with what cffi computes from the declarations.)
     """
     checked: dict[str, dict[str, Any]] = {}
@@ -2038,8 +2038,8 @@ def declarations_step(plan: Plan, source: Source, cdef: Path) -> Declarations:
 
 
 def generate_cdef(header: Path, label: str) -> str:
-    """embellama's declarations for ``header``, by ``embellama/_cdefgen.py`` (needs pycparser)."""
-    module_file = PACKAGE_DIR / "_cdefgen.py"
+    """embellama's declarations for ``header``, by ``embellama/_native/cdefgen.py`` (needs pycparser)."""
+    module_file = PACKAGE_DIR / "_native" / "cdefgen.py"
     try:
         import importlib.util
 
@@ -2264,8 +2264,8 @@ def build_manifest(
 
 # --------------------------------------------------------------------------- moving the pin
 
-PIN_FILES = ("include/llama.cdef.h", "embellama/llama.cdef.h")  # the pinned declarations, identical
-COMPAT_FILE = "embellama/_compat.py"  # names the pin in the supported range of its errors
+PIN_FILES = ("include/llama.cdef.h", "embellama/_native/llama.cdef.h")  # the pinned declarations, identical
+COMPAT_FILE = "embellama/_native/compat.py"  # names the pin in the supported range of its errors
 
 
 def pinned_label(commit: str) -> str:
@@ -2288,7 +2288,7 @@ def update_pin(version: str, cache_dir: Path, *, commit: str | None = None, writ
     Fetches that sdist, regenerates the pinned declarations from its llama.h, measures
     their struct layout with the probe, and (``write``) rewrites the pins of this script
     (version, sdist sha256, llama.h sha256, commit), the two cdef copies, noxfile.py's
-    llama-cpp-python pin and the pin named by embellama/_compat.py's supported range.
+    llama-cpp-python pin and the pin named by embellama/_native/compat.py's supported range.
     The next ``python build_llama.py`` builds it and records the
     layout in the manifest. ``commit`` is the full llama.cpp commit when known (the sdist's
     CHANGELOG abbreviates it; ``--source git`` needs the full one).

@@ -249,7 +249,7 @@ def count_tokens(model: Path, corpora: dict[str, list[str]]) -> tuple[dict[str, 
     """Tokens per text as llama.cpp's tokenizer (the same WordPiece vocabulary) makes them, [CLS] and [SEP] included,
     and the model's shape (layers, widths) and whether the CPU backend has a BF16 matmul kernel."""
     from embellama import EmbeddingModel, ModelConfig, get_library
-    from embellama._convert import cpu_has_bf16_kernel
+    from embellama._gguf.convert import cpu_has_bf16_kernel
 
     with EmbeddingModel(ModelConfig(model_path=model, n_threads=THREADS, max_tokens=512)).load() as m:
         tokens = {name: [len(m.tokenize(t)) for t in texts] for name, texts in corpora.items()}

@@ -62,7 +62,7 @@ def _timed(fn: Any) -> float:
 
 def packing(model: Any, texts: list[str], rounds: int) -> dict[str, Any]:
     """Length-packed embed_batch vs in-order packing vs a loop of embed, interleaved rounds."""
-    from embellama import _batch
+    from embellama._compute import packing as _batch
 
     shipped = _batch.pack_by_length
 
@@ -119,7 +119,7 @@ def tokenization(model: Any, texts: list[str], rounds: int, workers: int) -> dic
 
 def _serial_iter(model: Any, texts: list[str], chunk: int) -> Iterator[np.ndarray]:
     """embed_iter without its overlap: each chunk tokenized, then run, on the calling thread."""
-    from embellama import _batch
+    from embellama._compute import packing as _batch
 
     for i in range(0, len(texts), chunk):
         tokens = model._tokens(texts[i : i + chunk], i, 1)

@@ -103,7 +103,7 @@ def engine_run(engine: Any, texts: list[str], clients: int) -> dict[str, float]:
 
 def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from embellama import EmbeddingEngine, EngineConfig, ModelConfig
-    from embellama._engine import _engine_stats
+    from embellama._engine.engine import _engine_stats
 
     config = ModelConfig(model_path=model, n_threads=args.threads)
     modes: dict[str, EngineConfig] = {

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import inspect as _inspect
 
-from ._config import EngineConfig, ModelConfig, Normalization, PoolingStrategy
-from ._encode import quantize_embeddings
-from ._engine import EmbeddingEngine
-from ._exceptions import (
+from embellama._compute.output import quantize_embeddings
+from embellama._compute.pooling import Normalization, PoolingStrategy, normalize
+from embellama._config import EngineConfig, ModelConfig
+from embellama._engine.engine import EmbeddingEngine
+from embellama._exceptions import (
     ConfigurationError,
     EmbeddingError,
     EmbellamaError,
@@ -26,11 +27,10 @@ from ._exceptions import (
     ResourceClosedError,
     ThreadAffinityError,
 )
-from ._lib import Library, get_library, load_library
-from ._model import EmbeddingModel
-from ._pooling import normalize
-from ._rerank import Reranker
-from ._version import __version__
+from embellama._models.embedding import EmbeddingModel
+from embellama._models.reranker import Reranker
+from embellama._native.lib import Library, get_library, load_library
+from embellama._version import __version__
 
 __all__ = [
     "ConfigurationError",

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """``python -m embellama``: the same as the ``embellama`` command."""
 
-from ._cli import main
+from embellama._cli.main import main
 
 raise SystemExit(main())

@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-import enum
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._encode import check_precision, check_prompts, check_truncate_dim
-from ._exceptions import ConfigurationError
-from ._lib import enum_names
+from embellama._compute.output import check_precision, check_truncate_dim
+from embellama._compute.pooling import Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
+from embellama._compute.prompts import check_prompts
+from embellama._exceptions import ConfigurationError
+from embellama._native.lib import enum_names
 
 __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 
@@ -21,96 +22,6 @@ _MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
 _INT32_MAX = 2**31 - 1
 # llama.cpp's limits on sequences per context and devices in tensor_split are asked of the
 # loaded library (Library.limits) when the model loads, not hard-coded here.
-
-
-class PoolingStrategy(str, enum.Enum):
-    """How token vectors become one vector per text.
-
-    MEAN, CLS and LAST run inside llama.cpp; MAX and MEAN_SQRT are computed with numpy
-    from the token-level output; NONE returns the token-level vectors themselves.
-    """
-
-    MEAN = "mean"
-    """Average of the token vectors."""
-    CLS = "cls"
-    """The first token's vector (BERT's [CLS])."""
-    MAX = "max"
-    """Element-wise maximum over tokens."""
-    MEAN_SQRT = "mean_sqrt"
-    """Sum over tokens divided by sqrt(token count) (sentence-transformers' mean_sqrt_len_tokens)."""
-    LAST = "last"
-    """The last token's vector (decoder models)."""
-    NONE = "none"
-    """No pooling: one vector per token."""
-    RANK = "rank"
-    """A cross-encoder's classification head on the pooled pair: scores, not embeddings (:class:`Reranker`)."""
-
-    @classmethod
-    def parse(cls, value: PoolingStrategy | str) -> PoolingStrategy:
-        """The strategy an enum member or its name/value names, case-insensitively.
-
-        Parameters
-        ----------
-        value : PoolingStrategy or str
-            A member, or a value such as ``"mean"``, ``"CLS"``, ``"mean-sqrt"``; sentence-transformers'
-            ``"mean_sqrt_len_tokens"`` and ``"lasttoken"`` are accepted too.
-
-        Returns
-        -------
-        PoolingStrategy
-            The member.
-
-        Raises
-        ------
-        ConfigurationError
-            ``value`` names no strategy (the message lists the valid ones).
-        """
-        if isinstance(value, PoolingStrategy):
-            return value
-        if isinstance(value, str):
-            key = value.strip().lower().replace("-", "_")
-            aliases = {"mean_sqrt_len_tokens": "mean_sqrt", "lasttoken": "last", "last_token": "last"}
-            key = aliases.get(key, key)
-            for member in cls:
-                if member.value == key:
-                    return member
-        valid = ", ".join(m.value for m in cls)
-        raise ConfigurationError(f"unknown pooling {value!r}; expected one of: {valid}")
-
-    @property
-    def native(self) -> str:
-        """The llama.cpp pooling that computes it ("none" for the numpy strategies)."""
-        return {"mean": "mean", "cls": "cls", "last": "last", "rank": "rank"}.get(self.value, "none")
-
-
-class Normalization(str, enum.Enum):
-    """Vector normalization; a float ``p`` in ModelConfig.normalize means the p-norm."""
-
-    NONE = "none"
-    L2 = "l2"
-    L1 = "l1"
-    MAX_ABS = "max_abs"
-    """Divide by the largest absolute component (values in [-1, 1])."""
-
-
-NormalizeSpec = bool | str | float | Normalization
-
-
-def parse_normalization(value: NormalizeSpec) -> Normalization | float:
-    """``True`` → L2, ``False`` → NONE, a name, or a number p > 0 for the p-norm."""
-    if isinstance(value, bool):
-        return Normalization.L2 if value else Normalization.NONE
-    if isinstance(value, Normalization):
-        return value
-    if isinstance(value, str):
-        for member in Normalization:
-            if member.value == value.strip().lower():
-                return member
-    elif isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
-        p = float(value)
-        return {1.0: Normalization.L1, 2.0: Normalization.L2}.get(p, p)
-    valid = ", ".join(m.value for m in Normalization)
-    raise ConfigurationError(f"unknown normalization {value!r}; expected True/False, {valid} or a p > 0")
 
 
 @dataclass(frozen=True, kw_only=True)

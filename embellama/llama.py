@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._exceptions import (
+from embellama._exceptions import (
     ConfigurationError,
     EmbeddingError,
     InvalidInputError,
@@ -34,7 +34,7 @@ from ._exceptions import (
     ResourceClosedError,
     ThreadAffinityError,
 )
-from ._lib import Library, enum_names, get_library
+from embellama._native.lib import Library, enum_names, get_library
 
 __all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 

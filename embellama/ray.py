@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _encode
-from ._config import ModelConfig, PoolingStrategy
-from ._engine import EmbeddingEngine
-from ._exceptions import (
+from embellama._compute import output as _output
+from embellama._config import ModelConfig, PoolingStrategy
+from embellama._engine.engine import EmbeddingEngine
+from embellama._exceptions import (
     ConfigurationError,
     EmbellamaError,
     InvalidInputError,
@@ -52,10 +52,10 @@ from ._exceptions import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from ._lib import ENV_LIB, Library, load_library
-from ._model import DEFAULT_CTX_CAP, EmbeddingModel
-from ._rerank import Reranker, is_reranker
-from .llama import Model
+from embellama._models.embedding import DEFAULT_CTX_CAP, EmbeddingModel
+from embellama._models.reranker import Reranker, is_reranker
+from embellama._native.lib import ENV_LIB, Library, load_library
+from embellama.llama import Model
 
 if TYPE_CHECKING:
     from ray.data import Dataset
@@ -314,7 +314,7 @@ class Embedder:
             raise ConfigurationError(
                 f"model {cfg.name!r}: pooling NONE gives one vector per token; a dataset column needs one per text"
             )
-        self.dimensions: int = _encode.output_width(
+        self.dimensions: int = _output.output_width(
             int(self.info["embedding_dimensions"]), cfg.truncate_dim, cfg.precision
         )
         self._dtype = np.dtype({"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(cfg.precision, np.uint8))
@@ -620,7 +620,7 @@ def _on_node(
 
 
 def _refuse_calibrated(config: ModelConfig) -> None:
-    if config.precision in _encode.CALIBRATED:
+    if config.precision in _output.CALIBRATED:
         raise ConfigurationError(
             f"model {config.name!r}: precision {config.precision!r} would calibrate each Ray batch on its own ranges; "
             "embed float32 and quantize with embellama.quantize_embeddings(..., ranges=...) over the whole set"

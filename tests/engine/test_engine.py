@@ -30,7 +30,7 @@ from embellama import (
     ModelNotFoundError,
     ResourceClosedError,
 )
-from embellama._engine import CacheInfo
+from embellama._engine.engine import CacheInfo
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ class _SlowLoad(EmbeddingModel):
 
 @pytest.fixture
 def slow_load(monkeypatch):
-    import embellama._engine as engine_module
+    import embellama._engine.engine as engine_module
 
     class Slow(_SlowLoad):
         gate = threading.Event()
@@ -175,7 +175,7 @@ def _raises(fn):
 
 @pytest.mark.parametrize("how", ["unload_model", "close"])
 def test_a_request_racing_removal_runs_or_fails_closed(minilm_f16, monkeypatch, how):
-    import embellama._engine as engine_module
+    import embellama._engine.engine as engine_module
 
     eng = EmbeddingEngine([ModelConfig(model_path=minilm_f16, model_name="race", n_threads=1)])
     looked_up, go = threading.Event(), threading.Event()
@@ -420,7 +420,7 @@ def test_copies_of_a_model_share_its_requests_and_stop_together(minilm_f16):
 
 
 def test_a_copy_that_fails_to_load_fails_the_model(monkeypatch, minilm_f16):
-    import embellama._engine as engine_module
+    import embellama._engine.engine as engine_module
 
     gates = {"#0": threading.Event(), "#1": threading.Event()}
     entered = threading.Barrier(3)
@@ -570,7 +570,7 @@ class _Recording(EmbeddingModel):
 
 @pytest.fixture
 def recording(monkeypatch):
-    import embellama._engine as engine_module
+    import embellama._engine.engine as engine_module
 
     class Rec(_Recording):
         calls: ClassVar[list[list[str]]] = []

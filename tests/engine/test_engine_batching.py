@@ -23,7 +23,7 @@ from embellama import (
     ModelConfig,
     ResourceClosedError,
 )
-from embellama._engine import _engine_stats
+from embellama._engine.engine import _engine_stats
 
 WAIT = 60  # seconds: far beyond any request here; reaching it means a future was left unresolved
 
@@ -49,7 +49,7 @@ class _Recording(EmbeddingModel):
 
 @pytest.fixture
 def recording(monkeypatch):
-    import embellama._engine as engine_module
+    import embellama._engine.engine as engine_module
 
     class Rec(_Recording):
         calls: ClassVar[list[list]] = []

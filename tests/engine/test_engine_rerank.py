@@ -23,7 +23,7 @@ from embellama import (
     Reranker,
     ResourceClosedError,
 )
-from embellama._engine import _SPLIT_MIN, _engine_stats
+from embellama._engine.engine import _SPLIT_MIN, _engine_stats
 from tests.support import rerank_models
 
 WAIT = 60

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embellama import ConfigurationError, EmbeddingModel, InvalidInputError, ModelConfig
-from embellama._batch import pack_by_length
+from embellama._compute.packing import pack_by_length
 from tests.support.texts import generated
 
 

@@ -25,11 +25,12 @@ from embellama import (
     EngineConfig,
     InvalidInputError,
     ModelConfig,
-    _cli,
-    _convert,
-    _encode,
     quantize_embeddings,
 )
+from embellama._cli import main as _cli
+from embellama._compute import prompts as _prompts
+from embellama._gguf import convert as _convert
+from embellama._gguf import prompts as _gguf_prompts
 from tests.support import make_model
 from tests.support.reference import ST_MAX_SEQ_LENGTH
 from tests.support.st_server import PRECISIONS, STServer
@@ -315,7 +316,7 @@ def test_engine_passes_prompts_truncate_dim_and_precision_through(minilm_f16, mo
 @pytest.fixture(scope="module")
 def prompted_gguf(minilm_f16, tmp_path_factory):
     out = tmp_path_factory.mktemp("prompted") / "minilm-prompts.gguf"
-    _encode.write_prompts(minilm_f16, out, {"query": "query: ", "passage": "passage: "}, "passage")
+    _gguf_prompts.write_prompts(minilm_f16, out, {"query": "query: ", "passage": "passage: "}, "passage")
     return out
 
 
@@ -339,11 +340,11 @@ def test_a_gguf_carries_its_prompts(prompted_gguf, minilm_f16, model):
 def test_writing_prompts_keeps_every_other_key_and_tensor(minilm_paths, tmp_path, kind):
     source = minilm_paths[kind]
     out = tmp_path / "p.gguf"
-    _encode.write_prompts(source, out, {"query": "query: "})
+    _gguf_prompts.write_prompts(source, out, {"query": "query: "})
     texts = TEXTS[:3]
     with EmbeddingModel(_config(model_path=source)) as before, EmbeddingModel(_config(model_path=out)) as after:
         old, new = before.model.metadata(), after.model.metadata()
-        assert new == {**old, _encode.PROMPTS_KEY: '{"query": "query: "}'}
+        assert new == {**old, _prompts.PROMPTS_KEY: '{"query": "query: "}'}
         assert after.model.n_params == before.model.n_params and after.model.ftype == before.model.ftype
         np.testing.assert_array_equal(after.embed_batch(texts), before.embed_batch(texts))
         assert after.default_prompt_name is None and after.prompts["query"] == "query: "
@@ -385,7 +386,7 @@ def test_convert_carries_the_hugging_face_prompts(tmp_path, minilm_f16):
     _convert.convert_hf(hf, out, "f16", tree)
     with EmbeddingModel(_config(model_path=out)) as m:
         assert m.prompts == prompts and m.default_prompt_name is None
-    assert _encode.hf_prompts(make_model.hf_model_dir()) == ({}, None)  # MiniLM's own folder has none
+    assert _gguf_prompts.hf_prompts(make_model.hf_model_dir()) == ({}, None)  # MiniLM's own folder has none
 
 
 # -- the command line -------------------------------------------------------------------------

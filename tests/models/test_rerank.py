@@ -32,7 +32,7 @@ from embellama import (
     PoolingStrategy,
     Reranker,
 )
-from embellama._rerank import _activate, is_reranker
+from embellama._models.reranker import _activate, is_reranker
 from tests.support import make_model, rerank_models
 from tests.support.rerank_models import N_DOCS, N_QUERIES
 
@@ -162,7 +162,7 @@ def test_modernbert_epsilon_fix_applies_to_any_modernbert(built, items, tmp_path
     import json
     import shutil
 
-    from embellama._convert import converter_fixes
+    from embellama._gguf.convert import converter_fixes
 
     folder = tmp_path / "modernbert-embedder"
     folder.mkdir()
@@ -184,7 +184,9 @@ def test_modernbert_epsilon_fix_applies_to_any_modernbert(built, items, tmp_path
 def test_a_folder_without_weights_is_refused_not_converted_to_an_empty_model(built, tmp_path):
     import shutil
 
-    folder = shutil.copytree(built["modernbert"].hf_dir, tmp_path / "no-weights", ignore=shutil.ignore_patterns("*.safetensors"))
+    folder = shutil.copytree(
+        built["modernbert"].hf_dir, tmp_path / "no-weights", ignore=shutil.ignore_patterns("*.safetensors")
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "embellama", "convert", str(folder), str(tmp_path / "empty.gguf"),
          "--llama-src", str(make_model.llama_source())],

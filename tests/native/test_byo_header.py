@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from embellama import LibraryError, _compat, _lib
+from embellama import LibraryError
+from embellama._native import compat as _compat
+from embellama._native import lib as _lib
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # A libllama is opened in a child process: one process holds one libllama.
 _OPEN = """
 import json, os, sys
-from embellama import _lib
+from embellama._native import lib as _lib
 folder, header = sys.argv[1], sys.argv[2] or None
 try:
     lib = _lib.open_library(folder, header=header)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import embellama
-from embellama import LibraryError, _lib
+from embellama import LibraryError
+from embellama._native import lib as _lib
 
 
 def _lib_dir(library) -> Path:
@@ -159,7 +160,7 @@ def test_layout_check_against_manifest(library):
 # the first one, so these tests open it in a child process, as a user's program would.
 _OPEN_COPY = """
 import json, sys
-from embellama import _lib
+from embellama._native import lib as _lib
 folder, cdef_old, cdef_new = sys.argv[1:4]
 try:
     text = _lib.read_cdef().replace(cdef_old, cdef_new) if cdef_old else None
@@ -285,7 +286,8 @@ def test_library_reports_backend_and_devices(library):
 
 _FAILED_START = """
 import gc, sys
-from embellama import _lib, LibraryError
+from embellama import LibraryError
+from embellama._native import lib as _lib
 def fail(lib):
     raise LibraryError("simulated start-up failure")
 real_start, _lib._start_backend = _lib._start_backend, fail
@@ -383,7 +385,7 @@ def test_declarations_work_without_a_writable_cache(tmp_path, monkeypatch):
 
 def test_packaged_declarations_equal_the_include_folder():
     root = Path(__file__).resolve().parents[2]
-    packaged = root / "embellama" / "llama.cdef.h"
+    packaged = root / "embellama" / "_native" / "llama.cdef.h"
     assert packaged == _lib.CDEF_FILE and not packaged.is_symlink()
     assert packaged.read_bytes() == (root / "include" / "llama.cdef.h").read_bytes()
     assert _lib.read_cdef() == packaged.read_text(encoding="utf-8")

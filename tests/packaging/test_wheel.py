@@ -70,7 +70,7 @@ CHILD = """
 import json, sys
 import numpy as np
 import embellama
-from embellama import _lib
+from embellama._native import lib as _lib
 
 model, texts_file, out, compute_type = sys.argv[1:5]
 texts = json.loads(open(texts_file, encoding="utf-8").read())
@@ -211,7 +211,7 @@ def test_wheel_is_a_manylinux_platform_wheel_with_every_cpu_variant(wheel):
     assert not any(stat.S_ISLNK(mode) for mode in modes.values()), "a wheel must hold no symlinks"
     assert manifest["portable"] is True and set(manifest["cpu_variants"]) == set(X86_VARIANTS)
     assert "-DGGML_CPU_ALL_VARIANTS=ON" in manifest["cmake_options"]
-    assert "embellama/_build_llama.py" in names and "embellama/llama.cdef.h" in names
+    assert "embellama/_build_llama.py" in names and "embellama/_native/llama.cdef.h" in names
     assert not any("libgomp" in n for n in names), "a portable build uses ggml's threads, not OpenMP"
 
 

@@ -329,7 +329,7 @@ def test_a_model_file_the_workers_cannot_see_fails_the_job(cluster, tmp_path):
 
 _OPEN = """
 import sys
-from embellama import _lib
+from embellama._native import lib as _lib
 try:
     _lib.open_library(sys.argv[1])
 except _lib.LibraryError as exc:

@@ -152,9 +152,7 @@ def client(server):
 
 
 def test_a_plain_import_loads_no_server_stack():
-    code = (
-        "import sys, embellama, embellama._cli; print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules))"
-    )
+    code = "import sys, embellama, embellama._cli.main; print(sorted(m for m in ('starlette', 'uvicorn') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=WAIT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

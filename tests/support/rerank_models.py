@@ -194,7 +194,7 @@ def _decoder_references(hf_dir: Path, gguf_file: Path) -> dict[str, np.ndarray]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from embellama import _gguf
+    from embellama._gguf import reader as _gguf
 
     torch.set_num_threads(1)
     template = _gguf.read_header(gguf_file).metadata["tokenizer.chat_template.rerank"]

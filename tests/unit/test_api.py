@@ -21,7 +21,9 @@ EXCEPTIONS = (
     "EmbellamaError LibraryError ConfigurationError ModelNotFoundError ModelLoadError InvalidInputError "
     "EmbeddingError ResourceClosedError ThreadAffinityError EngineBusyError"
 ).split()
-CLASSES = "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
+CLASSES = (
+    "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
+)
 FUNCTIONS = "normalize load_library get_library quantize_embeddings".split()
 PUBLIC = sorted([*EXCEPTIONS, *CLASSES, *FUNCTIONS, "__version__"])
 
@@ -65,8 +67,8 @@ def test_import_sets_no_logger_level_and_loads_no_library():
     and does not dlopen libllama: the API reference is built from a plain import."""
     code = """
 import json, logging, sys
-import embellama, embellama.llama, embellama._cli, embellama.ray
-from embellama import _lib
+import embellama, embellama.llama, embellama._cli.main, embellama.ray
+from embellama._native import lib as _lib
 loggers = {name: logging.getLogger(name).level for name in list(logging.root.manager.loggerDict)}
 print(json.dumps({"levels": {k: v for k, v in loggers.items() if k.startswith("embellama")},
                   "library": _lib._library is not None, "ray": "ray" in sys.modules}))

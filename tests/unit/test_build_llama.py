@@ -1222,7 +1222,7 @@ def test_configure_after_a_wipe_still_finds_the_tools_rpath_include(
 
 
 def test_compare_probe_layout() -> None:
-    # build_llama.py's check has its own name: embellama._lib.check_layout is another check
+    # build_llama.py's check has its own name: embellama._native.lib.check_layout is another check
     assert not hasattr(bl, "check_layout")
     structs = {"pair": ["a", "b"]}
     assert bl.compare_probe_layout(structs, PAIR_LAYOUT) == PAIR_LAYOUT
@@ -1356,7 +1356,7 @@ def test_update_pin_to_the_same_llama_cpp_shows_no_difference(tmp_path: Path, mo
 def test_update_pin_rewrites_every_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a copy of the files it rewrites, moved to a (pretend) newer release of the same llama.cpp
     repo = tmp_path / "repo"
-    for rel in (*bl.PIN_FILES, bl.COMPAT_FILE, "embellama/_cdefgen.py", "build_llama.py", "noxfile.py"):
+    for rel in (*bl.PIN_FILES, bl.COMPAT_FILE, "embellama/_native/cdefgen.py", "build_llama.py", "noxfile.py"):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text((ROOT / rel).read_text(encoding="utf-8"), encoding="utf-8")
     manifest = json.loads((bl.default_prefix("cpu") / "manifest.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import build_llama
-from embellama import _cdefgen
+from embellama._native import cdefgen as _cdefgen
 
 ROOT = Path(__file__).resolve().parents[2]
 PINNED_LABEL = build_llama.pinned_label(build_llama.LLAMA_CPP_COMMIT)  # what --update-pin writes

@@ -134,7 +134,7 @@ def test_llama_window_session_builds_that_version_and_runs_the_real_model_tests(
 
 def test_the_supported_range_names_the_pin_and_the_oldest_tested_version(noxfile):
     import build_llama as bl
-    from embellama import _compat
+    from embellama._native import compat as _compat
 
     assert (bl.SDIST_VERSION, bl.LLAMA_CPP_COMMIT[:12]) == (_compat.PIN_VERSION, _compat.PIN_COMMIT)
     assert noxfile.LLAMA_WINDOW[0] == _compat.OLDEST_VERSION and noxfile.LLAMA_WINDOW[-1] == _compat.PIN_VERSION

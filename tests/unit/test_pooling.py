@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from embellama import ConfigurationError, Normalization, PoolingStrategy, normalize
+from embellama._compute.pooling import pool_tokens
 from embellama._config import parse_normalization
-from embellama._pooling import pool_tokens
 
 
 @pytest.fixture

@@ -16,13 +16,18 @@ from typing import Any, NamedTuple, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
-from . import _batch, _convert, _encode, _gguf
-from ._batch import ProgressCallback
-from ._config import ModelConfig, Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
-from ._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError, ResourceClosedError
-from ._lib import get_library
-from ._pooling import normalize as _normalize
-from .llama import (
+from embellama._compute import output as _output
+from embellama._compute import packing as _batch
+from embellama._compute import prompts as _prompts
+from embellama._compute.packing import ProgressCallback
+from embellama._compute.pooling import Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
+from embellama._compute.pooling import normalize as _normalize
+from embellama._config import ModelConfig
+from embellama._exceptions import ConfigurationError, InvalidInputError, ModelNotFoundError, ResourceClosedError
+from embellama._gguf import convert as _convert
+from embellama._gguf import reader as _gguf
+from embellama._native.lib import get_library
+from embellama.llama import (
     GGML_MAX_N_THREADS,
     Batch,
     Context,
@@ -348,9 +353,9 @@ class EmbeddingModel(LlamaModel):
     def _load_prompts(self, model: Model) -> tuple[dict[str, str], str | None]:
         """The prompts in effect and the default prompt name: the GGUF's, overridden by the config's."""
         cfg, who = self.config, f"model {self.config.name!r}"
-        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
-        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), who)
-        prompts = _encode.effective_prompts(saved, cfg.prompts)
+        saved_default = model.metadata_value(_prompts.DEFAULT_PROMPT_KEY)
+        saved = _prompts.parse_saved_prompts(model.metadata_value(_prompts.PROMPTS_KEY), who)
+        prompts = _prompts.effective_prompts(saved, cfg.prompts)
         default = cfg.default_prompt_name if cfg.default_prompt_name is not None else saved_default
         if default is not None and default not in prompts:
             raise ConfigurationError(
@@ -360,7 +365,7 @@ class EmbeddingModel(LlamaModel):
 
     def _prepare(self, model: Model, context: Context, max_tokens: int) -> tuple[dict[str, str], str | None]:
         prompts = self._load_prompts(model)
-        _encode.check_truncate_dim(self.config.truncate_dim, f"model {self.name!r}", model.n_embd)
+        _output.check_truncate_dim(self.config.truncate_dim, f"model {self.name!r}", model.n_embd)
         return prompts
 
     def _adopt(self, prepared: tuple[dict[str, str], str | None]) -> None:
@@ -506,19 +511,19 @@ class EmbeddingModel(LlamaModel):
         context.copy_sequence_embeddings(out, _FIRST_ROW)
         if options.plain:
             return _normalize(out, norm)[0]
-        return _encode.finish(out, options.truncate_dim, norm, options.precision, self.name)[0]  # type: ignore[no-any-return]
+        return _output.finish(out, options.truncate_dim, norm, options.precision, self.name)[0]  # type: ignore[no-any-return]
 
     def _options(
         self, prompt_name: str | None, prompt: str | None, truncate_dim: int | None, precision: str | None
     ) -> _Options:
         """A call's prompt text, truncate_dim and precision: its own, else the config's (model loaded)."""
         who = f"model {self.name!r}"
-        text = _encode.resolve_prompt(self._prompts, self._default_prompt_name, prompt, prompt_name, who)
+        text = _prompts.resolve_prompt(self._prompts, self._default_prompt_name, prompt, prompt_name, who)
         if text:
             self._check_prompt(text)
         dim = self._model.n_embd if self._model is not None else None
-        cut = _encode.check_truncate_dim(self.config.truncate_dim if truncate_dim is None else truncate_dim, who, dim)
-        kind = _encode.check_precision(self.config.precision if precision is None else precision, who)
+        cut = _output.check_truncate_dim(self.config.truncate_dim if truncate_dim is None else truncate_dim, who, dim)
+        kind = _output.check_precision(self.config.precision if precision is None else precision, who)
         return _Options(text or None, None if cut == dim else cut, kind)
 
     def _check_prompt(self, prompt: str) -> None:
@@ -667,7 +672,7 @@ class EmbeddingModel(LlamaModel):
         self._check_batch_size(batch_size)
         norm = self._norm if normalize is None else parse_normalization(normalize)
         options = self._options(prompt_name, prompt, truncate_dim, precision)
-        if options.precision in _encode.CALIBRATED:
+        if options.precision in _output.CALIBRATED:
             raise ConfigurationError(
                 f"model {self.name!r}: embed_iter cannot give {options.precision}: each chunk would be calibrated on "
                 "its own ranges; embed float32 and use quantize_embeddings(..., ranges=...), or embed_batch"
@@ -762,7 +767,7 @@ class EmbeddingModel(LlamaModel):
         )
         if options.plain:
             return result
-        return _encode.finish(result, options.truncate_dim, norm, options.precision, self.name)
+        return _output.finish(result, options.truncate_dim, norm, options.precision, self.name)
 
     @overload
     def encode(
@@ -930,7 +935,7 @@ class EmbeddingModel(LlamaModel):
         """
         self._require()
         if prompt_name is None and prompt is None:
-            prompt_name = _encode.document_prompt_name(self._prompts)
+            prompt_name = _prompts.document_prompt_name(self._prompts)
         return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
     def __repr__(self) -> str:

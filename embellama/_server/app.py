@@ -44,19 +44,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import _batch
-from ._config import EngineConfig, ModelConfig, Normalization, parse_normalization
-from ._engine import EMBEDDING, RERANKER, EmbeddingEngine, _engine_stats
-from ._exceptions import (
+from embellama._compute import packing as _batch
+from embellama._compute.pooling import Normalization, parse_normalization
+from embellama._compute.pooling import normalize as _normalize
+from embellama._config import EngineConfig, ModelConfig
+from embellama._engine.engine import EMBEDDING, RERANKER, EmbeddingEngine, _engine_stats
+from embellama._exceptions import (
     ConfigurationError,
     EmbeddingError,
     EngineBusyError,
     InvalidInputError,
     ResourceClosedError,
 )
-from ._model import EmbeddingModel, truncate_tokens
-from ._pooling import normalize as _normalize
-from .llama import Model
+from embellama._models.embedding import EmbeddingModel, truncate_tokens
+from embellama.llama import Model
 
 __all__ = ["ServerLimits", "create_app", "serve"]
 

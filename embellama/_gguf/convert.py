@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _gguf
-from ._encode import hf_prompts, write_prompts
-from ._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
-from ._gguf import require_gguf
-from ._lib import Library, cache_dir
+from embellama._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
+from embellama._gguf import reader as _gguf
+from embellama._gguf.prompts import hf_prompts, write_prompts
+from embellama._gguf.reader import require_gguf
+from embellama._native.lib import Library, cache_dir
 
 __all__ = ["COMPUTE_TYPES", "cache_dir", "clear_converted", "convert_hf", "converted_path", "target_type"]
 
@@ -88,7 +88,7 @@ def convert_gguf(
     n_threads: int = 0,
 ) -> Path:
     """Write ``source`` with its weights in ``target`` type, atomically, with llama.cpp's quantizer."""
-    from .llama import quantize
+    from embellama.llama import quantize
 
     dst = Path(destination)
     dst.parent.mkdir(parents=True, exist_ok=True)

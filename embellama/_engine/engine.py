@@ -41,12 +41,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _batch, _encode
-from ._batch import ProgressCallback
-from ._config import EngineConfig, ModelConfig, NormalizeSpec, parse_normalization
-from ._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
-from ._model import EmbeddingModel, LlamaModel
-from ._rerank import Reranker, _check_activation, _is_pair, is_reranker, rank_results
+from embellama._compute import output as _output
+from embellama._compute import packing as _batch
+from embellama._compute import prompts as _prompts
+from embellama._compute.packing import ProgressCallback
+from embellama._compute.pooling import NormalizeSpec, parse_normalization
+from embellama._config import EngineConfig, ModelConfig
+from embellama._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
+from embellama._models.embedding import EmbeddingModel, LlamaModel
+from embellama._models.reranker import Reranker, _check_activation, _is_pair, is_reranker, rank_results
 
 if TYPE_CHECKING:  # asyncio is imported on first async use: it would add ~25 ms to every start-up
     import asyncio
@@ -749,7 +752,7 @@ class EmbeddingEngine:
     models load in parallel; if one fails, the others are stopped and the error is raised.
     ``EmbeddingEngine(configs, default_model=...)`` works too.
 
-    A model whose GGUF is a cross-encoder (:func:`embellama._rerank.is_reranker`) is served by a
+    A model whose GGUF is a cross-encoder (:func:`embellama._models.reranker.is_reranker`) is served by a
     :class:`Reranker` on each worker: :meth:`rerank` and :meth:`predict` score with it, and
     embedding calls on it raise :class:`ConfigurationError` (as :meth:`rerank` does on an
     embedding model); :meth:`info` says which ``kind`` a model is.
@@ -1130,7 +1133,7 @@ class EmbeddingEngine:
         cache = self._cache
         options = options or {}
         # int8/uint8 are calibrated on the texts computed together: never assembled from cached pieces
-        calibrated = (options.get("precision") or replicas.config.precision) in _encode.CALIBRATED
+        calibrated = (options.get("precision") or replicas.config.precision) in _output.CALIBRATED
         if (
             cache is not None
             and isinstance(items, list)
@@ -1428,7 +1431,7 @@ class EmbeddingEngine:
         if isinstance(texts, (str, bytes)):
             raise InvalidInputError(f"embed_iter expects an iterable of str, got {type(texts).__name__}")
         replicas = self._model(model, EMBEDDING)
-        if (precision or replicas.config.precision) in _encode.CALIBRATED:
+        if (precision or replicas.config.precision) in _output.CALIBRATED:
             raise ConfigurationError(
                 f"model {replicas.name!r}: embed_iter cannot give {precision or replicas.config.precision}: each "
                 "chunk would be calibrated on its own ranges; embed float32, then quantize_embeddings(ranges=...)"
@@ -1571,7 +1574,7 @@ class EmbeddingEngine:
             As for :meth:`embed_batch`.
         """
         if prompt_name is None and prompt is None:
-            prompt_name = _encode.document_prompt_name(self._prompts(model))
+            prompt_name = _prompts.document_prompt_name(self._prompts(model))
         return self._encode(sentences, model, prompt_name, prompt, kwargs)
 
     def _prompts(self, model: str | None) -> dict[str, str]:

@@ -20,14 +20,17 @@ from typing import IO, Any, NoReturn
 
 import numpy as np
 
-from . import _convert, _encode
-from ._config import EngineConfig, ModelConfig, PoolingStrategy
-from ._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
-from ._lib import LLAMA_LOGGER_NAME, load_library, user_build_dir
-from ._model import EmbeddingModel
-from ._rerank import ACTIVATIONS, Reranker, is_reranker
-from ._version import __version__
-from .llama import Model
+from embellama._compute import output as _output
+from embellama._compute import prompts as _prompts
+from embellama._config import EngineConfig, ModelConfig, PoolingStrategy
+from embellama._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
+from embellama._gguf import convert as _convert
+from embellama._gguf import prompts as _gguf_prompts
+from embellama._models.embedding import EmbeddingModel
+from embellama._models.reranker import ACTIVATIONS, Reranker, is_reranker
+from embellama._native.lib import LLAMA_LOGGER_NAME, load_library, user_build_dir
+from embellama._version import __version__
+from embellama.llama import Model
 
 DEMO_SENTENCES = [
     "A man is playing a guitar.",
@@ -176,7 +179,7 @@ def _write(
 ) -> None:
     """Write the embeddings chunk by chunk: only one chunk of vectors is in memory at a time."""
     cfg = model.config
-    dim = _encode.output_width(model.embedding_dimensions, cfg.truncate_dim, cfg.precision)
+    dim = _output.output_width(model.embedding_dimensions, cfg.truncate_dim, cfg.precision)
     dtype = {"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(cfg.precision, np.uint8)
     if fmt == "npy":
         assert path is not None
@@ -348,21 +351,21 @@ def _info(args: argparse.Namespace) -> int:
 def _prompts_cmd(args: argparse.Namespace) -> int:
     path: Path = args.model
     with Model(path, n_gpu_layers=0, vocab_only=True) as model:
-        saved_default = model.metadata_value(_encode.DEFAULT_PROMPT_KEY)
-        saved = _encode.parse_saved_prompts(model.metadata_value(_encode.PROMPTS_KEY), str(path))
+        saved_default = model.metadata_value(_prompts.DEFAULT_PROMPT_KEY)
+        saved = _prompts.parse_saved_prompts(model.metadata_value(_prompts.PROMPTS_KEY), str(path))
     if not (args.set or args.from_hf or args.default):
         print(json.dumps({"prompts": saved, "default_prompt_name": saved_default}, indent=2, ensure_ascii=False))
         return 0
     prompts, default = dict(saved), saved_default
     if args.from_hf is not None:
-        prompts, default = _encode.hf_prompts(args.from_hf)
+        prompts, default = _gguf_prompts.hf_prompts(args.from_hf)
     for item in args.set:
         name, sep, text = item.partition("=")
         if not sep or not name:
             raise ConfigurationError(f"--set expects NAME=TEXT, got {item!r}")
         prompts[name] = text
     default = args.default or default
-    out = _encode.write_prompts(path, args.output or path, prompts, default)
+    out = _gguf_prompts.write_prompts(path, args.output or path, prompts, default)
     print(f"wrote {out}: prompts {json.dumps(prompts, ensure_ascii=False)}, default {default!r}")
     return 0
 
@@ -417,7 +420,7 @@ def _convert_cmd(args: argparse.Namespace) -> int:
 
 def _build_script() -> Path:
     """``build_llama.py``: the installed package's copy, or a checkout's own."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # embellama/
     for candidate in (package / "_build_llama.py", package.parent / "build_llama.py"):
         if candidate.is_file():
             return candidate
@@ -503,7 +506,10 @@ def _serve_configs(args: argparse.Namespace) -> tuple[list[ModelConfig], dict[st
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from ._server import ServerLimits, serve  # starlette and uvicorn: the optional extra embellama[server]
+        from embellama._server.app import (  # starlette and uvicorn: the optional extra embellama[server]
+            ServerLimits,
+            serve,
+        )
     except ImportError as exc:
         raise ConfigurationError(
             f"embellama serve needs the server extra ({exc}): pip install 'embellama[server]'"
@@ -623,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--precision",
                 default="float32",
-                choices=_encode.PRECISIONS,
+                choices=_output.PRECISIONS,
                 help="output type (int8/uint8: ranges from all the texts; binary kinds: 8 dimensions a byte)",
             )
         p.add_argument("--pooling", help="mean, cls, max, mean_sqrt, last or none (default: the model's)")

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from ._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
+from embellama._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
 
 __all__ = ["Header", "checkpoint_tensors", "read_header", "rewrite"]
 

@@ -7,7 +7,7 @@ vocabulary's rules, cuts the document first when a pair is too long, packs pairs
 calls like ``embed_batch`` packs texts, and applies the activation.
 
 Two things the stock conversion of a BERT cross-encoder loses, ``embellama convert`` writes back (see
-:func:`embellama._convert.converter_fixes`): the pooler (dense + tanh) before the classifier, and token
+:func:`embellama._gguf.convert.converter_fixes`): the pooler (dense + tanh) before the classifier, and token
 type 1 of the second segment, as a second block of token rows (``embellama.token_type_offset``) into which
 this module shifts the document's tokens. A file without them is scored as llama.cpp would, with a warning.
 """
@@ -23,13 +23,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from . import _batch, _convert, _gguf
-from ._batch import ProgressCallback
-from ._config import ModelConfig, Normalization, PoolingStrategy
-from ._exceptions import ConfigurationError, EmbellamaError, InvalidInputError, ResourceClosedError
-from ._gguf import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
-from ._model import LlamaModel
-from .llama import Context, Model
+from embellama._compute import packing as _batch
+from embellama._compute.packing import ProgressCallback
+from embellama._config import ModelConfig, Normalization, PoolingStrategy
+from embellama._exceptions import ConfigurationError, EmbellamaError, InvalidInputError, ResourceClosedError
+from embellama._gguf import convert as _convert
+from embellama._gguf import reader as _gguf
+from embellama._gguf.reader import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
+from embellama._models.embedding import LlamaModel
+from embellama.llama import Context, Model
 
 __all__ = ["ACTIVATIONS", "Reranker", "is_reranker", "rank_results"]
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import cffi
 
-from ._compat import PIN_COMMIT, Capabilities, decide
-from ._exceptions import LibraryError
+from embellama._exceptions import LibraryError
+from embellama._native.compat import PIN_COMMIT, Capabilities, decide
 
 __all__ = ["Library", "Limits", "enum_names", "find_library_candidates", "get_library", "load_library"]
 
@@ -47,7 +47,7 @@ LLAMA_LOGGER_NAME = "embellama.llama_cpp"
 llama_logger = logging.getLogger(LLAMA_LOGGER_NAME)
 logging.getLogger("embellama").addHandler(logging.NullHandler())
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # embellama/
 LIB_ROOT = PACKAGE_DIR / "_lib"
 BACKENDS = ("cuda", "metal", "vulkan", "cpu")
 ENV_LIB = "EMBELLAMA_LIB"
@@ -168,7 +168,7 @@ def _compile_cached(file: Path) -> None:
         logger.debug("cannot write the bytecode of %s: %s", file, exc)
 
 
-CDEF_FILE = PACKAGE_DIR / "llama.cdef.h"
+CDEF_FILE = Path(__file__).resolve().parent / "llama.cdef.h"
 """The declarations of the pinned llama.cpp, shipped with the package (``include/llama.cdef.h``
 in a checkout holds the same text; a test keeps them identical)."""
 
@@ -552,7 +552,7 @@ def load_library(
         Which of those backends (default ``$EMBELLAMA_BACKEND``, else cuda, metal, vulkan, cpu).
     header
         The ``llama.h`` the library was built from (or its ``include`` folder, or a cdef
-        that ``python -m embellama._cdefgen`` wrote), for a libllama of another llama.cpp
+        that ``python -m embellama._native.cdefgen`` wrote), for a libllama of another llama.cpp
         than the pinned one. Default: ``$EMBELLAMA_LLAMA_H``, else the ``llama.cdef.h`` a
         ``build_llama.py`` manifest names, else the ``include/llama.h`` that CMake installs
         beside ``lib/``, else the pinned declarations. Declarations made from a header are
@@ -787,7 +787,7 @@ def declarations_from_header(header: Path) -> _Declarations:
     A ``*.cdef.h`` file is taken as declarations already generated. The result for a
     header is cached under :func:`cache_dir` by the sha256 of the headers it includes.
     """
-    from . import _cdefgen  # pycparser: only for another llama.cpp than the pinned one
+    from embellama._native import cdefgen as _cdefgen  # pycparser: only for another llama.cpp than the pinned one
 
     if header.is_dir():
         header = next((c for c in (header / "llama.h", header / "include" / "llama.h") if c.is_file()), header)
