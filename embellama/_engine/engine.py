@@ -987,6 +987,39 @@ class EmbeddingEngine:
         """
         return self._model(model).wait_loaded(None)
 
+    def model_config(self, model: str | None = None) -> ModelConfig:
+        """The :class:`ModelConfig` a model was added with (without waiting for its load).
+
+        Parameters
+        ----------
+        model : str, optional
+            The model's name; default: the default model.
+
+        Returns
+        -------
+        ModelConfig
+            The configuration given to :meth:`load_model` (or the constructor).
+
+        Raises
+        ------
+        ConfigurationError
+            No such model (or none at all).
+        ResourceClosedError
+            The engine is closed.
+        """
+        return self._model(model).config
+
+    def stats(self) -> dict[str, int]:
+        """Requests pending on the workers, and dynamic batching's joined calls and the requests in them.
+
+        Returns
+        -------
+        dict
+            ``pending`` (requests admitted and not yet finished, all models), ``joined_calls`` (llama.cpp
+            calls that served more than one request) and ``joined_requests`` (the requests in them).
+        """
+        return _engine_stats(self)
+
     # -- requests ----------------------------------------------------------------------
 
     def submit(self, fn: Callable[[EmbeddingModel], T], *, model: str | None = None) -> Future[T]:

@@ -741,6 +741,43 @@ class EmbeddingModel(LlamaModel):
             texts, lambda text, i: self._tokenize(model, text, offset + i, truncate, prompt), threads
         )
 
+    def embed_token_ids(self, token_ids: Sequence[npt.NDArray[np.int32]]) -> Any:
+        """Embed texts given as token ids, with the model's pooling and normalization.
+
+        Parameters
+        ----------
+        token_ids : sequence of array_like
+            One array of token ids per text, special tokens included: non-empty, each id in
+            ``[0, n_vocab)`` and at most :attr:`max_sequence_length` ids.
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+            ``(len(token_ids), dim)`` float32 vectors; with pooling NONE, one ``(tokens, dim)``
+            array per text.
+
+        Raises
+        ------
+        InvalidInputError
+            An array is empty, longer than the limit, or holds an id outside the vocabulary
+            (naming the model and the array's index).
+        ResourceClosedError
+            The model was closed.
+        """
+        model, _, _ = self._require()
+        n_vocab, limit = model.n_vocab, self._max_tokens
+        arrays = []
+        for i, ids in enumerate(token_ids):
+            array = np.asarray(ids)
+            if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+                raise InvalidInputError("token ids must be a non-empty 1-D array of ints", self.name, i)
+            if int(array.min()) < 0 or int(array.max()) >= n_vocab:
+                raise InvalidInputError(f"token ids must be in [0, {n_vocab})", self.name, i)
+            if array.size > limit:
+                raise InvalidInputError(f"token array has {array.size} tokens; the limit is {limit}", self.name, i)
+            arrays.append(array.astype(np.int32))
+        return self._infer(arrays, None, self._norm, _batch.Progress(len(arrays), self.name, False))
+
     def _infer(
         self,
         tokens: Sequence[npt.NDArray[np.int32]],

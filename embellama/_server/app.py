@@ -44,11 +44,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from embellama._compute import packing as _batch
 from embellama._compute.pooling import Normalization, parse_normalization
 from embellama._compute.pooling import normalize as _normalize
 from embellama._config import EngineConfig, ModelConfig
-from embellama._engine.engine import EMBEDDING, RERANKER, EmbeddingEngine, _engine_stats
+from embellama._engine.engine import EMBEDDING, RERANKER, EmbeddingEngine
 from embellama._exceptions import (
     ConfigurationError,
     EmbeddingError,
@@ -204,7 +203,7 @@ class _Metrics:
             self.latency_count += 1
 
     def render(self, engine: EmbeddingEngine) -> str:
-        stats = _engine_stats(engine)
+        stats = engine.stats()
         lines = ["# TYPE embellama_requests_total counter"]
         for (path, status), n in sorted(self.requests.items()):
             lines.append(f'embellama_requests_total{{path="{path}",status="{status}"}} {n}')
@@ -341,7 +340,7 @@ def create_app(
     """
     limits = limits or ServerLimits()
     created = int(time.time())
-    served = {name: _describe(engine, engine._model(name).config, created) for name in engine.models}
+    served = {name: _describe(engine, engine.model_config(name), created) for name in engine.models}
     metrics = _Metrics()
     expected = f"Bearer {api_key}".encode() if api_key else None
 
@@ -512,8 +511,7 @@ def create_app(
         else:
 
             def run_tokens(m: EmbeddingModel) -> Any:
-                progress = _batch.Progress(len(token_arrays), m.name, False)
-                return m._infer(token_arrays, None, m._norm, progress)
+                return m.embed_token_ids(token_arrays)
 
             call = engine.asubmit(run_tokens, model=name)
         vectors = await run(request, call, len(items), lambda exc: _invalid(exc, where))
