@@ -49,7 +49,7 @@ from embellama._compute.pooling import NormalizeSpec, parse_normalization
 from embellama._config import EngineConfig, ModelConfig
 from embellama._exceptions import ConfigurationError, EngineBusyError, InvalidInputError, ResourceClosedError
 from embellama._models.embedding import EmbeddingModel, LlamaModel
-from embellama._models.reranker import Reranker, _check_activation, _is_pair, is_reranker, rank_results
+from embellama._models.reranker import Reranker, check_activation, is_pair, is_reranker, rank_results
 
 if TYPE_CHECKING:  # asyncio is imported on first async use: it would add ~25 ms to every start-up
     import asyncio
@@ -1642,17 +1642,17 @@ class EmbeddingEngine:
         ``_SPLIT_MIN`` a copy; with an invalid pair the request goes whole to one copy, which
         names the first bad pair as :meth:`Reranker.predict` does.
         """
-        single = _is_pair(pairs)
+        single = is_pair(pairs)
         batch = [pairs] if single else pairs
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
             raise InvalidInputError(
                 f"predict expects a sequence of (query, document) pairs, got {type(pairs).__name__}", replicas.name
             )
         items = list(batch)
-        kind = _check_activation(activation, f"model {replicas.name!r}")
+        kind = check_activation(activation, f"model {replicas.name!r}")
         n = len(items)
         count = 1
-        if len(replicas.workers) > 1 and all(_is_pair(p) and p[0] and p[1] for p in items):
+        if len(replicas.workers) > 1 and all(is_pair(p) and p[0] and p[1] for p in items):
             count = max(1, min(len(replicas.workers), n // _SPLIT_MIN))
         bounds = [n * i // count for i in range(count + 1)]
         tally = _Tally(n, progress, count) if progress is not None and count > 1 else None

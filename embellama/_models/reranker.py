@@ -33,7 +33,7 @@ from embellama._gguf.reader import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
 from embellama._models.embedding import LlamaModel
 from embellama.llama import Context, Model
 
-__all__ = ["ACTIVATIONS", "Reranker", "is_reranker", "rank_results"]
+__all__ = ["ACTIVATIONS", "Reranker", "check_activation", "is_pair", "is_reranker", "rank_results"]
 
 logger = logging.getLogger("embellama")
 
@@ -103,7 +103,7 @@ class Reranker(LlamaModel):
         for field, unset in (("prompts", None), ("truncate_dim", None), ("precision", "float32")):
             if getattr(config, field) != unset:
                 raise ConfigurationError(f"{who}: {field} applies to embeddings, not to a Reranker")
-        self._activation = _check_activation(activation, who)
+        self._activation = check_activation(activation, who)
         self._head: _Head | None = None
 
     # -- loading ----------------------------------------------------------------------------
@@ -394,7 +394,7 @@ class Reranker(LlamaModel):
         ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
             As for :meth:`EmbeddingModel.embed_batch`.
         """
-        single = _is_pair(pairs)
+        single = is_pair(pairs)
         batch = [pairs] if single else pairs
         if isinstance(batch, (str, bytes)) or not isinstance(batch, Sequence):
             raise InvalidInputError(
@@ -402,7 +402,7 @@ class Reranker(LlamaModel):
             )
         model, _, _ = self._require()
         self._check_batch_size(batch_size)
-        kind = _check_activation(activation, f"model {self.name!r}") or self.activation
+        kind = check_activation(activation, f"model {self.name!r}") or self.activation
         tracker = _batch.Progress(len(batch), self.name, show_progress_bar, progress)
         scores = self._score(model, batch, 0, batch_size, kind, tracker)
         tracker.close()
@@ -439,11 +439,11 @@ class Reranker(LlamaModel):
         """
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ConfigurationError(f"model {self.name!r}: chunk_size must be a positive int, got {chunk_size!r}")
-        if isinstance(pairs, (str, bytes)) or _is_pair(pairs):
+        if isinstance(pairs, (str, bytes)) or is_pair(pairs):
             raise InvalidInputError("predict_iter expects an iterable of (query, document) pairs", self.name)
         model, _, _ = self._require()
         self._check_batch_size(batch_size)
-        kind = _check_activation(activation, f"model {self.name!r}") or self.activation
+        kind = check_activation(activation, f"model {self.name!r}") or self.activation
         source = iter(pairs)
         done = 0
         while chunk := list(itertools.islice(source, chunk_size)):
@@ -576,11 +576,11 @@ def rank_results(
     return results
 
 
-def _is_pair(value: Any) -> bool:
+def is_pair(value: Any) -> bool:
     return isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value)
 
 
-def _check_activation(value: str | None, who: str) -> str | None:
+def check_activation(value: str | None, who: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or value.lower() not in ACTIVATIONS:
