@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from embellama import ModelConfig, Reranker
+from tests.cli.test_cli import _one_line_error, run
 from tests.support import rerank_models
-from tests.test_cli import _one_line_error, run
 
 TOL = 2e-3  # llama.cpp's CPU GELU goes through an F16 table: scores agree with CrossEncoder's to about 1e-3
 OFF = ("--compute-type", "off", "--threads", "1")  # the file's own F32 weights, as the references were made
