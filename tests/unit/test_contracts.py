@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
-import re
 import sys
 from pathlib import Path
 
