@@ -393,7 +393,7 @@ def test_packaged_declarations_equal_the_include_folder():
 
 def test_the_declarations_ship_as_package_data():
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
-    assert 'embellama = ["py.typed", "llama.cdef.h"]' in pyproject  # [tool.setuptools.package-data]
+    assert '"embellama._native" = ["llama.cdef.h"]' in pyproject  # [tool.setuptools.package-data]
     assert not (Path(_lib.__file__).parent / "_include").exists()
 
 
