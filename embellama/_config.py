@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -12,16 +13,21 @@ from embellama._compute.output import check_precision, check_truncate_dim
 from embellama._compute.pooling import Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 from embellama._compute.prompts import check_prompts
 from embellama._exceptions import ConfigurationError
-from embellama._native.lib import enum_names
+from embellama._native import enum_names
 
 __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 
-_SPLIT_MODES = tuple(enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_"))
 _COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
 _MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
 _INT32_MAX = 2**31 - 1
 # llama.cpp's limits on sequences per context and devices in tensor_split are asked of the
 # loaded library (Library.limits) when the model loads, not hard-coded here.
+
+
+@functools.cache
+def _split_modes() -> tuple[str, ...]:
+    """llama.cpp's split modes, read from the declarations on first use (importing embellama parses nothing)."""
+    return tuple(enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,9 +149,9 @@ class ModelConfig:
         for key in ("n_ctx", "n_threads", "n_batch", "n_ubatch", "n_seq_max", "max_tokens", "n_gpu_layers", "main_gpu"):
             if (value := getattr(self, key)) is not None and value > _INT32_MAX:
                 raise ConfigurationError(f"{who}: {key} ({value}) does not fit llama.cpp's int32")
-        if self.split_mode not in _SPLIT_MODES:
+        if self.split_mode not in _split_modes():
             raise ConfigurationError(
-                f"{who}: unknown split_mode {self.split_mode!r}; expected one of: {', '.join(_SPLIT_MODES)}"
+                f"{who}: unknown split_mode {self.split_mode!r}; expected one of: {', '.join(_split_modes())}"
             )
         if self.tensor_split is not None:
             shares = self.tensor_split

@@ -34,7 +34,7 @@ from embellama._exceptions import (
     ResourceClosedError,
     ThreadAffinityError,
 )
-from embellama._native.lib import Library, enum_names, get_library
+from embellama._native import Library, enum_names, get_library
 
 __all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 

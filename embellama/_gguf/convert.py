@@ -28,7 +28,7 @@ from embellama._exceptions import ConfigurationError, ModelLoadError, ModelNotFo
 from embellama._gguf import reader as _gguf
 from embellama._gguf.prompts import hf_prompts, write_prompts
 from embellama._gguf.reader import require_gguf
-from embellama._native.lib import Library, cache_dir
+from embellama._native import Library, cache_dir
 
 __all__ = ["COMPUTE_TYPES", "cache_dir", "clear_converted", "convert_hf", "converted_path", "target_type"]
 

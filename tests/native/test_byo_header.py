@@ -13,21 +13,22 @@ from pathlib import Path
 import pytest
 
 from embellama import LibraryError
+from embellama._native import abi, declarations
 from embellama._native import compat as _compat
-from embellama._native import lib as _lib
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # A libllama is opened in a child process: one process holds one libllama.
 _OPEN = """
 import json, os, sys
-from embellama._native import lib as _lib
+from embellama import LibraryError
+from embellama._native import discovery
 folder, header = sys.argv[1], sys.argv[2] or None
 try:
-    lib = _lib.open_library(folder, header=header)
+    lib = discovery.open_library(folder, header=header)
     print(json.dumps({"declarations": lib.declarations, "load_mode": lib.caps.load_mode,
                       "functions": len(lib.caps.functions), "warnings": lib.warnings}))
-except _lib.LibraryError as exc:
+except LibraryError as exc:
     print(json.dumps({"error": str(exc)}))
 """
 
@@ -103,13 +104,13 @@ def test_a_header_that_does_not_match_the_library_raises_naming_the_difference(
 
 
 def test_enum_values_are_checked_against_the_measured_ones(library):
-    _lib.check_enums(library.lib, {"LLAMA_POOLING_TYPE_CLS": 2, "LLAMA_NOT_DECLARED_HERE": 5}, library.path)
+    abi.check_enums(library.lib, {"LLAMA_POOLING_TYPE_CLS": 2, "LLAMA_NOT_DECLARED_HERE": 5}, library.path)
     with pytest.raises(LibraryError) as info:
-        _lib.check_enums(library.lib, {"LLAMA_POOLING_TYPE_CLS": 7}, library.path, "the test's declarations")
+        abi.check_enums(library.lib, {"LLAMA_POOLING_TYPE_CLS": 7}, library.path, "the test's declarations")
     assert "enum values differ between the test's declarations and" in str(info.value)
     assert "LLAMA_POOLING_TYPE_CLS is 2 here but 7 in llama.h" in str(info.value)
     with pytest.raises(LibraryError, match="LLAMA_TOKEN_NULL is -1 here but -2 in llama.h"):
-        _lib.check_enums(library.lib, {"LLAMA_TOKEN_NULL": -2}, library.path)  # a #define constant too
+        abi.check_enums(library.lib, {"LLAMA_TOKEN_NULL": -2}, library.path)  # a #define constant too
 
 
 def test_a_missing_header_is_a_library_error(library, tmp_path):
@@ -123,7 +124,7 @@ OLD_MODEL_FIELDS = "    bool use_mmap;\n    bool use_direct_io;\n    bool use_ml
 
 def _older_ffi():
     """The pinned declarations with llama_model_params as llama-cpp-python 0.3.30 has it (whatever is loaded)."""
-    text = _lib.read_cdef()
+    text = declarations.read_cdef()
     for line in (
         "    enum llama_load_mode load_mode;\n",
         "    enum llama_lazy_mode lazy_mode;\n",
@@ -132,7 +133,7 @@ def _older_ffi():
         assert line in text
         text = text.replace(line, "")
     text = text.replace("    bool check_tensors;\n", OLD_MODEL_FIELDS + "    bool check_tensors;\n", 1)
-    return _lib.make_ffi(text)
+    return declarations.make_ffi(text)
 
 
 def test_capabilities_follow_the_declarations(library):
@@ -161,8 +162,10 @@ def test_capabilities_follow_the_declarations(library):
 
 
 def test_older_flash_attention_and_memory_api(library):
-    text = _lib.read_cdef().replace("    enum llama_flash_attn_type flash_attn_type;\n", "    bool flash_attn;\n")
-    ffi = _lib.make_ffi(text)
+    text = declarations.read_cdef().replace(
+        "    enum llama_flash_attn_type flash_attn_type;\n", "    bool flash_attn;\n"
+    )
+    ffi = declarations.make_ffi(text)
     functions = (library.caps.functions - {"llama_memory_clear", "llama_get_memory"}) | {"llama_kv_self_clear"}
     caps = _compat.decide(ffi, functions, functions, "old.so")
     cparams = ffi.new("struct llama_context_params *")

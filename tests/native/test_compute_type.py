@@ -86,7 +86,7 @@ def test_auto_converts_f16_to_bf16_on_a_bf16_cpu(minilm_f16, minilm_q8, cache, b
 
 
 def test_auto_keeps_gpu_offloaded_weights(minilm_f16, cache, bf16_cpu, monkeypatch, library):
-    import embellama._models.embedding as model_module
+    import embellama._models.base as model_module
 
     monkeypatch.setattr(model_module, "_gpu_devices", lambda lib: [{"name": "GPU0", "type": "GPU"}])
     assert _convert.target_type("auto", library, offloaded=True) is None

@@ -9,13 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import embellama
 from embellama import LibraryError
-from embellama._native import lib as _lib
+from embellama._native import abi, compat, declarations, discovery, loader, paths
+from embellama._native.library import Library
 
 
 def _lib_dir(library) -> Path:
@@ -29,70 +31,70 @@ def test_search_order_argument_then_env_then_builds(monkeypatch, tmp_path):
     monkeypatch.delenv("EMBELLAMA_LIB", raising=False)
     monkeypatch.delenv("EMBELLAMA_BACKEND", raising=False)
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "cache"))
-    default = _lib.find_library_candidates()
+    default = discovery.find_library_candidates()
     # per backend: what `embellama build` put in the user cache, then the package's own build
     user = tmp_path / "cache" / "lib"
     assert [c[1] for c in default] == [
         path
         for b in ("cuda", "metal", "vulkan", "cpu")
-        for path in (user / f"embellama-{_lib.PIN_COMMIT}-{b}", _lib.LIB_ROOT / b)
+        for path in (user / f"embellama-{compat.PIN_COMMIT}-{b}", paths.LIB_ROOT / b)
     ]
     assert [c[0] for c in default[-2:]] == ["embellama build --backend cpu", "built cpu library"]
     assert not any(c[2] for c in default)
 
     monkeypatch.setenv("EMBELLAMA_LIB", str(tmp_path / "env"))
-    assert _lib.find_library_candidates() == [("$EMBELLAMA_LIB", tmp_path / "env", True)]
+    assert discovery.find_library_candidates() == [("$EMBELLAMA_LIB", tmp_path / "env", True)]
     # an explicit argument wins over the environment
-    assert _lib.find_library_candidates(tmp_path / "arg") == [("argument", tmp_path / "arg", True)]
+    assert discovery.find_library_candidates(tmp_path / "arg") == [("argument", tmp_path / "arg", True)]
 
     monkeypatch.delenv("EMBELLAMA_LIB")
     monkeypatch.setenv("EMBELLAMA_BACKEND", "cpu")
-    assert [c[1] for c in _lib.find_library_candidates()] == [
-        user / f"embellama-{_lib.PIN_COMMIT}-cpu",
-        _lib.LIB_ROOT / "cpu",
+    assert [c[1] for c in discovery.find_library_candidates()] == [
+        user / f"embellama-{compat.PIN_COMMIT}-cpu",
+        paths.LIB_ROOT / "cpu",
     ]
     monkeypatch.setenv("EMBELLAMA_BACKEND", "tpu")
     with pytest.raises(LibraryError, match="unknown backend 'tpu'"):
-        _lib.find_library_candidates()
+        discovery.find_library_candidates()
 
 
 def test_missing_everywhere_names_every_place_and_the_build_command(monkeypatch, tmp_path):
     monkeypatch.delenv("EMBELLAMA_LIB", raising=False)
     monkeypatch.delenv("EMBELLAMA_BACKEND", raising=False)
-    monkeypatch.setattr(_lib, "LIB_ROOT", tmp_path / "nothing")
+    monkeypatch.setattr(discovery, "LIB_ROOT", tmp_path / "nothing")
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(LibraryError) as info:
-        _lib.open_library()
+        discovery.open_library()
     message = str(info.value)
     for backend in ("cuda", "metal", "vulkan", "cpu"):
         assert str(tmp_path / "nothing" / backend) in message
-        assert str(tmp_path / "cache" / "lib" / f"embellama-{_lib.PIN_COMMIT}-{backend}") in message
+        assert str(tmp_path / "cache" / "lib" / f"embellama-{compat.PIN_COMMIT}-{backend}") in message
     assert "embellama build" in message and "build_llama.py" in message and "EMBELLAMA_LIB" in message
 
 
 def test_env_var_pointing_nowhere_is_an_error_not_a_fallback(monkeypatch, tmp_path):
     monkeypatch.setenv("EMBELLAMA_LIB", str(tmp_path / "missing.so"))
     with pytest.raises(LibraryError, match=r"\$EMBELLAMA_LIB: .*missing.so does not exist"):
-        _lib.open_library()
+        discovery.open_library()
 
 
 def test_folder_without_library(tmp_path):
     with pytest.raises(LibraryError, match="no libllama"):
-        _lib.open_library(tmp_path)
+        discovery.open_library(tmp_path)
 
 
 def test_file_that_is_not_a_library(tmp_path):
     fake = tmp_path / "libllama.so"
     fake.write_text("not an ELF file")
     with pytest.raises(LibraryError, match="cannot load"):
-        _lib.open_library(fake)
+        discovery.open_library(fake)
 
 
 def test_env_var_accepts_file_and_folder(monkeypatch, library):
     monkeypatch.setenv("EMBELLAMA_LIB", str(library.path))
-    assert _lib.open_library().path == library.path
+    assert discovery.open_library().path == library.path
     monkeypatch.setenv("EMBELLAMA_LIB", str(_lib_dir(library)))
-    assert _lib.open_library().path == library.path
+    assert discovery.open_library().path == library.path
 
 
 def test_second_library_in_one_process_is_refused(library, tmp_path):
@@ -138,20 +140,20 @@ MISMATCHES = [
 
 @pytest.mark.parametrize(("old", "new", "named"), MISMATCHES)
 def test_mismatched_declarations_raise_library_error(library, old, new, named):
-    text = _lib.read_cdef()
+    text = declarations.read_cdef()
     assert old in text
     with pytest.raises(LibraryError, match="ABI mismatch|lacks") as info:
-        _lib.open_library(library.path, cdef=text.replace(old, new))
+        discovery.open_library(library.path, cdef=text.replace(old, new))
     assert named in str(info.value)
 
 
 def test_layout_check_against_manifest(library):
     layout = json.loads(json.dumps(library.manifest["layout"]))
-    _lib.check_layout(library.ffi, layout, library.path)  # the real one passes
+    abi.check_layout(library.ffi, layout, library.path)  # the real one passes
     layout["llama_model_params"]["fields"]["n_gpu_layers"] += 4
     layout["llama_batch"]["size"] += 8
     with pytest.raises(LibraryError) as info:
-        _lib.check_layout(library.ffi, layout, library.path)
+        abi.check_layout(library.ffi, layout, library.path)
     assert "llama_model_params.n_gpu_layers is at offset 16 here but 20 in llama.h" in str(info.value)
     assert "sizeof(llama_batch)" in str(info.value)
 
@@ -160,13 +162,14 @@ def test_layout_check_against_manifest(library):
 # the first one, so these tests open it in a child process, as a user's program would.
 _OPEN_COPY = """
 import json, sys
-from embellama._native import lib as _lib
+from embellama import LibraryError
+from embellama._native import declarations, discovery
 folder, cdef_old, cdef_new = sys.argv[1:4]
 try:
-    text = _lib.read_cdef().replace(cdef_old, cdef_new) if cdef_old else None
-    opened = _lib.open_library(folder, cdef=text)
+    text = declarations.read_cdef().replace(cdef_old, cdef_new) if cdef_old else None
+    opened = discovery.open_library(folder, cdef=text)
     print(json.dumps({"manifest": opened.manifest is not None, "warnings": opened.warnings}))
-except _lib.LibraryError as exc:
+except LibraryError as exc:
     print(json.dumps({"error": str(exc)}))
 """
 
@@ -287,16 +290,16 @@ def test_library_reports_backend_and_devices(library):
 _FAILED_START = """
 import gc, sys
 from embellama import LibraryError
-from embellama._native import lib as _lib
-def fail(lib):
+from embellama._native import loader
+def fail(lib, logs):
     raise LibraryError("simulated start-up failure")
-real_start, _lib._start_backend = _lib._start_backend, fail
+real_start, loader._start_backend = loader._start_backend, fail
 try:
-    _lib.load_library()
+    loader.load_library()
 except LibraryError:
     pass
 gc.collect()  # the failed Library, and with it the log callback, is gone now
-_lib._start_backend = real_start
+loader._start_backend = real_start
 from embellama.llama import Model
 Model(sys.argv[1]).close()  # llama.cpp logs while loading: into the freed callback if it were still installed
 print("survived")
@@ -315,7 +318,7 @@ def test_log_lines_from_several_threads_do_not_mix(library, caplog):
     """llama.cpp writes a line in pieces (level 5 continues it); each thread assembles its own."""
     import threading
 
-    ffi, callback = library.ffi, library._callback
+    ffi, callback = library.ffi, library._log_route.callback
     steps = [threading.Barrier(2) for _ in range(4)]
 
     def writer(tag):
@@ -339,25 +342,25 @@ def test_parsed_declarations_are_cached_as_an_out_of_line_module(tmp_path, monke
     import cffi
 
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path))
-    text = _lib.read_cdef()
-    first = _lib.make_ffi(text)
+    text = declarations.read_cdef()
+    first = declarations.make_ffi(text)
     assert isinstance(first, cffi.FFI)  # parsed by pycparser this time
     (module,) = (tmp_path / "cffi").glob("_embellama_ffi_*.py")
-    second = _lib.make_ffi(text)
+    second = declarations.make_ffi(text)
     assert not isinstance(second, cffi.FFI)  # the cached module's FFI: no parsing
     for spelling in ("struct llama_context_params", "struct llama_model_params", "struct llama_batch"):
         assert second.sizeof(spelling) == first.sizeof(spelling)
         assert [(n, second.offsetof(spelling, n)) for n, _ in second.typeof(spelling).fields] == [
             (n, first.offsetof(spelling, n)) for n, _ in first.typeof(spelling).fields
         ]
-    other = _lib.make_ffi(text.replace("int32_t n_gpu_layers;", "int64_t n_gpu_layers;"))
+    other = declarations.make_ffi(text.replace("int32_t n_gpu_layers;", "int64_t n_gpu_layers;"))
     moved = other.offsetof("struct llama_model_params", "split_mode")
     assert moved == second.offsetof("struct llama_model_params", "split_mode") + 4  # another module
     module.write_text("this is not python")
-    assert isinstance(_lib.make_ffi(text), cffi.FFI)  # a damaged module is parsed again and rewritten
-    assert not isinstance(_lib.make_ffi(text), cffi.FFI)
+    assert isinstance(declarations.make_ffi(text), cffi.FFI)  # a damaged module is parsed again and rewritten
+    assert not isinstance(declarations.make_ffi(text), cffi.FFI)
     with pytest.raises(LibraryError, match="do not parse"):
-        _lib.make_ffi("struct { broken")
+        declarations.make_ffi("struct { broken")
 
 
 def test_the_cached_module_keeps_its_bytecode_even_when_python_writes_none(tmp_path, monkeypatch):
@@ -365,13 +368,13 @@ def test_the_cached_module_keeps_its_bytecode_even_when_python_writes_none(tmp_p
 
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # as PYTHONDONTWRITEBYTECODE=1 does
-    text = _lib.read_cdef()
-    _lib.make_ffi(text)
+    text = declarations.read_cdef()
+    declarations.make_ffi(text)
     (module,) = (tmp_path / "cffi").glob("_embellama_ffi_*.py")
     pyc = Path(importlib.util.cache_from_source(str(module)))
     assert pyc.is_file()  # written with the module: later starts load bytecode, not source
     pyc.unlink()
-    ffi = _lib.make_ffi(text)  # a module without it (an older cache) gets it at the next load
+    ffi = declarations.make_ffi(text)  # a module without it (an older cache) gets it at the next load
     assert pyc.is_file() and ffi.sizeof("struct llama_batch") > 0
 
 
@@ -379,22 +382,22 @@ def test_declarations_work_without_a_writable_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(blocker))
-    ffi = _lib.make_ffi("int f(int);")
+    ffi = declarations.make_ffi("int f(int);")
     assert ffi.typeof("int(*)(int)") is not None
 
 
 def test_packaged_declarations_equal_the_include_folder():
     root = Path(__file__).resolve().parents[2]
     packaged = root / "embellama" / "_native" / "llama.cdef.h"
-    assert packaged == _lib.CDEF_FILE and not packaged.is_symlink()
+    assert packaged == declarations.CDEF_FILE and not packaged.is_symlink()
     assert packaged.read_bytes() == (root / "include" / "llama.cdef.h").read_bytes()
-    assert _lib.read_cdef() == packaged.read_text(encoding="utf-8")
+    assert declarations.read_cdef() == packaged.read_text(encoding="utf-8")
 
 
 def test_the_declarations_ship_as_package_data():
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"embellama._native" = ["llama.cdef.h"]' in pyproject  # [tool.setuptools.package-data]
-    assert not (Path(_lib.__file__).parent / "_include").exists()
+    assert not (Path(declarations.__file__).parent / "_include").exists()
 
 
 # -- the cache folder on constrained machines ----------------------------------------------
@@ -402,13 +405,13 @@ def test_the_declarations_ship_as_package_data():
 
 def test_cache_dir_prefers_the_configured_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(tmp_path / "explicit"))
-    assert _lib.cache_dir() == tmp_path / "explicit" and (tmp_path / "explicit").is_dir()
+    assert paths.cache_dir() == tmp_path / "explicit" and (tmp_path / "explicit").is_dir()
     monkeypatch.delenv("EMBELLAMA_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert _lib.cache_dir() == tmp_path / "xdg" / "embellama"
+    assert paths.cache_dir() == tmp_path / "xdg" / "embellama"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec says to ignore it
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert _lib.cache_dir() == tmp_path / "home" / ".cache" / "embellama"
+    assert paths.cache_dir() == tmp_path / "home" / ".cache" / "embellama"
 
 
 def test_unwritable_cache_falls_back_to_a_private_temporary_folder(monkeypatch, tmp_path):
@@ -419,14 +422,14 @@ def test_unwritable_cache_falls_back_to_a_private_temporary_folder(monkeypatch, 
     monkeypatch.setenv("HOME", str(blocker / "home"))  # cannot exist: even root cannot make it
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(_lib.tempfile, "tempdir", None)  # re-read TMPDIR
-    folder = _lib.cache_dir()
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    folder = paths.cache_dir()
     assert folder == tmp_path / "tmp" / f"embellama-{os.getuid()}"
     assert folder.stat().st_mode & 0o777 == 0o700
     # a folder of that name that is a link, or another user's, is not used
     folder.rmdir()
     folder.symlink_to(tmp_path)
-    assert _lib.cache_dir() == blocker / "home" / ".cache" / "embellama"  # nothing writable: no cache at all
+    assert paths.cache_dir() == blocker / "home" / ".cache" / "embellama"  # nothing writable: no cache at all
 
 
 def test_no_writable_cache_means_no_cache_not_an_error(monkeypatch, tmp_path):
@@ -434,16 +437,16 @@ def test_no_writable_cache_means_no_cache_not_an_error(monkeypatch, tmp_path):
     blocker.write_text("")
     monkeypatch.setenv("EMBELLAMA_CACHE_DIR", str(blocker / "cache"))
     monkeypatch.setenv("TMPDIR", str(blocker / "tmp"))
-    monkeypatch.setattr(_lib.tempfile, "tempdir", None)
-    ffi = _lib.make_ffi("int embellama_test_no_cache(int);")  # parsed, not cached, and usable
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    ffi = declarations.make_ffi("int embellama_test_no_cache(int);")  # parsed, not cached, and usable
     assert ffi.sizeof("int") == 4
     assert not (blocker.parent / "cache").exists()
 
 
 def test_cpu_variant_is_the_module_ggml_loaded(library):
-    lib = _lib.Library(library.ffi, library.lib, library.path, None, "test")
+    lib = Library(library.ffi, library.lib, library.path, None, "test")
     assert lib.cpu_variant is None  # CPU code linked in: no variant
     lib.backend_modules = {"CPU": Path("/x/libggml-cpu-sapphirerapids.so")}
     assert lib.cpu_variant == "sapphirerapids"
     text = "load_backend: loaded CPU backend from /opt/w/libggml-cpu-zen4.so\nsomething else\n"
-    assert dict(_lib._LOADED_RE.findall(text)) == {"CPU": "/opt/w/libggml-cpu-zen4.so"}
+    assert dict(loader._LOADED_RE.findall(text)) == {"CPU": "/opt/w/libggml-cpu-zen4.so"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embellama._models.embedding import truncate_tokens
+from embellama._models.base import truncate_tokens
 from embellama.llama import Model
 from tests.support.vocabs import SEPARATOR, VOCABS_WITH_TESTS, vocab_path
 

@@ -68,10 +68,10 @@ def test_import_sets_no_logger_level_and_loads_no_library():
     code = """
 import json, logging, sys
 import embellama, embellama.llama, embellama._cli.main, embellama.ray
-from embellama._native import lib as _lib
+from embellama._native import loaded_library
 loggers = {name: logging.getLogger(name).level for name in list(logging.root.manager.loggerDict)}
 print(json.dumps({"levels": {k: v for k, v in loggers.items() if k.startswith("embellama")},
-                  "library": _lib._library is not None, "ray": "ray" in sys.modules}))
+                  "library": loaded_library() is not None, "ray": "ray" in sys.modules}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import build_llama
 from embellama._native import cdefgen as _cdefgen
+from llamabuild import pins
+from llamabuild.cdef import parse_cdef_enums
+from llamabuild.update import pinned_label
 
 ROOT = Path(__file__).resolve().parents[2]
-PINNED_LABEL = build_llama.pinned_label(build_llama.LLAMA_CPP_COMMIT)  # what --update-pin writes
+PINNED_LABEL = pinned_label(pins.LLAMA_CPP_COMMIT)  # what --update-pin writes
 
 
 def pinned_source() -> Path:
@@ -50,7 +52,7 @@ def test_the_pinned_constants_come_from_the_header_and_are_checked_at_load(libra
     assert (library.lib.LLAMA_TOKEN_NULL, library.lib.LLAMA_DEFAULT_SEED) == (-1, 0xFFFFFFFF)
     # the build's probe measured them in llama.h, so the loader compares them like enum values
     assert library.manifest["enums"]["LLAMA_TOKEN_NULL"] == -1
-    assert build_llama.parse_cdef_enums(result.text)[-2:] == ["LLAMA_DEFAULT_SEED", "LLAMA_TOKEN_NULL"]
+    assert parse_cdef_enums(result.text)[-2:] == ["LLAMA_DEFAULT_SEED", "LLAMA_TOKEN_NULL"]
 
 
 def test_constants_are_written_as_defines_in_any_integer_form(tmp_path):

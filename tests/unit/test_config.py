@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +98,19 @@ def test_configuration_error_is_a_value_error():
 def test_values_beyond_int32_are_refused(key):
     with pytest.raises(ConfigurationError, match=rf"{key} \(2147483648\) does not fit llama.cpp's int32"):
         ModelConfig(model_path="mini.gguf", **{key: 2**31})
+
+
+def test_split_modes_are_read_from_the_declarations_on_first_validation():
+    """Importing the config parses no C declarations; the first ModelConfig reads llama.cpp's split modes."""
+    code = """
+import json
+from embellama import _config
+before = _config._split_modes.cache_info().currsize
+_config.ModelConfig(model_path="m.gguf", split_mode="row")
+print(json.dumps([before, _config._split_modes.cache_info().currsize, list(_config._split_modes())]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
+    assert proc.returncode == 0, proc.stderr
+    before, after, modes = json.loads(proc.stdout)
+    assert (before, after) == (0, 1)
+    assert modes == ["none", "layer", "row", "tensor"]  # enum llama_split_mode, in value order
