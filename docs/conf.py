@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Sphinx configuration of embellama's API reference (``nox -s docs`` builds it into docs/_build/html)."""
+"""Sphinx configuration of embellama's documentation: the user guide (MyST Markdown) and the API
+reference (autodoc). ``nox -s docs`` builds it into docs/_build/html."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ copyright = "embellama contributors, Apache-2.0"
 release = embellama.__version__
 version = release
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+# The guide is MyST Markdown, so its code blocks are the README's fenced blocks, verbatim; a link to a
+# section of another page (``page.md#a-heading``) uses GitHub's anchor of that heading (down to ###).
+myst_heading_anchors = 3
 # NumPy-style docstrings only (Parameters / Returns / Raises sections).
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True

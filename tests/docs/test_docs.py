@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import re
 import shlex
 import textwrap
@@ -104,23 +105,60 @@ def test_numpy_docstring(name):
         assert _section(doc, "Raises"), f"{name} raises and has no Raises section"
 
 
-def _readme_command() -> str:
+def _contributor_commands() -> list[str]:
+    """The commands of the README's block for contributors, without their comments."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    lines = [line.split("#", 1)[0].strip() for line in text.splitlines() if line.startswith("nox -s lint")]
-    assert len(lines) == 1, lines
-    return lines[0]
+    block = re.search(r"^### For contributors\n.*?```bash\n(.*?)```", text, re.M | re.S)
+    assert block is not None, "README.md needs its '### For contributors' block of commands"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.strip()]
 
 
-def test_ci_runs_the_readme_test_command_which_builds_the_docs():
-    command = _readme_command()
-    assert command.split()[:4] == ["nox", "-s", "lint", "docs"]
-    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert [line for line in ci.splitlines() if "nox -s" in line] == [f"python3 -m {command}"]
+def _default_sessions() -> list[str]:
     noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
     default = re.search(r"^nox\.options\.sessions = (\[.*\])$", noxfile, re.M)
     assert default is not None
-    sessions = [part.strip('"') for part in shlex.split(command)[2:]]
-    assert ast.literal_eval(default.group(1)) == sessions
+    return list(ast.literal_eval(default.group(1)))
+
+
+def test_the_readme_gives_the_newcomer_two_commands_and_the_test_command():
+    commands = _contributor_commands()
+    assert commands == ["pip install nox", "nox -s unit", "nox"]
+    noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
+    assert re.search(r"^@nox\.session.*\n(@.*\n)*def unit\(", noxfile, re.M), "the README names nox -s unit"
+
+
+def test_ci_runs_the_readme_test_command_which_builds_the_docs():
+    """The README's ``nox`` runs nox.options.sessions; CI's first nox command runs the same sessions."""
+    sessions = _default_sessions()
+    assert sessions[:2] == ["lint", "docs"]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    runs = [line.strip() for line in ci.splitlines() if re.match(r"\s*python3 -m nox\b", line)]
+    assert runs, ".ci/run runs no nox command"
+    first = shlex.split(runs[0].split(" #", 1)[0])[3:]
+    assert first == [] or (first[0] == "-s" and first[1:] == sessions), runs[0]
     # the pinned llama.cpp's whole suite and the oldest supported llama.cpp's real-model tests
+    assert any(s.startswith("tests(") for s in sessions)
+    assert f"llama(version='{_oldest_llama()}')" in sessions
+
+
+def _oldest_llama() -> str:
+    """The oldest llama-cpp-python release of the supported window: the build package's pins, or the noxfile's."""
+    pins = REPO / "build_backend" / "llamabuild" / "pins.json"
+    if pins.is_file():
+        return str(json.loads(pins.read_text(encoding="utf-8"))["window"][0])
+    noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
     oldest = re.search(r'^LLAMA_WINDOW = \["([0-9.]+)"', noxfile, re.M)
-    assert oldest is not None and sessions[2:] == ["tests(backend='cpu')", f"llama(version='{oldest.group(1)}')"]
+    assert oldest is not None
+    return oldest.group(1)
+
+
+def test_the_docs_session_builds_the_guide_with_warnings_as_errors():
+    noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
+    docs = noxfile[noxfile.index("def docs(") :]
+    docs = docs[: docs.index("\n@nox.session")]
+    assert "MYST" in docs and re.search(r'^MYST = "myst-parser==[0-9.]+"', noxfile, re.M)
+    assert '"sphinx-build", "-W", "--keep-going"' in docs
+    conf = (REPO / "docs" / "conf.py").read_text(encoding="utf-8")
+    assert '"myst_parser"' in conf
+    pages = sorted(p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md"))
+    assert "index.md" in pages and "guide/embedding.md" in pages and "architecture.md" in pages

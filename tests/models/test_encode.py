@@ -437,9 +437,9 @@ def test_embedder_for_ray_writes_quantized_columns(minilm_f16, model):
         Embedder(_config(model_path=minilm_f16), precision="uint8")
 
 
-def test_readme_memory_table_is_what_the_outputs_take(model):
-    readme = (make_model.REPO / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (\d+) \| ([\d.]+ [MG]B) \| (\d+) \| (\d+)× \|$", readme, re.M)
+def test_the_guides_memory_table_is_what_the_outputs_take(model):
+    page = (make_model.REPO / "docs/guide/prompts.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (\d+) \| ([\d.]+ [MG]B) \| (\d+) \| (\d+)× \|$", page, re.M)
     assert [r[0] for r in rows] == list(PRECISIONS)
     for precision, dtype, full, million, cut, saving in rows:
         vectors = model.encode(TEXTS[:3], precision=precision)

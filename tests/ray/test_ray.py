@@ -357,13 +357,14 @@ def test_a_worker_library_failing_its_abi_check_fails_the_job_with_that_message(
     assert message.splitlines()[0] in text and message.splitlines()[1].strip() in text
 
 
-def test_readme_many_machines_example(cluster, minilm_f16):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^## Many machines.*?```python\n(.*?)```", readme, re.DOTALL | re.MULTILINE)
-    assert match, "README.md needs its '## Many machines' section with a python example (run here, on the cluster)"
+def test_guide_ray_example(cluster, minilm_f16):
+    """The guide's Ray example (docs/guide/ray.md), on the local cluster."""
+    page = (REPO / "docs/guide/ray.md").read_text(encoding="utf-8")
+    match = re.search(r"^# Many machines: Ray Data\n.*?```python\n(.*?)```", page, re.DOTALL | re.MULTILINE)
+    assert match, "docs/guide/ray.md needs its '# Many machines: Ray Data' python example (run here, on the cluster)"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(match.group(1), "README:Many machines", "exec"), {"MODEL": str(minilm_f16)})
+        exec(compile(match.group(1), "docs/guide/ray.md:Many machines", "exec"), {"MODEL": str(minilm_f16)})
     assert "3 fixed_size_list<element: float>[384] (3, 384)" in out.getvalue()
 
 

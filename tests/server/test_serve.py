@@ -449,19 +449,19 @@ def test_sigterm_under_load_finishes_running_requests_and_exits_0(minilm_f16, re
     print(f"sigterm under load: {outcomes}; exit 0 {took:.1f} s after SIGTERM")
 
 
-def test_readme_openai_example(server):
-    """The README's openai example, pointed at this test's server."""
+def test_guide_openai_example(server):
+    """The guide's openai example (docs/guide/serve.md), pointed at this test's server."""
     import contextlib
     import io
     import re
 
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### Serve over HTTP") :]
+    text = (REPO / "docs/guide/serve.md").read_text(encoding="utf-8")
+    section = text[text.index("# Serve over HTTP: `embellama serve`") :]
     block = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     block = block.replace("http://127.0.0.1:8080", server.url).replace("sk-my-key", KEY)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block, "README:Serve over HTTP", "exec"), {})
+        exec(compile(block, "docs/guide/serve.md:Serve over HTTP", "exec"), {})
     lines = out.getvalue().split("\n")
     assert lines[0].startswith("2 384 ") and lines[1] == "64"
 

@@ -1,0 +1,77 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Every Python example of the guide (docs/**/*.md) runs, with MODEL set to the test model, and prints what it says."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.docs import examples
+
+EXAMPLES = {key: code for page in examples.guide_pages() for key, code in examples.examples(page).items()}
+
+EXPECTED = {
+    "index.md:embellama": ["(2, 384)"],
+    "guide/embedding.md:One text, a few texts": ["(384,) (3, 384) 384 512"],
+    "guide/embedding.md:Embed many texts: packing, progress, streaming": [
+        "(1000, 384) (1000, 1000)",
+        "[1000, 1000, 500]",
+    ],
+    "guide/embedding.md:Configure": ["PoolingStrategy.CLS (384,)"],
+    "guide/embedding.md:Handle errors": [
+        "model 'minilm': text is empty",
+        "model 'minilm': expected str, got NoneType",
+        "model 'minilm': text has 1002 tokens; the limit is 512",
+        "model 'missing': model file not found: missing.gguf",
+    ],
+    "guide/engine.md:The engine: several models, many threads, asyncio": [
+        "['minilm'] 384 3",
+        "CacheInfo(hits=1, misses=1, maxsize=10000, currsize=1) True",
+        "((384,), (2, 384))",
+        "[(100, 384), (100, 384), (50, 384)]",
+        "['minilm', 'cls'] cls 2",
+    ],
+    "guide/lowlevel.md:Tokens and the low-level classes": ["bert 384 30522 mean (101,)", "(2, 384)"],
+    "guide/rerank.md:Rerank: cross-encoders": ["(3,) 1 sigmoid 2 ['corpus_id', 'score', 'text']"],
+    "guide/prompts.md:Prompts and output types": [
+        "{'query': 'query: ', 'document': '', 'passage': 'passage: '}",
+        "(3, 128) [1. 1. 1.] uint8 (3, 48) int8",
+    ],
+}
+
+# Examples that need more than a model run where their fixtures are (a Ray cluster, a running server).
+ELSEWHERE = {
+    "guide/ray.md:Many machines: Ray Data": "tests/ray/test_ray.py::test_guide_ray_example",
+    "guide/serve.md:Serve over HTTP: `embellama serve`": "tests/server/test_serve.py::test_guide_openai_example",
+}
+
+
+def test_the_guide_has_its_examples():
+    assert len(examples.guide_pages()) >= 10
+    assert len(EXAMPLES) >= 10
+
+
+def test_every_example_is_checked():
+    assert sorted(EXAMPLES) == sorted([*EXPECTED, *ELSEWHERE])
+
+
+@pytest.mark.parametrize("key", sorted(ELSEWHERE))
+def test_the_examples_run_elsewhere_have_their_test(key):
+    path, name = ELSEWHERE[key].split("::")
+    source = (examples.REPO / path).read_text(encoding="utf-8")
+    assert re.search(rf"^def {name}\(", source, re.M), f"{key}: {ELSEWHERE[key]} is missing"
+    page, heading = key.split(":", 1)
+    assert page in source and heading in source, f"{ELSEWHERE[key]} does not read {page}'s example {heading!r}"
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_guide_example(key, minilm_f16):
+    names = {"MODEL": str(minilm_f16)}
+    if "RERANKER" in EXAMPLES[key]:
+        from tests.support import rerank_models
+
+        names["RERANKER"] = str(rerank_models.ensure("bert").gguf("f16"))
+    printed = examples.run(EXAMPLES[key], f"docs/{key}", **names)
+    for expected in EXPECTED[key]:
+        assert expected in printed, f"{key}: {expected!r} not in {printed!r}"
