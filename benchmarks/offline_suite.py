@@ -81,7 +81,7 @@ def pack_source(source: Path, dest: Path) -> Path:
     unpacked into ``<cache>/src`` it is a cached source of the pinned commit.
     """
     keep_vocab = set(_vocab_files(source / "models"))
-    top = _build_llama().cached_source_dir(Path("cache")).name
+    top = _llamabuild("paths").cached_source_dir(Path("cache")).name
 
     def wanted(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         rel = Path(info.name).relative_to(top).as_posix() if info.name != top else ""
@@ -97,8 +97,9 @@ def pack_source(source: Path, dest: Path) -> Path:
     return out
 
 
-def _build_llama():  # type: ignore[no-untyped-def]
-    return _support("make_model")._build_llama()
+def _llamabuild(module: str):  # type: ignore[no-untyped-def]
+    """``llamabuild.<module>``: the build package (standard library only), found by tests.support.make_model."""
+    return _support("make_model")._llamabuild(module)
 
 
 def pack(args: argparse.Namespace) -> int:
@@ -172,7 +173,7 @@ def _run(cmd: list[str], log: Path | None = None, env: dict[str, str] | None = N
 def build(args: argparse.Namespace) -> int:
     root: Path = args.dir
     cache = (root / "cache").resolve()
-    source = _build_llama().cached_source_dir(cache)
+    source = _llamabuild("paths").cached_source_dir(cache)
     if not (source / "CMakeLists.txt").is_file():
         _say(f"unpacking {root / 'build' / 'llama.cpp.tar.xz'} into {source}")
         with tarfile.open(root / "build" / "llama.cpp.tar.xz") as tar:

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""embellama's PEP 517 build backend: setuptools for the Python package, ``build_llama.py`` for libllama.
+"""embellama's PEP 517 build backend: setuptools for the Python package, ``llamabuild`` for libllama.
 
 ``pip wheel .``, ``python -m build --wheel`` and ``pip install embellama-*.tar.gz`` all come here.
-The Python side is setuptools' (``setuptools.build_meta``); this module then builds llama.cpp with
-``build_llama.py`` (the one place that knows how) and turns setuptools' pure wheel into a platform
-wheel that carries the libraries under ``embellama/_lib/<backend>/``. The sdist carries
-``build_llama.py`` and the pinned llama.cpp source, so installing it needs no network beyond the
-Python build requirements.
+The Python side is setuptools' (``setuptools.build_meta``), whose wheel has both packages, embellama
+and llamabuild (``build_backend/llamabuild/``, standard library only: ``embellama build`` runs it
+from an installation). This module then builds llama.cpp with llamabuild (the one place that knows
+how) and turns setuptools' pure wheel into a platform wheel that carries the libraries under
+``embellama/_lib/<backend>/``. The sdist carries llamabuild and the pinned llama.cpp source, so
+installing it needs no network beyond the Python build requirements.
 
 Options, as ``--config-settings`` (``-C``) or environment variables (a setting wins)::
 
@@ -33,8 +34,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import sysconfig
 import tarfile
 import tempfile
@@ -45,6 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from setuptools import build_meta as _setuptools
+
+from llamabuild import cli as _llamabuild
+from llamabuild import paths as _paths
+from llamabuild import pins as _pins
+from llamabuild import source as _sources
 
 ROOT = Path(__file__).resolve().parent.parent
 SDIST_SOURCE = "llama.cpp"  # the pinned llama.cpp source inside the sdist
@@ -145,7 +149,7 @@ class BuildOptions:
         return cls(backend, portable, cmake_args, get("cuda-arch", "CUDAARCHS"), jobs, build_dir)
 
     def build_llama_args(self) -> list[str]:
-        """The matching ``build_llama.py`` arguments (source and folders aside)."""
+        """The matching arguments of llamabuild's command line (source and folders aside)."""
         args = ["--backend", self.backend]
         if self.portable:
             args.append("--portable")
@@ -180,19 +184,22 @@ def build_wheel(
 
 
 def _build_libllama(options: BuildOptions, prefix: Path, scratch: Path) -> None:
-    """Run ``build_llama.py`` into ``prefix``: the sdist's source in a scratch folder, or a checkout's cache."""
-    command = [sys.executable, str(ROOT / "build_llama.py"), *options.build_llama_args(), "--prefix", str(prefix)]
+    """Build libllama with llamabuild into ``prefix``: the sdist's source in a scratch folder, or a checkout's cache."""
+    args = [*options.build_llama_args(), "--prefix", str(prefix)]
     bundled = ROOT / SDIST_SOURCE
     if (bundled / "CMakeLists.txt").is_file():  # an sdist: its own source, built in a scratch folder
-        command += ["--source", str(bundled)]
+        args += ["--source", str(bundled)]
         if not options.build_dir:
-            command += ["--build-dir", str(scratch)]
-    print("embellama: building libllama:", shlex.join(command), flush=True)
-    # build_llama.py talks on stdout; pip shows it with -v and in the error report of a failed build.
-    result = subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr, check=False)
-    if result.returncode != 0:
+            args += ["--build-dir", str(scratch)]
+    print("embellama: building libllama: python -m llamabuild", shlex.join(args), flush=True)
+    # llamabuild talks on stdout; pip shows it with -v and in the error report of a failed build.
+    try:
+        returncode = _llamabuild.main(args, prog="python -m llamabuild")
+    except SystemExit as exc:  # a usage error (argparse)
+        returncode = exc.code if isinstance(exc.code, int) else 2
+    if returncode != 0:
         raise RuntimeError(
-            f"building libllama failed (build_llama.py exit {result.returncode}); see its output above. "
+            f"building libllama failed (llamabuild exit {returncode}); see its output above. "
             "Options: -C backend=cpu|cuda|metal|vulkan|none, -C portable=true|false, -C cmake.args=..., "
             "or EMBELLAMA_BACKEND / EMBELLAMA_PORTABLE / CMAKE_ARGS"
         )
@@ -220,7 +227,6 @@ def repack_wheel(pure: Path, prefix: Path | None, backend: str, out_dir: Path, p
     Each library goes in once, as a regular file under the name other libraries load it by
     (``libllama.so.0``, ``libggml-cpu-haswell.so``): a wheel holds no symlinks. Their
     ``manifest.json`` is rewritten to list what the wheel holds, so the loader's checks apply.
-    ``build_llama.py`` goes in as ``embellama/_build_llama.py`` (``embellama build``).
     ``prefix`` None: no libraries (a pure wheel).
     """
     dist, version = pure.name.split("-")[:2]
@@ -235,7 +241,6 @@ def repack_wheel(pure: Path, prefix: Path | None, backend: str, out_dir: Path, p
             if info.filename == f"{dist_info}/WHEEL":
                 data = _wheel_file(data.decode(), plat).encode()
             records.append((info.filename, data))
-    records.append(("embellama/_build_llama.py", (ROOT / "build_llama.py").read_bytes()))
     lib_dir = f"embellama/_lib/{backend}"
     if prefix is not None:
         records += _library_records(prefix, lib_dir, plat)
@@ -345,28 +350,23 @@ def build_sdist(sdist_directory: str, config_settings: Mapping[str, Any] | None 
 
 
 def pinned_source() -> Path:
-    """The cached pinned llama.cpp source, fetched by ``build_llama.py`` if needed, and checked.
+    """The cached pinned llama.cpp source, fetched by llamabuild if needed, and checked.
 
     Checked: its record names the pinned commit and the pinned llama-cpp-python sdist's
     sha256 (verified when it was extracted), and its ``llama.h`` has the pinned sha256.
     """
-    sys.path.insert(0, str(ROOT))
-    try:
-        import build_llama as bl
-    finally:
-        sys.path.pop(0)
-    cache = bl.default_cache_dir()
-    folder = bl.cached_source_dir(cache)
-    source = bl.load_cached_source(folder)
+    cache = _paths.default_cache_dir()
+    folder = _paths.cached_source_dir(cache)
+    source = _sources.load_cached_source(folder)
     if source is None:
         with tempfile.TemporaryDirectory() as logs:
-            source = bl.fetch_source("pypi", cache, Path(logs) / "source.log")
+            source = _sources.fetch_source("pypi", cache, Path(logs) / "source.log")
     problems = []
-    if source.commit != bl.LLAMA_CPP_COMMIT:
-        problems.append(f"commit {source.commit} is not the pinned {bl.LLAMA_CPP_COMMIT}")
-    if source.sdist_sha256 != bl.SDIST_SHA256:
-        problems.append(f"it came from an sdist with sha256 {source.sdist_sha256}, not {bl.SDIST_SHA256}")
-    if _sha256(folder / "include" / "llama.h") != bl.LLAMA_H_SHA256:
+    if source.commit != _pins.LLAMA_CPP_COMMIT:
+        problems.append(f"commit {source.commit} is not the pinned {_pins.LLAMA_CPP_COMMIT}")
+    if source.sdist_sha256 != _pins.SDIST_SHA256:
+        problems.append(f"it came from an sdist with sha256 {source.sdist_sha256}, not {_pins.SDIST_SHA256}")
+    if _sha256(folder / "include" / "llama.h") != _pins.LLAMA_H_SHA256:
         problems.append("its include/llama.h is not the pinned one")
     if problems:
         raise RuntimeError(f"the llama.cpp source in {folder} is not the pinned one: {'; '.join(problems)}")

@@ -418,20 +418,27 @@ def _convert_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_script() -> Path:
-    """``build_llama.py``: the installed package's copy, or a checkout's own."""
-    package = Path(__file__).resolve().parent.parent  # embellama/
-    for candidate in (package / "_build_llama.py", package.parent / "build_llama.py"):
-        if candidate.is_file():
-            return candidate
-    raise ConfigurationError(f"this embellama has no build_llama.py (looked in {package} and {package.parent})")
+def _build_script() -> tuple[list[str], dict[str, str]]:
+    """``python -m llamabuild`` (the build package, installed beside embellama) and its environment.
+
+    The child finds llamabuild where this process does: its folder goes first on ``PYTHONPATH``.
+    """
+    import importlib.util  # only here: the CLI's start-up stays small
+
+    spec = importlib.util.find_spec("llamabuild")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError("this embellama has no llamabuild, the package that builds libllama")
+    folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
+    paths = [folder, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    return [sys.executable, "-m", "llamabuild"], {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _build_cmd(args: argparse.Namespace) -> int:
     import subprocess  # only here: the CLI's start-up stays small
 
     prefix = Path(args.prefix) if args.prefix else user_build_dir(args.backend)
-    command = [sys.executable, str(_build_script()), "--backend", args.backend, "--prefix", str(prefix)]
+    command, env = _build_script()
+    command += ["--backend", args.backend, "--prefix", str(prefix)]
     command += ["--portable"] if args.portable else []
     command += ["--cuda-arch", args.cuda_arch] if args.cuda_arch else []
     command += ["--jobs", str(args.jobs)] if args.jobs else []
@@ -440,7 +447,7 @@ def _build_cmd(args: argparse.Namespace) -> int:
     command += ["--build-dir", args.build_dir] if args.build_dir else []
     command += ["--dry-run"] if args.dry_run else []
     command += [f"--cmake-arg={arg}" for arg in args.cmake_arg]
-    returncode = subprocess.run(command, check=False).returncode
+    returncode = subprocess.run(command, env=env, check=False).returncode
     if returncode == 0 and not args.dry_run:
         print(f"embellama: built into {prefix}; embellama finds it there (embellama doctor shows what it loads)")
     return returncode

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -37,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from pycparser import c_ast, c_generator, c_parser
+
+from llamabuild import probe as _probe
+from llamabuild.probe import probe_program as probe_program  # the one layout probe, the build's
 
 __all__ = ["FUNCTIONS", "Declarations", "GeneratorError", "generate", "generate_from_source", "preprocess"]
 
@@ -548,46 +550,15 @@ def header_digest(header: Path) -> str:
     return digest.hexdigest()
 
 
-def probe_program(structs: dict[str, list[str]], enums: Iterable[str]) -> str:
-    """C that prints, as JSON, the layout of ``structs`` and the values of the enum constants."""
-    lines = ["#include <stddef.h>", "#include <stdio.h>", '#include "llama.h"', "", "int main(void) {"]
-    lines.append('    printf("{\\"layout\\": {");')
-    for i, (name, fields) in enumerate(structs.items()):
-        head = f'{"," if i else ""}\\"{name}\\": {{\\"size\\": %zu, \\"align\\": %zu, \\"fields\\": {{'
-        lines.append(f'    printf("{head}", sizeof(struct {name}), _Alignof(struct {name}));')
-        for j, member in enumerate(fields):
-            lines.append(f'    printf("{"," if j else ""}\\"{member}\\": %zu", offsetof(struct {name}, {member}));')
-        lines.append('    printf("}}");')
-    lines.append('    printf("}, \\"enums\\": {");')
-    for i, constant in enumerate(enums):
-        lines.append(f'    printf("{"," if i else ""}\\"{constant}\\": %lld", (long long)({constant}));')
-    lines += ['    printf("}}\\n");', "    return 0;", "}", ""]
-    return "\n".join(lines)
-
-
 def measure(
     header: Path, structs: dict[str, list[str]], enums: Iterable[str], compiler: Sequence[str] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Compile and run :func:`probe_program` against ``header``: ``{"layout": ..., "enums": ...}``."""
-    cmd = list(compiler or find_compiler())
-    with tempfile.TemporaryDirectory(prefix="embellama-probe-") as tmp:
-        src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"
-        src.write_text(probe_program(structs, enums), encoding="utf-8")
-        for folder in include_dirs(header):
-            cmd += ["-I", str(folder)]
-        cmd += [str(src), "-o", str(exe)]
-        env = dict(os.environ, LC_ALL="C", LANG="C")
-        try:
-            built = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            if built.returncode != 0:
-                raise GeneratorError(f"the layout probe does not compile against {header}:\n{built.stderr[-2000:]}")
-            run = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
-        except OSError as exc:
-            raise GeneratorError(f"cannot compile or run the layout probe with {cmd[0]!r}: {exc}") from exc
-    if run.returncode != 0:
-        raise GeneratorError(f"the layout probe for {header} exited {run.returncode}: {run.stderr[-2000:]}")
-    result: dict[str, dict[str, Any]] = json.loads(run.stdout)
-    return result
+    """Compile and run the layout probe (:func:`llamabuild.probe.probe_program`, the build's own) against
+    ``header``: ``{"layout": ..., "enums": ...}``. Its failures are :class:`GeneratorError`."""
+    try:
+        return _probe.measure(header, structs, enums, compiler or find_compiler())
+    except _probe.ProbeError as exc:
+        raise GeneratorError(f"the layout probe failed against {header}: {exc}") from exc
 
 
 def generate_from_source(header: Path, label: str | None = None, compiler: Sequence[str] | None = None) -> Declarations:

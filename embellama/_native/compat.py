@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from embellama._exceptions import LibraryError
+from llamabuild import pins
 
 __all__ = ["OPTIONAL_FUNCTIONS", "SUPPORTED", "Capabilities", "decide"]
 
-# The pin: rewritten by ``python build_llama.py --update-pin VERSION`` with the other pins.
-PIN_VERSION = "0.3.36"
-PIN_COMMIT = "0c1e57098bba"
-# The oldest llama.cpp supported (tested in CI by ``nox -s "llama(version='0.3.27')"``).
-OLDEST_VERSION = "0.3.27"
-OLDEST_COMMIT = "465b1f0e7"
+# The pin and the oldest llama.cpp supported (tested in CI by ``nox -s "llama(version='0.3.27')"``):
+# build_backend/llamabuild/pins.json, which ``python build_llama.py --update-pin VERSION`` rewrites.
+PIN_VERSION = pins.SDIST_VERSION
+PIN_COMMIT = pins.LLAMA_CPP_COMMIT[:12]
+OLDEST_VERSION = pins.OLDEST_VERSION
+OLDEST_COMMIT = pins.OLDEST_COMMIT
 
 SUPPORTED = (
     f"llama.cpp from the commit llama-cpp-python {OLDEST_VERSION} vendors ({OLDEST_COMMIT}) to the pinned one "

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The sdist: it carries build_llama.py and the pinned llama.cpp source, and ``pip install`` builds from it.
+"""The sdist: it carries build_llama.py, the build package (llamabuild) and the pinned llama.cpp source,
+and ``pip install`` builds from it.
 
 The ``tests`` nox session makes it (``python -m build --sdist``) and names its folder in ``$EMBELLAMA_SDIST``.
 The install test unpacks it into a fixed folder of the cache and runs ``pip install`` on that folder
@@ -24,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import build_llama as bl
 from embellama import EmbeddingModel, ModelConfig
+from llamabuild import paths, pins
 from tests.support.artifacts import artifact
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def sdist() -> Path:
 
 @pytest.fixture(scope="module")
 def unpacked(sdist) -> Path:
-    folder = bl.default_cache_dir() / "sdist-test"
+    folder = paths.default_cache_dir() / "sdist-test"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     with tarfile.open(sdist) as tar:
@@ -49,12 +52,18 @@ def unpacked(sdist) -> Path:
 
 
 def test_sdist_carries_build_llama_and_the_pinned_source(unpacked):
-    assert (unpacked / "build_llama.py").read_bytes() == (Path(bl.__file__)).read_bytes()
+    assert (unpacked / "build_llama.py").read_bytes() == (REPO / "build_llama.py").read_bytes()
+    # the build package, whole, with its pins: the same files as the checkout's
+    package = REPO / "build_backend" / "llamabuild"
+    shipped = sorted(p.relative_to(unpacked).as_posix() for p in (unpacked / "build_backend" / "llamabuild").iterdir())
+    expected = sorted(f"build_backend/llamabuild/{p.name}" for p in package.iterdir() if p.suffix in (".py", ".json"))
+    assert shipped == expected and "build_backend/llamabuild/pins.json" in shipped
+    assert all((unpacked / rel).read_bytes() == (REPO / rel).read_bytes() for rel in shipped)
     assert (unpacked / "build_backend" / "embellama_build.py").is_file()
     source = unpacked / "llama.cpp"
     meta = json.loads((source / ".embellama-source.json").read_text(encoding="utf-8"))
-    assert meta["commit"] == bl.LLAMA_CPP_COMMIT and meta["sdist_sha256"] == bl.SDIST_SHA256
-    assert hashlib.sha256((source / "include" / "llama.h").read_bytes()).hexdigest() == bl.LLAMA_H_SHA256
+    assert meta["commit"] == pins.LLAMA_CPP_COMMIT and meta["sdist_sha256"] == pins.SDIST_SHA256
+    assert hashlib.sha256((source / "include" / "llama.h").read_bytes()).hexdigest() == pins.LLAMA_H_SHA256
     files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file())
     files.remove(".embellama-source.json")
     assert files == sorted(meta["files_sha256"]), "the recorded checksums cover exactly the files shipped"
@@ -69,7 +78,7 @@ def test_pip_install_of_the_sdist_builds_libllama(unpacked, tmp_path, minilm_f16
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    build_dir = bl.default_cache_dir() / "build" / "sdist-test-cpu"
+    build_dir = paths.default_cache_dir() / "build" / "sdist-test-cpu"
     command = [sys.executable, "-m", "pip", "--python", str(python), "install", str(unpacked)]
     command += ["-C", "portable=false", "-C", f"build-dir={build_dir}", "--progress-bar", "off"]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "EMBELLAMA_LIB": "", "EMBELLAMA_BACKEND": ""}
@@ -89,7 +98,7 @@ def test_pip_install_of_the_sdist_builds_libllama(unpacked, tmp_path, minilm_f16
     report = json.loads(run.stdout)
     assert Path(report["lib"]).is_relative_to(venv), report["lib"]
     manifest = report["manifest"]
-    assert manifest["portable"] is False and manifest["llama_cpp_commit"] == bl.LLAMA_CPP_COMMIT
+    assert manifest["portable"] is False and manifest["llama_cpp_commit"] == pins.LLAMA_CPP_COMMIT
     assert manifest["source"]["location"].endswith("llama.cpp"), manifest["source"]  # the sdist's own source
     with EmbeddingModel(ModelConfig(model_path=minilm_f16)) as model:
         ours = model.embed("A man is playing a guitar.")

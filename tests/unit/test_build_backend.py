@@ -96,6 +96,7 @@ def _pure_wheel(folder: Path) -> Path:
     path = folder / "embellama-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("embellama/__init__.py", "")
+        zf.writestr("llamabuild/__init__.py", "")  # setuptools' wheel has the build package too
         zf.writestr("embellama-0.1.0.dist-info/METADATA", "Name: embellama\nVersion: 0.1.0\n")
         zf.writestr(
             "embellama-0.1.0.dist-info/WHEEL",
@@ -140,7 +141,9 @@ def test_repacked_wheel_is_a_platform_wheel_with_the_libraries(tmp_path: Path) -
         libs = sorted(n for n in zf.namelist() if n.startswith("embellama/_lib/cpu/lib"))
         assert libs == ["embellama/_lib/cpu/libggml-cpu-zen4.so", "embellama/_lib/cpu/libllama.so.0"]
         assert zf.read("embellama/_lib/cpu/libllama.so.0") == (prefix / "libllama.so.0.0.1").read_bytes()
-        assert "embellama/_build_llama.py" in zf.namelist()
+        # the build package as setuptools packed it, and no copy of a script
+        assert "llamabuild/__init__.py" in zf.namelist()
+        assert not any(n.endswith("build_llama.py") for n in zf.namelist())
     # The manifest lists what the wheel holds, with their checksums, and no path of the build machine.
     assert shipped["files"] == {
         lib: hashlib.sha256((prefix / lib).read_bytes()).hexdigest() for lib in ("libggml-cpu-zen4.so", "libllama.so.0")
@@ -171,3 +174,37 @@ def test_backend_none_is_a_pure_wheel(tmp_path: Path) -> None:
 def test_platform_tags(plat: str, tag: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eb.sysconfig, "get_platform", lambda: plat)
     assert eb.platform_tag() == tag
+
+
+def test_libllama_is_built_by_llamabuild_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend calls llamabuild's command line with the options' arguments; no script is run."""
+    calls: list[tuple[list[str], str]] = []
+
+    def main(argv: list[str], prog: str) -> int:
+        calls.append((list(argv), prog))
+        return 0
+
+    monkeypatch.setattr(eb._llamabuild, "main", main)
+    opts = eb.BuildOptions.read({"backend": "cpu", "jobs": "2"}, {})
+    eb._build_libllama(opts, tmp_path / "prefix", tmp_path / "scratch")
+    ((argv, prog),) = calls
+    assert argv[:4] == ["--backend", "cpu", "--portable", "--jobs"]
+    assert argv[argv.index("--prefix") + 1] == str(tmp_path / "prefix")
+    assert prog == "python -m llamabuild"
+    # a failing build, or a usage error, is the backend's RuntimeError naming the exit status
+    monkeypatch.setattr(eb._llamabuild, "main", lambda argv, prog: 1)
+    with pytest.raises(RuntimeError, match="llamabuild exit 1"):
+        eb._build_libllama(opts, tmp_path / "prefix", tmp_path / "scratch")
+
+    def usage_error(argv: list[str], prog: str) -> int:
+        raise SystemExit(2)
+
+    monkeypatch.setattr(eb._llamabuild, "main", usage_error)
+    with pytest.raises(RuntimeError, match="llamabuild exit 2"):
+        eb._build_libllama(opts, tmp_path / "prefix", tmp_path / "scratch")
+
+
+def test_the_sdist_carries_the_build_package_and_its_pins() -> None:
+    """MANIFEST.in: the sdist has llamabuild's modules and pins.json, which an sdist install builds with."""
+    manifest_in = (Path(__file__).resolve().parents[2] / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+    assert "recursive-include build_backend *.py *.json" in manifest_in

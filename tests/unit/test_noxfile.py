@@ -133,10 +133,11 @@ def test_llama_window_session_builds_that_version_and_runs_the_real_model_tests(
 
 
 def test_the_supported_range_names_the_pin_and_the_oldest_tested_version(noxfile):
-    import build_llama as bl
     from embellama._native import compat as _compat
+    from llamabuild import pins
 
-    assert (bl.SDIST_VERSION, bl.LLAMA_CPP_COMMIT[:12]) == (_compat.PIN_VERSION, _compat.PIN_COMMIT)
+    assert (pins.SDIST_VERSION, pins.LLAMA_CPP_COMMIT[:12]) == (_compat.PIN_VERSION, _compat.PIN_COMMIT)
+    assert noxfile.LLAMA_CPP_PYTHON.split("==") == ["llama-cpp-python", pins.SDIST_VERSION]
     assert noxfile.LLAMA_WINDOW[0] == _compat.OLDEST_VERSION and noxfile.LLAMA_WINDOW[-1] == _compat.PIN_VERSION
     assert _compat.PIN_VERSION in _compat.SUPPORTED and _compat.OLDEST_COMMIT in _compat.SUPPORTED
 

@@ -33,7 +33,7 @@ def test_packed_source_keeps_what_builds_and_tests_need(tmp_path):
     with tarfile.open(out) as tar:
         top, *rest = (Path(n) for n in tar.getnames())
         packed = {p.relative_to(top).as_posix() for p in rest if tar.getmember(str(p)).isfile()}
-    assert top.name == f"llama.cpp-{offline_suite._build_llama().LLAMA_CPP_COMMIT}"
+    assert top.name == f"llama.cpp-{offline_suite._llamabuild('pins').LLAMA_CPP_COMMIT}"
     assert packed == {
         "CMakeLists.txt",
         "convert_hf_to_gguf.py",
