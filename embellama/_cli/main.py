@@ -26,9 +26,8 @@ from embellama._config import EngineConfig, ModelConfig, PoolingStrategy
 from embellama._exceptions import ConfigurationError, EmbellamaError, ModelNotFoundError
 from embellama._gguf import convert as _convert
 from embellama._gguf import prompts as _gguf_prompts
-from embellama._models.embedding import EmbeddingModel
-from embellama._models.reranker import ACTIVATIONS, Reranker, is_reranker
-from embellama._native.lib import LLAMA_LOGGER_NAME, load_library, user_build_dir
+from embellama._models import ACTIVATIONS, EmbeddingModel, Reranker, is_reranker
+from embellama._native import LLAMA_LOGGER_NAME, load_library, user_build_dir
 from embellama._version import __version__
 from embellama.llama import Model
 
@@ -513,7 +512,7 @@ def _serve_configs(args: argparse.Namespace) -> tuple[list[ModelConfig], dict[st
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from embellama._server.app import (  # starlette and uvicorn: the optional extra embellama[server]
+        from embellama._server import (  # starlette and uvicorn: the optional extra embellama[server]
             ServerLimits,
             serve,
         )
