@@ -46,8 +46,10 @@ def _run(root: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A copy of the Python sources of embellama/ (no binaries) in ``tmp_path``."""
-    shutil.copytree(REPO / "embellama", tmp_path / "embellama", ignore=shutil.ignore_patterns("_lib", "__pycache__"))
+    """A copy of the Python sources of embellama/ (no binaries) and of llamabuild in ``tmp_path``."""
+    skip = shutil.ignore_patterns("_lib", "__pycache__")
+    shutil.copytree(REPO / "embellama", tmp_path / "embellama", ignore=skip)
+    shutil.copytree(REPO / "build_backend" / "llamabuild", tmp_path / "llamabuild", ignore=skip)
     return tmp_path
 
 
@@ -81,6 +83,9 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("embellama._compute.pooling", "from embellama._compute import packing as _p", "No import cycle"),
         # cffi outside the native layer
         ("embellama.llama", "import cffi as _cffi", "Only the native layer"),
+        # the build package reaching for embellama's dependencies, or for embellama itself
+        ("llamabuild.pins", "import numpy as _np", "The build package"),
+        ("llamabuild.cmake", "from embellama import _version", "The build package"),
     ],
 )
 def test_a_planted_violation_breaks_its_contract(tree: Path, module: str, line: str, contract: str) -> None:
