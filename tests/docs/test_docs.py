@@ -39,13 +39,19 @@ def _public_api() -> Iterator[tuple[str, Any]]:
             yield f"{module.__name__}.{name}", obj
             if not inspect.isclass(obj) or issubclass(obj, BaseException):
                 continue
-            for attr, member in vars(obj).items():
-                if attr.startswith("_") and attr != "__call__":
+            seen: set[str] = set()
+            # the class's own members and those it inherits from embellama's (private) bases, the nearest first
+            for cls in inspect.getmro(obj):
+                if not cls.__module__.startswith("embellama"):
                     continue
-                if isinstance(member, (classmethod, staticmethod)):
-                    member = member.__func__
-                if inspect.isfunction(member) or isinstance(member, property):
-                    yield f"{module.__name__}.{name}.{attr}", member
+                for attr, member in vars(cls).items():
+                    if (attr.startswith("_") and attr != "__call__") or attr in seen:
+                        continue
+                    seen.add(attr)
+                    if isinstance(member, (classmethod, staticmethod)):
+                        member = member.__func__
+                    if inspect.isfunction(member) or isinstance(member, property):
+                        yield f"{module.__name__}.{name}.{attr}", member
 
 
 API = dict(_public_api())
@@ -68,6 +74,9 @@ def _documents(section: str, name: str) -> bool:
 def test_the_public_api_is_what_the_reference_covers():
     assert "embellama.EmbeddingModel.embed_batch" in API and "embellama.ray.embed_dataset" in API
     assert "embellama.llama.Context.process" in API
+    # inherited from the package's bases: the engine's model registry, EmbeddingModel's sentence-transformers names
+    assert "embellama.EmbeddingEngine.load_model" in API and "embellama.EmbeddingModel.encode_query" in API
+    assert "embellama.Reranker.rank" in API and "embellama.EmbeddingModel.close" in API
     assert len(API) > 100
 
 
