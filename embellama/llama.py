@@ -12,6 +12,7 @@ abort the process (a ``GGML_ASSERT``) is checked here first and raised as an exc
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -38,8 +39,31 @@ from embellama._native import Library, enum_names, get_library
 
 __all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 
-POOLING_NAMES = {code: name for name, code in enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_").items()}
-"""llama.cpp's ``enum llama_pooling_type``: code -> name (-1 "unspecified", 0 "none", 1 "mean", 2 "cls" ...)."""
+
+@functools.cache
+def _pooling_names() -> dict[int, str]:
+    """llama.cpp's ``enum llama_pooling_type``: code -> name (-1 "unspecified", 0 "none", 1 "mean", 2 "cls" ...)."""
+    return {code: name for name, code in enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_").items()}
+
+
+@functools.cache
+def _pooling_codes() -> dict[str, int]:
+    return {name: code for code, name in _pooling_names().items()}
+
+
+@functools.cache
+def _split_modes() -> dict[str, int]:
+    """llama.cpp's ``llama_split_mode``: how layers are spread over several GPUs."""
+    return enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_")
+
+
+def __getattr__(name: str) -> Any:
+    """``POOLING_NAMES`` and ``_split_modes()``, read from the C declarations on first use, not at import."""
+    if name == "POOLING_NAMES":
+        return _pooling_names()
+    if name == "SPLIT_MODES":
+        return _split_modes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -67,10 +91,6 @@ class SpecialTokens:
     add_sep: bool
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
-
-
-SPLIT_MODES = enum_names("llama_split_mode", "LLAMA_SPLIT_MODE_")
-"""llama.cpp's ``llama_split_mode``: how layers are spread over several GPUs."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +128,9 @@ def _gpu_devices(library: Library) -> list[dict[str, Any]]:
 def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[Any, Any]:
     """A ``llama_model_params`` for ``opts`` and the C buffers it points to (keep them alive)."""
     ffi, lib = library.ffi, library.lib
-    if opts.split_mode not in SPLIT_MODES:
+    if opts.split_mode not in _split_modes():
         raise ConfigurationError(
-            f"model {name!r}: unknown split_mode {opts.split_mode!r}; expected one of: {', '.join(SPLIT_MODES)}"
+            f"model {name!r}: unknown split_mode {opts.split_mode!r}; expected one of: {', '.join(_split_modes())}"
         )
     if isinstance(opts.n_gpu_layers, bool) or not isinstance(opts.n_gpu_layers, int) or opts.n_gpu_layers < -1:
         raise ConfigurationError(f"model {name!r}: n_gpu_layers must be an int >= -1, got {opts.n_gpu_layers!r}")
@@ -141,7 +161,7 @@ def _model_params(library: Library, opts: ModelLoadOptions, name: str) -> tuple[
         # Without GPUs there is nothing to place and the GPU options are ignored
         # (llama.cpp itself would refuse split_mode "tensor" then).
         params.main_gpu = opts.main_gpu
-        params.split_mode = SPLIT_MODES[opts.split_mode]
+        params.split_mode = _split_modes()[opts.split_mode]
         if keep is not None:
             params.tensor_split = keep
     return params, keep
@@ -326,7 +346,7 @@ class Model:
         if value is None:
             return None
         try:
-            return POOLING_NAMES.get(int(value), value)
+            return _pooling_names().get(int(value), value)
         except ValueError:
             return value
 
@@ -601,9 +621,6 @@ class ContextParams:
     embeddings: bool = True
 
 
-_POOLING_CODES = {name: code for code, name in POOLING_NAMES.items()}
-
-
 def _context_params(library: Library, params: ContextParams) -> Any:
     """The ``llama_context_params`` for ``params`` (already validated)."""
     cparams = library.lib.llama_context_default_params()
@@ -614,7 +631,7 @@ def _context_params(library: Library, params: ContextParams) -> Any:
     cparams.n_threads = params.n_threads
     cparams.n_threads_batch = params.n_threads
     cparams.embeddings = params.embeddings
-    cparams.pooling_type = _POOLING_CODES[params.pooling]
+    cparams.pooling_type = _pooling_codes()[params.pooling]
     cparams.kv_unified = True
     if params.flash_attn is not None:
         library.caps.set_flash_attn(cparams, params.flash_attn)
@@ -667,7 +684,7 @@ class Context:
         self.n_batch = int(lib.llama_n_batch(raw))
         self.n_ubatch = int(lib.llama_n_ubatch(raw))
         self.n_seq_max = int(lib.llama_n_seq_max(raw))
-        self.pooling = POOLING_NAMES.get(int(lib.llama_pooling_type(raw)), "unknown")
+        self.pooling = _pooling_names().get(int(lib.llama_pooling_type(raw)), "unknown")
         # With rank pooling llama.cpp returns the classification head's n_cls_out scores per sequence.
         self.n_embd = model.n_cls_out if self.pooling == "rank" else model.n_embd
         self._memory = self._lib.caps.memory_of(lib, raw)
@@ -916,7 +933,7 @@ def _validate_context_params(params: ContextParams, model: Model, max_seq: int) 
         raise ConfigurationError(
             f"model {name!r}: n_threads ({params.n_threads}) > {GGML_MAX_N_THREADS}, ggml's GGML_MAX_N_THREADS"
         )
-    if params.pooling not in _POOLING_CODES:
+    if params.pooling not in _pooling_codes():
         raise ConfigurationError(f"model {name!r}: unsupported llama.cpp pooling {params.pooling!r}")
     if params.n_ubatch > params.n_batch:
         raise ConfigurationError(f"model {name!r}: n_ubatch ({params.n_ubatch}) > n_batch ({params.n_batch})")
