@@ -103,7 +103,6 @@ def engine_run(engine: Any, texts: list[str], clients: int) -> dict[str, float]:
 
 def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
     from embellama import EmbeddingEngine, EngineConfig, ModelConfig
-    from embellama._engine.engine import _engine_stats
 
     config = ModelConfig(model_path=model, n_threads=args.threads)
     modes: dict[str, EngineConfig] = {
@@ -134,7 +133,7 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
                         f"p50 {run['p50_ms']:7.1f} ms  p99 {run['p99_ms']:7.1f} ms",
                         flush=True,
                     )
-        stats = _engine_stats(engines["after"])
+        stats = engines["after"].stats()
     finally:
         for eng in engines.values():
             eng.close()

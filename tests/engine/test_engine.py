@@ -30,7 +30,7 @@ from embellama import (
     ModelNotFoundError,
     ResourceClosedError,
 )
-from embellama._engine.engine import CacheInfo
+from embellama._engine import CacheInfo
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +137,13 @@ class _SlowLoad(EmbeddingModel):
 
 @pytest.fixture
 def slow_load(monkeypatch):
-    import embellama._engine.engine as engine_module
+    import embellama._engine.worker as worker_module
 
     class Slow(_SlowLoad):
         gate = threading.Event()
         entered = threading.Event()
 
-    monkeypatch.setattr(engine_module, "EmbeddingModel", Slow)
+    monkeypatch.setattr(worker_module, "EmbeddingModel", Slow)
     return Slow
 
 
@@ -175,18 +175,18 @@ def _raises(fn):
 
 @pytest.mark.parametrize("how", ["unload_model", "close"])
 def test_a_request_racing_removal_runs_or_fails_closed(minilm_f16, monkeypatch, how):
-    import embellama._engine.engine as engine_module
+    import embellama._engine.worker as worker_module
 
     eng = EmbeddingEngine([ModelConfig(model_path=minilm_f16, model_name="race", n_threads=1)])
     looked_up, go = threading.Event(), threading.Event()
-    original = engine_module._Worker.submit
+    original = worker_module.Worker.submit
 
     def paused_submit(self, fn):  # the request found its worker; now it is removed before the message lands
         looked_up.set()
         assert go.wait(WAIT)
         return original(self, fn)
 
-    monkeypatch.setattr(engine_module._Worker, "submit", paused_submit)
+    monkeypatch.setattr(worker_module.Worker, "submit", paused_submit)
     outcome = []
     caller = threading.Thread(target=lambda: outcome.append(_raises(lambda: eng.embed("hello", model="race"))))
     caller.start()
@@ -420,7 +420,7 @@ def test_copies_of_a_model_share_its_requests_and_stop_together(minilm_f16):
 
 
 def test_a_copy_that_fails_to_load_fails_the_model(monkeypatch, minilm_f16):
-    import embellama._engine.engine as engine_module
+    import embellama._engine.worker as worker_module
 
     gates = {"#0": threading.Event(), "#1": threading.Event()}
     entered = threading.Barrier(3)
@@ -434,7 +434,7 @@ def test_a_copy_that_fails_to_load_fails_the_model(monkeypatch, minilm_f16):
                 raise ModelLoadError(str(self.config.model_path), "copy #1 refuses", self.name)
             return super().load()
 
-    monkeypatch.setattr(engine_module, "EmbeddingModel", Gated)
+    monkeypatch.setattr(worker_module, "EmbeddingModel", Gated)
     eng = EmbeddingEngine(EngineConfig(workers_per_model=2))
     errors = []
     loader = threading.Thread(target=lambda: errors.append(_raises(lambda: eng.load_model(_f16(minilm_f16)))))
@@ -570,12 +570,12 @@ class _Recording(EmbeddingModel):
 
 @pytest.fixture
 def recording(monkeypatch):
-    import embellama._engine.engine as engine_module
+    import embellama._engine.worker as worker_module
 
     class Rec(_Recording):
         calls: ClassVar[list[list[str]]] = []
 
-    monkeypatch.setattr(engine_module, "EmbeddingModel", Rec)
+    monkeypatch.setattr(worker_module, "EmbeddingModel", Rec)
     return Rec
 
 

@@ -23,7 +23,6 @@ from embellama import (
     ModelConfig,
     ResourceClosedError,
 )
-from embellama._engine.engine import _engine_stats
 
 WAIT = 60  # seconds: far beyond any request here; reaching it means a future was left unresolved
 
@@ -49,13 +48,13 @@ class _Recording(EmbeddingModel):
 
 @pytest.fixture
 def recording(monkeypatch):
-    import embellama._engine.engine as engine_module
+    import embellama._engine.worker as worker_module
 
     class Rec(_Recording):
         calls: ClassVar[list[list]] = []
         fail_joined: ClassVar[bool] = False
 
-    monkeypatch.setattr(engine_module, "EmbeddingModel", Rec)
+    monkeypatch.setattr(worker_module, "EmbeddingModel", Rec)
     return Rec
 
 
@@ -85,8 +84,8 @@ def _block(eng, model=None):
 def _wait_pending(eng, n):
     """Wait until ``n`` requests are pending on the engine's workers."""
     deadline = time.monotonic() + WAIT
-    while _engine_stats(eng)["pending"] < n:
-        assert time.monotonic() < deadline, _engine_stats(eng)
+    while eng.stats()["pending"] < n:
+        assert time.monotonic() < deadline, eng.stats()
         time.sleep(0.005)
 
 
@@ -113,7 +112,7 @@ def test_waiting_requests_share_one_call_and_each_gets_its_own_rows(minilm_f16, 
             assert vector.shape == (384,)
             assert float(vector @ row) > 0.9999  # equal to embed_batch's vector of the same text
             assert float(vector @ alone[text]) > 0.9999  # and its own: nothing mixed up
-        stats = _engine_stats(eng)
+        stats = eng.stats()
         assert (stats["joined_calls"], stats["joined_requests"], stats["pending"]) == (1, 20, 0)
 
 
@@ -227,13 +226,13 @@ def test_max_batch_texts_caps_each_call_and_one_turns_batching_off(minilm_f16, r
             release.set()
             assert all(f.result(WAIT).shape == (384,) for f in futures)
         assert recording.calls == [[t] for t in TEXTS[:5]]
-        assert _engine_stats(off)["joined_calls"] == 0
+        assert off.stats()["joined_calls"] == 0
 
 
 def test_a_joined_call_holds_at_most_one_micro_batch_of_tokens(minilm_f16, recording):
     long_texts = [f"text {i} " + "many words in a long sentence " * 25 for i in range(6)]  # ~160 tokens each
     with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(6) as pool:
-        budget = eng.submit(lambda m: m._budget).result(WAIT)
+        budget = eng.submit(lambda m: m.token_budget).result(WAIT)
         count = eng.submit(lambda m: [len(m.tokenize(t)) for t in long_texts]).result(WAIT)
         release, _ = _block(eng)
         futures = _queue(eng, [lambda t=t: eng.embed(t) for t in long_texts], pool)
@@ -274,7 +273,7 @@ def test_cancelled_requests_are_skipped_and_the_rest_answered(minilm_f16, record
 
         async def scenario():
             tasks = [asyncio.create_task(eng.aembed(t)) for t in TEXTS[:6]]
-            while _engine_stats(eng)["pending"] < 7:
+            while eng.stats()["pending"] < 7:
                 await asyncio.sleep(0.005)
             for task in tasks[1::2]:
                 task.cancel()
@@ -302,7 +301,7 @@ def test_close_answers_every_waiting_request(minilm_f16):
         closer = threading.Thread(target=eng.close)
         closer.start()
         deadline = time.monotonic() + WAIT
-        while not worker._stopping:  # close() has stopped the worker; its running request goes on
+        while not worker.stopping:  # close() has stopped the worker; its running request goes on
             assert time.monotonic() < deadline
             time.sleep(0.005)
         assert not any(f.done() for f in futures)
@@ -380,7 +379,7 @@ def test_pooling_none_requests_join_into_token_matrices(minilm_f16):
             expected = direct.embed(text)
             assert got.shape == expected.shape
             assert float(np.min(np.sum(got * expected, axis=1))) > 0.9999
-        assert _engine_stats(eng)["joined_calls"] == 1
+        assert eng.stats()["joined_calls"] == 1
 
 
 def test_many_concurrent_clients_match_embed_batch(minilm_f16, reference):
@@ -390,7 +389,7 @@ def test_many_concurrent_clients_match_embed_batch(minilm_f16, reference):
     with EmbeddingEngine(EngineConfig(workers_per_model=2), models=[_config(minilm_f16)]) as eng:
         with ThreadPoolExecutor(64) as pool:
             results = list(pool.map(lambda i: (i, eng.embed(TEXTS[i])), order))
-        stats = _engine_stats(eng)
+        stats = eng.stats()
     for i, vector in results:
         assert float(vector @ batch[i]) >= 0.9999
     assert stats["joined_calls"] > 0 and stats["pending"] == 0

@@ -23,7 +23,7 @@ from embellama import (
     Reranker,
     ResourceClosedError,
 )
-from embellama._engine.engine import _SPLIT_MIN, _engine_stats
+from embellama._engine.calls import SPLIT_MIN
 from tests.support import rerank_models
 
 WAIT = 60
@@ -150,15 +150,15 @@ def test_copies_split_a_large_request_and_keep_input_order(direct, pairs):
         np.testing.assert_allclose(got, whole, atol=LOGITS_TOL, rtol=0)
         assert threads == {f"embellama:bert#{i}" for i in range(copies)}
         assert reports[-1] == (n, n) and [d for d, _ in reports] == sorted(d for d, _ in reports)
-        small = eng.predict(pairs[: 2 * _SPLIT_MIN - 1], activation="identity")  # too few to split
-        np.testing.assert_array_equal(small, direct["bert"].predict(pairs[: 2 * _SPLIT_MIN - 1], activation="identity"))
+        small = eng.predict(pairs[: 2 * SPLIT_MIN - 1], activation="identity")  # too few to split
+        np.testing.assert_array_equal(small, direct["bert"].predict(pairs[: 2 * SPLIT_MIN - 1], activation="identity"))
         documents = [d for _, d in pairs[:60]]
         query = pairs[0][0]
         ranked = eng.rerank(query, documents)
         assert sorted(r["corpus_id"] for r in ranked) == list(range(60))
         for r in ranked:
             assert abs(r["score"] - float(eng.predict((query, documents[r["corpus_id"]])))) < LOGITS_TOL
-        assert _engine_stats(eng)["pending"] == 0
+        assert eng.stats()["pending"] == 0
 
 
 def test_async_calls_equal_the_sync_ones(engine, pairs):
@@ -216,7 +216,7 @@ def test_errors_name_the_pair_by_its_place_in_a_split_request(pairs):
             eng.predict(batch)
         assert info.value.index == 20
         assert eng.predict(batch[:20]).shape == (20,)  # the engine is fine afterwards
-        assert _engine_stats(eng)["pending"] == 0
+        assert eng.stats()["pending"] == 0
 
 
 def test_kind_mismatch_is_a_configuration_error_naming_the_model(engine):
@@ -279,7 +279,7 @@ def test_max_pending_counts_a_split_request_once_and_refuses_when_full(pairs):
 
 async def _cancel_queued(eng: EmbeddingEngine, documents: list[str]) -> None:
     queued = asyncio.create_task(eng.arerank("q", documents))
-    while _engine_stats(eng)["pending"] < 2:  # queued behind the blocked worker
+    while eng.stats()["pending"] < 2:  # queued behind the blocked worker
         await asyncio.sleep(0.01)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -291,7 +291,7 @@ def test_a_cancelled_async_request_gives_its_place_back(pairs):
         release, held = _blocked(eng, "bert")
         asyncio.run(_cancel_queued(eng, [d for _, d in pairs[:40]]))
         deadline = time.monotonic() + WAIT
-        while _engine_stats(eng)["pending"] > 1:
+        while eng.stats()["pending"] > 1:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         second = eng.submit(lambda m: "ran", model="bert")  # room again: the cancelled request gave its place back
@@ -314,13 +314,13 @@ def test_close_answers_queued_requests_and_refuses_new_ones(pairs):
     for t in callers:
         t.start()
     deadline = time.monotonic() + WAIT
-    while _engine_stats(eng)["pending"] < 4:
+    while eng.stats()["pending"] < 4:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     worker = eng._workers["bert"].workers[0]
     closer = threading.Thread(target=eng.close)
     closer.start()
-    while not worker._stopping:  # close() has stopped the worker; its running request goes on
+    while not worker.stopping:  # close() has stopped the worker; its running request goes on
         assert time.monotonic() < deadline
         time.sleep(0.005)
     assert outcomes == []

@@ -1,0 +1,342 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The worker thread that owns one copy of a model, and dynamic batching: joining waiting requests into one call.
+
+llama.cpp contexts are not thread-safe, so nothing is shared: every copy of a model lives
+in one worker thread that loads it, runs every request sent to it and frees it. Callers
+from any thread (or an asyncio event loop) send requests as messages and wait on a
+:class:`concurrent.futures.Future`.
+
+Every future resolves: with the result, with the request's own exception, with the
+model's load error when the load fails, or with :class:`ResourceClosedError` when the
+model is removed or the engine closed before the request ran.
+
+A worker holds an :class:`EmbeddingModel`, or a :class:`Reranker` when the GGUF is a
+cross-encoder; a reranker's requests are split among its copies instead of joined.
+
+Dynamic batching: when a worker is free and several embedding requests of the same kind
+wait for it, it joins them into one packed llama.cpp call (at most the model's
+``n_seq_max`` texts and micro-batch of tokens, and ``EngineConfig.max_batch_texts``) and
+hands each request its own rows. Each request's texts are checked before it joins; one
+that fails runs on its own and gets its own error, and when the joined call fails every
+request is run again on its own, so no request gets another's result or exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any, NamedTuple, TypeVar
+
+from embellama._compute.packing import ProgressCallback
+from embellama._config import ModelConfig
+from embellama._exceptions import InvalidInputError, ResourceClosedError
+from embellama._models import EmbeddingModel, Reranker
+
+logger = logging.getLogger("embellama")
+T = TypeVar("T")
+_STOP = object()
+
+EMBEDDING, RERANKER = "embedding", "reranker"
+"""The kinds of model an engine serves (``info()["kind"]``): an EmbeddingModel or a Reranker per worker."""
+
+Compute = Callable[[EmbeddingModel, list[Any], "ProgressCallback | None"], Any]
+"""``compute(model, texts, progress)``: the rows of ``texts``, computed on the worker."""
+
+
+def fail(future: Future[Any], exc: BaseException) -> None:
+    """Resolve ``future`` with ``exc`` unless its caller already cancelled it."""
+    if future.set_running_or_notify_cancel():
+        future.set_exception(exc)
+
+
+def _settle(future: Future[Any], fn: Callable[[Any], Any], arg: Any) -> None:
+    """Resolve an already running ``future`` with ``fn(arg)``, or with what it raised."""
+    try:
+        future.set_result(fn(arg))
+    except BaseException as exc:
+        future.set_exception(exc)
+
+
+class Batching(NamedTuple):
+    """Dynamic batching settings of a worker (from EngineConfig)."""
+
+    max_texts: int  # 0: one call's worth; 1: off
+    wait: float  # seconds a free worker waits for more requests to join
+
+
+class Job:
+    """A worker's part of an embedding request: called with the model it runs alone, or it joins others.
+
+    ``texts`` are the texts to compute (the cache's misses); ``compute(model, texts, progress)``
+    embeds them; ``finish(rows, exact)`` turns their rows into the request's answer (``exact``:
+    they were computed alone, so the cache may keep them); requests of one ``key`` may share
+    a llama.cpp call (None: never).
+    """
+
+    def __init__(
+        self,
+        texts: list[Any],
+        compute: Compute,
+        progress: ProgressCallback | None,
+        finish: Callable[[Any, bool], Any],
+        places: list[int] | None,
+        key: Hashable | None,
+    ) -> None:
+        self.texts = texts
+        self.compute = compute
+        self.progress = progress
+        self.finish = finish
+        self.places = places  # the caller's index of each text, when it differs from its place in ``texts``
+        self.key = key
+        self._tokens: int | None = None
+
+    def __call__(self, model: EmbeddingModel) -> Any:
+        try:
+            rows = self.compute(model, self.texts, self.progress)
+        except InvalidInputError as exc:  # name the text by its place in the caller's list
+            if self.places is None or exc.index is None:
+                raise
+            raise InvalidInputError(exc.reason, exc.model_name, self.places[exc.index]) from None
+        return self.finish(rows, True)
+
+    def measure(self, model: EmbeddingModel) -> int | None:
+        """Tokens of the texts, or None when a text fails its check (it then runs alone, for its own error)."""
+        if self._tokens is None:
+            try:
+                self._tokens = sum(len(model.tokenize(text)) for text in self.texts)
+            except Exception:
+                self._tokens = -1
+        return None if self._tokens < 0 else self._tokens
+
+
+class Worker:
+    """One thread that owns one model (an EmbeddingModel, or a Reranker) and serves requests for it in order.
+
+    ``submit`` and ``stop`` take the worker's lock, and the thread drains its inbox only
+    after marking itself closed under that lock, so no request can slip in unanswered.
+    """
+
+    def __init__(
+        self, config: ModelConfig, thread_name: str, batching: Batching | None = None, kind: str = EMBEDDING
+    ) -> None:
+        self.config = config
+        self.kind = kind
+        self.batching = batching or Batching(0, 0.0)
+        self.ready: Future[dict[str, Any]] = Future()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._stop_error: BaseException | None = None  # what queued requests fail with once stopped
+        self._failure: BaseException | None = None
+        self.joined_calls = self.joined_requests = 0  # dynamic batching's shared calls and the requests in them
+        self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+        self.thread.start()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker refuses new requests (it was stopped, or its thread ended)."""
+        with self._lock:
+            return self._stopping
+
+    def submit(self, fn: Callable[[Any], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._failure is not None and not self._stopping:
+                fail(future, self._failure)  # the load failed: the request gets that error
+                return future
+            if self._stopping and self._stop_error is not None:
+                fail(future, self._stop_error)  # a sibling copy failed to load: the model's load error
+                return future
+            if self._stopping:
+                raise ResourceClosedError(f"model {self.name!r} was removed or its engine closed")
+            self._inbox.put((fn, future))
+        return future
+
+    def stop(self, *, join: bool = True, timeout: float | None = None, error: BaseException | None = None) -> None:
+        """Refuse new requests, fail the queued ones, let the running one finish, free the model.
+
+        Queued requests fail with ``error`` (default: :class:`ResourceClosedError`).
+        """
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                self._stop_error = error
+                self._inbox.put(_STOP)
+        if join and threading.current_thread() is not self.thread:
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        model: Any = None
+        try:
+            model = Reranker(self.config) if self.kind == RERANKER else EmbeddingModel(self.config)
+            model.load()
+        except BaseException as exc:  # delivered to every caller waiting for this model
+            with self._lock:
+                self._failure = exc
+            self._drain(exc)
+            self.ready.set_exception(exc)
+            return
+        self.ready.set_result(describe(model))
+        closed = ResourceClosedError(f"model {self.name!r} was removed or its engine closed before the request ran")
+        held: Any = None  # a message taken from the inbox that did not join the last batch: the next one
+        try:
+            while True:
+                item, held = (self._inbox.get() if held is None else held), None
+                if item is _STOP:
+                    break
+                fn, future = item
+                if self._stopping:
+                    fail(future, self._stop_error or closed)
+                elif self._joinable(fn, model) and (self.batching.wait > 0 or not self._inbox.empty()):
+                    held = self._run_joined(model, fn, future)
+                elif future.set_running_or_notify_cancel():
+                    _settle(future, fn, model)
+        finally:
+            try:
+                model.unload()
+            finally:
+                with self._lock:
+                    self._stopping = True
+                if held is not None and held is not _STOP:
+                    fail(held[1], self._stop_error or closed)
+                self._drain(self._stop_error or closed)
+
+    # -- dynamic batching ---------------------------------------------------------------
+
+    def _limits(self, model: EmbeddingModel) -> tuple[int, int]:
+        """Most texts and tokens of one joined call: one llama.cpp call's worth, and ``max_batch_texts``."""
+        n_seq_max = model.context.n_seq_max
+        texts = min(self.batching.max_texts, n_seq_max) if self.batching.max_texts else n_seq_max
+        return texts, model.token_budget
+
+    def _joinable(self, fn: Any, model: EmbeddingModel, key: Hashable | None = None) -> bool:
+        """Whether ``fn`` is an embedding request that may share a call (with requests of ``key``)."""
+        if not isinstance(fn, Job) or fn.key is None or self.batching.max_texts == 1:
+            return False
+        return (key is None or fn.key == key) and len(fn.texts) <= self._limits(model)[0]
+
+    def _next(self, deadline: float) -> Any:
+        """The next message of the inbox, waiting until ``deadline`` at most; None when none came."""
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                return self._inbox.get(timeout=remaining)
+            except queue.Empty:
+                return None
+
+    def _run_joined(self, model: EmbeddingModel, first: Job, future: Future[Any]) -> Any:
+        """Join ``first`` and the requests of its kind waiting behind it into one call; answer each.
+
+        Returns the message taken from the inbox that did not join (the next to run), or None.
+        """
+        max_texts, max_tokens = self._limits(model)
+        deadline = time.monotonic() + self.batching.wait
+        group: list[tuple[Job, Future[Any]]] = []
+        alone: list[tuple[Job, Future[Any]]] = []  # a text failed its check: runs on its own, for its own error
+        texts = tokens = 0
+        held: Any = None
+        job, fut = first, future
+        try:
+            while True:
+                size = None if fut.cancelled() else job.measure(model)
+                if size is not None and group and (texts + len(job.texts) > max_texts or tokens + size > max_tokens):
+                    held = (job, fut)  # does not fit: it starts the next call
+                    break
+                if fut.set_running_or_notify_cancel():
+                    if size is None:
+                        alone.append((job, fut))
+                    else:
+                        group.append((job, fut))
+                        texts, tokens = texts + len(job.texts), tokens + size
+                if texts >= max_texts:
+                    break
+                item = self._next(deadline)
+                if item is None:
+                    break
+                if item is _STOP or self._stopping or not self._joinable(item[0], model, first.key):
+                    held = item
+                    break
+                job, fut = item
+            if len(group) == 1:
+                alone += group
+            elif group:
+                self._answer_joined(model, group)
+            for job, fut in alone:
+                _settle(fut, job, model)
+        except BaseException as exc:  # never leave a taken request unanswered
+            for _, fut in group + alone:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if held is not None and held is not _STOP:
+                fail(held[1], exc)
+            raise
+        return held
+
+    def _answer_joined(self, model: EmbeddingModel, group: list[tuple[Job, Future[Any]]]) -> None:
+        joined = [text for job, _ in group for text in job.texts]
+        try:
+            rows = group[0][0].compute(model, joined, None)
+        except Exception:  # whose text? each request runs again on its own and gets its own answer
+            logger.debug(
+                "model %r: a joined call of %d requests failed; running them one by one", self.name, len(group)
+            )
+            for job, fut in group:
+                _settle(fut, job, model)
+            return
+        self.joined_calls += 1
+        self.joined_requests += len(group)
+        start = 0
+        for job, fut in group:
+            part = rows[start : start + len(job.texts)]
+            start += len(job.texts)
+            _settle(fut, functools.partial(job.finish, part if isinstance(part, list) else part.copy()), False)
+
+    def _drain(self, exc: BaseException) -> None:
+        """Fail every queued request (called once the lock has closed the inbox)."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                fail(item[1], exc)
+
+
+def describe(model: EmbeddingModel | Reranker) -> dict[str, Any]:
+    """What ``EmbeddingEngine.info`` tells of a loaded model; ``kind`` says which class serves it."""
+    info: dict[str, Any] = {
+        "name": model.name,
+        "kind": RERANKER if isinstance(model, Reranker) else EMBEDDING,
+        "path": str(model.config.model_path),
+        "max_sequence_length": model.max_sequence_length,
+        "model_size": model.model_size,
+        "pooling": model.pooling.value,
+        "architecture": model.model.architecture,
+    }
+    if isinstance(model, Reranker):
+        info.update(
+            num_labels=model.num_labels,
+            labels=list(model.labels),
+            activation=model.activation,
+            exact_token_types=model.exact_token_types,
+        )
+    else:
+        info.update(
+            embedding_dimensions=model.embedding_dimensions,
+            prompts=model.prompts,
+            default_prompt_name=model.default_prompt_name,
+        )
+    return info
