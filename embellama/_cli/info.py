@@ -1,0 +1,157 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``embellama doctor`` (which libllama, its backend and devices) and ``embellama info`` (what a GGUF holds)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from embellama._cli.common import Subparsers
+from embellama._config import ModelConfig
+from embellama._exceptions import ConfigurationError
+from embellama._gguf import convert as gguf_convert
+from embellama._models import Reranker, is_reranker
+from embellama._native import load_library
+from embellama._version import __version__
+from embellama.llama import Model
+
+__all__ = ["add_doctor_parser", "add_info_parser", "doctor_command", "info_command"]
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """``embellama doctor``."""
+    lib = load_library(args.lib)
+    manifest = lib.manifest or {}
+    report: dict[str, Any] = {
+        "embellama_version": __version__,
+        "library": str(lib.path),
+        "found_by": lib.source,
+        "llama_version": lib.version,
+        "llama_cpp_commit": lib.commit,
+        "backend": lib.backend,
+        "portable": manifest.get("portable"),
+        "cpu_variant": lib.cpu_variant,
+        "cpu_variants_shipped": manifest.get("cpu_variants") or [],
+        "gpu_offload": lib.supports_gpu_offload(),
+        "abi_check": "manifest layout + defaults" if lib.manifest else "defaults only (no manifest)",
+        "devices": lib.devices(),
+        "system_info": lib.system_info(),
+        "warnings": lib.warnings,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key, value in report.items():
+        if key == "devices":
+            print("devices:")
+            for dev in value:
+                mem = dev["memory_total"] / 2**30
+                print(f"  - {dev['name']} ({dev['type']}): {dev['description']}, {mem:.1f} GiB")
+        elif key == "warnings":
+            continue  # already logged by the loader
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def pooling_used(model: Model, reranker: bool = False) -> str:
+    """The pooling EmbeddingModel picks for the file by default, and why."""
+    named = model.pooling_type
+    if reranker or named == "rank":
+        return "rank: a reranker (score pairs with 'embellama rerank'; pass --pooling to embed with it anyway)"
+    if named in ("mean", "cls", "last"):
+        return f"{named} (from the GGUF metadata)"
+    fallback = "last" if model.is_causal else "mean"
+    return f"{fallback} (the GGUF names none)"
+
+
+def reranker_info(path: Path) -> dict[str, Any] | None:
+    """A reranker's head: labels, default activation, exact token types (None for an embedding model)."""
+    config = ModelConfig(model_path=path, n_gpu_layers=0, n_threads=1, compute_type="off")
+    if not is_reranker(config):
+        return None
+    try:
+        with Reranker(config) as reranker:
+            return {
+                "labels": list(reranker.labels),
+                "activation": reranker.activation,
+                "exact_token_types": reranker.exact_token_types,
+            }
+    except ConfigurationError as exc:  # a rank-pooling GGUF that Reranker cannot score (a decoder...)
+        return {"unusable": str(exc)}
+
+
+def describe_reranker(info: dict[str, Any] | None) -> str:
+    """``info``'s line about the reranker head."""
+    if info is None:
+        return "no (an embedding model)"
+    if "unusable" in info:
+        return f"yes, but embellama cannot score with it: {info['unusable']}"
+    types = (
+        "exact token types"
+        if info["exact_token_types"]
+        else "token types NOT exact (re-convert with 'embellama convert' for the model's scores)"
+    )
+    return f"yes: labels {', '.join(info['labels'])}; default activation {info['activation']}; {types}"
+
+
+def info_command(args: argparse.Namespace) -> int:
+    """``embellama info``."""
+    path: Path = args.model
+    reranker = reranker_info(path)  # None for an embedding model, and for a file that Model then refuses
+    with Model(path, n_gpu_layers=0) as model:
+        ftypes = {code: name.upper() for name, code in gguf_convert.FTYPE_CODES.items()}
+        report: dict[str, Any] = {
+            "path": str(path),
+            "name": model.metadata_value("general.name") or path.stem,
+            "architecture": model.architecture,
+            "description": model.description,
+            "weight_type": ftypes.get(model.ftype, model.description.split(" ", 2)[-1]),
+            "parameters": model.n_params,
+            "size": model.size,
+            "file_size": path.stat().st_size,
+            "embedding_dimensions": model.n_embd,
+            "context_length": model.n_ctx_train,
+            "layers": model.n_layer,
+            "vocabulary": model.n_vocab,
+            "tokenizer": model.vocab_type,
+            "causal_attention": model.is_causal,
+            "pooling": pooling_used(model, reranker is not None),
+            "reranker": reranker,
+            "metadata": dict(sorted(model.metadata().items())),
+        }
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    for key, value in report.items():
+        if key == "metadata":
+            print("metadata:")
+            for name, text in value.items():
+                text = text if len(text) <= 100 else text[:97] + "..."
+                print(f"  {name} = {text}")
+        elif key in ("size", "file_size"):
+            print(f"{key}: {value} bytes ({value / 2**20:.1f} MiB)")
+        elif key == "parameters":
+            print(f"{key}: {value} ({value / 1e6:.1f} M)")
+        elif key == "reranker":
+            print(f"{key}: {describe_reranker(value)}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def add_doctor_parser(sub: Subparsers) -> None:
+    """The ``doctor`` subcommand."""
+    doctor = sub.add_parser("doctor", help="show which libllama is used, its backend and devices")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=doctor_command)
+
+
+def add_info_parser(sub: Subparsers) -> None:
+    """The ``info`` subcommand."""
+    info = sub.add_parser("info", help="show a GGUF model's metadata, dimensions, pooling and size")
+    info.add_argument("model", type=Path, help="GGUF model file")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=info_command)
