@@ -108,7 +108,11 @@ def test_second_library_in_one_process_is_refused(library, tmp_path):
 
 def test_shipped_declarations_pass_the_guard(library):
     assert library.manifest is not None, "the built library should come with its manifest"
-    assert library.warnings == []
+    # The portable build (the wheel's) carries ggml's AMX kernels for the CPUs that have AMX; on such a
+    # CPU the one warning says embellama loads models without them (test_quantized_model_... runs it).
+    amx = [w for w in library.warnings if "AMX" in w]
+    assert len(amx) == (1 if library.has_amx_kernels else 0), library.warnings
+    assert [w for w in library.warnings if w not in amx] == []
     assert library.commit == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
     layout = library.manifest["layout"]
     ffi = library.ffi
@@ -272,7 +276,9 @@ def test_quantized_model_embeds_without_crashing_the_process(library, minilm_f16
     )
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
     assert float(proc.stdout.strip().splitlines()[-1]) > 0.99
-    if library.manifest is not None:  # a build of build_llama.py: no AMX kernels at all
+    if library.manifest is not None and not library.manifest.get("portable"):
+        # a native build of build_llama.py compiles no AMX kernels at all; the portable one (the wheel's)
+        # has them for AMX CPUs, and the child above embedded the Q8_0 model through them without a crash
         assert not library.has_amx_kernels, library.system_info()
 
 
