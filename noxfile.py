@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""nox sessions: build, model, tests per backend, lint, bench, demo.
+"""nox sessions: build, model, unit, tests per backend, lint, bench, demo.
 
+    nox                               # the test command: lint, docs, the whole suite, the oldest llama.cpp
+    nox -s unit                       # the fast loop: tests/unit, no libllama needed (about a minute)
     nox -s demo                       # build libllama (CPU), make the test model, embed a few sentences
-    nox -s "tests(backend='cpu')"     # the whole test suite on the CPU build
+    nox -s "tests(backend='cpu')"     # the whole test suite on the CPU build (the wheel's portable libllama)
     nox -s "tests(backend='cuda')"    # the same suite on a CUDA build (needs an NVIDIA GPU)
-    nox -s lint                       # ruff and mypy
+    nox -s lint                       # ruff, mypy and the import contracts
     nox -s docs                       # the guide and the API reference into docs/_build/html
 
 Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the benchmark (bench).
@@ -105,7 +107,11 @@ def unit(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("backend", BACKENDS)
 def tests(session: nox.Session, backend: str) -> None:
-    """The whole test suite against one backend's build (real model, no skips)."""
+    """The whole test suite against one backend's build: real models, no skips but the gold-score tests'.
+
+    The main run hides ``../shared`` (nothing beside the checkout is needed); then the gold-score tests run
+    alone with the STS file (:func:`_gold_score_tests`).
+    """
     _require_device(session, backend)
     # cpu: the portable libllama that wheel users get (every CPU variant, loaded at run time), built in the
     # build folder that the wheel's build below shares, so building the wheel compiles nothing again.
@@ -119,13 +125,34 @@ def tests(session: nox.Session, backend: str) -> None:
         # The wheel and sdist as users get them (tests/packaging/test_wheel.py, tests/packaging/test_sdist.py).
         env["EMBELLAMA_WHEELHOUSE"] = str(_wheelhouse(session))
         env["EMBELLAMA_SDIST"] = str(WHEEL_DIR / "dist")
-    # The whole suite measures line coverage of embellama/ and fails under 80 % (pyproject's
-    # [tool.coverage]); a selection passed after -- runs as given, without the gate.
-    session.run("pytest", *(session.posargs or ["-q", *COVERAGE]), env=env)
+    if session.posargs:  # a selection after --: as given, without the coverage gate or the two runs below
+        session.run("pytest", *session.posargs, env=env)
+    else:
+        # The whole suite as on a machine with nothing beside the checkout: ../shared hidden, and any skip but
+        # the gold-score tests' (marker sts_gold) fails the run. It measures line coverage of embellama/ and fails
+        # under 80 % (pyproject's [tool.coverage]).
+        strict = {"EMBELLAMA_HIDE_SHARED": "1", "EMBELLAMA_STRICT_SKIPS": "1"}
+        session.run("pytest", "-q", *COVERAGE, env={**env, **strict})
+        _gold_score_tests(session, env)
     if backend != "cpu":
         # The same texts through the CPU build: the GPU build must agree (exit 1 below cosine 0.999).
         _build(session, "cpu")
         session.run("python", "benchmarks/compare_backends.py", "cpu", backend, "--min-cos", "0.999")
+
+
+def _gold_score_tests(session: nox.Session, env: dict[str, str]) -> None:
+    """The tests that need the STS Benchmark's gold scores, alone, with its file (or a note where there is none).
+
+    The file is ``$EMBELLAMA_STS_FILE`` or ``../shared/data/stsbenchmark/sts-test.csv`` beside the checkout.
+    In CI (``$CI`` set) it must be there: ``EMBELLAMA_REQUIRE_STS=1`` fails those tests instead of skipping them.
+    """
+    named = os.environ.get("EMBELLAMA_STS_FILE")
+    sts = Path(named) if named else ROOT.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+    if not sts.is_file() and not os.environ.get("CI"):
+        session.warn(f"the gold-score tests (marker sts_gold) did not run: no STS file at {sts} ($EMBELLAMA_STS_FILE)")
+        return
+    gold = {"EMBELLAMA_STS_FILE": str(sts), "EMBELLAMA_REQUIRE_STS": "1"}
+    session.run("pytest", "-q", "-m", "sts_gold", env={**env, **gold})
 
 
 def _wheelhouse(session: nox.Session) -> Path:

@@ -19,6 +19,7 @@ class _Stop(Exception):
 
 class FakeSession:
     def __init__(self, posargs=()):
+        self.warnings = []
         self.ran = []
         self.ran_kwargs = []
         self.posargs = list(posargs)
@@ -31,6 +32,9 @@ class FakeSession:
 
     def error(self, message):
         raise _Stop(message)
+
+    def warn(self, message):
+        self.warnings.append(message)
 
     def log(self, message):
         pass
@@ -77,21 +81,45 @@ def test_metal_session_needs_macos(noxfile, monkeypatch):
         noxfile.tests(FakeSession(), "metal")
 
 
-def test_cpu_session_builds_then_runs_pytest(noxfile, tmp_path):
+def test_cpu_session_builds_then_runs_pytest(noxfile, tmp_path, monkeypatch):
+    sts = tmp_path / "sts-test.csv"
+    sts.write_text("")
+    monkeypatch.setenv("EMBELLAMA_STS_FILE", str(sts))
     session = FakeSession()
     noxfile.tests(session, "cpu")
     commands = session.commands()
-    assert "build_llama.py --backend cpu" in commands[0]
+    # the portable libllama that the wheel ships (and whose build folder the wheel's build reuses)
+    assert "build_llama.py --backend cpu --portable" in commands[0]
     # the sdist and wheel, built and repaired before pytest, which gets their folders
     build = next(i for i, c in enumerate(commands) if "-m build --sdist --wheel" in c)
     assert commands[build].endswith(str(noxfile.ROOT)) and str(tmp_path / "whl" / "dist") in commands[build]
     assert any(c.startswith("python -m pip download") and "numpy cffi pycparser" in c for c in commands[build:])
-    assert commands[-1].startswith("pytest")
-    env = session.ran_kwargs[-1]["env"]
+    # the main run: nothing beside the checkout, no skip but the gold-score tests', the coverage gate
+    assert commands[-2].startswith("pytest")
+    env = session.ran_kwargs[-2]["env"]
     assert env["EMBELLAMA_WHEELHOUSE"] == str(tmp_path / "whl" / "wheelhouse")
     assert env["EMBELLAMA_SDIST"] == str(tmp_path / "whl" / "dist")
-    # the whole suite is the coverage gate: embellama/ measured, under 80 % fails
-    assert "--cov=embellama" in commands[-1] and "--cov-fail-under=80" in commands[-1]
+    assert env["EMBELLAMA_HIDE_SHARED"] == "1" and env["EMBELLAMA_STRICT_SKIPS"] == "1"
+    assert "--cov=embellama" in commands[-2] and "--cov-fail-under=80" in commands[-2]
+    # then the gold-score tests alone, with the STS file, failing rather than skipping without it
+    assert commands[-1] == "pytest -q -m sts_gold"
+    gold = session.ran_kwargs[-1]["env"]
+    assert gold["EMBELLAMA_STS_FILE"] == str(sts) and gold["EMBELLAMA_REQUIRE_STS"] == "1"
+    assert "EMBELLAMA_HIDE_SHARED" not in gold
+
+
+def test_without_an_sts_file_the_gold_score_tests_are_named_not_run(noxfile, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBELLAMA_STS_FILE", str(tmp_path / "missing.csv"))
+    monkeypatch.delenv("CI", raising=False)
+    session = FakeSession()
+    noxfile.tests(session, "cpu")
+    assert "--cov=embellama" in session.commands()[-1]  # the main run is the last
+    assert len(session.warnings) == 1 and "sts_gold" in session.warnings[0]
+    # in CI the file must be there: the gold-score run goes ahead and fails instead of skipping
+    monkeypatch.setenv("CI", "true")
+    session = FakeSession()
+    noxfile.tests(session, "cpu")
+    assert session.commands()[-1] == "pytest -q -m sts_gold" and session.warnings == []
 
 
 def test_a_selection_after_dashes_runs_as_given_without_the_gate(noxfile):
@@ -108,8 +136,8 @@ def test_cuda_session_runs_the_suite_then_compares_with_the_cpu_build(noxfile, m
     noxfile.tests(session, "cuda")
     commands = session.commands()
     assert "build_llama.py --backend cuda" in commands[0]
-    pytest_at = next(i for i, c in enumerate(commands) if c.startswith("pytest"))
-    assert "build_llama.py --backend cpu" in commands[pytest_at + 1]
+    last_pytest = max(i for i, c in enumerate(commands) if c.startswith("pytest"))
+    assert "build_llama.py --backend cpu" in commands[last_pytest + 1]
     assert commands[-1].endswith("compare_backends.py cpu cuda --min-cos 0.999")
 
 
