@@ -27,7 +27,7 @@ import nox
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 # The README's test command (and CI): the pinned llama.cpp's whole suite, then the oldest supported one's.
-nox.options.sessions = ["lint", "docs", "tests(backend='cpu')", "llama(version='0.3.27')"]
+nox.options.sessions = ["lint", "docs", "unit", "tests(backend='cpu')", "llama(version='0.3.27')"]
 
 ROOT = Path(__file__).resolve().parent
 BACKENDS = ["cpu", "cuda", "metal", "vulkan"]

@@ -19,13 +19,14 @@ class _Stop(Exception):
 
 class FakeSession:
     def __init__(self, posargs=()):
+        self.installed = []
         self.warnings = []
         self.ran = []
         self.ran_kwargs = []
         self.posargs = list(posargs)
 
     def install(self, *args, **kwargs):
-        pass
+        self.installed.append((args, kwargs))
 
     def commands(self):
         return [" ".join(map(str, args)) for args in self.ran]
@@ -183,6 +184,7 @@ def test_only_the_bench_session_builds_llama_server(noxfile, monkeypatch):
     ci = {
         "lint": noxfile.lint,
         "docs": noxfile.docs,
+        "unit": noxfile.unit,
         "tests(backend='cpu')": lambda s: noxfile.tests(s, "cpu"),
         "llama(version='0.3.27')": lambda s: noxfile.llama(s, "0.3.27"),
     }
@@ -207,3 +209,13 @@ def test_only_the_bench_session_builds_llama_server(noxfile, monkeypatch):
     commands = session.commands()
     assert any(c.endswith("--backend cpu --with-tools") for c in commands)
     assert not any("--with-server" in c or "bench_serve.py" in c or "bench_rerank.py" in c for c in commands)
+
+
+def test_the_unit_session_runs_tests_unit_without_libllama(noxfile):
+    session = FakeSession()
+    noxfile.unit(session)
+    assert session.commands() == ["pytest -q -m not libllama tests/unit"]
+    lib = session.ran_kwargs[-1]["env"]["EMBELLAMA_LIB"]
+    assert lib and not Path(lib).exists()  # names no library: a test that loads one fails, not passes
+    installed = " ".join(" ".join(map(str, args)) for args, _ in session.installed)
+    assert "torch" not in installed and "-e ." in installed
