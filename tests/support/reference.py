@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Reference outputs from sentence-transformers and the Hugging Face tokenizer, and the STS sentences.
+"""Reference outputs from sentence-transformers and the Hugging Face tokenizer.
 
 :func:`reference_outputs` returns them for a list of texts, cached by content; they are computed in a
 child process (torch stays out of the test process):
@@ -15,7 +15,6 @@ model as published: mean pooling and its Normalize module).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -34,16 +33,6 @@ MODES = {
     "mean_sqrt": "mean_sqrt_len_tokens",
 }
 ST_MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
-STS_FILE = Path(
-    os.environ.get("EMBELLAMA_STS_FILE") or make_model.REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
-)
-
-
-def read_sts() -> tuple[list[str], list[str], np.ndarray]:
-    """The STS Benchmark test pairs: first sentences, second sentences, gold scores."""
-    with open(STS_FILE, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r[5] for r in rows], [r[6] for r in rows], np.array([float(r[4]) for r in rows])
 
 
 def reference_outputs(texts: list[str], tag: str, modes: str = "mean,cls,max,mean_sqrt") -> dict[str, np.ndarray]:

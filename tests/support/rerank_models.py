@@ -5,7 +5,7 @@
   all-MiniLM-L6-v2's WordPiece, the kind of the ms-marco MiniLM cross-encoders;
 - ``bert3``: the same with three labels (an NLI head);
 - ``xlm-roberta``: ``XLMRobertaForSequenceClassification`` (one token type, dense + tanh + out_proj head)
-  with a SentencePiece unigram trained on the STS sentences, the kind of bge-reranker-v2-m3;
+  with a SentencePiece unigram trained on the corpus (as the architecture tests'), the kind of bge-reranker-v2-m3;
 - ``modernbert``: ``ModernBertForSequenceClassification`` (GeGLU, alternating global and local attention,
   a dense + GELU + norm head on the mean of the tokens, ``classifier_pooling="mean"``) with ModernBERT's
   byte-level BPE, the kind of gte-reranker-modernbert-base; its config names ``norm_eps`` as published ones do,
@@ -39,8 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support import arch_models, make_model
-from tests.support.reference import read_sts
+from tests.support import arch_models, corpus, make_model
 
 N_QUERIES, N_DOCS = 200, 20
 LABELS3 = {0: "contradiction", 1: "entailment", 2: "neutral"}
@@ -67,8 +66,8 @@ RECIPES = {
 
 
 def pairs() -> tuple[list[str], list[list[int]], list[str]]:
-    """200 queries, the 20 document indices of each (its own STS partner first) and the documents."""
-    s1, s2, _ = read_sts()
+    """200 queries, the 20 document indices of each (its own partner in the corpus first) and the documents."""
+    s1, s2 = corpus.sentence_pairs()
     rng = random.Random(7)
     queries = s1[:N_QUERIES]
     docs = s2[: N_QUERIES * 5]
