@@ -28,7 +28,7 @@ def test_passages_join_consecutive_sentences_and_cycle():
         bench.make_passages(["", " "])
 
 
-@pytest.mark.skipif(not bench.STS.is_file(), reason="needs the STS-B test file from ../shared")
+@pytest.mark.sts_gold  # the benchmark's corpora are the STS file's: it skips without it (tests/support/sts.py)
 def test_long_corpus_from_sts_is_deterministic():
     sentences, gold = bench.read_sts()
     assert len(sentences) == 2758 and len(gold) == 1379
