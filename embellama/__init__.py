@@ -14,7 +14,7 @@ import inspect as _inspect
 from embellama._compute.output import quantize_embeddings
 from embellama._compute.pooling import Normalization, PoolingStrategy, normalize
 from embellama._config import EngineConfig, ModelConfig
-from embellama._engine.engine import EmbeddingEngine
+from embellama._engine import EmbeddingEngine
 from embellama._exceptions import (
     ConfigurationError,
     EmbeddingError,
@@ -27,9 +27,8 @@ from embellama._exceptions import (
     ResourceClosedError,
     ThreadAffinityError,
 )
-from embellama._models.embedding import EmbeddingModel
-from embellama._models.reranker import Reranker
-from embellama._native.lib import Library, get_library, load_library
+from embellama._models import EmbeddingModel, Reranker
+from embellama._native import Library, get_library, load_library
 from embellama._version import __version__
 
 __all__ = [

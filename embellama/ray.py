@@ -43,7 +43,7 @@ import numpy.typing as npt
 
 from embellama._compute import output as _output
 from embellama._config import ModelConfig, PoolingStrategy
-from embellama._engine.engine import EmbeddingEngine
+from embellama._engine import EmbeddingEngine
 from embellama._exceptions import (
     ConfigurationError,
     EmbellamaError,
@@ -52,9 +52,8 @@ from embellama._exceptions import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from embellama._models.embedding import DEFAULT_CTX_CAP, EmbeddingModel
-from embellama._models.reranker import Reranker, is_reranker
-from embellama._native.lib import ENV_LIB, Library, load_library
+from embellama._models import DEFAULT_CTX_CAP, EmbeddingModel, Reranker, is_reranker
+from embellama._native import ENV_LIB, Library, load_library
 from embellama.llama import Model
 
 if TYPE_CHECKING:

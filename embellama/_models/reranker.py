@@ -26,11 +26,12 @@ import numpy.typing as npt
 from embellama._compute import packing as _batch
 from embellama._compute.packing import ProgressCallback
 from embellama._config import ModelConfig, Normalization, PoolingStrategy
-from embellama._exceptions import ConfigurationError, EmbellamaError, InvalidInputError, ResourceClosedError
+from embellama._exceptions import ConfigurationError, InvalidInputError, ResourceClosedError
 from embellama._gguf import convert as _convert
 from embellama._gguf import reader as _gguf
 from embellama._gguf.reader import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
-from embellama._models.embedding import LlamaModel
+from embellama._models.base import LlamaModel, is_positive_int
+from embellama._models.kinds import is_reranker
 from embellama.llama import Context, Model
 
 __all__ = ["ACTIVATIONS", "Reranker", "check_activation", "is_pair", "is_reranker", "rank_results"]
@@ -40,8 +41,6 @@ logger = logging.getLogger("embellama")
 ACTIVATIONS = ("sigmoid", "identity", "softmax")
 """What :meth:`Reranker.predict` can apply to the head's outputs."""
 
-
-_RANK_CODE = 4  # enum llama_pooling_type: LLAMA_POOLING_TYPE_RANK
 
 RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
 """A decoder reranker's prompt, with ``{query}`` and ``{document}`` (llama.cpp's converter writes Qwen3-Reranker's)."""
@@ -229,6 +228,12 @@ class Reranker(LlamaModel):
         except InvalidInputError as exc:
             raise InvalidInputError(f"{kind} of pair {index}: {exc.reason}", self.name, index) from None
 
+    def _check_pair(self, pair: Any, index: int) -> None:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InvalidInputError(
+                f"pair {index} must be a (query, document) tuple, got {type(pair).__name__}", self.name, index
+            )
+
     def _pair_tokens(
         self, model: Model, pairs: Sequence[Any], offset: int, truncate: bool
     ) -> list[npt.NDArray[np.int32]]:
@@ -241,10 +246,7 @@ class Reranker(LlamaModel):
         seen: dict[str, npt.NDArray[np.int32]] = {}  # a query repeats across its documents: tokenized once
         for i, pair in enumerate(pairs):
             index = offset + i
-            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-                raise InvalidInputError(
-                    f"pair {index} must be a (query, document) tuple, got {type(pair).__name__}", self.name, index
-                )
+            self._check_pair(pair, index)
             query, doc = pair
             ids = seen.get(query) if isinstance(query, str) else None
             if ids is None:
@@ -298,10 +300,7 @@ class Reranker(LlamaModel):
         limit, cut = self._max_tokens, []
         for i, pair in enumerate(pairs):
             index = offset + i
-            if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
-                raise InvalidInputError(
-                    f"pair {index} must be a (query, document) tuple, got {type(pair).__name__}", self.name, index
-                )
+            self._check_pair(pair, index)
             texts = [
                 self._text(model, text, kind, index) for text, kind in zip(pair, ("query", "document"), strict=True)
             ]
@@ -437,8 +436,7 @@ class Reranker(LlamaModel):
         InvalidInputError, ConfigurationError
             As for :meth:`predict` (a bad pair's index counts in the whole stream).
         """
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ConfigurationError(f"model {self.name!r}: chunk_size must be a positive int, got {chunk_size!r}")
+        self._check_chunk_size(chunk_size)
         if isinstance(pairs, (str, bytes)) or is_pair(pairs):
             raise InvalidInputError("predict_iter expects an iterable of (query, document) pairs", self.name)
         model, _, _ = self._require()
@@ -494,7 +492,7 @@ class Reranker(LlamaModel):
             raise InvalidInputError(f"rank expects a sequence of documents, got {type(documents).__name__}", self.name)
         if not documents:
             raise InvalidInputError("rank got no documents", self.name)
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        if top_k is not None and not is_positive_int(top_k):
             raise ConfigurationError(f"model {self.name!r}: top_k must be a positive int, got {top_k!r}")
         if self.num_labels != 1:
             raise ConfigurationError(
@@ -511,20 +509,34 @@ class Reranker(LlamaModel):
     def _infer(
         self, tokens: Sequence[npt.NDArray[np.int32]], batch_size: int | None, progress: _batch.Progress
     ) -> npt.NDArray[np.float32]:
-        _, context, batch = self._require()
+        self._require()
         if self._head is None:
             raise ResourceClosedError(f"model {self.name!r} was unloaded")
-        out: npt.NDArray[np.float32] = _batch.run_batch(
-            tokens,
-            context=context,
-            batch=batch,
-            pooling=PoolingStrategy.RANK,
-            norm=Normalization.NONE,
-            budget=self._budget,
-            max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
-            progress=progress,
+        out: npt.NDArray[np.float32] = self._run_batch(
+            tokens, PoolingStrategy.RANK, Normalization.NONE, batch_size, progress
         )
         return out[:, :1] if self._head.template is not None else out  # a decoder's P(yes), not P(no)
+
+    def score_pairs(
+        self,
+        pairs: Sequence[Any],
+        *,
+        offset: int = 0,
+        batch_size: int | None = None,
+        activation: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """:meth:`predict`'s scores of ``pairs`` for the engine's workers (errors name a pair by ``offset`` + its
+        index; ``activation`` checked by the caller).
+
+        :meta private:
+        """
+        model, _, _ = self._require()
+        self._check_batch_size(batch_size)
+        tracker = _batch.Progress(len(pairs), self.name, False, progress)
+        scores = self._score(model, pairs, offset, batch_size, activation or self.activation, tracker)
+        tracker.close()
+        return scores
 
     def _score(
         self,
@@ -542,23 +554,6 @@ class Reranker(LlamaModel):
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"
         return f"Reranker(name={self.name!r}, {state})"
-
-
-def is_reranker(config: ModelConfig) -> bool:
-    """Whether ``config`` names a reranker: ``pooling="rank"``, or with pooling unset a GGUF whose pooling type is
-    rank, or that has a classification head's labels and names no pooling (how llama.cpp's converter writes
-    BERT and XLM-RoBERTa cross-encoders). Reads the GGUF header only; an unreadable file says False (loading
-    it then raises the real error)."""
-    if config.pooling is not None:
-        return config.pooling is PoolingStrategy.RANK
-    try:
-        header = _gguf.read_header(config.model_path)
-    except (OSError, EmbellamaError):
-        return False
-    pooling = header.arch_value("pooling_type")
-    if pooling is not None:
-        return int(pooling) == _RANK_CODE
-    return header.array_length(f"{header.architecture}.classifier.output_labels") is not None
 
 
 def rank_results(

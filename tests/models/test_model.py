@@ -323,7 +323,7 @@ def test_batch_buffers_cannot_be_replaced_or_written(library):
 
 
 def test_a_failed_load_frees_the_model_and_context_at_once(minilm_f16, monkeypatch):
-    import embellama._models.embedding as model_module
+    import embellama._models.base as model_module
 
     made = []
 

@@ -92,7 +92,7 @@ def test_real_model_parallel_ids_equal_serial_and_errors_name_the_first_bad_inde
 
 def test_threads_only_while_a_gpu_computes(minilm_f16, monkeypatch):
     """On the CPU inference keeps the cores busy: tokenization stays on the calling thread."""
-    import embellama._models.embedding as model_module
+    import embellama._models.base as model_module
 
     # compute_type="off": with a stand-in GPU, auto would keep F16 weights that it runs as BF16 on a
     # CPU with AVX512_BF16, and the two runs would differ in their weights, not their tokenization.

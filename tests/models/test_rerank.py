@@ -32,7 +32,8 @@ from embellama import (
     PoolingStrategy,
     Reranker,
 )
-from embellama._models.reranker import _activate, is_reranker
+from embellama._models import is_reranker
+from embellama._models.reranker import _activate
 from tests.support import make_model, rerank_models
 from tests.support.rerank_models import N_DOCS, N_QUERIES
 

@@ -1,0 +1,348 @@
+# SPDX-License-Identifier: Apache-2.0
+"""LlamaModel, the base of EmbeddingModel and Reranker: loading a GGUF with its context, one owning thread,
+the token budget, and the checks and the llama.cpp call both model kinds share."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from embellama._compute import packing as _batch
+from embellama._compute.pooling import Normalization, PoolingStrategy
+from embellama._config import ModelConfig
+from embellama._exceptions import ConfigurationError, ModelNotFoundError
+from embellama._gguf import convert as _convert
+from embellama._native import Library, get_library
+from embellama.llama import (
+    GGML_MAX_N_THREADS,
+    Batch,
+    Context,
+    ContextParams,
+    Model,
+    reserve_tokens,
+    sequences_for,
+)
+
+__all__ = ["DEFAULT_CTX_CAP", "LlamaModel", "context_params", "is_positive_int", "truncate_tokens"]
+
+logger = logging.getLogger("embellama")
+
+DEFAULT_CTX_CAP = 8192
+"""Default n_ctx is the model's training context, but at most this many tokens."""
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _gpu_devices(library: Library) -> list[dict[str, Any]]:
+    return [d for d in library.devices() if d["type"] in ("GPU", "IGPU")]
+
+
+def is_positive_int(value: Any) -> bool:
+    """Whether ``value`` is an int of at least 1 (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def truncate_tokens(ids: npt.NDArray[np.int32], limit: int, suffix: Sequence[int]) -> npt.NDArray[np.int32]:
+    """Cut ``ids`` to ``limit`` tokens, keeping the vocabulary's trailing specials ([SEP], EOS)."""
+    if len(ids) <= limit:
+        return ids
+    tail = np.asarray(suffix, dtype=np.int32)
+    return np.concatenate([ids[: limit - len(tail)], tail])
+
+
+def context_params(config: ModelConfig, model: Model, pooling: PoolingStrategy) -> ContextParams:
+    """Context settings for ``model``: the config's, and for the rest values llama.cpp accepts.
+
+    Unset ``n_seq_max`` becomes the largest count up to llama.cpp's limit that divides
+    the reserved micro-batch (see :func:`embellama.llama.reserve_tokens`); an explicit
+    one that does not is refused when the context is created.
+    """
+    causal = model.is_causal
+    n_ctx = config.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
+    if config.n_batch:
+        n_batch = config.n_batch
+    elif causal:
+        n_batch = n_ctx  # the KV cache of a causal model holds n_ctx tokens in all
+    else:
+        n_batch = max(-(-n_ctx // 256) * 256, 512)  # a multiple of 256 leaves room for many texts
+    if n_batch < n_ctx:
+        raise ConfigurationError(f"model {config.name!r}: n_batch ({n_batch}) < n_ctx ({n_ctx})")
+    n_ubatch = config.n_ubatch or n_batch
+    if n_ubatch > n_batch:
+        raise ConfigurationError(f"model {config.name!r}: n_ubatch ({n_ubatch}) > n_batch ({n_batch})")
+    params = ContextParams(
+        n_ctx=n_ctx,
+        n_batch=n_batch,
+        n_ubatch=n_ubatch,
+        n_seq_max=1,
+        n_threads=config.n_threads or min(_cpu_count(), GGML_MAX_N_THREADS),
+        pooling=pooling.native,
+        flash_attn=config.flash_attn,
+        offload_kqv=config.offload_kqv,
+    )
+    limit = get_library().max_parallel_sequences()  # the library every Model here is opened with
+    n_seq_max = config.n_seq_max or sequences_for(reserve_tokens(params, causal), limit)
+    return dataclasses.replace(params, n_seq_max=n_seq_max)
+
+
+_M = TypeVar("_M", bound="LlamaModel")
+
+
+class LlamaModel:
+    """What every model class shares: one GGUF model with its llama.cpp context, owned by one thread.
+
+    Subclasses choose the pooling (:meth:`_choose_pooling`) and check what the loaded model must have
+    (:meth:`_prepare`, whose result :meth:`_adopt` keeps once loading succeeded).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        if not isinstance(config, ModelConfig):
+            raise ConfigurationError(f"expected a ModelConfig, got {type(config).__name__}")
+        self.config = config
+        self._model: Model | None = None
+        self._context: Context | None = None
+        self._batch: Batch | None = None
+        self._pooling: PoolingStrategy | None = None
+        self._max_tokens = 0
+        self._budget = 0
+        self._tokenize_threads = 1
+
+    # -- lifetime ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The model's name (from the config)."""
+        return self.config.name
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the model and its context are in memory."""
+        return self._context is not None
+
+    def load(self: _M) -> _M:
+        """Load the model and create its context in the calling thread. Idempotent.
+
+        Returns
+        -------
+        EmbeddingModel or Reranker
+            This model, loaded (so that ``EmbeddingModel(config).load()`` reads well).
+
+        Raises
+        ------
+        ModelNotFoundError
+            The GGUF file does not exist.
+        ModelLoadError
+            llama.cpp could not load it (the message has its path and reason).
+        ConfigurationError
+            A setting does not fit the model (the message names the model, the field and the rule).
+        LibraryError
+            No usable libllama.
+        ThreadAffinityError
+            It is already loaded by another thread.
+        """
+        if self._context is not None:
+            self._context._handle()  # raises if another thread owns it
+            return self
+        cfg = self.config
+        started = time.perf_counter()
+        library = get_library()  # the one every Model here is opened with
+        model = self._open_weights()
+        context: Context | None = None
+        try:
+            pooling = self._choose_pooling(model)
+            context = Context(model, self._context_params(model, pooling))
+            # Never more tokens per call than llama.cpp reserved its compute buffers for.
+            budget = reserve_tokens(context.params, model.is_causal)
+            n_ctx = context.params.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
+            max_tokens = min(cfg.max_tokens or n_ctx, n_ctx, budget)
+            if max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
+                raise ConfigurationError(f"model {cfg.name!r}: max_tokens {max_tokens} leaves no room for text")
+            batch = Batch(budget, context.n_seq_max, library=library)
+            prepared = self._prepare(model, context, max_tokens)
+        except BaseException:
+            if context is not None:
+                context.close()
+            model.close()
+            raise
+        self._budget, self._max_tokens = budget, max_tokens
+        self._adopt(prepared)
+        # Tokenize with several threads only while a GPU computes: on the CPU, inference already
+        # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
+        on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
+        self._tokenize_threads = min(_cpu_count(), 8) if on_gpu else 1
+        self._model, self._context, self._batch, self._pooling = model, context, batch, pooling
+        logger.info(
+            "loaded %s (%s, %d outputs, pooling %s, n_ctx %d, n_seq_max %d) in %.2f s",
+            cfg.name,
+            model.description,
+            context.n_embd,
+            pooling.value,
+            context.n_ctx,
+            context.n_seq_max,
+            time.perf_counter() - started,
+        )
+        return self
+
+    def _choose_pooling(self, model: Model) -> PoolingStrategy:
+        raise NotImplementedError
+
+    def _prepare(self, model: Model, context: Context, max_tokens: int) -> Any:
+        """Check the loaded model for this class (raise to refuse it); the result goes to :meth:`_adopt`."""
+        return None
+
+    def _adopt(self, prepared: Any) -> None:
+        """Keep what :meth:`_prepare` found, once loading has succeeded."""
+
+    def _check_batch_size(self, batch_size: int | None) -> None:
+        if batch_size is not None and not is_positive_int(batch_size):
+            raise ConfigurationError(f"model {self.name!r}: batch_size must be a positive int, got {batch_size!r}")
+
+    def _check_chunk_size(self, chunk_size: int) -> None:
+        if not is_positive_int(chunk_size):
+            raise ConfigurationError(f"model {self.name!r}: chunk_size must be a positive int, got {chunk_size!r}")
+
+    def _open(self, path: str | os.PathLike[str]) -> Model:
+        cfg = self.config
+        return Model(
+            path,
+            n_gpu_layers=cfg.n_gpu_layers,
+            main_gpu=cfg.main_gpu,
+            split_mode=cfg.split_mode,
+            tensor_split=cfg.tensor_split,
+            use_mmap=cfg.use_mmap,
+            name=cfg.name,
+        )
+
+    def _open_weights(self) -> Model:
+        """The model in the weight type ``compute_type`` asks for (a cached conversion, made once)."""
+        cfg = self.config
+        library = get_library()
+        offloaded = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
+        target = _convert.target_type(cfg.compute_type, library, offloaded=offloaded)
+        if target is None:
+            return self._open(cfg.model_path)
+        if not Path(cfg.model_path).is_file():
+            raise ModelNotFoundError(str(cfg.model_path), cfg.name)
+        cached = _convert.converted_path(cfg.model_path, target, library)
+        if cached.is_file():
+            return self._open(cached)
+        model = self._open(cfg.model_path)
+        if not _convert.wants_conversion(cfg.compute_type, model.ftype, target):
+            return model
+        model.close()
+        logger.info("model %r: converting its weights to %s once (compute_type=%r)", cfg.name, target, cfg.compute_type)
+        try:
+            _convert.convert_gguf(cfg.model_path, cached, target, library, n_threads=cfg.n_threads or 0)
+        except OSError as exc:
+            if cfg.compute_type != "auto":
+                raise
+            # auto is a speed-up, not a promise: with no writable cache, run the file as it is.
+            logger.warning(
+                "model %r: cannot cache its %s weights (%s); running the file as it is", cfg.name, target, exc
+            )
+            return self._open(cfg.model_path)
+        return self._open(cached)
+
+    @property
+    def weights_path(self) -> Path:
+        """The GGUF file in use: the model file, or its converted copy in the cache."""
+        return self._require()[0].path
+
+    def _context_params(self, model: Model, pooling: PoolingStrategy) -> ContextParams:
+        return context_params(self.config, model, pooling)
+
+    def unload(self) -> None:
+        """Free the context and the model (from the thread that loaded it). Idempotent."""
+        if self._context is not None:
+            self._context.close()
+        if self._model is not None:
+            self._model.close()
+        self._context = self._model = self._batch = None
+
+    close = unload
+
+    def __enter__(self: _M) -> _M:
+        return self.load()
+
+    def __exit__(self, *exc: object) -> None:
+        self.unload()
+
+    def _require(self) -> tuple[Model, Context, Batch]:
+        if self._context is None:
+            self.load()
+        assert self._model is not None and self._context is not None and self._batch is not None
+        self._context._handle()  # thread affinity and closed checks before any work
+        return self._model, self._context, self._batch
+
+    def _run_batch(
+        self,
+        tokens: Sequence[npt.NDArray[np.int32]],
+        pooling: PoolingStrategy,
+        norm: Normalization | float,
+        batch_size: int | None,
+        progress: _batch.Progress,
+    ) -> Any:
+        """Tokenized texts or pairs through llama.cpp, packed by length into calls of at most ``batch_size``."""
+        _, context, batch = self._require()
+        return _batch.run_batch(
+            tokens,
+            context=context,
+            batch=batch,
+            pooling=pooling,
+            norm=norm,
+            budget=self._budget,
+            max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
+            progress=progress,
+        )
+
+    # -- information ------------------------------------------------------------
+
+    @property
+    def token_budget(self) -> int:
+        """Most tokens of one llama.cpp call (the model loaded): what the engine packs joined requests to.
+
+        :meta private:
+        """
+        self._require()
+        return self._budget
+
+    @property
+    def max_sequence_length(self) -> int:
+        """Most tokens of one text (special tokens included) before truncation or error."""
+        self._require()
+        return self._max_tokens
+
+    @property
+    def model_size(self) -> int:
+        """Bytes of the model's tensors."""
+        return self._require()[0].size
+
+    @property
+    def pooling(self) -> PoolingStrategy:
+        """The pooling strategy in use."""
+        self._require()
+        assert self._pooling is not None
+        return self._pooling
+
+    @property
+    def model(self) -> Model:
+        """The low-level :class:`~embellama.llama.Model`."""
+        return self._require()[0]
+
+    @property
+    def context(self) -> Context:
+        """The low-level :class:`~embellama.llama.Context`."""
+        return self._require()[1]
