@@ -1,7 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """The models users hold: the shared llama.cpp model base, EmbeddingModel and Reranker.
 
-The layers above import from here: ``from embellama._models import EmbeddingModel, Reranker, ...``.
+The modules: :mod:`~embellama._models.base` (:class:`LlamaModel`: loading, the owning thread, the token
+budget, the llama.cpp call both kinds make), :mod:`~embellama._models.kinds` (reranker or embedder, and an
+embedder's pooling), :mod:`~embellama._models.options` (an embedding call's options, prompts, texts and token
+ids, checked), :mod:`~embellama._models.streaming` (``embed_iter``'s driver), :mod:`~embellama._models.encode`
+(the sentence-transformers names), :mod:`~embellama._models.embedding` and :mod:`~embellama._models.reranker`.
+The layers above import the names below from here.
 """
 
 from embellama._models.base import DEFAULT_CTX_CAP, LlamaModel, context_params, truncate_tokens

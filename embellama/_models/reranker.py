@@ -31,10 +31,9 @@ from embellama._gguf import convert as _convert
 from embellama._gguf import reader as _gguf
 from embellama._gguf.reader import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
 from embellama._models.base import LlamaModel, is_positive_int
-from embellama._models.kinds import is_reranker
 from embellama.llama import Context, Model
 
-__all__ = ["ACTIVATIONS", "Reranker", "check_activation", "is_pair", "is_reranker", "rank_results"]
+__all__ = ["ACTIVATIONS", "Reranker", "check_activation", "is_pair", "rank_results"]
 
 logger = logging.getLogger("embellama")
 
