@@ -52,7 +52,7 @@ from embellama._exceptions import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from embellama._models import DEFAULT_CTX_CAP, EmbeddingModel, Reranker, is_reranker
+from embellama._models import DEFAULT_CTX_CAP, Reranker, context_params, is_reranker
 from embellama._native import ENV_LIB, Library, load_library
 from embellama.llama import Model
 
@@ -685,7 +685,7 @@ def _texts_per_call(config: ModelConfig) -> int:
             trained = int(model.metadata_value(f"{model.architecture}.context_length") or 0)
             n_ctx = config.n_ctx or min(trained, DEFAULT_CTX_CAP) or None
             sized = dataclasses.replace(config, n_ctx=n_ctx)
-            params = EmbeddingModel(sized)._context_params(model, PoolingStrategy.MEAN)
+            params = context_params(sized, model, PoolingStrategy.MEAN)
             return params.n_seq_max
     except (EmbellamaError, ValueError) as exc:
         logger.info(

@@ -48,7 +48,7 @@ class EmbeddingEngine(EngineBase):
     models load in parallel; if one fails, the others are stopped and the error is raised.
     ``EmbeddingEngine(configs, default_model=...)`` works too.
 
-    A model whose GGUF is a cross-encoder (:func:`embellama._models.reranker.is_reranker`) is served by a
+    A model whose GGUF is a cross-encoder (:func:`embellama._models.kinds.is_reranker`) is served by a
     :class:`Reranker` on each worker: :meth:`rerank` and :meth:`predict` score with it, and
     embedding calls on it raise :class:`ConfigurationError` (as :meth:`rerank` does on an
     embedding model); :meth:`info` says which ``kind`` a model is.

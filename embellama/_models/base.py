@@ -163,7 +163,7 @@ class LlamaModel:
         context: Context | None = None
         try:
             pooling = self._choose_pooling(model)
-            context = Context(model, self._context_params(model, pooling))
+            context = Context(model, context_params(self.config, model, pooling))
             # Never more tokens per call than llama.cpp reserved its compute buffers for.
             budget = reserve_tokens(context.params, model.is_causal)
             n_ctx = context.params.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
@@ -260,9 +260,6 @@ class LlamaModel:
     def weights_path(self) -> Path:
         """The GGUF file in use: the model file, or its converted copy in the cache."""
         return self._require()[0].path
-
-    def _context_params(self, model: Model, pooling: PoolingStrategy) -> ContextParams:
-        return context_params(self.config, model, pooling)
 
     def unload(self) -> None:
         """Free the context and the model (from the thread that loaded it). Idempotent."""

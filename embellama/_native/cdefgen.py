@@ -25,8 +25,6 @@ import argparse
 import hashlib
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,24 +186,14 @@ def _stub_text() -> str:
 
 
 def find_compiler() -> list[str]:
-    """``$CC``, else ``cc``, ``gcc`` or ``clang`` from PATH."""
-    if shlex.split(os.environ.get("CC", "")):
-        return shlex.split(os.environ["CC"])
-    for name in ("cc", "gcc", "clang"):
-        found = shutil.which(name)
-        if found:
-            return [found]
-    raise GeneratorError("no C compiler found for the preprocessor (set $CC)")
+    """``$CC``, else ``cc``, ``gcc`` or ``clang`` from PATH (:func:`llamabuild.probe.find_compiler`)."""
+    try:
+        return _probe.find_compiler()
+    except _probe.ProbeError:
+        raise GeneratorError("no C compiler found for the preprocessor (set $CC)") from None
 
 
-def include_dirs(header: Path) -> list[Path]:
-    """``llama.h``'s folder and ggml's include folder beside it (source tree or install)."""
-    here = header.resolve().parent
-    dirs = [here]
-    for candidate in (here.parent / "ggml" / "include", here / "ggml" / "include"):
-        if candidate.is_dir():
-            dirs.append(candidate)
-    return dirs
+include_dirs = _probe.include_dirs  # llama.h's folder and ggml's include folder beside it
 
 
 def preprocess(header: Path, includes: Sequence[Path] = (), compiler: Sequence[str] | None = None) -> str:
