@@ -70,7 +70,7 @@ CHILD = """
 import json, sys
 import numpy as np
 import embellama
-from embellama._native import lib as _lib
+from embellama._native import cache_dir
 
 model, texts_file, out, compute_type = sys.argv[1:5]
 texts = json.loads(open(texts_file, encoding="utf-8").read())
@@ -79,7 +79,7 @@ with embellama.EmbeddingModel(config) as m:
     np.save(out, m.embed_batch(texts, show_progress_bar=False))
 lib = embellama.get_library()
 print(json.dumps({"package": embellama.__file__, "library": str(lib.path), "variant": lib.cpu_variant,
-                  "found_by": lib.source, "warnings": lib.warnings, "cache": str(_lib.cache_dir()),
+                  "found_by": lib.source, "warnings": lib.warnings, "cache": str(cache_dir()),
                   "system_info": lib.system_info()}))
 """
 

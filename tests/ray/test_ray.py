@@ -329,10 +329,11 @@ def test_a_model_file_the_workers_cannot_see_fails_the_job(cluster, tmp_path):
 
 _OPEN = """
 import sys
-from embellama._native import lib as _lib
+from embellama import LibraryError
+from embellama._native.discovery import open_library
 try:
-    _lib.open_library(sys.argv[1])
-except _lib.LibraryError as exc:
+    open_library(sys.argv[1])
+except LibraryError as exc:
     print(exc)
 """
 
