@@ -25,6 +25,7 @@ def pinned_source() -> Path:
     return folder
 
 
+@pytest.mark.libllama  # the pinned llama.h of the build's source (named by its manifest)
 def test_the_pinned_header_regenerates_the_shipped_declarations():
     result = _cdefgen.generate_from_source(pinned_source() / "include" / "llama.h", PINNED_LABEL)
     assert result.text == (ROOT / "include" / "llama.cdef.h").read_text(encoding="utf-8")
