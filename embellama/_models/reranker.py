@@ -525,8 +525,32 @@ class Reranker(LlamaModel):
         activation: str | None = None,
         progress: ProgressCallback | None = None,
     ) -> npt.NDArray[np.float32]:
-        """:meth:`predict`'s scores of ``pairs`` for the engine's workers (errors name a pair by ``offset`` + its
-        index; ``activation`` checked by the caller).
+        """:meth:`predict`'s scores of one slice of a larger request (what the engine's workers run).
+
+        Parameters
+        ----------
+        pairs : sequence of (str, str)
+            The (query, document) pairs of the slice.
+        offset : int, optional
+            The slice's first index in the whole request: an error names a pair by ``offset`` + its index.
+        batch_size : int, optional
+            Most pairs per llama.cpp call (default: as many as the context holds).
+        activation : str, optional
+            One of :data:`ACTIVATIONS`, already checked by the caller; default: the model's own.
+        progress : callable, optional
+            Called with the number of pairs done so far.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(pairs),)`` float32 scores, or ``(len(pairs), num_labels)`` for a multi-label model.
+
+        Raises
+        ------
+        InvalidInputError
+            A pair that is not two non-empty strings, or too long without truncation.
+        ResourceClosedError
+            The model was closed.
 
         :meta private:
         """

@@ -132,9 +132,25 @@ def _start_backend(lib: Library, logs: LogRoute) -> None:
             f"its driver is missing; see the 'embellama.llama_cpp' log): everything runs on the CPU. "
             f"Set {ENV_BACKEND}=cpu to use the CPU build"
         )
-    if lib.has_amx_kernels:
-        lib.warnings.append(
-            f"{lib.path} has ggml's AMX kernels, which crash on quantized weights (llama.cpp issue "
-            "20824): embellama loads models without llama.cpp's extra CPU buffer types (AMX, weight "
-            "repacking). build_llama.py builds without AMX"
-        )
+    warning = amx_warning(lib)
+    if warning:
+        lib.warnings.append(warning)
+
+
+def amx_warning(lib: Library) -> str | None:
+    """What to say of a library with ggml's AMX kernels (``llama.py`` then loads models without them).
+
+    A warning for a native or custom build; an info line only for the portable build (the wheel's), whose
+    AMX CPU module is expected on an AMX CPU. None without AMX kernels.
+    """
+    if not lib.has_amx_kernels:
+        return None
+    amx = (
+        f"{lib.path} has ggml's AMX kernels, which crash on quantized weights (llama.cpp issue "
+        "20824): embellama loads models without llama.cpp's extra CPU buffer types (AMX, weight "
+        "repacking)"
+    )
+    if (lib.manifest or {}).get("portable"):
+        logger.info("%s; a native build (embellama build) has neither the kernels nor this limit", amx)
+        return None
+    return f"{amx}. build_llama.py builds without AMX"

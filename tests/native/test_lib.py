@@ -108,11 +108,9 @@ def test_second_library_in_one_process_is_refused(library, tmp_path):
 
 def test_shipped_declarations_pass_the_guard(library):
     assert library.manifest is not None, "the built library should come with its manifest"
-    # The portable build (the wheel's) carries ggml's AMX kernels for the CPUs that have AMX; on such a
-    # CPU the one warning says embellama loads models without them (test_quantized_model_... runs it).
-    amx = [w for w in library.warnings if "AMX" in w]
-    assert len(amx) == (1 if library.has_amx_kernels else 0), library.warnings
-    assert [w for w in library.warnings if w not in amx] == []
+    # The portable build (the wheel's) carries ggml's AMX kernels for the CPUs that have AMX: expected and
+    # handled (an info line, no warning); a native build of build_llama.py has none.
+    assert library.warnings == []
     assert library.commit == "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
     layout = library.manifest["layout"]
     ffi = library.ffi

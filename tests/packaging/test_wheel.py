@@ -286,12 +286,14 @@ def test_embellama_build_from_the_installed_package(installed, tmp_path, library
     manifest = library.manifest or {}
     build_dir = Path(manifest.get("source", {}).get("directory", "")).parent.parent / "build"
     source = Path(manifest["source"]["directory"])
-    build_dir = build_dir / f"{manifest['llama_cpp_commit'][:12]}-cpu"
+    # the tests session builds the portable libllama (the wheel's); a native build folder otherwise
+    portable = bool(manifest.get("portable"))
+    build_dir = build_dir / f"{manifest['llama_cpp_commit'][:12]}-cpu{'-portable' if portable else ''}"
     assert (build_dir / "CMakeCache.txt").is_file(), build_dir
     cache = tmp_path / "cache"
     env = {**os.environ, "EMBELLAMA_CACHE_DIR": str(cache), "EMBELLAMA_LIB": "", "EMBELLAMA_BACKEND": ""}
     env["PATH"] = f"{installed.venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
-    command = [str(installed.venv / "bin" / "embellama"), "build", "--backend", "cpu"]
+    command = [str(installed.venv / "bin" / "embellama"), "build", "--backend", "cpu", *(["--portable"] * portable)]
     command += ["--source", str(source), "--build-dir", str(build_dir)]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

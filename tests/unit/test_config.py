@@ -114,3 +114,24 @@ print(json.dumps([before, _config._split_modes.cache_info().currsize, list(_conf
     before, after, modes = json.loads(proc.stdout)
     assert (before, after) == (0, 1)
     assert modes == ["none", "layer", "row", "tensor"]  # enum llama_split_mode, in value order
+
+
+def test_amx_kernels_warn_except_in_the_portable_build(caplog):
+    """ggml's AMX kernels (llama.cpp issue 20824): a native or custom build warns; the wheel's portable build,
+    whose AMX CPU module an AMX CPU picks, says so at info level only; no kernels, nothing."""
+    import logging
+    import types
+    from pathlib import Path
+
+    from embellama._native.loader import amx_warning
+
+    def lib(amx: bool, manifest: dict | None) -> types.SimpleNamespace:
+        return types.SimpleNamespace(path=Path("/x/libllama.so"), manifest=manifest, has_amx_kernels=amx)
+
+    assert amx_warning(lib(False, {"portable": False})) is None
+    for manifest in (None, {"portable": False}):
+        warning = amx_warning(lib(True, manifest))
+        assert warning and "/x/libllama.so has ggml's AMX kernels" in warning and "builds without AMX" in warning
+    with caplog.at_level(logging.INFO, logger="embellama"):
+        assert amx_warning(lib(True, {"portable": True})) is None
+    assert any("AMX kernels" in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)
