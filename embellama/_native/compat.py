@@ -3,7 +3,7 @@
 
 llama.cpp renames and replaces parts of its C API every few weeks. Everything in
 embellama that depends on such a difference asks the :class:`Capabilities` of its
-:class:`~embellama._native.lib.Library` here, instead of testing versions where it calls C:
+:class:`~embellama.Library` here, instead of testing versions where it calls C:
 
 ==========================  =====================================  =================================
 difference                  newer llama.cpp (the pin, 0.3.36)      older (llama-cpp-python 0.3.27-0.3.30)

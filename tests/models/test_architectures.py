@@ -165,7 +165,7 @@ def test_engine_serves_every_architecture(all_built):
 
 def test_mistral_model_config_is_refused_by_the_converter(library):
     """Known limitation: e5-mistral's config names ``MistralModel``, which the pinned converter does not
-    register; naming ``MistralForCausalLM`` in config.json converts the same weights (the README says so)."""
+    register; naming ``MistralForCausalLM`` in config.json converts the same weights (docs/models.md says so)."""
     info = arch_models.ensure("mistral").info["unpatched"]
     assert info["returncode"] != 0
     assert "MistralModel" in info["tail"] and "not supported" in info["tail"]
@@ -174,7 +174,7 @@ def test_mistral_model_config_is_refused_by_the_converter(library):
 def test_modernbert_config_converts_to_a_gguf_llama_cpp_refuses(library, caplog):
     """Known limitation: ModernBERT's config names ``norm_eps``, which the pinned converter writes as an RMS
     epsilon; llama.cpp's modern-bert loader needs ``layer_norm_epsilon`` and refuses the file. Adding
-    ``"layer_norm_eps"`` to config.json before converting gives a GGUF that works (the README says so)."""
+    ``"layer_norm_eps"`` to config.json before converting gives a GGUF that works (docs/models.md says so)."""
     built = arch_models.ensure("modernbert")
     assert built.info["unpatched"]["returncode"] == 0
     with pytest.raises(ModelLoadError), caplog.at_level(logging.ERROR, logger="embellama.llama_cpp"):

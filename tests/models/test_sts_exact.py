@@ -27,7 +27,7 @@ def test_sts_sentences_match_sentence_transformers(library, minilm_f16, sts, sts
     cos = (ours * theirs).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(theirs, axis=1)
     record_property("sts_min_cos", float(cos.min()))
     print(
-        f"\nlibllama {library.version} ({library.declarations}): {len(texts)} STS sentences, "
+        f"\nlibllama {library.version} ({library.declarations}): {len(texts)} sentences of the STS pairs (or their stand-ins), "
         f"min cos {cos.min():.7f}, mean {cos.mean():.8f}"
     )
     assert cos.min() >= MIN_COSINE, f"worst sentence: {texts[int(cos.argmin())]!r} ({cos.min():.7f})"

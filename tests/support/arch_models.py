@@ -600,7 +600,7 @@ def build(name: str) -> Built:
     convert_dir = hf_dir
     if arch.convert_patch:
         # The published config as it is: the converter refuses it, or writes a GGUF llama.cpp refuses (kept
-        # for the test that shows it). Then a copy with the fields that work around it (the README names them).
+        # for the test that shows it). Then a copy with the fields that work around it (docs/models.md names them).
         failed = convert(arch, hf_dir, tmp / "unpatched.F32.gguf", "f32")
         info["unpatched"] = {"returncode": failed.returncode, "tail": (failed.stdout + failed.stderr)[-1500:]}
         convert_dir = tmp / "convert"
