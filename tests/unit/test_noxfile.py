@@ -110,14 +110,14 @@ def test_cpu_session_builds_then_runs_pytest(noxfile, tmp_path, monkeypatch):
 
 
 def test_without_an_sts_file_the_gold_score_tests_are_named_not_run(noxfile, tmp_path, monkeypatch):
-    monkeypatch.setenv("EMBELLAMA_STS_FILE", str(tmp_path / "missing.csv"))
-    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("EMBELLAMA_STS_FILE", raising=False)
+    monkeypatch.setattr(noxfile, "ROOT", tmp_path / "clone")  # a clone with nothing beside it
     session = FakeSession()
     noxfile.tests(session, "cpu")
     assert "--cov=embellama" in session.commands()[-1]  # the main run is the last
     assert len(session.warnings) == 1 and "sts_gold" in session.warnings[0]
-    # in CI the file must be there: the gold-score run goes ahead and fails instead of skipping
-    monkeypatch.setenv("CI", "true")
+    # a file named but missing: the gold-score run goes ahead and fails instead of skipping
+    monkeypatch.setenv("EMBELLAMA_STS_FILE", str(tmp_path / "missing.csv"))
     session = FakeSession()
     noxfile.tests(session, "cpu")
     assert session.commands()[-1] == "pytest -q -m sts_gold" and session.warnings == []
