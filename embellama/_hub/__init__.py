@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Models by name: ``hf://`` references and the Hugging Face cache, offline first."""
