@@ -38,6 +38,16 @@ EXPECTED = {
         "{'query': 'query: ', 'document': '', 'passage': 'passage: '}",
         "(3, 128) [1. 1. 1.] uint8 (3, 48) int8",
     ],
+    "guide/integrations/langchain.md:LangChain": [
+        "['A cat sits on the mat.', 'Kittens sleep most of the day.']",
+        "1 ['relevance_score']",
+    ],
+    "guide/integrations/llama_index.md:LlamaIndex": ["['A cat sits on the mat.', 'Kittens sleep most of the day.']\n1"],
+    "guide/integrations/haystack.md:Haystack": [
+        "['A cat sits on the mat.', 'Kittens sleep most of the day.'] 1",
+        "EmbellamaTextEmbedder 1",
+    ],
+    "guide/integrations/chroma.md:Chroma": ["[['cat', 'kittens']]\nEmbellamaEmbeddingFunction\n[['cat']]"],
 }
 
 # Examples that need more than a model run where their fixtures are (a Ray cluster, a running server).
