@@ -12,7 +12,12 @@ never imports this package. Endpoints:
   ``{"model", "object": "list", "results": [{"index", "relevance_score"[, "document": {"text"}]}, ...],
   "usage"}``, best first; the score is the model's default activation (sigmoid for one output);
 - ``GET /v1/models`` and ``GET /v1/models/{id}`` (each model's ``kind``: "embedding" or "reranker");
-  ``GET /health``; ``GET /metrics`` (Prometheus text).
+  ``GET /health``; ``GET /metrics`` (Prometheus text);
+- TEI's API (``tei``): ``/embed``, ``/embed_all``, ``/rerank`` (TEI's body), ``/tokenize``, ``/decode``, ``/info``,
+  ``POST /`` by model kind, ``/predict`` and ``/embed_sparse`` (424); Ollama's (``ollama``): ``/api/embed``,
+  ``/api/embeddings``, ``/api/tags``, ``/api/show``, ``/api/version``; llama-server's (``llamacpp``): ``/tokenize``
+  (``content``) and ``/detokenize``. Each answers errors in its API's shape, behind the same key, limits,
+  backpressure and metrics (docs/guide/apis.md).
 
 Concurrent requests meet in the engine's dynamic batching: requests waiting for the same
 copy of a model share one llama.cpp call. A client that disconnects cancels its request if
@@ -21,7 +26,8 @@ already received finish, new ones get 503, then the models are freed and the pro
 
 Modules: ``app`` (create_app: routes and the guard around each handler), ``routes`` (the handlers),
 ``schemas`` (limits, the served models' views, request parsing), ``state`` (what the handlers share),
-``errors`` (OpenAI's error shape), ``metrics`` (Prometheus text), ``run`` (serve: uvicorn, signals, drain).
+``errors`` (the error shapes), ``metrics`` (Prometheus text), ``run`` (serve: uvicorn, signals, drain), ``tei``,
+``ollama``, ``llamacpp`` (the other APIs), ``texts`` (their texts: prompt, count, left or right cut).
 """
 
 from embellama._server.app import create_app

@@ -13,8 +13,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from embellama._engine import EmbeddingEngine
-from embellama._server import routes
-from embellama._server.errors import ClientGone, HTTPError, internal_error, not_found
+from embellama._server import llamacpp, ollama, routes, tei
+from embellama._server.errors import ClientGone, ErrorShape, HTTPError, internal_error, not_found, openai_error
 from embellama._server.schemas import ServerLimits
 from embellama._server.state import ServerState, server_state
 
@@ -28,9 +28,10 @@ UNDRAINED_PATH = "/health"
 """The path still answered while the server drains (with 503 and ``{"status": "draining"}``)."""
 
 
-def guarded(handler: Handler, *, auth: bool = True) -> Handler:
-    """``handler`` behind the API key (when ``auth``) and the draining check; its errors as OpenAI's error shape,
-    each request counted in the metrics."""
+def guarded(handler: Handler, label: str, *, auth: bool = True, shape: ErrorShape = openai_error) -> Handler:
+    """``handler`` behind the API key (when ``auth``) and the draining check; its errors written by ``shape``
+    (OpenAI's, TEI's or Ollama's error shape), each request counted and timed in the metrics under ``label`` (the
+    route's path, so that paths with parameters make one series)."""
 
     async def endpoint(request: Request) -> Response:
         state = server_state(request)
@@ -50,15 +51,15 @@ def guarded(handler: Handler, *, auth: bool = True) -> Handler:
                 )
             response = await handler(request)
         except HTTPError as exc:
-            response = exc.response()
+            response = (exc.shape or shape)(exc)
         except ClientGone:
             response = Response(status_code=499)
-        except Exception as exc:  # never a bare 500 page: OpenAI's error shape, and the log
+        except Exception as exc:  # never a bare 500 page: the API's error shape, and the log
             logger.exception("request %s %s failed", request.method, request.url.path)
-            response = internal_error(exc).response()
+            response = shape(internal_error(exc))
         finally:
             metrics.in_flight -= 1
-        metrics.observe(request.url.path, response.status_code, time.perf_counter() - started)
+        metrics.observe(label, response.status_code, time.perf_counter() - started)
         return response
 
     return endpoint
@@ -87,17 +88,19 @@ def create_app(
         The app; ``app.state.draining = True`` makes it refuse new work with 503.
     """
     state = ServerState(engine, api_key=api_key, limits=limits or ServerLimits())
-    embeddings, rerank = guarded(routes.embeddings), guarded(routes.rerank)
     app_routes = [
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/rerank", rerank, methods=["POST"]),
-        Route("/rerank", rerank, methods=["POST"]),
-        Route("/v1/models", guarded(routes.models), methods=["GET"]),
-        Route("/v1/models/{name:path}", guarded(routes.one_model), methods=["GET"]),
-        Route("/health", guarded(routes.health, auth=False), methods=["GET"]),
-        Route("/metrics", guarded(routes.metrics_page, auth=False), methods=["GET"]),
+        Route("/v1/embeddings", guarded(routes.embeddings, "/v1/embeddings"), methods=["POST"]),
+        Route("/embeddings", guarded(routes.embeddings, "/embeddings"), methods=["POST"]),
+        Route("/v1/rerank", guarded(routes.rerank, "/v1/rerank"), methods=["POST"]),
+        Route("/v1/models", guarded(routes.models, "/v1/models"), methods=["GET"]),
+        Route("/v1/models/{name:path}", guarded(routes.one_model, "/v1/models/{name}"), methods=["GET"]),
+        Route("/health", guarded(routes.health, "/health", auth=False), methods=["GET"]),
+        Route("/metrics", guarded(routes.metrics_page, "/metrics", auth=False), methods=["GET"]),
     ]
+    # TEI's routes (its /rerank takes TEI's body; Jina's and Cohere's shape stays on /v1/rerank), Ollama's under
+    # /api, llama-server's /tokenize (told from TEI's by the body) and /detokenize
+    for path, handler, methods, shape in (*tei.ROUTES, *ollama.ROUTES, *llamacpp.ROUTES):
+        app_routes.append(Route(path, guarded(handler, path, shape=shape), methods=methods))
     app = Starlette(routes=app_routes, exception_handlers={404: not_found, 405: not_found})
     app.state.draining = False
     app.state.server = state

@@ -1,5 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The server's HTTP errors in OpenAI's shape, and how embellama's exceptions map onto them."""
+"""The server's HTTP errors, how embellama's exceptions map onto them, and each API's error shape.
+
+An :class:`HTTPError` is written in OpenAI's shape by default; :func:`tei_error` and :func:`ollama_error` write the
+same error in TEI's (``{"error", "error_type"}``, TEI's status codes) and Ollama's (``{"error"}``) shape.
+"""
 
 from __future__ import annotations
 
@@ -19,12 +23,16 @@ from embellama._exceptions import (
 __all__ = [
     "ENGINE_ERRORS",
     "ClientGone",
+    "ErrorShape",
     "HTTPError",
     "engine_error",
     "input_error",
     "internal_error",
     "not_found",
+    "ollama_error",
+    "openai_error",
     "rerank_input_error",
+    "tei_error",
 ]
 
 ENGINE_ERRORS = (EngineBusyError, InvalidInputError, ResourceClosedError, EmbeddingError, ConfigurationError)
@@ -51,6 +59,7 @@ class HTTPError(Exception):
         self.param = param
         self.code = code
         self.headers = headers
+        self.shape: Callable[[HTTPError], Response] | None = None  # set: written so, whatever the route's shape
 
     def response(self) -> JSONResponse:
         """The JSON response carrying this error."""
@@ -99,7 +108,50 @@ def engine_error(
 
 def internal_error(exc: Exception) -> HTTPError:
     """500 for an unexpected exception: OpenAI's error shape rather than a bare error page."""
-    return HTTPError(500, f"internal error: {type(exc).__name__}", kind="server_error")
+    return HTTPError(500, f"internal error: {type(exc).__name__}", kind="server_error", code="internal_error")
+
+
+ErrorShape = Callable[[HTTPError], Response]
+"""How an API writes an :class:`HTTPError`: :func:`openai_error`, :func:`tei_error` or :func:`ollama_error`."""
+
+
+def openai_error(exc: HTTPError) -> Response:
+    """``exc`` in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (``/v1/*``, llama-server's)."""
+    return exc.response()
+
+
+_TEI_BACKEND = frozenset({"wrong_model_kind", "not_supported"})
+"""Codes TEI answers 424 (its "backend" error: the model cannot do what the route asks)."""
+
+
+def tei_status(exc: HTTPError) -> tuple[int, str]:
+    """The status and ``error_type`` TEI gives ``exc``: 413 validation (too large: a body, a list, a text with
+    ``truncate`` false), 422 tokenizer (an unusable field or text), 424 backend (the model cannot, or llama.cpp
+    failed), 429 overloaded (the engine's queue is full), 503 unhealthy (draining), 401 unauthorized."""
+    if exc.status == 401:
+        return 401, "unauthorized"
+    if exc.code == "overloaded":
+        return 429, "overloaded"
+    if exc.status == 503:
+        return 503, "unhealthy"
+    if exc.status == 413:
+        return 413, "validation"
+    if exc.code in _TEI_BACKEND or (exc.status == 500 and exc.code != "internal_error"):
+        return 424, "backend"
+    if exc.status == 500:
+        return 500, "backend"
+    return 422, "tokenizer" if exc.code == "invalid_input" else "validation"
+
+
+def tei_error(exc: HTTPError) -> Response:
+    """``exc`` in TEI's shape ``{"error": message, "error_type": ...}`` with TEI's status code."""
+    status, error_type = tei_status(exc)
+    return JSONResponse({"error": exc.message, "error_type": error_type}, status_code=status, headers=exc.headers)
+
+
+def ollama_error(exc: HTTPError) -> Response:
+    """``exc`` in Ollama's shape ``{"error": message}``, the status as it is (400, 401, 404, 413, 500, 503)."""
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 async def not_found(request: Request, exc: Exception) -> Response:

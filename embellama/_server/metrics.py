@@ -12,34 +12,47 @@ __all__ = ["LATENCY_BUCKETS", "Metrics"]
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Upper bounds (seconds) of the request latency histogram on /metrics."""
 
-TIMED_PATH = "/v1/embeddings"
-"""The path whose requests the latency histogram counts."""
+UNTIMED_PATHS = frozenset({"/health", "/metrics"})
+"""The routes whose requests the latency histogram leaves out (every route that does work is timed)."""
+
+
+class _Histogram:
+    """One route's latency histogram."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+                break
+        else:
+            self.buckets[-1] += 1
+        self.total += seconds
+        self.count += 1
 
 
 class Metrics:
-    """Counters and a latency histogram in Prometheus' text format (no dependency)."""
+    """Counters and a latency histogram per route in Prometheus' text format (no dependency)."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.inputs = 0
         self.tokens = 0
         self.in_flight = 0
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.latency_count = 0
+        self.latency: dict[str, _Histogram] = {}
 
     def observe(self, path: str, status: int, seconds: float) -> None:
-        """Count one answered request (and time it, for the embeddings path)."""
+        """Count one answered request of the route ``path`` (and time it, unless it is /health or /metrics)."""
         self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
-        if path == TIMED_PATH:
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    self.buckets[i] += 1
-                    break
-            else:
-                self.buckets[-1] += 1
-            self.latency_sum += seconds
-            self.latency_count += 1
+        if path not in UNTIMED_PATHS:
+            histogram = self.latency.get(path)
+            if histogram is None:
+                histogram = self.latency[path] = _Histogram()
+            histogram.observe(seconds)
 
     def served(self, inputs: int, tokens: int) -> None:
         """Count the inputs and tokens of one successful request."""
@@ -67,11 +80,12 @@ class Metrics:
             f"embellama_engine_joined_requests_total {stats['joined_requests']}",
             "# TYPE embellama_request_duration_seconds histogram",
         ]
-        cumulative = 0
-        for bound, n in zip((*LATENCY_BUCKETS, math.inf), self.buckets, strict=True):
-            cumulative += n
-            le = "+Inf" if bound == math.inf else f"{bound:g}"
-            lines.append(f'embellama_request_duration_seconds_bucket{{le="{le}"}} {cumulative}')
-        lines.append(f"embellama_request_duration_seconds_sum {self.latency_sum:.6f}")
-        lines.append(f"embellama_request_duration_seconds_count {self.latency_count}")
+        for path, histogram in sorted(self.latency.items()):
+            cumulative = 0
+            for bound, n in zip((*LATENCY_BUCKETS, math.inf), histogram.buckets, strict=True):
+                cumulative += n
+                le = "+Inf" if bound == math.inf else f"{bound:g}"
+                lines.append(f'embellama_request_duration_seconds_bucket{{path="{path}",le="{le}"}} {cumulative}')
+            lines.append(f'embellama_request_duration_seconds_sum{{path="{path}"}} {histogram.total:.6f}')
+            lines.append(f'embellama_request_duration_seconds_count{{path="{path}"}} {histogram.count}')
         return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from embellama._server.errors import (
 from embellama._server.schemas import EmbeddingsRequest, RerankRequest, read_object, require
 from embellama._server.state import ServerState, server_state
 
-__all__ = ["embeddings", "health", "metrics_page", "models", "one_model", "rerank"]
+__all__ = ["answer", "embeddings", "health", "metrics_page", "models", "one_model", "rerank", "rerank_body"]
 
 logger = logging.getLogger("embellama.server")
 
@@ -42,7 +42,7 @@ async def _watch_disconnect(request: Request) -> None:
             return
 
 
-async def _answer(
+async def answer(
     state: ServerState,
     request: Request,
     call: Awaitable[Any],
@@ -84,7 +84,7 @@ async def embeddings(request: Request) -> Response:
             return m.embed_token_ids(token_arrays)
 
         call = state.engine.asubmit(run_tokens, model=name)
-    vectors = await _answer(state, request, call, len(req.items), lambda exc: input_error(exc, req.where))
+    vectors = await answer(state, request, call, len(req.items), lambda exc: input_error(exc, req.where))
     if isinstance(vectors, list):
         raise HTTPError(500, "the model's pooling is 'none': no single vector per input", kind="server_error")
     vectors = np.asarray(vectors, dtype=np.float32)
@@ -114,12 +114,16 @@ async def embeddings(request: Request) -> Response:
 
 async def rerank(request: Request) -> Response:
     """``POST /v1/rerank``: Jina's and Cohere's rerank request and response, best first."""
+    return await rerank_body(request, await read_object(request, server_state(request).limits))
+
+
+async def rerank_body(request: Request, body: dict[str, Any]) -> Response:
+    """:func:`rerank` of a body already read (``POST /rerank`` tells Jina's body from TEI's)."""
     state = server_state(request)
-    body = await read_object(request, state.limits)
     name, model = state.pick(body, RERANKER)
     req = RerankRequest.parse(body, model, state.limits)
     call = state.engine.arerank(req.query, req.documents, model=name, top_k=req.top_n)
-    ranked = await _answer(state, request, call, len(req.documents), rerank_input_error)
+    ranked = await answer(state, request, call, len(req.documents), rerank_input_error)
     state.metrics.served(len(req.documents), req.usage)
     results = []
     for item in ranked:

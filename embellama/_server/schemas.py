@@ -78,6 +78,10 @@ class ServedModel:
     kind: str = EMBEDDING
     num_labels: int = 0  # a reranker's outputs per pair
     pair_overhead: int = 0  # a reranker's special tokens around a pair's two texts
+    pooling: str = ""
+    prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # an embedding model's prompts by name
+    default_prompt_name: str | None = None
+    labels: list[str] = dataclasses.field(default_factory=list)  # a reranker's output labels
 
     @classmethod
     def describe(cls, engine: EmbeddingEngine, name: str, created: int) -> ServedModel:
@@ -95,11 +99,22 @@ class ServedModel:
             created=created,
             kind=info["kind"],
             num_labels=int(info.get("num_labels", 0)),
+            pooling=str(info.get("pooling", "")),
+            prompts=dict(info.get("prompts") or {}),
+            default_prompt_name=info.get("default_prompt_name"),
+            labels=list(info.get("labels") or []),
         )
         if served.kind == RERANKER:  # the special tokens the reranker puts around a pair, measured on one pair
             joined = engine.submit(_pair_length, model=name).result()
             served.pair_overhead = joined - sum(served.count(t, None, add_special=False) for t in _PAIR)
         return served
+
+    @property
+    def file_type(self) -> int:
+        """The weights' type (llama.cpp's ``enum llama_ftype``: 0 F32, 1 F16, 7 Q8_0, 32 BF16 …) as the GGUF's
+        ``general.file_type`` says (the vocabulary-only copy has no weights to ask); -1 when it says nothing."""
+        value = self.vocab.metadata_value("general.file_type")
+        return int(value) if value is not None and value.isdigit() else -1
 
     def card(self) -> dict[str, Any]:
         """The model's entry in ``/v1/models``."""
@@ -149,7 +164,7 @@ class ServedModel:
         """A token array as the model runs it: checked, wrapped in the vocabulary's special tokens, truncated."""
         if not ids:
             raise InvalidInputError("token array is empty", self.name, index)
-        array = self._checked_ids(ids, index)
+        array = self.checked_ids(ids, index)
         special = self.vocab.special_tokens
         prefix, suffix = list(special.prefix), list(special.suffix)
         parts = [array]
@@ -167,7 +182,7 @@ class ServedModel:
             array = truncate_tokens(array, self.max_tokens, special.suffix)
         return array
 
-    def _checked_ids(self, ids: Sequence[Any], index: int | None) -> npt.NDArray[np.int32]:
+    def checked_ids(self, ids: Sequence[Any], index: int | None) -> npt.NDArray[np.int32]:
         """``ids`` as int32 when each is an int in the vocabulary; InvalidInputError naming the first that is not."""
         n_vocab = self.vocab.n_vocab
         if set(map(type, ids)) == {int}:  # the common case, checked without a Python loop over the tokens
