@@ -7,6 +7,10 @@
      ├── LibraryError          libllama not found, not loadable, or its ABI differs
      ├── ConfigurationError    a ModelConfig (or engine) setting is invalid
      ├── ModelNotFoundError    the model file does not exist
+     │    └── HubNotFoundError  a Hub repository, revision or file does not exist (404), or is not cached offline
+     ├── HubAccessError        a gated or private Hub repository refused access (401, 403)
+     ├── HubDownloadError      a Hub download failed, or its sha256 differs from the one the Hub reports
+     ├── MissingExtraError     an optional extra is not installed (names its missing modules and the extra)
      ├── ModelLoadError        llama.cpp could not load the model file
      ├── InvalidInputError     empty, non-str or over-long input text
      ├── EmbeddingError        llama.cpp failed while computing embeddings
@@ -22,8 +26,12 @@ __all__ = [
     "EmbeddingError",
     "EmbellamaError",
     "EngineBusyError",
+    "HubAccessError",
+    "HubDownloadError",
+    "HubNotFoundError",
     "InvalidInputError",
     "LibraryError",
+    "MissingExtraError",
     "ModelLoadError",
     "ModelNotFoundError",
     "ResourceClosedError",
@@ -51,6 +59,64 @@ class ModelNotFoundError(EmbellamaError, FileNotFoundError):
         self.model_name = model_name
         who = f"model {model_name!r}: " if model_name else ""
         super().__init__(f"{who}model file not found: {path}")
+
+
+def _hub_where(repo_id: str, filename: str | None, revision: str | None) -> str:
+    file = f" file {filename!r}" if filename else ""
+    rev = f" at revision {revision!r}" if revision else ""
+    return f"Hub repository {repo_id!r}{rev}{file}"
+
+
+class _HubFailure(EmbellamaError):
+    """What the Hub errors share: the repository, file and revision, a message naming them, and pickling."""
+
+    def __init__(self, repo_id: str, reason: str, filename: str | None = None, revision: str | None = None) -> None:
+        self.repo_id = repo_id
+        self.filename = filename
+        self.revision = revision
+        self.reason = reason
+        self.message = f"{_hub_where(repo_id, filename, revision)}: {reason}"
+        EmbellamaError.__init__(self, self.message)
+
+    def __str__(self) -> str:  # not OSError's "[Errno ...] strerror: filename" (the file is the repository's)
+        return self.message
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:  # pickles (Ray, processes) with its fields
+        return type(self), (self.repo_id, self.reason, self.filename, self.revision)
+
+
+class HubNotFoundError(_HubFailure, ModelNotFoundError):
+    """A Hub repository, revision or file does not exist (the Hub answered 404), or it is not in the cache
+    while the network is off (``HF_HUB_OFFLINE=1``)."""
+
+    def __init__(self, repo_id: str, reason: str, filename: str | None = None, revision: str | None = None) -> None:
+        _HubFailure.__init__(self, repo_id, reason, filename, revision)
+        self.path = f"hf://{repo_id}" + (f"@{revision}" if revision else "") + (f"/{filename}" if filename else "")
+        self.model_name = None
+
+
+class HubAccessError(_HubFailure, PermissionError):
+    """The Hub refused access to a repository (401 or 403): it is gated, or private, and the token (``HF_TOKEN``)
+    is missing or has not been granted access."""
+
+
+class HubDownloadError(_HubFailure):
+    """A download from the Hub failed, or the file's sha256 differs from the one the Hub reports (the file
+    is then removed, not kept in the cache)."""
+
+
+class MissingExtraError(EmbellamaError, ImportError):
+    """An optional extra is not installed: the message names the missing modules and the extra to install."""
+
+    def __init__(self, extra: str, missing: list[str], needed_for: str) -> None:
+        self.extra = extra
+        self.missing = list(missing)
+        self.needed_for = needed_for
+        names = ", ".join(self.missing)
+        super().__init__(f"{needed_for} needs {names} (not installed): pip install 'embellama[{extra}]'")
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return type(self), (self.extra, self.missing, self.needed_for)
 
 
 class ModelLoadError(EmbellamaError):

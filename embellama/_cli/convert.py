@@ -14,6 +14,8 @@ from embellama._compute import prompts as compute_prompts
 from embellama._exceptions import ConfigurationError, ModelNotFoundError
 from embellama._gguf import convert as gguf_convert
 from embellama._gguf import prompts as gguf_prompts
+from embellama._hub.reference import check_repo_id, is_reference, parse_reference
+from embellama._hub.resolve import snapshot_folder
 from embellama._native import load_library
 from embellama.llama import Model
 
@@ -50,9 +52,27 @@ def prompts_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_source(text: str) -> Path | None:
+    """A Hub repository named by ``org/repo`` or ``hf://org/repo[@revision]`` (that is not a local path) as its
+    snapshot folder in the Hugging Face cache (downloaded if missing and allowed); None for a local path."""
+    if is_reference(text):
+        ref = parse_reference(text)
+        if ref.filename is not None:
+            raise ConfigurationError(f"{text}: convert takes a repository (hf://org/repo[@revision]), not a file")
+        return snapshot_folder(ref.repo_id, revision=ref.revision)
+    if Path(text).exists() or text.count("/") != 1:
+        return None
+    try:
+        check_repo_id(text)
+    except ConfigurationError:
+        return None
+    return snapshot_folder(text)
+
+
 def convert_command(args: argparse.Namespace) -> int:
-    """``embellama convert``: a GGUF file or a Hugging Face model folder to a GGUF of ``--type``."""
-    source: Path = args.source
+    """``embellama convert``: a GGUF file, a Hugging Face model folder or a Hub repository (``org/repo``, from
+    the Hugging Face cache first) to a GGUF of ``--type``."""
+    source = _hub_source(args.source) or Path(args.source)
     out: Path = args.output
     started = time.perf_counter()
     if source.is_dir():
@@ -98,9 +118,14 @@ def add_prompts_parser(sub: Subparsers) -> None:
 def add_convert_parser(sub: Subparsers) -> None:
     """The ``convert`` subcommand."""
     convert = sub.add_parser(
-        "convert", help="write a GGUF of another weight type from a GGUF or a Hugging Face model folder"
+        "convert",
+        help="write a GGUF of another weight type from a GGUF, a Hugging Face model folder or a Hub repository",
     )
-    convert.add_argument("source", type=Path, help="a GGUF file, or a Hugging Face model folder")
+    convert.add_argument(
+        "source",
+        help="a GGUF file, a Hugging Face model folder, or a Hub repository org/repo or hf://org/repo[@revision] "
+        "(read from the Hugging Face cache; downloaded if missing, unless HF_HUB_OFFLINE=1; needs embellama[convert])",
+    )
     convert.add_argument("output", type=Path, help="the GGUF file to write")
     convert.add_argument("--type", default="bf16", choices=sorted(gguf_convert.FTYPE_CODES), help="weight type")
     convert.add_argument("--threads", type=int, help="threads for the quantizer")

@@ -3,7 +3,8 @@
 
 Each subcommand lives in a module of its own: :mod:`~embellama._cli.info` (``doctor``, ``info``),
 :mod:`~embellama._cli.convert` (``prompts``, ``convert``, ``cache``), :mod:`~embellama._cli.embed`
-(``embed``, ``demo``), :mod:`~embellama._cli.rerank` and :mod:`~embellama._cli.serve`; ``build`` is here.
+(``embed``, ``demo``), :mod:`~embellama._cli.rerank`, :mod:`~embellama._cli.serve` and
+:mod:`~embellama._cli.hub` (``pull``, ``ls``); ``build`` is here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from embellama._cli import convert, embed, info, rerank, serve
+from embellama._cli import convert, embed, hub, info, rerank, serve
 from embellama._cli.common import Subparsers
 from embellama._exceptions import ConfigurationError, EmbellamaError
 from embellama._native import LLAMA_LOGGER_NAME, load_library, user_build_dir
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_convert_parser(sub)
     _add_build_parser(sub)
     convert.add_cache_parser(sub)
+    hub.add_parsers(sub)
     return parser
 
 

@@ -13,6 +13,8 @@ from embellama._cli.common import Subparsers
 from embellama._config import EngineConfig, ModelConfig
 from embellama._exceptions import ConfigurationError
 from embellama._gguf import convert as gguf_convert
+from embellama._hub.reference import is_reference
+from embellama._models import resolve_config
 
 __all__ = ["add_parsers", "serve_command", "serve_configs"]
 
@@ -50,15 +52,17 @@ def serve_configs(args: argparse.Namespace) -> tuple[list[ModelConfig], dict[str
             if not isinstance(entry, dict) or "model_path" not in entry:
                 raise ConfigurationError(f"{args.config}: each model needs a 'model_path', got {entry!r}")
             entry = dict(entry)
-            path = Path(entry["model_path"]).expanduser()
-            entry["model_path"] = path if path.is_absolute() else base / path
+            if not is_reference(entry["model_path"]):  # an hf:// reference is no file beside the config
+                path = Path(entry["model_path"]).expanduser()
+                entry["model_path"] = path if path.is_absolute() else base / path
             try:
                 configs.append(ModelConfig(**entry))
             except TypeError as exc:
                 raise ConfigurationError(f"{args.config}: {exc}") from None
     if not configs:
         raise ConfigurationError("no model to serve: give GGUF files, or --config FILE")
-    return configs, settings
+    # hf:// references: their files from the Hugging Face cache (downloaded if missing) before the server starts
+    return [resolve_config(c) for c in configs], settings
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -24,13 +24,22 @@ from pathlib import Path
 
 import numpy as np
 
-from embellama._exceptions import ConfigurationError, ModelLoadError, ModelNotFoundError
+from embellama._exceptions import ConfigurationError, MissingExtraError, ModelLoadError, ModelNotFoundError
 from embellama._gguf import reader as _gguf
 from embellama._gguf.prompts import hf_prompts, write_prompts
 from embellama._gguf.reader import require_gguf
 from embellama._native import Library, cache_dir
 
-__all__ = ["COMPUTE_TYPES", "cache_dir", "clear_converted", "convert_hf", "converted_path", "target_type"]
+__all__ = [
+    "COMPUTE_TYPES",
+    "CONVERTER_MODULES",
+    "cache_dir",
+    "check_converter_modules",
+    "clear_converted",
+    "convert_hf",
+    "converted_path",
+    "target_type",
+]
 
 logger = logging.getLogger("embellama")
 
@@ -142,6 +151,27 @@ def llama_source(explicit: str | os.PathLike[str] | None, library: Library | Non
     )
 
 
+CONVERTER_MODULES = ("torch", "transformers", "sentencepiece", "google.protobuf", "safetensors", "numpy")
+"""What llama.cpp's ``convert_hf_to_gguf.py`` imports besides gguf (its own ``gguf-py`` goes on its path):
+the extra ``embellama[convert]`` installs them, at the versions the test suite runs."""
+
+
+def check_converter_modules(needed_for: str) -> None:
+    """Raise MissingExtraError naming the converter's missing modules and the extra, before the converter starts
+    (it would fail with its own traceback, ``No module named 'torch'``)."""
+    import importlib.util
+
+    def present(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a parent package missing
+            return False
+
+    missing = [name for name in CONVERTER_MODULES if not present(name)]
+    if missing:
+        raise MissingExtraError("convert", missing, needed_for)
+
+
 def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> Path:
     """Run llama.cpp's ``convert_hf_to_gguf.py`` (needs its Python dependencies: torch, gguf …).
 
@@ -152,6 +182,7 @@ def convert_hf(hf_dir: Path, destination: Path, outtype: str, source: Path) -> P
 
     if not (hf_dir / "config.json").is_file():
         raise ModelNotFoundError(str(hf_dir / "config.json"))
+    check_converter_modules(f"converting {hf_dir} with llama.cpp's convert_hf_to_gguf.py")
     prompts, default_prompt = hf_prompts(hf_dir)  # config_sentence_transformers.json: carried into the GGUF
     if prompts or default_prompt:
         require_gguf(f"{hf_dir} has prompts")

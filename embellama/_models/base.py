@@ -20,6 +20,7 @@ from embellama._compute.pooling import Normalization, PoolingStrategy
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, ModelNotFoundError
 from embellama._gguf import convert as _convert
+from embellama._models import pretrained as _pretrained
 from embellama._native import Library, get_library
 from embellama.llama import (
     GGML_MAX_N_THREADS,
@@ -119,6 +120,68 @@ class LlamaModel:
         self._max_tokens = 0
         self._budget = 0
         self._tokenize_threads = 1
+        self._source: _pretrained.HubFile | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_M],
+        repo_id: str,
+        filename: str | None = None,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        **config: Any,
+    ) -> _M:
+        """A model of a Hugging Face Hub repository's GGUF, from the cache, downloading it only if missing.
+
+        As llama-cpp-python's ``Llama.from_pretrained``. The Hugging Face cache is read first, without
+        huggingface_hub: a cached file loads with no network call (nor with ``HF_HUB_OFFLINE=1``). A missing
+        file is downloaded into that cache (needs ``embellama[hub]``), its sha256 checked against the Hub's.
+        The model is not loaded yet (as the constructor); :attr:`source` says where it came from.
+
+        Parameters
+        ----------
+        repo_id : str
+            The repository, ``org/repo``.
+        filename : str, optional
+            The GGUF's path in it, or a glob such as ``"*Q8_0.gguf"`` that must match one file; default: the
+            repository's one GGUF (several are refused, and listed).
+        revision : str, optional
+            A branch, tag or commit; default ``main``.
+        cache_dir : str or os.PathLike, optional
+            The Hugging Face cache; default ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+            ``~/.cache/huggingface/hub``.
+        **config
+            :class:`~embellama.ModelConfig` fields (all but ``model_path``).
+
+        Returns
+        -------
+        EmbeddingModel or Reranker
+            The model, to load (``with``, :meth:`load`, or its first call).
+
+        Raises
+        ------
+        HubNotFoundError
+            No such repository, revision or file (or not cached while ``HF_HUB_OFFLINE=1``).
+        HubAccessError
+            The repository is gated or private.
+        HubDownloadError
+            The download failed, or its sha256 differs from the Hub's (the file is not kept).
+        MissingExtraError
+            A download is needed and huggingface_hub is not installed.
+        ConfigurationError
+            Several files match, or a bad repository id, file name or config field.
+        """
+        return _pretrained.from_pretrained(
+            cls, repo_id, filename, revision=revision, cache_dir=cache_dir, config=config
+        )
+
+    @property
+    def source(self) -> _pretrained.HubFile | None:
+        """Where a model loaded by name came from (repository, file, revision, commit, cached path); None for a
+        model given by path. Known once :meth:`from_pretrained` returns, or for an ``hf://`` model_path once
+        the model loads."""
+        return self._source
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -229,23 +292,25 @@ class LlamaModel:
     def _open_weights(self) -> Model:
         """The model in the weight type ``compute_type`` asks for (a cached conversion, made once)."""
         cfg = self.config
+        path, source = _pretrained.model_file(cfg)  # an hf:// reference: its file in the Hugging Face cache
+        self._source = source or self._source
         library = get_library()
         offloaded = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
         target = _convert.target_type(cfg.compute_type, library, offloaded=offloaded)
         if target is None:
-            return self._open(cfg.model_path)
-        if not Path(cfg.model_path).is_file():
-            raise ModelNotFoundError(str(cfg.model_path), cfg.name)
-        cached = _convert.converted_path(cfg.model_path, target, library)
+            return self._open(path)
+        if not Path(path).is_file():
+            raise ModelNotFoundError(str(path), cfg.name)
+        cached = _convert.converted_path(path, target, library)
         if cached.is_file():
             return self._open(cached)
-        model = self._open(cfg.model_path)
+        model = self._open(path)
         if not _convert.wants_conversion(cfg.compute_type, model.ftype, target):
             return model
         model.close()
         logger.info("model %r: converting its weights to %s once (compute_type=%r)", cfg.name, target, cfg.compute_type)
         try:
-            _convert.convert_gguf(cfg.model_path, cached, target, library, n_threads=cfg.n_threads or 0)
+            _convert.convert_gguf(path, cached, target, library, n_threads=cfg.n_threads or 0)
         except OSError as exc:
             if cfg.compute_type != "auto":
                 raise
@@ -253,7 +318,7 @@ class LlamaModel:
             logger.warning(
                 "model %r: cannot cache its %s weights (%s); running the file as it is", cfg.name, target, exc
             )
-            return self._open(cfg.model_path)
+            return self._open(path)
         return self._open(cached)
 
     @property

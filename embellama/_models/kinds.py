@@ -10,6 +10,7 @@ from embellama._compute.pooling import PoolingStrategy
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, EmbellamaError
 from embellama._gguf import reader as _gguf
+from embellama._models.pretrained import model_file
 from embellama.llama import Model
 
 __all__ = ["embedding_pooling", "is_reranker"]
@@ -27,12 +28,12 @@ def _labels_key(architecture: str) -> str:
 def is_reranker(config: ModelConfig) -> bool:
     """Whether ``config`` names a reranker: ``pooling="rank"``, or with pooling unset a GGUF whose pooling type is
     rank, or that has a classification head's labels and names no pooling (how llama.cpp's converter writes
-    BERT and XLM-RoBERTa cross-encoders). Reads the GGUF header only; an unreadable file says False (loading
-    it then raises the real error)."""
+    BERT and XLM-RoBERTa cross-encoders). Reads the GGUF header only; an unreadable file, or an ``hf://``
+    reference that does not resolve, says False (loading it then raises the real error)."""
     if config.pooling is not None:
         return config.pooling is PoolingStrategy.RANK
     try:
-        header = _gguf.read_header(config.model_path)
+        header = _gguf.read_header(model_file(config)[0])  # an hf:// reference: its cached file
     except (OSError, EmbellamaError):
         return False
     pooling = header.arch_value("pooling_type")

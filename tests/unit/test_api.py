@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 # The public API by kind; a name added to or dropped from embellama.__all__ is a decision: change this with it.
 EXCEPTIONS = (
     "EmbellamaError LibraryError ConfigurationError ModelNotFoundError ModelLoadError InvalidInputError "
-    "EmbeddingError ResourceClosedError ThreadAffinityError EngineBusyError"
+    "EmbeddingError ResourceClosedError ThreadAffinityError EngineBusyError "
+    "HubNotFoundError HubAccessError HubDownloadError MissingExtraError"
 ).split()
 CLASSES = (
     "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
