@@ -293,6 +293,31 @@ async def tokenize(request: Request) -> Response:
     return await tokenize_body(request, body)
 
 
+def _decode(model: ServedModel, ids: list[int], skip_special: bool) -> str:
+    """The text of ``ids`` as the Hugging Face tokenizer decodes it: llama.cpp's text (without its space before a
+    WordPiece vocabulary's first word); unless ``skip_special``, the special tokens written out between the words
+    (llama.cpp leaves them out)."""
+    vocab = model.vocab
+    wpm = vocab.vocab_type == "wpm"
+    if skip_special:
+        text = vocab.detokenize(ids, remove_special=True)
+        return text[1:] if wpm and text.startswith(" ") else text
+    special = _special_ids(model)
+    parts: list[str] = []
+    run: list[int] = []
+    for t in [*ids, -1]:
+        text = vocab.token_text(t) if t >= 0 else ""
+        if t >= 0 and t not in special and not (wpm and text.startswith("[") and text.endswith("]")):
+            run.append(t)
+            continue
+        if run:
+            parts.append(vocab.detokenize(run).strip() if wpm else vocab.detokenize(run))
+            run = []
+        if t >= 0:
+            parts.append(text)
+    return (" " if wpm else "").join(parts)
+
+
 async def decode(request: Request) -> Response:
     """``POST /decode``: ``ids`` (a list, or a list of lists) back to text, one string per list."""
     state = server_state(request)
@@ -311,10 +336,7 @@ async def decode(request: Request) -> Response:
             array = model.checked_ids(row, i) if row else np.zeros(0, dtype=np.int32)
         except InvalidInputError as exc:
             raise HTTPError(400, f"ids[{i}]: {exc.reason}", param=f"ids[{i}]", code="invalid_input") from None
-        text = model.vocab.detokenize(array, remove_special=skip)
-        if model.vocab.vocab_type == "wpm" and text.startswith(" "):  # llama.cpp's space before the first word
-            text = text[1:]
-        texts.append(text)
+        texts.append(_decode(model, array.tolist(), skip))
     return JSONResponse(texts)
 
 

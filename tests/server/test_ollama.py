@@ -153,3 +153,12 @@ def test_any_body_on_an_ollama_route_gets_an_answer_or_an_ollama_4xx(http, data,
         inputs = body["input"]
         assert len(response.json()["embeddings"]) == (1 if isinstance(inputs, str) else len(inputs))
     assert http.get("/health").status_code == 200
+
+
+def test_guide_apis_example(server):
+    """The guide's example (docs/guide/apis.md), pointed at this test's server."""
+    from tests.docs import examples
+
+    code = examples.section(examples.DOCS / "guide/apis.md", "TEI's, Ollama's and llama-server's APIs")
+    code = code.replace("http://127.0.0.1:8080", server.url).replace("sk-my-key", KEY)
+    assert examples.run(code, "docs/guide/apis.md").split("\n")[:2] == ["1 384", "(1, 384)"]
