@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
-from embellama import ConfigurationError, InvalidInputError, ResourceClosedError
+from embellama import ConfigurationError, EmbeddingEngine, EngineConfig, InvalidInputError, ResourceClosedError
 from tests.integrations.conftest import K, assert_rank_order, assert_same_top_k, assert_same_vectors, differs, top_k
 
 langchain_core = pytest.importorskip("langchain_core")
@@ -53,6 +54,20 @@ def test_async_store_finds_the_same(embeddings, texts, reference):
 
     for q, found in enumerate(asyncio.run(search())):
         assert_same_top_k(found, top_k(reference, q))
+
+
+def test_concurrent_async_queries_are_joined_by_the_engines_dynamic_batching(embedder_config, texts, reference):
+    _, queries = texts
+    config = EngineConfig(max_batch_texts=64, max_batch_wait_ms=20)
+    with EmbeddingEngine(config, models=[embedder_config]) as engine:
+        embeddings = EmbellamaEmbeddings(engine=engine)
+
+        async def ask() -> list[list[float]]:
+            return await asyncio.gather(*(embeddings.aembed_query(q) for q in queries * 4))
+
+        vectors = asyncio.run(ask())
+        assert engine.stats()["joined_calls"] >= 1  # several queries shared a llama.cpp call
+    assert_same_vectors(vectors, np.tile(reference["queries"], (4, 1)))
 
 
 def test_an_embeddings_of_its_own_from_a_path(embedder_config, texts, reference):
