@@ -54,6 +54,7 @@ EXPECTED = {
 ELSEWHERE = {
     "guide/ray.md:Many machines: Ray Data": "tests/ray/test_ray.py::test_guide_ray_example",
     "guide/serve.md:Serve over HTTP: `embellama serve`": "tests/server/test_serve.py::test_guide_openai_example",
+    "guide/hub.md:Load by name": "tests/hub/test_hub.py::test_guide_hub_example",
     "guide/apis.md:TEI's, Ollama's and llama-server's APIs": "tests/server/test_ollama.py::test_guide_apis_example",
 }
 

@@ -29,6 +29,7 @@ from embellama import (
 )
 from embellama._hub import cache as hub_cache
 from embellama._hub.reference import HubReference, parse_reference
+from embellama._hub.resolve import resolve_path
 from tests.hub.conftest import COMMIT, FILENAME, REPO_ID, place
 from tests.support.fake_hub import FakeHub
 
@@ -109,10 +110,13 @@ def test_a_cached_model_loads_by_name_with_the_network_cut(cached_minilm, no_net
     assert (by_name.source.repo_id, by_name.source.filename, by_name.source.commit) == (REPO_ID, FILENAME, COMMIT)
     assert by_name.source.reference == f"hf://{REPO_ID}@{COMMIT}/{FILENAME}"
     np.testing.assert_array_equal(embed(by_name), plain_vectors)
-    for ref in (f"hf://{REPO_ID}/*F16.gguf", f"hf://{REPO_ID}@main/{FILENAME}", f"hf://{REPO_ID}@{COMMIT}"):
-        model = EmbeddingModel(ModelConfig(model_path=ref))
-        np.testing.assert_array_equal(embed(model), plain_vectors)
-        assert model.source is not None and model.source.filename == FILENAME
+    model = EmbeddingModel(ModelConfig(model_path=f"hf://{REPO_ID}/*F16.gguf"))
+    np.testing.assert_array_equal(embed(model), plain_vectors)
+    assert model.source == by_name.source
+    for ref, revision in [(f"hf://{REPO_ID}@main/{FILENAME}", "main"), (f"hf://{REPO_ID}@{COMMIT}", COMMIT)]:
+        path, source = resolve_path(Path(ref))  # as ModelConfig keeps it
+        assert path == cached_minilm and source is not None
+        assert (source.filename, source.revision, source.commit) == (FILENAME, revision, COMMIT)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     glob = EmbeddingModel.from_pretrained(REPO_ID, "*.gguf", revision="main", normalize=False)
     assert glob.config.normalize is False and glob.source is not None and glob.source.revision == "main"
@@ -263,3 +267,52 @@ def test_convert_names_the_missing_modules_and_the_extra(tmp_path, monkeypatch):
     )
     with pytest.raises(MissingExtraError, match=r"torch, safetensors \(not installed\).*embellama\[convert\]"):
         gguf_convert.convert_hf(tmp_path, tmp_path / "out.gguf", "f32", tmp_path)
+
+
+# -- the guide's example and the Reranker -----------------------------------------------------------------------
+
+
+def test_guide_hub_example(hf_cache, minilm_q8, no_network, monkeypatch):
+    """docs/guide/hub.md's example "Load by name", on a cache this test lays out, with the network cut."""
+    from tests.docs import examples
+
+    place(hf_cache, "second-state/All-MiniLM-L6-v2-Embedding-GGUF", {"all-MiniLM-L6-v2-Q8_0.gguf": minilm_q8})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = examples.section(examples.DOCS / "guide" / "hub.md", "Load by name")
+    printed = examples.run(code, "docs/guide/hub.md:Load by name").splitlines()
+    assert printed == ["second-state/All-MiniLM-L6-v2-Embedding-GGUF all-MiniLM-L6-v2-Q8_0.gguf", "(384,)", "True"]
+    assert no_network == []
+
+
+def test_a_reranker_loads_by_name(hf_cache, no_network):
+    from embellama import Reranker
+    from tests.support import rerank_models
+
+    gguf = rerank_models.ensure("bert").gguf("f16")
+    place(hf_cache, "acme/reranker-gguf", {"reranker.F16.gguf": gguf})
+    pairs = [("what is a cat", "a cat is a small animal"), ("what is a cat", "the stock market fell")]
+    with Reranker.from_pretrained("acme/reranker-gguf") as by_name, Reranker(ModelConfig(model_path=gguf)) as plain:
+        np.testing.assert_array_equal(by_name.score_pairs(pairs), plain.score_pairs(pairs))
+        assert by_name.source is not None and by_name.source.filename == "reranker.F16.gguf"
+    assert no_network == []
+
+
+def test_convert_a_cached_hub_repository_offline(hf_cache, tmp_path):
+    """``embellama convert org/repo OUT``: the repository's safetensors snapshot in the cache, converted with the
+    network off, scores as the GGUF converted from the same folder on disk."""
+    from embellama import Reranker
+    from tests.support import rerank_models
+
+    built = rerank_models.ensure("bert")
+    files = {p.relative_to(built.hf_dir).as_posix(): p for p in built.hf_dir.rglob("*") if p.is_file()}
+    assert "model.safetensors" in files
+    place(hf_cache, "acme/tiny-cross-encoder", files)
+    out = tmp_path / "converted.gguf"
+    env = {"HF_HUB_CACHE": str(hf_cache), "HF_HUB_OFFLINE": "1"}
+    proc = run_cli("convert", "acme/tiny-cross-encoder", str(out), "--type", "f32", env=env)
+    assert proc.returncode == 0, proc.stderr
+    pairs = [("what is a cat", "a cat is a small animal"), ("what is a cat", "the stock market fell")]
+    with Reranker(ModelConfig(model_path=out)) as ours, Reranker(ModelConfig(model_path=built.gguf("f32"))) as ref:
+        np.testing.assert_allclose(ours.score_pairs(pairs), ref.score_pairs(pairs), rtol=1e-6)
+    proc = run_cli("convert", "acme/not-cached", str(tmp_path / "x.gguf"), env=env)
+    assert proc.returncode == 1 and "acme/not-cached" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
