@@ -13,6 +13,7 @@ import inspect as _inspect
 
 from embellama._compute.output import quantize_embeddings
 from embellama._compute.pooling import Normalization, PoolingStrategy, normalize
+from embellama._compute.similarity import semantic_search
 from embellama._config import EngineConfig, ModelConfig
 from embellama._engine import EmbeddingEngine
 from embellama._exceptions import (
@@ -63,6 +64,7 @@ __all__ = [
     "load_library",
     "normalize",
     "quantize_embeddings",
+    "semantic_search",
 ]
 
 # The public classes and functions say where users import them from (as httpx does): their

@@ -12,6 +12,7 @@ from pathlib import Path
 from embellama._compute.output import check_precision, check_truncate_dim
 from embellama._compute.pooling import Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
 from embellama._compute.prompts import check_prompts
+from embellama._compute.similarity import check_similarity_fn_name
 from embellama._exceptions import ConfigurationError
 from embellama._native import enum_names
 
@@ -20,6 +21,8 @@ __all__ = ["ModelConfig", "Normalization", "PoolingStrategy"]
 _COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
 _MAX_THREADS = 512  # ggml.h GGML_MAX_N_THREADS
 _INT32_MAX = 2**31 - 1
+ROPE_SCALING_TYPES = ("none", "linear", "yarn")
+"""The rope scaling types ``ModelConfig.rope_scaling`` takes (llama.cpp's ``llama_rope_scaling_type``)."""
 # llama.cpp's limits on sequences per context and devices in tensor_split are asked of the
 # loaded library (Library.limits) when the model loads, not hard-coded here.
 
@@ -91,6 +94,24 @@ class ModelConfig:
     precision : str, optional
         Output type: "float32" (default), "int8", "uint8", "binary" or "ubinary", as sentence-transformers'
         ``quantize_embeddings`` (int8/uint8 calibrated on the embeddings of each call).
+    similarity_fn_name : str, optional
+        How :meth:`EmbeddingModel.similarity` scores: "cosine", "dot", "euclidean" or "manhattan"; default: the
+        GGUF's ``embellama.similarity_fn_name``, else the known-model table's, else cosine.
+    rope_scaling : str, optional
+        RoPE scaling for contexts beyond the training length: "none", "linear" or "yarn"; default: the model's (or
+        the known-model table's when ``n_ctx`` exceeds the training context).
+    rope_freq_base, rope_freq_scale : float, optional
+        RoPE base frequency, and the position scale (linear: 1 / factor); default: the model's.
+    yarn_orig_ctx : int, optional
+        YaRN: the context the model was trained with; default: the model's.
+    yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow : float, optional
+        YaRN's extrapolation mix, attention magnitude, and correction range; default: llama.cpp's.
+    known_models : str or os.PathLike, optional
+        A JSON file of known-model entries that extend (and come before) the built-in table; also
+        ``$EMBELLAMA_KNOWN_MODELS``. See docs/guide/known-models.md.
+    use_known_defaults : bool, optional
+        Take prompts, the similarity function and rope settings from the known-model table when the GGUF
+        names a model in it (True by default).
     extra : dict, optional
         Free-form settings for tools built on embellama; ignored by the library.
 
@@ -125,6 +146,17 @@ class ModelConfig:
     default_prompt_name: str | None = None
     truncate_dim: int | None = None
     precision: str = "float32"
+    similarity_fn_name: str | None = None
+    rope_scaling: str | None = None
+    rope_freq_base: float | None = None
+    rope_freq_scale: float | None = None
+    yarn_orig_ctx: int | None = None
+    yarn_ext_factor: float | None = None
+    yarn_attn_factor: float | None = None
+    yarn_beta_fast: float | None = None
+    yarn_beta_slow: float | None = None
+    known_models: str | os.PathLike[str] | None = None
+    use_known_defaults: bool = True
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -201,6 +233,42 @@ class ModelConfig:
             raise ConfigurationError(f"{who}: default_prompt_name must be a non-empty str or None, got {name!r}")
         check_truncate_dim(self.truncate_dim, who)
         check_precision(self.precision, who)
+        if self.similarity_fn_name is not None:
+            object.__setattr__(self, "similarity_fn_name", check_similarity_fn_name(self.similarity_fn_name, who))
+        self._check_rope(who)
+        if self.known_models is not None:
+            if not isinstance(self.known_models, (str, os.PathLike)) or not str(self.known_models):
+                raise ConfigurationError(f"{who}: known_models must be a path, got {self.known_models!r}")
+            object.__setattr__(self, "known_models", Path(self.known_models))
+        if not isinstance(self.use_known_defaults, bool):
+            raise ConfigurationError(f"{who}: use_known_defaults must be a bool, got {self.use_known_defaults!r}")
+
+    def _check_rope(self, who: str) -> None:
+        """The rope settings: a known scaling type, finite positive frequencies, sane YaRN factors."""
+        if self.rope_scaling is not None and self.rope_scaling not in ROPE_SCALING_TYPES:
+            raise ConfigurationError(
+                f"{who}: unknown rope_scaling {self.rope_scaling!r}; expected one of: {', '.join(ROPE_SCALING_TYPES)}"
+            )
+        for key, low, high in (
+            ("rope_freq_base", 0.0, 1e12),
+            ("rope_freq_scale", 0.0, 1e6),
+            ("yarn_attn_factor", 0.0, 1e6),
+            ("yarn_beta_fast", 0.0, 1e6),
+            ("yarn_beta_slow", 0.0, 1e6),
+            ("yarn_ext_factor", -1.0, 1e6),
+        ):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            strict = key not in ("yarn_ext_factor", "yarn_beta_slow")  # 0 is a value for these two
+            if not ok or value < low or (strict and value <= low) or value > high:
+                bound = f"> {low:g}" if strict else f">= {low:g}"
+                raise ConfigurationError(f"{who}: {key} must be a finite number {bound} and <= {high:g}, got {value!r}")
+            object.__setattr__(self, key, float(value))
+        orig = self.yarn_orig_ctx
+        if orig is not None and (not isinstance(orig, int) or isinstance(orig, bool) or not 1 <= orig <= _INT32_MAX):
+            raise ConfigurationError(f"{who}: yarn_orig_ctx must be a positive int or None, got {orig!r}")
 
     @property
     def name(self) -> str:

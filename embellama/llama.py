@@ -13,6 +13,7 @@ abort the process (a ``GGML_ASSERT``) is checked here first and raised as an exc
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import re
@@ -39,11 +40,20 @@ from embellama._native import Library, enum_names, get_library
 
 __all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 
+logger = logging.getLogger("embellama")
+
 
 @functools.cache
 def _pooling_names() -> dict[int, str]:
     """llama.cpp's ``enum llama_pooling_type``: code -> name (-1 "unspecified", 0 "none", 1 "mean", 2 "cls" ...)."""
     return {code: name for name, code in enum_names("llama_pooling_type", "LLAMA_POOLING_TYPE_").items()}
+
+
+@functools.cache
+def _rope_codes() -> dict[str, int]:
+    """llama.cpp's ``enum llama_rope_scaling_type`` by name ("unspecified" -1, "none" 0, "linear" 1, "yarn" 2)."""
+    names = enum_names("llama_rope_scaling_type", "LLAMA_ROPE_SCALING_TYPE_")
+    return {name: code for name, code in names.items() if name != "max_value"}
 
 
 @functools.cache
@@ -281,6 +291,13 @@ class Model:
     def n_ctx_train(self) -> int:
         """The context length the model was trained with."""
         return int(self._lib.lib.llama_model_n_ctx_train(self._handle()))
+
+    @property
+    def has_rope(self) -> bool:
+        """Whether the model's positions are rotary (its GGUF has ``<arch>.rope.*`` keys), so that ``n_ctx`` may
+        exceed the training context; a learned position table cannot."""
+        arch = self.architecture
+        return any(self.metadata_value(f"{arch}.rope.{key}") is not None for key in ("freq_base", "dimension_count"))
 
     @property
     def n_layer(self) -> int:
@@ -608,6 +625,13 @@ class ContextParams:
         Keep the KV cache and attention on the GPU with the offloaded layers.
     embeddings : bool, optional
         Compute embeddings (what embellama is for).
+    rope_scaling : str, optional
+        "unspecified" (the model's), "none", "linear" or "yarn". With rope scaling, or a model whose positions are
+        rotary (its GGUF has rope keys), ``n_ctx`` may exceed the training context (with a warning).
+    rope_freq_base, rope_freq_scale, yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow : float, optional
+        llama.cpp's rope and YaRN settings; None keeps ``llama_context_default_params()``' value (the model's).
+    yarn_orig_ctx : int, optional
+        YaRN's original context; None: the model's.
     """
 
     n_ctx: int
@@ -619,6 +643,25 @@ class ContextParams:
     flash_attn: bool | None = None
     offload_kqv: bool = True
     embeddings: bool = True
+    rope_scaling: str = "unspecified"
+    rope_freq_base: float | None = None
+    rope_freq_scale: float | None = None
+    yarn_ext_factor: float | None = None
+    yarn_attn_factor: float | None = None
+    yarn_beta_fast: float | None = None
+    yarn_beta_slow: float | None = None
+    yarn_orig_ctx: int | None = None
+
+
+_ROPE_FLOATS = (
+    "rope_freq_base",
+    "rope_freq_scale",
+    "yarn_ext_factor",
+    "yarn_attn_factor",
+    "yarn_beta_fast",
+    "yarn_beta_slow",
+)
+
 
 
 def _context_params(library: Library, params: ContextParams) -> Any:
@@ -636,7 +679,14 @@ def _context_params(library: Library, params: ContextParams) -> Any:
     if params.flash_attn is not None:
         library.caps.set_flash_attn(cparams, params.flash_attn)
     cparams.offload_kqv = bool(params.offload_kqv)
+    cparams.rope_scaling_type = _rope_codes()[params.rope_scaling]
+    for key in _ROPE_FLOATS:  # in llama_context_params across the supported versions (compat.py's window)
+        if (value := getattr(params, key)) is not None:
+            setattr(cparams, key, float(value))
+    if params.yarn_orig_ctx is not None:
+        cparams.yarn_orig_ctx = params.yarn_orig_ctx
     return cparams
+
 
 
 class Context:
@@ -939,10 +989,33 @@ def _validate_context_params(params: ContextParams, model: Model, max_seq: int) 
         raise ConfigurationError(f"model {name!r}: n_ubatch ({params.n_ubatch}) > n_batch ({params.n_batch})")
     if params.n_seq_max > max_seq:
         raise ConfigurationError(f"model {name!r}: n_seq_max ({params.n_seq_max}) > llama.cpp's limit {max_seq}")
+    if params.rope_scaling not in _rope_codes():
+        raise ConfigurationError(f"model {name!r}: unknown rope_scaling {params.rope_scaling!r}")
+    if params.yarn_orig_ctx is not None and not 1 <= params.yarn_orig_ctx <= 2**31 - 1:
+        raise ConfigurationError(f"model {name!r}: yarn_orig_ctx must be a positive int32, got {params.yarn_orig_ctx}")
+    for key in _ROPE_FLOATS:
+        value = getattr(params, key)
+        if value is not None and not math.isfinite(value):
+            raise ConfigurationError(f"model {name!r}: {key} must be finite, got {value!r}")
+    if params.rope_freq_base is not None and params.rope_freq_base <= 0:
+        raise ConfigurationError(f"model {name!r}: rope_freq_base must be > 0, got {params.rope_freq_base}")
+    if params.rope_freq_scale is not None and params.rope_freq_scale <= 0:
+        raise ConfigurationError(f"model {name!r}: rope_freq_scale must be > 0, got {params.rope_freq_scale}")
     if model.n_ctx_train > 0 and params.n_ctx > model.n_ctx_train:
-        raise ConfigurationError(
-            f"model {name!r}: n_ctx ({params.n_ctx}) exceeds the {model.n_ctx_train} positions "
-            "the model was trained with"
+        if not model.has_rope:
+            # Learned position embeddings have n_ctx_train rows: a later position reads past the table and
+            # llama.cpp aborts the process.
+            raise ConfigurationError(
+                f"model {name!r}: n_ctx ({params.n_ctx}) exceeds the {model.n_ctx_train} positions "
+                "the model was trained with (its positions are a learned table, not rotary: it cannot go further)"
+            )
+        logger.warning(
+            "model %r: n_ctx (%d) exceeds the %d tokens it was trained with (rope scaling %s); quality may drop "
+            "beyond them",
+            name,
+            params.n_ctx,
+            model.n_ctx_train,
+            params.rope_scaling,
         )
     tokens = reserve_tokens(params, model.is_causal)
     if tokens % params.n_seq_max:

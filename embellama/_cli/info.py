@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from embellama._cli.common import Subparsers
+from embellama._compute import prompts as _prompts
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError
 from embellama._gguf import convert as gguf_convert
+from embellama._gguf import known as _known
+from embellama._gguf.known import KnownModel
 from embellama._models import Reranker, is_reranker
 from embellama._native import load_library
 from embellama._version import __version__
@@ -120,13 +123,25 @@ def info_command(args: argparse.Namespace) -> int:
             "causal_attention": model.is_causal,
             "pooling": pooling_used(model, reranker is not None),
             "reranker": reranker,
+            "known_model": None,
             "metadata": dict(sorted(model.metadata().items())),
         }
+        entry = _known.match(model.metadata(), kind="reranker" if reranker is not None else "embedding")
+        report["known_model"] = known_summary(entry)
+        if args.check:
+            report["warnings"] = check_warnings(model, entry, reranker is not None)
+    failed = 1 if report.get("warnings") else 0
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
-        return 0
+        return failed
     for key, value in report.items():
-        if key == "metadata":
+        if key == "known_model":
+            print(f"{key}: {describe_known(value)}")
+        elif key == "warnings":
+            print("check: " + ("no problems found" if not value else f"{len(value)} warning(s)"))
+            for line in value:
+                print(f"  warning: {line}")
+        elif key == "metadata":
             print("metadata:")
             for name, text in value.items():
                 text = text if len(text) <= 100 else text[:97] + "..."
@@ -139,7 +154,63 @@ def info_command(args: argparse.Namespace) -> int:
             print(f"{key}: {describe_reranker(value)}")
         else:
             print(f"{key}: {value}")
-    return 0
+    return failed
+
+
+def known_summary(entry: KnownModel | None) -> dict[str, Any] | None:
+    """What ``info`` says of the known-model entry a GGUF matched (None: none)."""
+    if entry is None:
+        return None
+    data = entry.as_dict()
+    keep = ("id", "matched_by", "origin", "kind", "prompts", "default_prompt_name", "similarity_fn_name",
+            "matryoshka_dims", "normalization", "max_seq_length", "rope", "notes", "source")  # fmt: skip
+    return {key: data[key] for key in keep}
+
+
+def describe_known(value: dict[str, Any] | None) -> str:
+    """``info``'s line about the known-model entry."""
+    if value is None:
+        return "none (no entry of the known-model table names this file; prompts and similarity are the GGUF's)"
+    parts = [f"{value['id']} (matched by {value['matched_by']})"]
+    if value["prompts"]:
+        parts.append("prompts " + ", ".join(f"{k}={v!r}" for k, v in value["prompts"].items()))
+    if value["similarity_fn_name"]:
+        parts.append(f"similarity {value['similarity_fn_name']}")
+    if value["matryoshka_dims"]:
+        parts.append("Matryoshka " + "/".join(map(str, value["matryoshka_dims"])))
+    if value["rope"]:
+        parts.append(f"rope beyond the training context {value['rope']}")
+    return "; ".join(parts)
+
+
+def check_warnings(model: Model, entry: KnownModel | None, reranker: bool) -> list[str]:
+    """``info --check``: what in the GGUF makes embeddings differ from the model's own."""
+    found = []
+    metadata = model.metadata()
+    for token in ("bos", "eos"):
+        if f"tokenizer.ggml.{token}_token_id" not in metadata:
+            found.append(
+                f"no {token.upper()} token (tokenizer.ggml.{token}_token_id): llama.cpp guesses it from the "
+                "vocabulary type, which may not be the model's; re-convert with a current convert_hf_to_gguf.py"
+            )
+    special = model.special_tokens
+    if model.is_causal and not special.suffix:
+        found.append(
+            "a causal model whose tokenizer appends no EOS (tokenizer.ggml.add_eos_token): last-token pooling "
+            "then reads the text's last word, not the EOS the model was trained to summarize into"
+        )
+    if f"{model.architecture}.pooling_type" not in metadata and not reranker:
+        fallback = "last" if model.is_causal else "mean"
+        found.append(
+            f"no pooling type ({model.architecture}.pooling_type): EmbeddingModel falls back to {fallback}; pass "
+            "ModelConfig(pooling=...) with the model's own (its 1_Pooling/config.json)"
+        )
+    if entry is not None and entry.needs_prompts and _prompts.PROMPTS_KEY not in metadata:
+        found.append(
+            f"{entry.id} was trained with prompts and the GGUF carries none: embellama takes them from its "
+            "known-model table, other tools do not (write them in with 'embellama prompts FILE --set NAME=TEXT')"
+        )
+    return found
 
 
 def add_doctor_parser(sub: Subparsers) -> None:
@@ -154,4 +225,10 @@ def add_info_parser(sub: Subparsers) -> None:
     info = sub.add_parser("info", help="show a GGUF model's metadata, dimensions, pooling and size")
     info.add_argument("model", type=Path, help="GGUF model file")
     info.add_argument("--json", action="store_true", help="print JSON")
+    info.add_argument(
+        "--check",
+        action="store_true",
+        help="warn about what makes the GGUF embed differently from the model (missing BOS/EOS or pooling type, "
+        "no prompts for a model trained with them); exit status 1 when there is a warning",
+    )
     info.set_defaults(func=info_command)

@@ -20,6 +20,8 @@ from embellama._compute.pooling import Normalization, PoolingStrategy
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, ModelNotFoundError
 from embellama._gguf import convert as _convert
+from embellama._gguf.known import KnownModel
+from embellama._models import defaults as _defaults
 from embellama._models import pretrained as _pretrained
 from embellama._native import Library, get_library
 from embellama.llama import (
@@ -64,8 +66,12 @@ def truncate_tokens(ids: npt.NDArray[np.int32], limit: int, suffix: Sequence[int
     return np.concatenate([ids[: limit - len(tail)], tail])
 
 
-def context_params(config: ModelConfig, model: Model, pooling: PoolingStrategy) -> ContextParams:
+def context_params(
+    config: ModelConfig, model: Model, pooling: PoolingStrategy, known: KnownModel | None = None
+) -> ContextParams:
     """Context settings for ``model``: the config's, and for the rest values llama.cpp accepts.
+
+    Rope settings are the config's, else, for an ``n_ctx`` beyond the training context, the ``known`` entry's.
 
     Unset ``n_seq_max`` becomes the largest count up to llama.cpp's limit that divides
     the reserved micro-batch (see :func:`embellama.llama.reserve_tokens`); an explicit
@@ -93,6 +99,7 @@ def context_params(config: ModelConfig, model: Model, pooling: PoolingStrategy) 
         pooling=pooling.native,
         flash_attn=config.flash_attn,
         offload_kqv=config.offload_kqv,
+        **_defaults.rope_settings(config, model, n_ctx, known),
     )
     limit = get_library().max_parallel_sequences()  # the library every Model here is opened with
     n_seq_max = config.n_seq_max or sequences_for(reserve_tokens(params, causal), limit)
@@ -120,6 +127,7 @@ class LlamaModel:
         self._max_tokens = 0
         self._budget = 0
         self._tokenize_threads = 1
+        self._known: KnownModel | None = None
         self._source: _pretrained.HubFile | None = None
 
     @classmethod
@@ -226,7 +234,9 @@ class LlamaModel:
         context: Context | None = None
         try:
             pooling = self._choose_pooling(model)
-            context = Context(model, context_params(self.config, model, pooling))
+            kind = "reranker" if pooling is PoolingStrategy.RANK else "embedding"
+            known = _defaults.known_entry(model, cfg, getattr(self, "_source", None), kind)
+            context = Context(model, context_params(self.config, model, pooling, known))
             # Never more tokens per call than llama.cpp reserved its compute buffers for.
             budget = reserve_tokens(context.params, model.is_causal)
             n_ctx = context.params.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
@@ -234,6 +244,7 @@ class LlamaModel:
             if max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
                 raise ConfigurationError(f"model {cfg.name!r}: max_tokens {max_tokens} leaves no room for text")
             batch = Batch(budget, context.n_seq_max, library=library)
+            self._known = known  # what _prepare reads (prompts, similarity)
             prepared = self._prepare(model, context, max_tokens)
         except BaseException:
             if context is not None:
@@ -380,6 +391,12 @@ class LlamaModel:
         """
         self._require()
         return self._budget
+
+    @property
+    def known_model(self) -> KnownModel | None:
+        """The known-model table's entry this GGUF matched (its prompts, similarity, rope defaults), or None."""
+        self._require()
+        return self._known
 
     @property
     def max_sequence_length(self) -> int:

@@ -17,6 +17,7 @@ from embellama._compute.pooling import normalize as _normalize
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, InvalidInputError, ResourceClosedError
 from embellama._models.base import LlamaModel
+from embellama._models.defaults import similarity_fn_name
 from embellama._models.encode import EncodeMethods
 from embellama._models.kinds import embedding_pooling
 from embellama._models.options import (
@@ -27,6 +28,7 @@ from embellama._models.options import (
     check_token_ids,
     text_tokens,
 )
+from embellama._models.scoring import SimilarityMethods
 from embellama._models.streaming import stream_chunks
 from embellama.llama import Context, Model
 
@@ -35,7 +37,7 @@ __all__ = ["EmbeddingModel"]
 _FIRST_ROW = np.zeros(1, dtype=np.intp)
 
 
-class EmbeddingModel(LlamaModel, EncodeMethods):
+class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
     """One GGUF embedding model with its llama.cpp context.
 
     >>> with EmbeddingModel(ModelConfig(model_path="all-MiniLM-L6-v2.gguf")) as m:  # doctest: +SKIP
@@ -63,13 +65,14 @@ class EmbeddingModel(LlamaModel, EncodeMethods):
 
     # -- embedding-specific loading and information ------------------------------------
 
-    def _prepare(self, model: Model, context: Context, max_tokens: int) -> Prompts:
-        prompts = Prompts.read(model, self.config)
+    def _prepare(self, model: Model, context: Context, max_tokens: int) -> tuple[Prompts, str]:
+        prompts = Prompts.read(model, self.config, self._known)
         _output.check_truncate_dim(self.config.truncate_dim, f"model {self.name!r}", model.n_embd)
-        return prompts
+        return prompts, similarity_fn_name(self.config, model, self._known)
 
-    def _adopt(self, prepared: Prompts) -> None:
-        self._prompts = prepared
+    def _adopt(self, prepared: tuple[Prompts, str]) -> None:
+        self._prompts, self._similarity_fn = prepared
+
 
     def _choose_pooling(self, model: Model) -> PoolingStrategy:
         return embedding_pooling(self.config, model)

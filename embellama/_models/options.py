@@ -15,6 +15,7 @@ from embellama._compute import prompts as _prompts
 from embellama._compute.pooling import Normalization, NormalizeSpec
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, InvalidInputError
+from embellama._gguf.known import KnownModel
 from embellama._models.base import truncate_tokens
 from embellama.llama import Model
 
@@ -62,8 +63,10 @@ class Prompts:
         self._counts: dict[str, int] = {}  # prompt text: its tokens with the special tokens
 
     @classmethod
-    def read(cls, model: Model, config: ModelConfig) -> Prompts:
-        """The prompts in effect and the default prompt name: the GGUF's, overridden by the config's.
+    def read(cls, model: Model, config: ModelConfig, known: KnownModel | None = None) -> Prompts:
+        """The prompts in effect and the default prompt name: the GGUF's (else the ``known`` model's, when the GGUF
+        carries none), overridden by the config's.
+
 
         Raises
         ------
@@ -72,7 +75,10 @@ class Prompts:
         """
         who = f"model {config.name!r}"
         saved_default = model.metadata_value(_prompts.DEFAULT_PROMPT_KEY)
-        saved = _prompts.parse_saved_prompts(model.metadata_value(_prompts.PROMPTS_KEY), who)
+        saved_json = model.metadata_value(_prompts.PROMPTS_KEY)
+        saved = _prompts.parse_saved_prompts(saved_json, who)
+        if saved_json is None and saved_default is None and known is not None:
+            saved, saved_default = dict(known.prompts), known.default_prompt_name  # a GGUF's own prompts win
         texts = _prompts.effective_prompts(saved, config.prompts)
         default = config.default_prompt_name if config.default_prompt_name is not None else saved_default
         if default is not None and default not in texts:

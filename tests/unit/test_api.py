@@ -25,7 +25,7 @@ EXCEPTIONS = (
 CLASSES = (
     "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
 )
-FUNCTIONS = "normalize load_library get_library quantize_embeddings".split()
+FUNCTIONS = "normalize load_library get_library quantize_embeddings semantic_search".split()
 PUBLIC = sorted([*EXCEPTIONS, *CLASSES, *FUNCTIONS, "__version__"])
 
 
