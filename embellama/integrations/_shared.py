@@ -114,8 +114,10 @@ class Backend:
         self._closed = False
         self._prompts: tuple[str | None, str | None] | None = None
         if (model is None) == (engine is None):
-            raise ConfigurationError(f"{who}: give either a model (a path, an hf:// reference or a ModelConfig) "
-                                     "or engine= (a running EmbeddingEngine), not both")  # fmt: skip
+            raise ConfigurationError(
+                f"{who}: give either a model (a path, an hf:// reference or a ModelConfig) or engine= "
+                "(a running EmbeddingEngine), not both"
+            )
         if engine is not None:
             if not isinstance(engine, EmbeddingEngine):
                 raise ConfigurationError(f"{who}: engine must be an EmbeddingEngine, got {type(engine).__name__}")
