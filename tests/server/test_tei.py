@@ -283,3 +283,33 @@ def test_any_body_on_a_tei_route_gets_an_answer_or_a_tei_4xx(http, data, path):
         count = 1 if isinstance(inputs, str) or isinstance(inputs[0], int) else len(inputs)
         assert len(response.json()) == count
     assert http.get("/health").status_code == 200
+
+
+def test_clients_that_hang_up_cancel_their_queued_requests_on_every_api(server, http):
+    """One thread, a heavy request running: TEI's and Ollama's requests queued behind it are cancelled when their
+    clients give up (499 in the metrics, never embedded)."""
+    long_texts = [f"text {i} " + "a long sentence with many words in it " * 60 for i in range(12)]
+    inputs_before = _metric(http, "embellama_inputs_total")
+    with ThreadPoolExecutor(1) as pool:
+        heavy = pool.submit(http.post, "/v1/embeddings", json={"input": long_texts})
+        deadline = time.monotonic() + WAIT
+        while _metric(http, "embellama_engine_pending") < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        for path, body in (
+            ("/embed", {"inputs": "quick"}),
+            ("/embed_all", {"inputs": "quick"}),
+            ("/api/embed", {"input": "quick"}),
+        ):
+            auth = {"Authorization": f"Bearer {KEY}"}
+            with httpx.Client(base_url=server.url, headers=auth) as quick, pytest.raises(httpx.TimeoutException):
+                quick.post(path, json=body, timeout=0.2)
+            while _metric(http, "embellama_engine_pending") > 1:  # cancelled: no longer pending (max_pending 2)
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert heavy.result(WAIT).status_code == 200
+    paths = ("/embed", "/embed_all", "/api/embed")
+    while any(_metric(http, f'embellama_requests_total{{path="{p}",status="499"}}') < 1 for p in paths):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert _metric(http, "embellama_inputs_total") == inputs_before + len(long_texts)  # the quick ones never ran
