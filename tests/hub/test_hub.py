@@ -201,6 +201,24 @@ def test_gated_and_missing_get_their_errors_naming_the_repo(hf_cache, monkeypatc
     assert not (hf_cache / "models--acme--gated" / "snapshots").exists()
 
 
+def test_a_repository_to_convert_downloads_what_the_converter_reads(hf_cache, monkeypatch):
+    from embellama._hub.resolve import snapshot_folder
+
+    files = {"config.json": b"{}", "model.safetensors": os.urandom(1000), "vocab.txt": b"a\nb\n", "README.md": b"card"}
+    files["1_Pooling/config.json"] = b"{}"
+    with FakeHub({"acme/safetensors": files}) as hub:
+        use_hub(monkeypatch, hub)
+        folder = snapshot_folder("acme/safetensors")
+        seen = len(hub.requests)
+        assert snapshot_folder("acme/safetensors") == folder and len(hub.requests) == seen  # cached: no request
+    got = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert got == ["1_Pooling/config.json", "config.json", "model.safetensors", "vocab.txt"]
+    assert (folder / "model.safetensors").read_bytes() == files["model.safetensors"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubNotFoundError, match=r"acme/elsewhere.*HF_HUB_OFFLINE"):
+        snapshot_folder("acme/elsewhere")
+
+
 # -- everywhere a model path goes -------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@
 
 - ``GET /api/models/{org}/{repo}[/revision/{rev}]``: the model info, with each file's size, git object id and
   LFS sha256 (``?blobs=true``);
+- ``GET /api/models/{org}/{repo}/tree/{rev}``: the recursive file listing ``snapshot_download`` reads;
 - ``HEAD /{org}/{repo}/resolve/{rev}/{file}``: ETag, X-Repo-Commit, X-Linked-Etag, X-Linked-Size;
 - ``GET`` of the same: the bytes, with Range (206 and Content-Range).
 
@@ -116,7 +117,9 @@ class FakeHub:
         with self._lock:
             self.requests.append(("HEAD" if head else "GET", path, h.headers.get("Range")))
         parts = path.strip("/").split("/")
-        if parts[:2] == ["api", "models"] and len(parts) >= 4:
+        if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "tree":
+            self._tree(h, "/".join(parts[2:4]), parts[5], head)
+        elif parts[:2] == ["api", "models"] and len(parts) >= 4:
             repo = "/".join(parts[2:4])
             rev = parts[5] if len(parts) >= 6 and parts[4] == "revision" else "main"
             self._info(h, repo, rev, head)
@@ -158,6 +161,31 @@ class FakeHub:
         h.end_headers()
         if not head:
             h.wfile.write(data)
+
+    def _json(self, h: BaseHTTPRequestHandler, value: object, head: bool) -> None:
+        data = json.dumps(value).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        if not head:
+            h.wfile.write(data)
+
+    def _tree(self, h: BaseHTTPRequestHandler, repo: str, rev: str, head: bool) -> None:
+        """The recursive file listing (``list_repo_tree``, which ``snapshot_download`` calls), in one page."""
+        if not self._check(h, repo, rev, head):
+            return
+        entries = [
+            {
+                "type": "file",
+                "path": name,
+                "size": len(data),
+                "oid": git_blob_id(data),
+                "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134},
+            }
+            for name, data in sorted(self.repos[repo].items())
+        ]
+        self._json(h, entries, head)
 
     def _file(self, h: BaseHTTPRequestHandler, repo: str, rev: str, filename: str, head: bool) -> None:
         if not self._check(h, repo, rev, head):
