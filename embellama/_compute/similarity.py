@@ -131,7 +131,21 @@ def similarity(a: Any, b: Any, fn: str = "cosine", *, precision: str | None = No
 
 
 def pairwise_similarity(a: Any, b: Any, fn: str = "cosine", *, precision: str | None = None) -> npt.NDArray[np.float32]:
-    """Scores of ``a[i]`` against ``b[i]``: shape ``(n,)``. Arguments as for :func:`similarity`.
+    """Scores of ``a[i]`` against ``b[i]``: shape ``(n,)``.
+
+    Parameters
+    ----------
+    a, b : array_like
+        Embeddings of shape ``(n, dim)`` each.
+    fn : str, optional
+        As for :func:`similarity`.
+    precision : str, optional
+        As for :func:`similarity`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(n,)``.
 
     Raises
     ------

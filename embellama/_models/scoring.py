@@ -68,7 +68,19 @@ class SimilarityMethods:
         return _similarity.similarity(a, b, fn, precision=precision)
 
     def similarity_pairwise(self, a: Any, b: Any) -> npt.NDArray[np.float32]:
-        """Scores of ``a[i]`` against ``b[i]``, with :attr:`similarity_fn_name`: shape ``(n,)``.
+        """Scores of ``a[i]`` against ``b[i]``, with :attr:`similarity_fn_name`.
+
+        As ``SentenceTransformer.similarity_pairwise``; inputs as for :meth:`similarity`.
+
+        Parameters
+        ----------
+        a, b : array_like
+            Embeddings of shape ``(n, dim)`` each.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(n,)``.
 
         Raises
         ------

@@ -34,6 +34,14 @@ EXPECTED = {
     ],
     "guide/lowlevel.md:Tokens and the low-level classes": ["bert 384 30522 mean (101,)", "(2, 384)"],
     "guide/rerank.md:Rerank: cross-encoders": ["(3,) 1 sigmoid 2 ['corpus_id', 'score', 'text']"],
+    "guide/embedding.md:Similarity and search": [
+        "cosine (1, 3) [[0.6 0.  0.6]]\n(2,)\n['Kittens nap in the sun.', 'A cat sleeps on the sofa.']"
+    ],
+    "guide/known-models.md:Which model a GGUF is": [
+        "None {'query': '', 'document': ''}",
+        "me/minilm-retrieval (by general.name 'minilm-l6-h384-uncased') from ",
+        "query:  dot",
+    ],
     "guide/prompts.md:Prompts and output types": [
         "{'query': 'query: ', 'document': '', 'passage': 'passage: '}",
         "(3, 128) [1. 1. 1.] uint8 (3, 48) int8",

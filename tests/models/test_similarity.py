@@ -44,7 +44,7 @@ matrices = st.integers(1, 6).flatmap(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(matrices, st.sampled_from(FNS))
 def test_similarity_matches_sentence_transformers(pair, fn):
     a, b = pair
@@ -56,7 +56,7 @@ def test_similarity_matches_sentence_transformers(pair, fn):
     np.testing.assert_allclose(pairwise, st_scores(a[:rows], b[:rows], fn, True), rtol=1e-5, atol=tolerance(a, b))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     hnp.arrays(np.float32, st.tuples(st.integers(4, 12), st.integers(1, 20)), elements=st.floats(-1, 1, width=32)),
     st.sampled_from(["int8", "uint8", "binary", "ubinary"]),
@@ -85,7 +85,7 @@ searches = st.tuples(st.integers(1, 8), st.integers(1, 4), st.integers(1, 30)).f
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(searches, st.integers(1, 30), st.sampled_from(FNS), st.integers(1, 7))
 def test_semantic_search_matches_sentence_transformers(pair, top_k, fn, chunk):
     queries, corpus = pair
