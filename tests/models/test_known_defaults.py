@@ -150,3 +150,25 @@ def test_info_names_the_entry_and_check_warns(nomic_gguf, minilm_f16, tmp_path, 
     with_prompts = _gguf_prompts.write_prompts(nomic_gguf, tmp_path / "p.gguf", {"query": "search_query: "})
     assert _main(["info", str(with_prompts), "--check"]) == 0
     assert _prompts.PROMPTS_KEY in capsys.readouterr().out
+
+
+def test_a_model_loaded_by_name_matches_by_its_repository_and_file(minilm_f16, tmp_path, monkeypatch, plain):
+    """The MiniLM GGUF's own name matches nothing; cached as nomic's GGUF repository, the source names it."""
+    repo, filename, commit = (
+        "nomic-ai/nomic-embed-text-v1.5-GGUF",
+        "nomic-embed-text-v1.5.f16.gguf",
+        "c0ffee" * 6 + "0000",
+    )
+    folder = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+    (folder / "blobs").mkdir(parents=True)
+    (folder / "blobs" / ("0" * 64)).symlink_to(minilm_f16.resolve())
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / filename).symlink_to(Path("../../blobs") / ("0" * 64))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with EmbeddingModel(_config(model_path=f"hf://{repo}/{filename}")) as m:
+        assert m.known_model is not None and m.known_model.id == "nomic-ai/nomic-embed-text-v1.5"
+        assert m.known_model.matched_by.startswith("source")
+        np.testing.assert_array_equal(m.encode_query(TEXTS[:2]), plain.embed_batch(TEXTS[:2], prompt="search_query: "))
