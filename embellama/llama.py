@@ -663,7 +663,6 @@ _ROPE_FLOATS = (
 )
 
 
-
 def _context_params(library: Library, params: ContextParams) -> Any:
     """The ``llama_context_params`` for ``params`` (already validated)."""
     cparams = library.lib.llama_context_default_params()
@@ -686,7 +685,6 @@ def _context_params(library: Library, params: ContextParams) -> Any:
     if params.yarn_orig_ctx is not None:
         cparams.yarn_orig_ctx = params.yarn_orig_ctx
     return cparams
-
 
 
 class Context:
@@ -1107,7 +1105,7 @@ class Batch:
 
     @property
     def lengths(self) -> npt.NDArray[np.int64]:
-        """Token count of each sequence (read-only)."""
+        """Token count of each sequence, by seq_id (read-only)."""
         return _read_only(self._lengths)
 
     @property
@@ -1163,25 +1161,40 @@ class Batch:
         self._token[:total] = ids
         self._layout(lens, total)
 
-    def fill(self, sequences: Sequence[npt.NDArray[np.integer[Any]]]) -> None:
+    def fill(self, sequences: Sequence[npt.NDArray[np.integer[Any]]], seq_ids: npt.ArrayLike | None = None) -> None:
         """Fill with one token array per sequence, copied straight into the buffer C reads.
 
-        Sequence ``i`` gets seq_id ``i`` and positions ``0..len-1``; the loop runs per
-        sequence, never per token.
+        The sequences lie one after another in the given order; sequence ``i`` gets seq_id
+        ``seq_ids[i]`` (default ``i``) and positions ``0..len-1``. The loop runs per sequence,
+        never per token.
 
         Parameters
         ----------
         sequences : sequence of numpy.ndarray
             One 1-D integer array of token ids per sequence.
+        seq_ids : array_like of int, optional
+            The seq_id of each sequence: a permutation of ``0..len(sequences)-1``. Packing uses
+            it to lay sequences out in the order that suits the attention kernel while the
+            pooled vectors keep their numbering.
 
         Raises
         ------
         InvalidInputError
-            An empty or non-integer sequence, or more tokens or sequences than the batch holds.
+            An empty or non-integer sequence, ``seq_ids`` not a permutation, or more tokens or
+            sequences than the batch holds.
         """
         lens = np.fromiter((len(seq) for seq in sequences), dtype=np.int64, count=len(sequences))
         if lens.size == 0 or (lens <= 0).any():
             raise InvalidInputError("every sequence needs at least one token")
+        ids = None
+        if seq_ids is not None:
+            ids = np.asarray(seq_ids)
+            if (
+                ids.shape != lens.shape
+                or ids.dtype.kind not in "iu"
+                or not np.array_equal(np.sort(ids), np.arange(lens.size))
+            ):
+                raise InvalidInputError("seq_ids must be a permutation of 0..len(sequences)-1")
         total = int(lens.sum())
         if total > self._capacity or lens.size > self._max_seqs:
             raise InvalidInputError(
@@ -1195,15 +1208,16 @@ class Batch:
                 raise InvalidInputError("each sequence must be a 1-D numpy array of token ids")
             buffer[at : at + n] = seq
             at += n
-        self._layout(lens, total)
+        self._layout(lens, total, ids)
 
-    def _layout(self, lens: npt.NDArray[np.int64], total: int) -> None:
+    def _layout(self, lens: npt.NDArray[np.int64], total: int, ids: npt.NDArray[Any] | None = None) -> None:
         starts = np.cumsum(lens) - lens
         self._pos[:total] = np.arange(total, dtype=np.int32) - np.repeat(starts, lens).astype(np.int32)
-        self._seq_id[:total] = np.repeat(np.arange(lens.size, dtype=np.int32), lens)
+        order = np.arange(lens.size, dtype=np.int32) if ids is None else ids.astype(np.int32)
+        self._seq_id[:total] = np.repeat(order, lens)
         self._n_tokens = total
         self._max_seq_len = int(lens.max())
-        self._lengths = lens
+        self._lengths = lens if ids is None else lens[np.argsort(order)]  # by seq_id
         self._struct.n_tokens = total
 
     def clear(self) -> None:

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from embellama._compute.pooling import Normalization, PoolingStrategy, pool_toke
 from embellama._compute.pooling import normalize as _normalize
 from embellama.llama import Batch, Context
 
-__all__ = ["Progress", "ProgressCallback", "pack_by_length", "run_batch", "tokenize_all"]
+__all__ = ["Progress", "ProgressCallback", "TileLayout", "pack_by_length", "pack_tiles", "run_batch", "tokenize_all"]
 
 logger = logging.getLogger("embellama")
 
@@ -92,6 +93,96 @@ def pack_by_length(lengths: npt.NDArray[np.int64], budget: int, max_seqs: int) -
     return groups
 
 
+@dataclass(frozen=True)
+class TileLayout:
+    """How calls of short texts are laid out for the loaded libllama's attention kernel.
+
+    ggml's CPU flash attention works in ``tile`` x ``tile`` blocks of (query, key) tokens and
+    skips a block only when the mask hides all of it. A packed call whose sequences never cross
+    a ``tile``-token boundary computes just the blocks on the diagonal; one whose sequences
+    straddle the boundaries computes the neighbours too, and every call scans all
+    ``(tokens / tile)^2`` blocks of its mask for each head and layer, so short texts go in calls
+    of ``call_tokens`` (a multiple of ``tile``) and longer texts one per call.
+    """
+
+    tile: int
+    call_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.tile < 1 or self.call_tokens < self.tile or self.call_tokens % self.tile:
+            raise ValueError(f"call_tokens ({self.call_tokens}) must be a positive multiple of tile ({self.tile})")
+
+
+def pack_tiles(lengths: npt.NDArray[np.int64], layout: TileLayout, max_seqs: int) -> list[npt.NDArray[np.intp]]:
+    """Each llama.cpp call's slots in token order: a text's index (``>= 0``) or ``-p`` for ``p`` pad tokens.
+
+    Texts longer than ``layout.call_tokens`` go one per call, longest first. The others are
+    packed into ``tile``-token bins by best-fit decreasing: a text of up to ``tile`` tokens
+    goes into the fullest bin it fits, a longer one opens ``ceil(len / tile)`` tiles whose last
+    one's free room takes short texts too. Bins are then cut into calls of at most
+    ``call_tokens`` tokens and ``max_seqs`` sequences (pads included); a bin that is not the
+    last of its call is padded to the tile boundary with a sequence of its own, so no text
+    crosses a boundary. The loops run per text and per bin, never per token.
+    """
+    tile, call_tiles = layout.tile, layout.call_tokens // layout.tile
+    calls: list[npt.NDArray[np.intp]] = []
+    order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[order].tolist()
+    members: list[list[int]] = []  # the texts of each unit (a bin, or a multi-tile text with its tail)
+    tiles: list[int] = []
+    free: list[int] = []
+    by_free: list[list[int]] = [[] for _ in range(tile + 1)]  # units by the room left in their last tile
+    for index, n in zip(order.tolist(), sorted_lengths, strict=True):
+        if n > layout.call_tokens:
+            calls.append(np.array([index], dtype=np.intp))
+            continue
+        if n > tile:
+            k = -(-n // tile)
+            unit, room = len(members), k * tile - n
+            members.append([index])
+            tiles.append(k)
+        else:
+            room = next((f for f in range(n, tile + 1) if by_free[f]), 0)
+            if room:
+                unit = by_free[room].pop()
+                members[unit].append(index)
+                room -= n
+            else:
+                unit, room = len(members), tile - n
+                members.append([index])
+                tiles.append(1)
+        if len(free) <= unit:
+            free.append(room)
+        else:
+            free[unit] = room
+        if room and len(members[unit]) < max_seqs:  # a bin never holds more texts than a call may
+            by_free[room].append(unit)
+    slots: list[int] = []
+    used_tiles = used_seqs = 0
+    for unit in range(len(members)):
+        seqs = len(members[unit])
+        pad = 1 if slots and free[unit - 1] else 0
+        if slots and (used_tiles + tiles[unit] > call_tiles or used_seqs + pad + seqs > max_seqs):
+            calls.append(np.array(slots, dtype=np.intp))
+            slots, used_tiles, used_seqs, pad = [], 0, 0, 0
+        if pad:
+            slots.append(-free[unit - 1])
+        slots.extend(members[unit])
+        used_tiles += tiles[unit]
+        used_seqs += pad + seqs
+    if slots:
+        calls.append(np.array(slots, dtype=np.intp))
+    return calls
+
+
+def _calls(
+    lengths: npt.NDArray[np.int64], budget: int, max_seqs: int, layout: TileLayout | None
+) -> list[npt.NDArray[np.intp]]:
+    if layout is None or layout.call_tokens > budget:
+        return pack_by_length(lengths, budget, max_seqs)
+    return pack_tiles(lengths, layout, max_seqs)
+
+
 def run_batch(
     tokens: Sequence[npt.NDArray[np.int32]],
     *,
@@ -102,8 +193,13 @@ def run_batch(
     budget: int,
     max_seqs: int,
     progress: Progress,
+    layout: TileLayout | None = None,
 ) -> Any:
-    """Embed already tokenized texts: ``(n, dim)`` float32, or a list of token matrices for pooling NONE."""
+    """Embed already tokenized texts: ``(n, dim)`` float32, or a list of token matrices for pooling NONE.
+
+    With a :class:`TileLayout`, calls are laid out by :func:`pack_tiles`; without one, by
+    :func:`pack_by_length`.
+    """
     dim = context.n_embd
     n = len(tokens)
     lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=n)
@@ -112,13 +208,27 @@ def run_batch(
     if pooling is PoolingStrategy.NONE:
         per_token = [np.empty((0, dim), np.float32)] * n
     out = np.empty((n, dim), dtype=np.float32)
-    for group in pack_by_length(lengths, budget, max_seqs):
-        batch.fill([tokens[i] for i in group])
+    for slots in _calls(lengths, budget, max_seqs, layout):
+        real = slots >= 0
+        group = slots[real]
+        if real.all():
+            batch.fill([tokens[i] for i in group])
+            slot_lengths = lengths[group]
+        else:
+            # Pads get the seq_ids after the texts', so sequence k is still the group's k-th text.
+            pad = tokens[int(group[0])][:1]
+            batch.fill(
+                [tokens[i] if i >= 0 else np.repeat(pad, -i) for i in slots.tolist()],
+                np.argsort(np.argsort(~real, kind="stable")),
+            )
+            slot_lengths = np.where(real, lengths[np.maximum(slots, 0)], -slots)
         context.process(batch)
         if native:
             context.copy_sequence_embeddings(out, group)
         else:
             flat = context.token_embeddings(batch.n_tokens)
+            if not real.all():
+                flat = flat[np.repeat(real, slot_lengths)]
             group_lengths = lengths[group]
             if pooling is PoolingStrategy.NONE:
                 for i, piece in zip(group, np.split(flat, np.cumsum(group_lengths)[:-1]), strict=True):

@@ -106,6 +106,25 @@ def context_params(
     return dataclasses.replace(params, n_seq_max=n_seq_max)
 
 
+SHORT_CALL_TOKENS = 256
+"""Tokens of a llama.cpp call of short texts on the CPU (benchmarks/bench_packing.py measured 128 to 512)."""
+
+
+def tile_layout(config: ModelConfig, library: Library, *, on_gpu: bool, budget: int) -> _batch.TileLayout | None:
+    """How to lay out calls for the attention kernel that will run them; None for plain length packing.
+
+    Tiles where ggml's CPU flash attention runs: the model is not offloaded, and flash attention
+    is on (asked for, or left to llama.cpp, whose "auto" resolves to on for the CPU). A GPU's
+    kernels tile differently, and attention without flash attention is dense: there, packing by
+    length is as good and pads nothing.
+    """
+    if on_gpu or config.flash_attn is False:
+        return None
+    tile = library.caps.cpu_attention_tile
+    call_tokens = min(SHORT_CALL_TOKENS, budget) // tile * tile
+    return _batch.TileLayout(tile, call_tokens) if call_tokens else None
+
+
 _M = TypeVar("_M", bound="LlamaModel")
 
 
@@ -129,6 +148,7 @@ class LlamaModel:
         self._tokenize_threads = 1
         self._known: KnownModel | None = None
         self._source: _pretrained.HubFile | None = None
+        self._layout: _batch.TileLayout | None = None
 
     @classmethod
     def from_pretrained(
@@ -257,6 +277,7 @@ class LlamaModel:
         # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
         on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
         self._tokenize_threads = min(_cpu_count(), 8) if on_gpu else 1
+        self._layout = tile_layout(cfg, library, on_gpu=on_gpu, budget=budget)
         self._model, self._context, self._batch, self._pooling = model, context, batch, pooling
         logger.info(
             "loaded %s (%s, %d outputs, pooling %s, n_ctx %d, n_seq_max %d) in %.2f s",
@@ -379,6 +400,7 @@ class LlamaModel:
             budget=self._budget,
             max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
             progress=progress,
+            layout=self._layout,
         )
 
     # -- information ------------------------------------------------------------

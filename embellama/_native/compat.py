@@ -38,6 +38,7 @@ PIN_VERSION = pins.SDIST_VERSION
 PIN_COMMIT = pins.LLAMA_CPP_COMMIT[:12]
 OLDEST_VERSION = pins.OLDEST_VERSION
 OLDEST_COMMIT = pins.OLDEST_COMMIT
+CPU_ATTENTION_TILE = 64  # ggml-cpu's GGML_FA_TILE_Q/_KV from the oldest to the pinned llama.cpp
 
 SUPPORTED = (
     f"llama.cpp from the commit llama-cpp-python {OLDEST_VERSION} vendors ({OLDEST_COMMIT}) to the pinned one "
@@ -83,6 +84,17 @@ class Capabilities:
     """The fields of ``struct llama_model_params``."""
     context_fields: frozenset[str]
     """The fields of ``struct llama_context_params``."""
+
+    @property
+    def cpu_attention_tile(self) -> int:
+        """Tokens per side of the blocks ggml's CPU flash attention computes or skips whole.
+
+        ``GGML_FA_TILE_Q`` and ``GGML_FA_TILE_KV`` in ``ggml/src/ggml-cpu/common.h``: a build-time
+        constant that no function reports, 64 in every llama.cpp of the supported window (the pin's
+        and the oldest's sources are checked by ``tests/native/test_packing_tiles.py``). A library
+        outside the window is refused at load, so this never guesses for one.
+        """
+        return CPU_ATTENTION_TILE
 
     def has(self, function: str) -> bool:
         """Whether the library has ``function``."""
