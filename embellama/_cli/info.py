@@ -126,7 +126,11 @@ def info_command(args: argparse.Namespace) -> int:
             "known_model": None,
             "metadata": dict(sorted(model.metadata().items())),
         }
-        entry = _known.match(model.metadata(), kind="reranker" if reranker is not None else "embedding")
+        entry = _known.match(
+            model.metadata(),
+            kind="reranker" if reranker is not None else "embedding",
+            tokenizer_hash=lambda: _known.tokenizer_sha256(path),
+        )
         report["known_model"] = known_summary(entry)
         if args.check:
             report["warnings"] = check_warnings(model, entry, reranker is not None)

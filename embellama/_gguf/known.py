@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from embellama._exceptions import ConfigurationError
+from embellama._gguf import reader as _reader
 
 __all__ = [
     "ENV_VAR",
@@ -35,6 +37,7 @@ __all__ = [
     "match",
     "normalize_name",
     "table",
+    "tokenizer_sha256",
 ]
 
 ENV_VAR = "EMBELLAMA_KNOWN_MODELS"
@@ -56,6 +59,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "rope": dict,
     "notes": str,
     "source": str,
+    "tokenizer_sha256": list,
 }
 _REQUIRED = ("id", "names")
 _ROPE_KEYS = {
@@ -97,6 +101,7 @@ class KnownModel:
     rope: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     notes: str = ""
     source: str = ""
+    tokenizer_sha256: tuple[str, ...] = ()
     origin: str = "built-in"
     matched_by: str = ""
 
@@ -198,8 +203,12 @@ def _entry(raw: Any, origin: str, index: int) -> KnownModel:
         ok = ok and (isinstance(value, (int, float)) if want is float else isinstance(value, want))  # type: ignore[arg-type]
         if not ok:
             raise ConfigurationError(f"{where}: bad rope setting {key}={value!r}; known: {', '.join(_ROPE_KEYS)}")
+    hashes = raw.get("tokenizer_sha256", [])
+    if not all(isinstance(h, str) and re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes):
+        raise ConfigurationError(f"{where}: tokenizer_sha256 must be a list of sha256 hex digests")
     return KnownModel(
         id=raw["id"],
+        tokenizer_sha256=tuple(hashes),
         names=tuple(normalize_name(n) for n in names),
         architectures=tuple(str(a) for a in raw.get("architectures", ())),
         size_labels=tuple(str(s).lower() for s in raw.get("size_labels", ())),
@@ -267,18 +276,27 @@ def table(extra: Iterable[str | os.PathLike[str]] = ()) -> tuple[KnownModel, ...
     return _user(tuple(paths), tuple(stamps)) + _builtin()
 
 
+def tokenizer_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a GGUF's vocabulary (``tokenizer.ggml.tokens`` as a JSON list, UTF-8): what an entry's
+    ``tokenizer_sha256`` lists, to tell apart models that share a name but not a tokenizer."""
+    tokens = _reader.read_header(path, arrays=("tokenizer.ggml.tokens",)).metadata.get("tokenizer.ggml.tokens") or []
+    return hashlib.sha256(json.dumps(tokens, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def match(
     metadata: Mapping[str, Any],
     source: str | None = None,
     *,
     entries: Sequence[KnownModel] | None = None,
     kind: str | None = None,
+    tokenizer_hash: Callable[[], str | None] | None = None,
 ) -> KnownModel | None:
     """The entry a GGUF's metadata (and ``source``, the repository id or file it was loaded by) names, or None.
 
-    An entry matches when one of its names equals one of the GGUF's (:func:`candidate_names`). Several matches
-    are narrowed by the architecture and the size label; entries of another ``kind`` are skipped. Returns the
-    entry with ``matched_by`` set.
+    An entry matches when one of its names equals one of the GGUF's (:func:`candidate_names`) and, when it lists
+    ``tokenizer_sha256``, the GGUF's vocabulary hashes to one of them (``tokenizer_hash()``, asked only then; an
+    entry with hashes never matches without it). Several matches are narrowed by the architecture and the size
+    label; entries of another ``kind`` are skipped. Returns the entry with ``matched_by`` set.
     """
     names = candidate_names(metadata, source)
     if not names:
@@ -293,6 +311,9 @@ def match(
             if name in entry.names:
                 found.append(dataclasses.replace(entry, matched_by=f"{why} {name!r}"))
                 break
+    if any(e.tokenizer_sha256 for e in found):
+        digest = tokenizer_hash() if tokenizer_hash is not None else None
+        found = [e for e in found if not e.tokenizer_sha256 or digest in e.tokenizer_sha256]
     if len(found) > 1:
         narrowed = [e for e in found if not e.architectures or arch in e.architectures] or found
         narrowed = [e for e in narrowed if not e.size_labels or size in e.size_labels] or narrowed

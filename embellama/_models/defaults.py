@@ -51,7 +51,13 @@ def known_entry(model: Model, config: ModelConfig, source: Any = None, kind: str
     if not config.use_known_defaults:
         return None
     extra = [config.known_models] if config.known_models is not None else []
-    entry = _known.match(model.metadata(), source_text(source), entries=_known.table(extra), kind=kind)
+    entry = _known.match(
+        model.metadata(),
+        source_text(source),
+        entries=_known.table(extra),
+        kind=kind,
+        tokenizer_hash=lambda: _known.tokenizer_sha256(model.path),
+    )
     if entry is not None:
         logger.info("model %r is the known model %s", config.name, entry.describe())
     return entry

@@ -17,6 +17,7 @@ from embellama import EmbeddingModel, ModelConfig
 from embellama._cli import main as _cli
 from embellama._compute import prompts as _prompts
 from embellama._exceptions import ConfigurationError
+from embellama._gguf import known
 from embellama._gguf import prompts as _gguf_prompts
 from embellama._gguf import reader as _reader
 from embellama._models.defaults import SIMILARITY_KEY
@@ -122,6 +123,12 @@ def test_a_user_table_names_a_model(minilm_f16, tmp_path, monkeypatch):
     with EmbeddingModel(_config(model_path=minilm_f16, known_models=table)) as m:
         assert m.known_model is not None and m.known_model.origin == str(table)
         assert m.prompts["query"] == "Q: " and m.default_prompt_name == "query" and m.similarity_fn_name == "dot"
+    # a vocabulary hash in the entry: the MiniLM GGUF's own matches, another does not
+    digest = known.tokenizer_sha256(minilm_f16)
+    for hashes, matched in (([digest], True), (["0" * 64], False)):
+        table.write_text(json.dumps({"models": [{**entry, "tokenizer_sha256": hashes}]}))
+        with EmbeddingModel(_config(model_path=minilm_f16, known_models=table)) as m:
+            assert (m.known_model is not None) is matched
     table.write_text("{not json")
     with pytest.raises(ConfigurationError, match="not JSON"):
         EmbeddingModel(_config(model_path=minilm_f16, known_models=table)).load()

@@ -101,6 +101,31 @@ def test_architecture_chooses_among_entries_with_one_name(tmp_path: Path) -> Non
     assert match(meta("twin", arch="bert"), entries=entries).id == "a/for-bert"  # type: ignore[union-attr]
 
 
+def test_a_tokenizer_hash_tells_apart_models_that_share_a_name() -> None:
+    one, two = "1" * 64, "2" * 64
+    entries = known.load_table(
+        {"models": [
+            {"id": "a/twin-one", "names": ["twin"], "tokenizer_sha256": [one]},
+            {"id": "b/twin-two", "names": ["twin"], "tokenizer_sha256": [two]},
+            {"id": "c/single", "names": ["single"], "tokenizer_sha256": [one]},
+        ]},
+        "test",
+    )  # fmt: skip
+    asked: list[str] = []
+
+    def hashed(value: str):  # type: ignore[no-untyped-def]
+        return lambda: asked.append(value) or value
+
+    assert match(meta("twin"), entries=entries, tokenizer_hash=hashed(two)).id == "b/twin-two"  # type: ignore[union-attr]
+    assert match(meta("twin"), entries=entries, tokenizer_hash=hashed(one)).id == "a/twin-one"  # type: ignore[union-attr]
+    assert match(meta("single"), entries=entries, tokenizer_hash=hashed(two)) is None
+    assert match(meta("twin"), entries=entries) is None  # hashes listed and none to compare: no match
+    assert match(meta("other"), entries=entries, tokenizer_hash=hashed(one)) is None
+    assert asked == [two, one, two]  # the vocabulary is hashed only when a named entry lists hashes
+    with pytest.raises(ConfigurationError, match="tokenizer_sha256"):
+        known.load_table({"models": [{"id": "x/y", "names": ["x"], "tokenizer_sha256": ["abc"]}]}, "test")
+
+
 def test_user_table_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"models": [{"id": "me/my-nomic", "names": ["nomic-embed-text-v1.5"],
