@@ -5,7 +5,8 @@ The four functions are sentence-transformers' (``SimilarityFunction``): ``cosine
 ``manhattan`` as *negative* distances, so that a larger score is always more similar. Quantized outputs work too:
 int8/uint8 vectors are compared as the numbers they hold, binary/ubinary ones (8 dimensions packed into a byte, as
 :func:`embellama.quantize_embeddings` gives them) are unpacked into +1/-1 vectors first, so that ``dot`` of two
-binary vectors is ``dim - 2 * hamming_distance``.
+binary vectors is ``width - 2 * hamming_distance`` (``width``: the dimensions rounded up to a multiple of 8, the
+padding bits being equal in both).
 """
 
 from __future__ import annotations
@@ -58,10 +59,14 @@ def _matrix(value: Any, precision: str | None, what: str) -> npt.NDArray[np.floa
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise InvalidInputError(f"{what} must hold numbers, got dtype {array.dtype}")
     if precision in _PACKED:
-        if array.dtype not in (np.int8, np.uint8):
-            raise InvalidInputError(f"{what}: {precision} embeddings are packed bits (int8/uint8), got {array.dtype}")
-        bits = np.unpackbits(array.view(np.uint8), axis=1)
-        return bits.astype(np.float64) * 2.0 - 1.0
+        want = np.int8 if precision == "binary" else np.uint8
+        if array.dtype != want:
+            raise InvalidInputError(
+                f"{what}: {precision} embeddings are packed bits of dtype {np.dtype(want).name}, got {array.dtype}"
+            )
+        # quantize_embeddings' binary is the packed byte less 128 (int8); ubinary the packed byte itself
+        packed = (array.astype(np.int16) + 128).astype(np.uint8) if precision == "binary" else array
+        return np.unpackbits(packed, axis=1).astype(np.float64) * 2.0 - 1.0
     out = array.astype(np.float64)
     if not np.isfinite(out).all():
         raise InvalidInputError(f"{what} holds NaN or infinite values")

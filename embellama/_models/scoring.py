@@ -37,17 +37,28 @@ class SimilarityMethods:
         return self._similarity_fn or "cosine"
 
     def _fn_and_precision(self, a: Any, b: Any) -> tuple[str, str | None]:
-        # Packed bits are told apart from int8 numbers by the config's precision (the outputs this model gives).
-        packed = self.config.precision in ("binary", "ubinary")
-        floats = any(np.issubdtype(np.asarray(x).dtype, np.floating) for x in (a, b))
-        return self.similarity_fn_name, (self.config.precision if packed and not floats else None)
+        """The function, and "binary"/"ubinary" when ``a`` and ``b`` are this model's packed bits: int8/uint8
+        rows of ``ceil(dims / 8)`` bytes for the model's output dims (or ``truncate_dim``), or the config's
+        precision says so. Other integers are int8/uint8 numbers."""
+        arrays = [np.asarray(x) for x in (a, b)]
+        kinds = {x.dtype for x in arrays}
+        if len(kinds) != 1 or not kinds <= {np.dtype(np.int8), np.dtype(np.uint8)}:
+            return self.similarity_fn_name, None
+        kind = "binary" if kinds == {np.dtype(np.int8)} else "ubinary"
+        if self.config.precision == kind:
+            return self.similarity_fn_name, kind
+        dims = {self._require()[0].n_embd, self.config.truncate_dim or 0}
+        widths = {-(-d // 8) for d in dims if d} - dims  # a packed width that is no dims' own
+        packed = all(x.ndim in (1, 2) and x.shape[-1] in widths for x in arrays)
+        return self.similarity_fn_name, (kind if packed else None)
 
     def similarity(self, a: Any, b: Any) -> npt.NDArray[np.float32]:
         """Scores of every embedding in ``a`` against every one in ``b``, with :attr:`similarity_fn_name`.
 
         As ``SentenceTransformer.similarity``: ``cosine``, ``dot``, or ``euclidean``/``manhattan`` as negative
-        distances (larger is more similar). int8/uint8 outputs are compared as numbers; with ``precision``
-        "binary"/"ubinary" in the config, integer inputs are packed bits, unpacked to +1/-1 first.
+        distances (larger is more similar). int8/uint8 outputs are compared as numbers; the model's binary/ubinary
+        outputs (``ceil(dims / 8)`` bytes a row, or ``precision`` "binary"/"ubinary" in the config) are packed bits,
+        unpacked to +1/-1 first.
 
         Parameters
         ----------

@@ -66,12 +66,15 @@ def test_quantized_outputs(vectors, precision, fn):
     q = quantize_embeddings(vectors, precision)
     packed = precision in ("binary", "ubinary")
     ours = sim.similarity(q, q, fn, precision=precision if packed else None)
-    if packed:  # bits unpacked to +1/-1: dot is dim - 2 * hamming, cosine that over dim
-        signs = np.unpackbits(q.view(np.uint8), axis=1).astype(np.float64) * 2 - 1
+    if packed:  # each dimension's sign from the float vectors, as +1/-1 (padding to a byte: -1 in both)
+        width = q.shape[1] * 8
+        signs = -np.ones((len(vectors), width))
+        signs[:, : vectors.shape[1]] = np.where(vectors > 0, 1.0, -1.0)
         expected = st_scores(signs, signs, fn)
-        if fn == "dot":
-            hamming = (np.unpackbits(q.view(np.uint8)[:, None] ^ q.view(np.uint8)[None], axis=2)).sum(-1)
-            np.testing.assert_allclose(ours, signs.shape[1] - 2 * hamming)
+        if fn == "dot":  # width - 2 * the Hamming distance of the packed bytes
+            raw = q.view(np.uint8)
+            hamming = np.unpackbits(raw[:, None] ^ raw[None], axis=2).sum(-1)
+            np.testing.assert_allclose(ours, width - 2 * hamming)
     else:  # the integers as numbers
         expected = st_scores(q.astype(np.float64), q.astype(np.float64), fn)
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-3)
@@ -139,13 +142,17 @@ def test_model_similarity_matches_sentence_transformers_similarity(minilm_f16, f
         )
 
 
-def test_model_similarity_of_quantized_outputs(minilm_f16):
-    for precision in ("int8", "binary"):
-        config = ModelConfig(model_path=minilm_f16, n_threads=1, compute_type="off", precision=precision)
-        with EmbeddingModel(config) as m:
-            q = m.embed_batch(TEXTS)
-            signs = np.unpackbits(q.view(np.uint8), axis=1) * 2.0 - 1 if precision == "binary" else q.astype(float)
-            np.testing.assert_allclose(m.similarity(q, q), st_scores(signs, signs, "cosine"), rtol=1e-5, atol=1e-5)
-            # related texts stay closest after quantization: the guitar pair, the cat pair
-            scores = m.similarity(q, q) - np.eye(len(TEXTS)) * 10
-            assert scores[0].argmax() == 1 and scores[2].argmax() == 5
+def test_model_similarity_of_quantized_outputs(minilm):
+    floats = minilm.embed_batch(TEXTS)
+    for precision in ("int8", "binary", "ubinary"):
+        q = minilm.embed_batch(TEXTS, precision=precision)  # the config says float32: the width tells packed bits
+        if precision == "int8":
+            expected = st_scores(q.astype(float), q.astype(float), "cosine")
+        else:
+            signs = np.where(floats > 0, 1.0, -1.0)  # 384 dimensions: no padding
+            expected = st_scores(signs, signs, "cosine")
+        np.testing.assert_allclose(minilm.similarity(q, q), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(minilm.similarity_pairwise(q, q[::-1]), np.diag(expected[:, ::-1]), atol=1e-5)
+        # related texts stay closest after quantization: the guitar pair, the cat pair
+        scores = minilm.similarity(q, q) - np.eye(len(TEXTS)) * 10
+        assert scores[0].argmax() == 1 and scores[2].argmax() == 5
