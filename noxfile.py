@@ -8,6 +8,7 @@
     nox -s "tests(backend='cuda')"    # the same suite on a CUDA build (needs an NVIDIA GPU)
     nox -s lint                       # ruff, mypy and the import contracts
     nox -s docs                       # the guide and the API reference into docs/_build/html
+    nox -s profile                    # where embed_batch spends its time in llama.cpp (perf)
 
 Arguments after ``--`` go to pytest (tests), build_llama.py (build) or the benchmark (bench).
 """
@@ -265,6 +266,22 @@ def docs(session: nox.Session) -> None:
     shutil.rmtree(out, ignore_errors=True)  # a fresh build: every page read, every warning seen
     session.run("sphinx-build", "-W", "--keep-going", "-q", "-b", "html", "docs", str(out / "html"))
     session.log(f"the guide and the API reference: {out / 'html' / 'index.html'}")
+
+
+@nox.session
+def profile(session: nox.Session) -> None:
+    """Where embed_batch's time goes inside llama.cpp (benchmarks/profile.py, with Linux ``perf``).
+
+    ``nox -s profile -- --corpus long --layout length`` passes options to profile.py: the corpus, and the
+    packing before calls were laid out by attention tiles (``--layout length``) for a before/after.
+    """
+    if not shutil.which("perf"):
+        session.error("perf is not installed (Debian: apt-get install linux-perf)")
+    _build(session, "cpu", "--portable")  # what wheel users run
+    session.install("-e", ".", *MODEL_DEPS)
+    session.run("python", "tests/support/make_model.py")
+    env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""}
+    session.run("python", "benchmarks/profile.py", *session.posargs, env=env)
 
 
 @nox.session

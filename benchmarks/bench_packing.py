@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a quiet machine")
+    parser.add_argument("--max-load", type=float, default=quiet.MAX_LOAD, help="the quiet rule (default 0.5)")
     parser.add_argument("--limit", type=int, help="only the first N texts of each corpus")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    load = quiet.wait_until_quiet(args.wait)
+    load = quiet.wait_until_quiet(args.wait, max_load=args.max_load)
 
     from embellama import EmbeddingModel, ModelConfig
     from embellama._compute.packing import TileLayout
