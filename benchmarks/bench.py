@@ -55,6 +55,7 @@ LIB_DIR = _LIB if _LIB.is_dir() else _LIB.parent
 CLI = LIB_DIR / "bin" / "llama-embedding"
 
 # A sibling (the script's folder is on sys.path); it puts the repository root there too, for tests.support.
+import quiet  # noqa: E402  (the quiet-machine and spread rules)
 from bench_throughput import _hwm_mb  # noqa: E402  (peak RSS from /proc, one definition for both benchmarks)
 
 THREADS = 2
@@ -84,13 +85,29 @@ TOOLS = (
     *(Tool(f"llama-embedding-{w.lower()}", "llama-embedding", w, CLI_CONFIG, w == "F16") for w in ("F16", "BF16")),
     *(Tool(f"llama-cpp-python-{w.lower()}", "llama-cpp-python", w, LCP_CONFIG, w == "F16") for w in ("F16", "BF16")),
     Tool("sentence-transformers", "sentence-transformers", "HF", "torch CPU, encode(batch_size=64), cut 256/512", True),
-    Tool("onnxruntime", "onnxruntime", "HF", "fp32 ONNX, tokenizers, length-sorted batches of 64", True),
+    Tool(
+        "onnxruntime",
+        "onnxruntime",
+        "HF",
+        "fp32 ONNX (all graph optimizations), tokenized once, sorted by token count, batches of 64 padded "
+        "to their longest (the export's fixed padding off)",
+        True,
+    ),
     Tool("fastembed", "fastembed", "HF", "the same ONNX via specific_model_path, batch_size=256", True),
 )
 REFERENCE = "sentence-transformers"
 LATENCY_PEER = "llama-cpp-python-f16"
 # The figures that get a ratio column: each tool's divided by embellama's (defaults).
-RATIO_KEYS = ("short_texts_s", "long_texts_s", "latency_ms_median", "startup_s", "short_rss_mb", "long_rss_mb")
+RATIO_KEYS = (
+    "short_texts_s",
+    "long_texts_s",
+    "short_texts_s_best",
+    "long_texts_s_best",
+    "latency_ms_median",
+    "startup_s",
+    "short_rss_mb",
+    "long_rss_mb",
+)
 
 
 # -- corpora ----------------------------------------------------------------------------
@@ -320,6 +337,10 @@ def summarize(runs: Iterable[dict[str, Any]], sizes: dict[str, tuple[int, int]])
             mine = [s for s in samples if s["corpus"] == corpus]
             if mine:
                 embed_s = statistics.median(s["embed_s"] for s in mine)
+                rates = quiet.summary([n_texts / s["embed_s"] for s in mine])
+                row[f"{corpus}_texts_s_best"] = rates["max"]  # the round of least time: the ratio on minima
+                row[f"{corpus}_texts_s_worst"] = rates["min"]
+                row[f"{corpus}_spread"] = rates["spread"]
                 row[f"{corpus}_texts_s"] = n_texts / embed_s
                 row[f"{corpus}_tokens_s"] = n_tokens / embed_s
                 row[f"{corpus}_rss_mb"] = statistics.median(s["rss_mb"] for s in mine)
@@ -463,16 +484,32 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "## Throughput",
         "",
-        "| tool | weights | config | short texts/s | × | short tokens/s | long texts/s | × | long tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Texts/s: the median round, then min–max over rounds and their spread; × on the median, and on the "
+        "best round (the ratio on minima of time).",
+        "",
+        "| tool | weights | config | short texts/s | min–max (spread) | × | × best | long texts/s "
+        "| min–max (spread) | × | × best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def _range(r: dict[str, float], c: str) -> str:
+        if f"{c}_texts_s_worst" not in r:
+            return "–"
+        return f"{r[f'{c}_texts_s_worst']:.1f}–{r[f'{c}_texts_s_best']:.1f} ({r[f'{c}_spread']:.0%})"
+
     for t in tools:
         r, x = res[t["name"]], rat.get(t["name"], {})
         lines.append(
             f"| {t['name']} | {t['weights']} | {t['config']} | {_f(r.get('short_texts_s'), '.1f')} | "
-            f"{_x(x.get('short_texts_s'))} | {_f(r.get('short_tokens_s'), '.0f')} | "
-            f"{_f(r.get('long_texts_s'), '.2f')} | {_x(x.get('long_texts_s'))} | {_f(r.get('long_tokens_s'), '.0f')} |"
+            f"{_range(r, 'short')} | {_x(x.get('short_texts_s'))} | {_x(x.get('short_texts_s_best'))} | "
+            f"{_f(r.get('long_texts_s'), '.2f')} | {_range(r, 'long')} | {_x(x.get('long_texts_s'))} | "
+            f"{_x(x.get('long_texts_s_best'))} |"
         )
+    if meta.get("noisy"):
+        lines += [
+            "",
+            f"**Not published:** rounds spread more than {quiet.MAX_SPREAD:.0%} for {', '.join(meta['noisy'])}.",
+        ]
     compute = report.get("compute") or {}
     if compute.get("sgemm_gflops") and compute.get("gflop"):
         best = max(tools, key=lambda t: res[t["name"]].get("short_gflops") or 0.0)["name"]
@@ -667,15 +704,19 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a quiet machine (default 0)")
+    parser.add_argument("--max-load", type=float, default=quiet.MAX_LOAD, help="the quiet rule (default 0.5)")
     parser.add_argument("--limit", type=int, help="use only the first N texts of each corpus")
     parser.add_argument(
         "--only", nargs="+", metavar="TOOL", help="only these (a prefix picks a family), with embellama"
     )
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for bench.json/.md/.png")
     args = parser.parse_args(argv)
+    loadavg_start = quiet.wait_until_quiet(args.wait, max_load=args.max_load)
     started = time.perf_counter()
     meta = _meta(args)
+    meta["loadavg_start"] = loadavg_start
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
@@ -771,13 +812,22 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": {**skipped, **failed},
         "runs": runs,
     }
+    noisy = quiet.verdict(
+        (f"{tool} {c}", row[f"{c}_spread"]) for tool, row in results.items() for c in CORPORA if f"{c}_spread" in row
+    )
+    meta["noisy"] = noisy
+    # Ratios from rounds that disagree are not published: the report goes beside the published one.
+    stem = "bench-unpublished" if noisy else "bench"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     markdown = render_markdown(report)
-    (args.out / "bench.md").write_text(markdown, encoding="utf-8")
-    plot(report, args.out / "bench.png")
+    (args.out / f"{stem}.md").write_text(markdown, encoding="utf-8")
+    plot(report, args.out / f"{stem}.png")
     print(markdown)
-    log(f"wrote {args.out / 'bench.json'}, bench.md, bench.png")
+    log(f"wrote {args.out / (stem + '.json')}, {stem}.md, {stem}.png")
+    if noisy:
+        log(f"not published: rounds spread more than {quiet.MAX_SPREAD:.0%} for {', '.join(noisy)}")
+        return 3
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bench
 import pytest
+import quiet
 
 
 def test_read_sts_interleaves_the_pairs(tmp_path):
@@ -56,6 +57,27 @@ def test_summarize_takes_medians_and_rates():
     assert me["startup_s"] == pytest.approx(0.275)  # both corpora pooled
     assert me["latency_ms_median"] == 4
     assert "long_texts_s" not in results["peer"]
+    # every round's rate is kept: min, max and their spread around the median
+    assert me["short_texts_s_worst"] == 25.0 and me["short_texts_s_best"] == 100.0
+    assert me["short_spread"] == pytest.approx((100 - 25) / 50)
+    assert bench.ratios(results)["peer"]["short_texts_s_best"] == pytest.approx((100 / 3) / 100)
+
+
+def test_rounds_that_disagree_are_named_and_quiet_ones_are_not():
+    assert quiet.spread([10.0]) == 0.0
+    assert quiet.spread([9.0, 10.0, 11.0]) == pytest.approx(0.2)
+    assert quiet.verdict([("a short", 0.2), ("b short", 0.05)]) == ["a short (20%)"]
+    assert quiet.summary([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "spread": 1.0, "rounds": 3}
+
+
+def test_a_busy_machine_is_refused_or_waited_for(monkeypatch):
+    loads = iter([2.0, 1.0, 0.3])
+    monkeypatch.setattr(quiet.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(quiet.time, "sleep", lambda s: None)
+    assert quiet.wait_until_quiet(60.0, max_load=0.5) == 0.3  # waited through two busy readings
+    monkeypatch.setattr(quiet.os, "getloadavg", lambda: (1.7, 0.0, 0.0))
+    with pytest.raises(SystemExit, match=r"busy \(load average 1.70 > 0.5\)"):
+        quiet.wait_until_quiet(0.0)
 
 
 def test_ratios_divide_by_embellama():
@@ -122,8 +144,8 @@ def test_markdown_has_the_tables_ratios_and_verdicts():
     md = bench.render_markdown(_report())
     lines = md.splitlines()
     row = next(line for line in lines if line.startswith("| sentence-transformers |"))
-    assert "| 320.0 | 0.80× |" in row  # 320 texts/s, 0.8 of embellama's 400
-    assert "| 15.00 | 0.75× |" in row
+    assert "| 320.0 | – | 0.80× |" in row  # 320 texts/s, 0.8 of embellama's 400 (one round: no range)
+    assert "| 15.00 | – | 0.75× |" in row
     assert next(line for line in lines if line.startswith("| embellama |")).count("1.00×") >= 2
     assert "| short corpus throughput |" in md and "**missed**" in md and "**met**" in md
     assert "- fastembed: not installed (fastembed)" in md
