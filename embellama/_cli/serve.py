@@ -117,8 +117,8 @@ def add_parsers(sub: Subparsers) -> None:
     srv = sub.add_parser(
         "serve",
         help=(
-            "serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/rerank, /v1/models, /health "
-            "(needs embellama[server])"
+            "serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/rerank, /v1/models, /health; "
+            "TEI's /embed, /rerank, /tokenize; Ollama's /api/embed; llama-server's /tokenize (needs embellama[server])"
         ),
     )
     srv.add_argument("models", nargs="*", type=Path, help="GGUF model files (the first is the default model)")
