@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""TEI's API on ``embellama serve`` (issue 30): ``huggingface_hub``'s ``InferenceClient(base_url=...)`` against the
-real server, /embed_all against sentence-transformers' token embeddings, TEI's /rerank against ``Reranker.rank``,
+"""TEI's API on ``embellama serve`` (issue 30): ``huggingface_hub``'s ``InferenceClient(base_url=...)`` and a
+framework's TEI client (Chroma's ``HuggingFaceEmbeddingServer``) against the real server, /embed_all against sentence-transformers' token embeddings, TEI's /rerank against ``Reranker.rank``,
 TEI's error shape and status codes, and drawn bodies on every TEI route.
 
 One server for the module: MiniLM (the default model) and a BERT cross-encoder.
@@ -82,6 +82,18 @@ def test_inference_client_feature_extraction_equals_embed_batch(server, minilm):
     with pytest.raises(HfHubHTTPError) as info:
         client.feature_extraction(TEXTS[0], prompt_name="nope")
     assert info.value.response.status_code == 422 and "prompt_name" in info.value.response.json()["error"]
+
+
+def test_chromas_tei_embedding_function_equals_embed_batch(server, minilm, monkeypatch):
+    """A framework's TEI client: Chroma's HuggingFaceEmbeddingServer posts {"inputs": [...]} to /embed."""
+    from chromadb.utils.embedding_functions.huggingface_embedding_function import HuggingFaceEmbeddingServer
+
+    monkeypatch.delenv("HUGGINGFACE_API_KEY", raising=False)
+    monkeypatch.setenv("EMBELLAMA_TEST_TEI_KEY", KEY)
+    function = HuggingFaceEmbeddingServer(url=server.url + "/embed", api_key_env_var="EMBELLAMA_TEST_TEI_KEY")
+    got = np.asarray(function(TEXTS[:6]), dtype=np.float32)
+    assert got.shape == (6, 384)
+    assert float(np.min(np.sum(got * minilm.embed_batch(TEXTS[:6]), axis=1))) >= 0.9999
 
 
 def test_long_texts_are_cut_right_or_left_as_asked(http, minilm):
