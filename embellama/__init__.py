@@ -31,12 +31,14 @@ from embellama._exceptions import (
     ModelNotFoundError,
     ResourceClosedError,
     ThreadAffinityError,
+    TruncationWarning,
 )
-from embellama._models import EmbeddingModel, Reranker
+from embellama._models import Classifier, EmbeddingModel, Reranker
 from embellama._native import Library, get_library, load_library
 from embellama._version import __version__
 
 __all__ = [
+    "Classifier",
     "ConfigurationError",
     "EmbeddingEngine",
     "EmbeddingError",
@@ -59,6 +61,7 @@ __all__ = [
     "Reranker",
     "ResourceClosedError",
     "ThreadAffinityError",
+    "TruncationWarning",
     "__version__",
     "get_library",
     "load_library",

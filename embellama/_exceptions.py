@@ -17,6 +17,9 @@
      ├── ResourceClosedError   a model, context or batch was used after close()
      ├── ThreadAffinityError   a context was used from a thread that does not own it
      └── EngineBusyError       an engine's max_pending requests are already pending
+
+    UserWarning
+     └── TruncationWarning     texts were cut to the model's token limit (how many, how many tokens)
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "ModelNotFoundError",
     "ResourceClosedError",
     "ThreadAffinityError",
+    "TruncationWarning",
 ]
 
 
@@ -174,3 +178,23 @@ class ThreadAffinityError(EmbellamaError):
 
 class EngineBusyError(EmbellamaError):
     """``EngineConfig.max_pending`` requests are already pending, and no room came up in time."""
+
+
+class TruncationWarning(UserWarning):
+    """Texts longer than the model's token limit were cut: once per call, naming the model, the texts and tokens.
+
+    Attributes
+    ----------
+    model_name : str
+        The model.
+    texts : int
+        How many texts of the call were cut.
+    tokens : int
+        How many tokens they lost together.
+    """
+
+    def __init__(self, message: str, model_name: str = "", texts: int = 0, tokens: int = 0) -> None:
+        self.model_name = model_name
+        self.texts = texts
+        self.tokens = tokens
+        super().__init__(message)

@@ -149,6 +149,9 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        overflow: str | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
     ) -> npt.NDArray[Any]:
         """Embeddings of several texts with the named (or default) model.
 
@@ -163,6 +166,9 @@ class EmbeddingEngine(EngineBase):
             The model's name; default: the default model.
         batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
             As for :meth:`EmbeddingModel.embed_batch`.
+        overflow, chunk_tokens, chunk_overlap
+            As for :meth:`EmbeddingModel.embed_batch`: what a text over the model's limit gets ("truncate", with a
+            :class:`TruncationWarning`; "error"; "chunk").
 
         Returns
         -------
@@ -177,6 +183,7 @@ class EmbeddingEngine(EngineBase):
             As for :meth:`embed`.
         """
         options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options.update(_overflow_options(overflow, chunk_tokens, chunk_overlap))
         call = self._embed_call(model, texts, options, batch_size, normalize, show_progress_bar, progress)
         return call.run(self._admission)  # type: ignore[no-any-return]
 
@@ -224,12 +231,17 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        overflow: str | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
     ) -> npt.NDArray[Any]:
         """:meth:`embed_batch` for coroutines; ``progress`` runs on the worker thread, not the loop.
 
         Parameters
         ----------
         texts, model, batch_size, normalize, progress, prompt_name, prompt, truncate_dim, precision
+            As for :meth:`embed_batch`.
+        overflow, chunk_tokens, chunk_overlap
             As for :meth:`embed_batch`.
 
         Returns
@@ -243,6 +255,7 @@ class EmbeddingEngine(EngineBase):
             As for :meth:`embed_batch`.
         """
         options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options.update(_overflow_options(overflow, chunk_tokens, chunk_overlap))
         call = self._embed_call(model, texts, options, batch_size, normalize, False, progress)
         return await call.arun(self._admission)  # type: ignore[no-any-return]
 
@@ -573,3 +586,15 @@ class EmbeddingEngine(EngineBase):
         replicas = self._model(model, RERANKER)
         call = rerank_call(replicas, query, documents, top_k, return_documents, activation, batch_size)
         return await call.arun(self._admission)  # type: ignore[no-any-return]
+
+
+def _overflow_options(overflow: str | None, chunk_tokens: int | None, chunk_overlap: int) -> dict[str, Any]:
+    """The long-text options a call set (only those: they join the cache and batching keys)."""
+    options: dict[str, Any] = {}
+    if overflow is not None:
+        options["overflow"] = overflow
+    if chunk_tokens is not None:
+        options["chunk_tokens"] = chunk_tokens
+    if chunk_overlap != 0:
+        options["chunk_overlap"] = chunk_overlap
+    return options

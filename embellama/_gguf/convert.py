@@ -255,6 +255,8 @@ def converter_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike
 
     - the pooling type ``rank``, where the file names none, and the activation sentence-transformers saved
       (``embellama.activation``);
+    - the labels (``<arch>.classifier.output_labels``, from ``id2label``) where the converter wrote none: it drops
+      a two-label head's default names (``LABEL_0``, ``LABEL_1``), and llama.cpp then expects one output;
     - BERT's pooler (``pooler.dense``, dense + tanh before the classifier), which the converter drops, as the
       ``cls`` tensors llama.cpp's rank head applies;
     - token type 1 of the second segment: llama.cpp adds token type 0 to every token, so the rows
@@ -287,11 +289,24 @@ def converter_fixes(hf_dir: str | os.PathLike[str], gguf_path: str | os.PathLike
         if header.arch_value("pooling_type") is None:
             keys[f"{arch}.pooling_type"] = (_RANK, kinds.UINT32)
             changes.append("pooling type rank")
+        labels_key = f"{arch}.classifier.output_labels"
+        # transformers leaves a two-label head's default id2label out of config.json
+        id2label = config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}
+        if isinstance(id2label, dict) and len(id2label) >= 2 and header.array_length(labels_key) is None:
+            names = [str(v) for _, v in sorted((int(k), v) for k, v in id2label.items())]
+            keys[labels_key] = (names, (kinds.ARRAY, kinds.STRING))
+            changes.append(f"the labels {names}")
+            if "cls.weight" in header.tensors and "cls.output.weight" not in header.tensors:
+                # without labels the converter wrote BERT's classifier as the head's first layer (cls)
+                moved = _gguf.tensor_values(gguf_path, ["cls.weight", "cls.bias"])
+                tensors["cls.output.weight"], tensors["cls.output.bias"] = moved["cls.weight"], moved["cls.bias"]
+                changes.append("the classifier as the head's output layer (cls.output)")
         activation = _st_activation(folder, config)
         if activation is not None:
             keys[_gguf.ACTIVATION_KEY] = (activation, kinds.STRING)
             changes.append(f"activation {activation}")
-        if config.get("model_type") == "bert" and "cls.weight" not in header.tensors:
+        no_pooler = "cls.weight" not in header.tensors or "cls.output.weight" in tensors  # (moved above)
+        if config.get("model_type") == "bert" and no_pooler:
             names = [f"{p}pooler.dense.{w}" for p in ("bert.", "") for w in ("weight", "bias")]
             found = _gguf.checkpoint_tensors(folder, names)
             for prefix in ("bert.", ""):

@@ -7,10 +7,12 @@ embedder's pooling), :mod:`~embellama._models.options` (an embedding call's opti
 ids, checked), :mod:`~embellama._models.streaming` (``embed_iter``'s driver), :mod:`~embellama._models.encode`
 (the sentence-transformers names), :mod:`~embellama._models.pretrained` (models by name: ``from_pretrained``,
 ``hf://`` paths), :mod:`~embellama._models.embedding` and :mod:`~embellama._models.reranker`.
-The layers above import the names below from here.
+:mod:`~embellama._models.classifier` gives single texts' labels, :mod:`~embellama._models.overflow` handles long
+texts (truncation counts, chunks, late chunking). The layers above import the names below from here.
 """
 
 from embellama._models.base import DEFAULT_CTX_CAP, LlamaModel, context_params, truncate_tokens
+from embellama._models.classifier import Classifier
 from embellama._models.embedding import EmbeddingModel
 from embellama._models.kinds import is_reranker
 from embellama._models.pretrained import HubFile, resolve_config
@@ -19,6 +21,7 @@ from embellama._models.reranker import ACTIVATIONS, Reranker, check_activation, 
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_CTX_CAP",
+    "Classifier",
     "EmbeddingModel",
     "HubFile",
     "LlamaModel",

@@ -16,6 +16,7 @@ from embellama._compute.pooling import Normalization, NormalizeSpec, PoolingStra
 from embellama._compute.pooling import normalize as _normalize
 from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, InvalidInputError, ResourceClosedError
+from embellama._models import overflow as _overflow
 from embellama._models.base import LlamaModel
 from embellama._models.defaults import similarity_fn_name
 from embellama._models.encode import EncodeMethods
@@ -62,6 +63,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         super().__init__(config)
         self._norm: Normalization | float = parse_normalization(config.normalize)
         self._prompts = Prompts()
+        self._token_context: _overflow.TokenContext | None = None  # late chunking's pooling-NONE context
 
     # -- embedding-specific loading and information ------------------------------------
 
@@ -73,9 +75,17 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
     def _adopt(self, prepared: tuple[Prompts, str]) -> None:
         self._prompts, self._similarity_fn = prepared
 
-
     def _choose_pooling(self, model: Model) -> PoolingStrategy:
         return embedding_pooling(self.config, model)
+
+    def unload(self) -> None:
+        """Free the contexts and the model (from the thread that loaded it). Idempotent."""
+        if self._token_context is not None:
+            self._token_context.close()
+            self._token_context = None
+        super().unload()
+
+    close = unload
 
     @property
     def embedding_dimensions(self) -> int:
@@ -121,7 +131,13 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         return self._tokenize(model, text, None, self.config.truncate if truncate is None else truncate)
 
     def _tokenize(
-        self, model: Model, text: Any, index: int | None, truncate: bool, prompt: str | None = None
+        self,
+        model: Model,
+        text: Any,
+        index: int | None,
+        truncate: bool,
+        prompt: str | None = None,
+        cuts: dict[int, int] | None = None,
     ) -> npt.NDArray[np.int32]:
         return text_tokens(
             model,
@@ -132,6 +148,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
             parse_special=self.config.parse_special,
             name=self.name,
             prompt=prompt,
+            cuts=cuts,
         )
 
     # -- embeddings -----------------------------------------------------------------
@@ -171,10 +188,14 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         norm = self._norm if normalize is None else parse_normalization(normalize)
         options = self._options(prompt_name, prompt, truncate_dim, precision)
         assert self._pooling is not None
+        cuts: dict[int, int] = {}
         if self._pooling.native == "none":  # pooled in numpy, or token vectors: the batch pipeline
-            return self._run([text], 0, None, norm, _batch.Progress(1, self.name, False), options)[0]  # type: ignore[no-any-return]
+            result = self._run([text], 0, None, norm, _batch.Progress(1, self.name, False), options, cuts=cuts)
+            _overflow.report_cuts(self.name, self._max_tokens, cuts, 1)
+            return result[0]  # type: ignore[no-any-return]
         # One text, one llama.cpp call: the batch pipeline's steps without its packing and bookkeeping.
-        ids = self._tokenize(model, text, None, self.config.truncate, options.prompt)
+        ids = self._tokenize(model, text, None, self.config.truncate, options.prompt, cuts)
+        _overflow.report_cuts(self.name, self._max_tokens, cuts, 1)
         batch.fill((ids,))
         context.process(batch)
         out = np.empty((1, context.n_embd), dtype=np.float32)
@@ -202,6 +223,10 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        overflow: str | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
+        return_truncation: bool = False,
     ) -> Any:
         """Embeddings of several texts, in order: float32 array of shape ``(n, dim)``.
 
@@ -232,12 +257,29 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         precision : str, optional
             "float32", "int8", "uint8", "binary" or "ubinary" (as sentence-transformers' ``quantize_embeddings``:
             int8/uint8 ranges from these texts' vectors); default ``ModelConfig.precision``.
+        overflow : str, optional
+            What a text over ``max_sequence_length`` gets: "truncate" (cut, keeping the end tokens, counted and
+            warned of with :class:`TruncationWarning`), "error" (:class:`InvalidInputError` naming the text) or
+            "chunk" (embedded in windows of ``chunk_tokens`` that overlap by ``chunk_overlap``, their vectors
+            averaged: see :meth:`embed_chunked`). Default: "truncate" if ``ModelConfig.truncate``, else "error".
+        chunk_tokens, chunk_overlap : int, optional
+            With ``overflow="chunk"``: the window's tokens of text (default: as many as fit) and the tokens two
+            windows share.
+        return_truncation : bool, optional
+            Return :class:`EmbeddingsWithTruncation` ``(embeddings, truncated_tokens)``: the embeddings and the
+            tokens cut from each text (an int64 array; zeros with ``overflow="chunk"``).
 
         Returns
         -------
         numpy.ndarray or list of numpy.ndarray
             float32, shape ``(len(texts), dim)`` (int8/uint8 with ``precision``, ``ceil(dim / 8)`` columns for the
             binary kinds, ``truncate_dim`` for ``dim``); with pooling NONE one ``(n_tokens_i, dim)`` array per text.
+            With ``return_truncation``, that and the tokens cut per text.
+
+        Warns
+        -----
+        TruncationWarning
+            Once per call when texts were cut (how many, how many tokens, the first one's index).
 
         Raises
         ------
@@ -258,15 +300,37 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise InvalidInputError(f"embed_batch expects a sequence of str, got {type(texts).__name__}", self.name)
         self._require()
+        mode = _overflow.check_overflow(overflow, self.config.truncate, self.name)
+        if mode != "chunk" and _overflow.is_chunk_option(chunk_tokens, chunk_overlap):
+            raise ConfigurationError(f"model {self.name!r}: chunk_tokens and chunk_overlap need overflow='chunk'")
+        if mode == "chunk":
+            result = self.embed_chunked(
+                texts,
+                chunk_tokens=chunk_tokens,
+                chunk_overlap=chunk_overlap,
+                batch_size=batch_size,
+                normalize=normalize,
+                prompt_name=prompt_name,
+                prompt=prompt,
+                truncate_dim=truncate_dim,
+                precision=precision,
+            )
+            zeros = np.zeros(len(texts), dtype=np.int64)
+            return _overflow.EmbeddingsWithTruncation(result, zeros) if return_truncation else result
         options = self._options(prompt_name, prompt, truncate_dim, precision)
-        return self._run(
+        cuts: dict[int, int] = {}
+        result = self._run(
             texts,
             0,
             batch_size,
             normalize,
             _batch.Progress(len(texts), self.name, show_progress_bar, progress),
             options,
+            truncate=mode == "truncate",
+            cuts=cuts,
         )
+        dropped = _overflow.report_cuts(self.name, self._max_tokens, cuts, len(texts))
+        return _overflow.EmbeddingsWithTruncation(result, dropped) if return_truncation else result
 
     def embed_iter(
         self,
@@ -331,7 +395,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
             yield from stream_chunks(
                 iter(texts),
                 chunk_size,
-                lambda chunk, offset: self._tokens(chunk, offset, 1, options.prompt),
+                lambda chunk, offset: self._chunk_tokens(chunk, offset, options.prompt),
                 lambda tokens: self._infer(tokens, batch_size, norm, tracker, options),
                 ahead=self._tokenize_threads > 1,
             )
@@ -347,26 +411,197 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         normalize: NormalizeSpec | None,
         progress: _batch.Progress,
         options: Options,
+        *,
+        truncate: bool | None = None,
+        cuts: dict[int, int] | None = None,
     ) -> Any:
-        """Check, tokenize and embed ``texts`` (indices in errors count from ``offset``)."""
+        """Check, tokenize and embed ``texts`` (indices in errors count from ``offset``; cut texts into ``cuts``)."""
         self._require()
         self._check_batch_size(batch_size)
         norm = self._norm if normalize is None else parse_normalization(normalize)
-        tokens = self._tokens(texts, offset, self._tokenize_threads, options.prompt)
+        tokens = self._tokens(texts, offset, self._tokenize_threads, options.prompt, truncate, cuts)
         result = self._infer(tokens, batch_size, norm, progress, options)
         progress.close()
         return result
 
     def _tokens(
-        self, texts: Sequence[Any], offset: int, threads: int, prompt: str | None = None
+        self,
+        texts: Sequence[Any],
+        offset: int,
+        threads: int,
+        prompt: str | None = None,
+        truncate: bool | None = None,
+        cuts: dict[int, int] | None = None,
     ) -> list[npt.NDArray[np.int32]]:
-        """Every text checked and tokenized; reads only the vocabulary, so any thread may call it."""
-        model, truncate = self._model, self.config.truncate
+        """Every text checked and tokenized; reads only the vocabulary, so any thread may call it. A cut text's
+        lost tokens go into ``cuts`` under its index in ``texts``."""
+        model = self._model
+        cut = self.config.truncate if truncate is None else truncate
         if model is None:
             raise ResourceClosedError(f"model {self.name!r} was unloaded")
-        return _batch.tokenize_all(
-            texts, lambda text, i: self._tokenize(model, text, offset + i, truncate, prompt), threads
+        if cuts is None:
+            return _batch.tokenize_all(
+                texts, lambda text, i: self._tokenize(model, text, offset + i, cut, prompt), threads
+            )
+        found: dict[int, int] = {}
+        tokens = _batch.tokenize_all(
+            texts, lambda text, i: self._tokenize(model, text, offset + i, cut, prompt, found), threads
         )
+        cuts.update({index - offset: n for index, n in found.items()})
+        return tokens
+
+    # -- long texts ----------------------------------------------------------------------
+
+    def count_truncated(
+        self, texts: Sequence[str], *, prompt_name: str | None = None, prompt: str | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Tokens :meth:`embed_batch` would cut from each text (0 where it fits); tokenizes only, runs nothing.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            The texts.
+        prompt_name, prompt : str, optional
+            As for :meth:`embed_batch` (a prompt's tokens count toward the limit).
+
+        Returns
+        -------
+        numpy.ndarray
+            int64, one count per text.
+
+        Raises
+        ------
+        InvalidInputError
+            A text is empty or not a str.
+        """
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InvalidInputError(f"count_truncated expects a sequence of str, got {type(texts).__name__}", self.name)
+        options = self._options(prompt_name, prompt, None, None)
+        cuts: dict[int, int] = {}
+        self._tokens(texts, 0, 1, options.prompt, True, cuts)
+        dropped = np.zeros(len(texts), dtype=np.int64)
+        if cuts:
+            dropped[list(cuts)] = list(cuts.values())
+        return dropped
+
+    def embed_chunked(
+        self,
+        texts: Sequence[str],
+        *,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int = 0,
+        chunk_pooling: str = "mean",
+        return_chunks: bool = False,
+        batch_size: int | None = None,
+        normalize: NormalizeSpec | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        precision: str | None = None,
+    ) -> Any:
+        """One vector per text, however long: each text in windows of tokens, their vectors pooled.
+
+        A text's tokens (without the special tokens) are cut into windows of ``chunk_tokens`` that start
+        ``chunk_tokens - chunk_overlap`` apart, the last ending at the text's end; each window is embedded with the
+        special tokens (and prompt) around it, all windows of all texts packed into llama.cpp calls together. The
+        windows' vectors (before normalization) are averaged, then normalized as the model's output. A text that
+        fits is one window: its vector is the one :meth:`embed_batch` gives.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            The texts.
+        chunk_tokens : int, optional
+            Tokens of text per window; default and most: ``max_sequence_length`` less the special tokens and prompt.
+        chunk_overlap : int, optional
+            Tokens two consecutive windows share (less than ``chunk_tokens``).
+        chunk_pooling : str, optional
+            "mean" (every window counts the same) or "weighted" (by its tokens, so a short last window counts less).
+        return_chunks : bool, optional
+            Also return each text's windows: their vectors and character spans (:class:`Chunks`).
+        batch_size, normalize, prompt_name, prompt, truncate_dim, precision
+            As for :meth:`embed_batch` (``truncate_dim`` and ``precision`` apply to the pooled vectors).
+
+        Returns
+        -------
+        numpy.ndarray or ChunkedEmbeddings
+            ``(len(texts), dim)`` as :meth:`embed_batch`; with ``return_chunks``, ``(embeddings, chunks)``.
+
+        Raises
+        ------
+        ConfigurationError
+            Pooling NONE, a ``chunk_tokens`` over the room a window has, an overlap of at least ``chunk_tokens``,
+            an unknown ``chunk_pooling``, or a bad option as for :meth:`embed_batch`.
+        InvalidInputError
+            A text is empty or not a str (the message names its index).
+        """
+        return _overflow.embed_chunked(
+            self,
+            texts,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            chunk_pooling=chunk_pooling,
+            return_chunks=return_chunks,
+            batch_size=batch_size,
+            normalize=normalize,
+            prompt_name=prompt_name,
+            prompt=prompt,
+            truncate_dim=truncate_dim,
+            precision=precision,
+        )
+
+    def embed_spans(
+        self,
+        text: str,
+        spans: Sequence[tuple[int, int]] | None = None,
+        *,
+        by: str = "sentence",
+        span_tokens: int = 64,
+        normalize: NormalizeSpec | None = None,
+    ) -> _overflow.SpanEmbeddings:
+        """Late chunking: one pass of the whole text, then one vector per span, the mean of its tokens' vectors.
+
+        The text is run once (up to ``max_sequence_length`` tokens, so every token's vector has seen the text
+        around it); each span's vector is the mean of the last hidden states of the tokens it overlaps (special
+        tokens left out), normalized as the model's output. The model's own pooling is not used: the token
+        vectors come from a second llama.cpp context with pooling NONE, made on the first call.
+
+        Parameters
+        ----------
+        text : str
+            The text.
+        spans : sequence of (int, int), optional
+            Character spans ``(start, end)``, end excluded. Default: found, as ``by`` says.
+        by : str, optional
+            Without ``spans``: "sentence" (split after ``.``, ``!``, ``?`` and the like, and at blank lines) or
+            "tokens" (windows of ``span_tokens`` tokens).
+        span_tokens : int, optional
+            Tokens per span with ``by="tokens"``.
+        normalize : bool, str or float, optional
+            Normalization instead of ``ModelConfig.normalize``.
+
+        Returns
+        -------
+        SpanEmbeddings
+            ``(embeddings, spans)``: float32 ``(n_spans, dim)`` and the int64 ``(n_spans, 2)`` spans. Found spans
+            past the model's limit are left out (with a :class:`TruncationWarning`).
+
+        Raises
+        ------
+        InvalidInputError
+            The text is empty or not a str, or a given span is out of the text or covers no token the model reads.
+        ConfigurationError
+            A bad ``by`` or ``span_tokens``.
+        """
+        return _overflow.embed_spans(self, text, spans, by=by, span_tokens=span_tokens, normalize=normalize)
+
+    def _chunk_tokens(self, chunk: Sequence[Any], offset: int, prompt: str | None) -> list[npt.NDArray[np.int32]]:
+        """One chunk of a stream tokenized; its cut texts are warned of (indices in the whole stream)."""
+        cuts: dict[int, int] = {}
+        tokens = self._tokens(chunk, offset, 1, prompt, None, cuts)
+        if cuts:
+            _overflow.report_cuts(self.name, self._max_tokens, cuts, len(chunk), stacklevel=2)
+        return tokens
 
     def embed_token_ids(self, token_ids: Sequence[npt.NDArray[np.int32]]) -> Any:
         """Embed texts given as token ids, with the model's pooling and normalization.

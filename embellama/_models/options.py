@@ -26,6 +26,7 @@ __all__ = [
     "check_streamable",
     "check_token_ids",
     "encode_options",
+    "text_preview",
     "text_tokens",
 ]
 
@@ -66,7 +67,6 @@ class Prompts:
     def read(cls, model: Model, config: ModelConfig, known: KnownModel | None = None) -> Prompts:
         """The prompts in effect and the default prompt name: the GGUF's (else the ``known`` model's, when the GGUF
         carries none), overridden by the config's.
-
 
         Raises
         ------
@@ -134,9 +134,11 @@ def text_tokens(
     parse_special: bool,
     name: str,
     prompt: str | None = None,
+    cuts: dict[int, int] | None = None,
 ) -> npt.NDArray[np.int32]:
     """One text checked and tokenized with the special tokens (``prompt`` first), cut to ``limit`` tokens when
-    ``truncate``; errors name the model ``name`` and the text's ``index``.
+    ``truncate``; errors name the model ``name`` and the text's ``index``. A cut text's lost tokens go into
+    ``cuts[index]`` (``index`` 0 when None).
 
     Raises
     ------
@@ -156,10 +158,20 @@ def text_tokens(
     if len(ids) > limit:
         if not truncate:
             raise InvalidInputError(
-                f"text has {len(ids)} tokens; the limit is {limit} (set truncate=True to cut it)", name, index
+                f"text has {len(ids)} tokens; the limit is {limit}: {text_preview(text)} (set truncate=True to cut "
+                "it, or embed it in chunks with overflow='chunk')",
+                name,
+                index,
             )
+        if cuts is not None:
+            cuts[index or 0] = len(ids) - limit
         ids = truncate_tokens(ids, limit, model.special_tokens.suffix)
     return ids
+
+
+def text_preview(text: str, width: int = 40) -> str:
+    """The start of ``text`` for a message: repr of at most ``width`` characters, with an ellipsis if longer."""
+    return repr(text[:width] + "...") if len(text) > width else repr(text)
 
 
 def check_token_ids(token_ids: Iterable[Any], n_vocab: int, limit: int, name: str) -> list[npt.NDArray[np.int32]]:

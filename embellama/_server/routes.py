@@ -107,7 +107,7 @@ async def embeddings(request: Request) -> Response:
             "object": "list",
             "data": data,
             "model": name,
-            "usage": {"prompt_tokens": req.usage, "total_tokens": req.usage},
+            "usage": {"prompt_tokens": req.usage, "total_tokens": req.usage, "truncated_tokens": req.truncated},
         }
     )
 

@@ -275,6 +275,7 @@ class EmbeddingsRequest:
     dimensions: int | None
     usage: int  # tokens the model sees
     token_arrays: list[npt.NDArray[np.int32]]  # for "tokens": the arrays the model runs
+    truncated: int = 0  # tokens cut from the texts over the model's limit (usage.truncated_tokens)
 
     @classmethod
     def parse(cls, body: dict[str, Any], model: ServedModel, limits: ServerLimits) -> EmbeddingsRequest:
@@ -295,8 +296,11 @@ class EmbeddingsRequest:
         where = "list" if isinstance(body["input"], list) and items is body["input"] else "one"
         token_arrays: list[npt.NDArray[np.int32]] = []
         try:
+            truncated = 0
             if kind == "text":
-                usage = sum(model.tokens(text, i) for i, text in enumerate(items))
+                counts = [model.count(text, i) for i, text in enumerate(items)]
+                usage = sum(model.limit(n, "text", i) for i, n in enumerate(counts))
+                truncated = sum(max(n - model.max_tokens, 0) for n in counts)
             else:
                 token_arrays = [model.token_ids(ids, i) for i, ids in enumerate(items)]
                 usage = sum(len(a) for a in token_arrays)
@@ -304,7 +308,7 @@ class EmbeddingsRequest:
             raise input_error(exc, where) from None
         except TypeError:  # a token array holding something else than ints
             raise HTTPError(400, "token arrays must be lists of ints", param="input") from None
-        return cls(kind, items, where, encoding, dimensions, usage, token_arrays)
+        return cls(kind, items, where, encoding, dimensions, usage, token_arrays, truncated)
 
 
 @dataclasses.dataclass

@@ -34,6 +34,19 @@ EXPECTED = {
     ],
     "guide/lowlevel.md:Tokens and the low-level classes": ["bert 384 30522 mean (101,)", "(2, 384)"],
     "guide/rerank.md:Rerank: cross-encoders": ["(3,) 1 sigmoid 2 ['corpus_id', 'score', 'text']"],
+    "guide/long-documents.md:Truncation is counted": [
+        "(2, 384) [  0 226] [  0 226]",
+        "model 'minilm': 1 of 2 text(s) exceeded max_tokens (256) and were cut, losing 226 token(s) (text #1 lost 226)",
+        "InvalidInputError model 'minilm': text has 482 tokens; the limit is 256",
+    ],
+    "guide/long-documents.md:Chunks: every token embedded": ["(1, 384) (10, 384) [128 128 128] [  0 581]"],
+    "guide/long-documents.md:Late chunking: one pass, a vector per sentence": [
+        "(3, 384) [[0, 33], [34, 60], [61, 95]]",
+        "(2, 384) (3, 2)",
+    ],
+    "guide/classify.md:Classify texts: sequence-classification heads": [
+        "(3, 3) ('negative', 'neutral', 'positive') softmax 3 2 ['label', 'score']"
+    ],
     "guide/embedding.md:Similarity and search": [
         "cosine (1, 3) [[0.6 0.  0.6]]\n(2,)\n['Kittens nap in the sun.', 'A cat sleeps on the sofa.']"
     ],
@@ -92,6 +105,10 @@ def test_guide_example(key, minilm_f16):
         from tests.support import rerank_models
 
         names["RERANKER"] = str(rerank_models.ensure("bert").gguf("f16"))
+    if "CLASSIFIER" in EXAMPLES[key]:
+        from tests.support import classify_models
+
+        names["CLASSIFIER"] = str(classify_models.ensure("bert3").gguf)
     printed = examples.run(EXAMPLES[key], f"docs/{key}", **names)
     for expected in EXPECTED[key]:
         assert expected in printed, f"{key}: {expected!r} not in {printed!r}"

@@ -23,8 +23,9 @@ EXCEPTIONS = (
     "HubNotFoundError HubAccessError HubDownloadError MissingExtraError"
 ).split()
 CLASSES = (
-    "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library".split()
-)
+    "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library "
+    "TruncationWarning Classifier"
+).split()
 FUNCTIONS = "normalize load_library get_library quantize_embeddings semantic_search".split()
 PUBLIC = sorted([*EXCEPTIONS, *CLASSES, *FUNCTIONS, "__version__"])
 
