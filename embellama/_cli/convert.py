@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from embellama._cli.common import Subparsers
 from embellama._compute import prompts as compute_prompts
 from embellama._exceptions import ConfigurationError, ModelNotFoundError
 from embellama._gguf import convert as gguf_convert
+from embellama._gguf import heads as gguf_heads
 from embellama._gguf import prompts as gguf_prompts
 from embellama._hub.reference import check_repo_id, is_reference, parse_reference
 from embellama._hub.resolve import snapshot_folder
@@ -78,8 +80,12 @@ def convert_command(args: argparse.Namespace) -> int:
     if source.is_dir():
         tree = gguf_convert.llama_source(args.llama_src, None)
         gguf_convert.convert_hf(source, out, args.type, tree)
+        if (heads := gguf_heads.write_heads(source, out)) is not None:
+            print(f"wrote {heads} (the heads llama.cpp's converter drops)")
     elif source.is_file():
         gguf_convert.convert_gguf(source, out, args.type, load_library(), n_threads=args.threads or 0)
+        if gguf_heads.heads_path(source).is_file():  # the sidecar goes with the model
+            shutil.copyfile(gguf_heads.heads_path(source), gguf_heads.heads_path(out))
     else:
         raise ModelNotFoundError(str(source))
     size = out.stat().st_size / 2**20

@@ -1,0 +1,160 @@
+# SPDX-License-Identifier: Apache-2.0
+"""MultiVectorEncoder: ColBERT-style per-token vectors (late interaction) with MaxSim scoring and ranking."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embellama._compute import heads as _heads
+from embellama._compute.pooling import normalize
+from embellama._config import ModelConfig
+from embellama._exceptions import ConfigurationError
+from embellama._models.sparse import _task_prompt, _TokenEncoder
+
+__all__ = ["MultiVectorEncoder"]
+
+F32 = npt.NDArray[np.float32]
+
+
+class MultiVectorEncoder(_TokenEncoder):
+    """Per-token vectors for late interaction (ColBERT), from the projection in the model's heads file.
+
+    Two styles, from the heads file ``embellama convert`` writes beside the GGUF (``<model>.heads.npz``):
+
+    - ``bge-m3`` (``colbert_linear.pt``): the projection of every token but the first (CLS), normalized;
+      MaxSim averaged over the query's tokens;
+    - ``colbert`` (a PyLate/ColBERT checkpoint's Dense module): query and document marker tokens after the
+      first token, queries padded with ``[MASK]`` to ``query_length`` (query augmentation), the punctuation
+      skiplist dropped from documents, normalized; MaxSim summed.
+
+    Parameters
+    ----------
+    config : ModelConfig or path
+        The model (its pooling and normalization are replaced by NONE and off).
+
+    Raises
+    ------
+    ConfigurationError
+        No heads file beside the model, or it has no ColBERT projection.
+    """
+
+    def __init__(self, config: ModelConfig | str | os.PathLike[str]) -> None:
+        super().__init__(config)
+        if not self.heads.has("colbert"):
+            raise ConfigurationError(
+                f"model {self.name!r}: its heads file has {self.heads.names or 'no heads'}, not a ColBERT projection "
+                "(colbert_linear.pt or a Dense module)"
+            )
+        self.settings: dict[str, Any] = dict(self.heads.meta.get("colbert", {}))
+        self.style = str(self.settings.get("style", "bge-m3"))
+        self.score_reduce = str(self.settings.get("score", "sum"))
+        self._skip: set[int] | None = None
+
+    @property
+    def dimension(self) -> int:
+        """Each token vector's length."""
+        return int(self.heads.arrays["colbert.weight"].shape[0])
+
+    def _marker(self, key: str) -> npt.NDArray[np.int32]:
+        text = self.settings.get(key) or ""
+        if not text:
+            return np.zeros(0, dtype=np.int32)
+        return self.model.load().model.tokenize(text.strip(), add_special=False, parse_special=True)
+
+    def _skiplist(self) -> set[int]:
+        if self._skip is None:
+            llama = self.model.load().model
+            words = self.settings.get("skiplist_words") or []
+            self._skip = {int(t) for w in words for t in llama.tokenize(w, add_special=False)[:1]}
+        return self._skip
+
+    def _ids(self, texts: list[str], prefix: str, is_query: bool) -> list[npt.NDArray[np.int32]]:
+        ids = [self.model.tokenize(prefix + text) for text in texts]
+        if self.style != "colbert":
+            return ids
+        marker = self._marker("query_prefix" if is_query else "document_prefix")
+        limit = self.settings.get("query_length" if is_query else "document_length")
+        out = []
+        for row in ids:
+            row = np.concatenate([row[:1], marker, row[1:]]).astype(np.int32)
+            if limit and len(row) > int(limit):
+                row = np.concatenate([row[: int(limit) - 1], row[-1:]])
+            if is_query and limit and self.settings.get("do_query_expansion", True):
+                llama = self.model.load().model
+                mask = int(llama.metadata_value("tokenizer.ggml.mask_token_id") or -1)
+                if mask < 0:
+                    raise ConfigurationError(f"model {self.name!r}: query expansion needs a [MASK] token")
+                row = np.concatenate([row, np.full(int(limit) - len(row), mask, np.int32)])
+            out.append(row)
+        return out
+
+    def _encode(self, texts: Any, prompt_name: str | None, prompt: str | None, is_query: bool) -> Any:
+        items, single = self._texts(texts)
+        ids = self._ids(items, self._prompt(prompt_name, prompt), is_query)
+        hidden, lengths = self._token_vectors(ids)
+        keep = np.ones(len(hidden), dtype=bool)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        if self.settings.get("skip_first"):
+            keep[starts] = False
+        if self.style == "colbert" and not is_query and self._skiplist():
+            keep &= ~np.isin(np.concatenate(ids), np.array(sorted(self._skiplist())))
+        vectors = _heads.project(hidden, self.heads.arrays["colbert.weight"], self.heads.arrays["colbert.bias"])
+        if self.settings.get("normalize", True):
+            vectors = normalize(vectors)
+        text_of = np.repeat(np.arange(len(items)), lengths)[keep]
+        vectors = vectors[keep]
+        bounds = np.searchsorted(text_of, np.arange(len(items) + 1))
+        out = [vectors[bounds[i] : bounds[i + 1]] for i in range(len(items))]
+        return out[0] if single else out
+
+    def encode(self, texts: str | Sequence[str], *, prompt_name: str | None = None, prompt: str | None = None) -> Any:
+        """Token vectors of ``texts`` as documents: ``(n_tokens, dim)`` float32 (a list of them for a list).
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            The texts.
+        prompt_name, prompt : str, optional
+            A prompt of the model's, or a prompt text, put before each text.
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+
+        Raises
+        ------
+        InvalidInputError
+            A text that is empty or not a str (naming the model and its index).
+        """
+        return self.encode_document(texts, prompt_name=prompt_name, prompt=prompt)
+
+    def encode_query(self, texts: Any, **kwargs: Any) -> Any:
+        """Token vectors of queries: the query marker and ``[MASK]`` augmentation where the model has them."""
+        kw = _task_prompt(self.model, "query", kwargs)
+        return self._encode(texts, kw.get("prompt_name"), kw.get("prompt"), True)
+
+    def encode_document(self, texts: Any, **kwargs: Any) -> Any:
+        """Token vectors of documents: the document marker and the skiplist where the model has them."""
+        kw = _task_prompt(self.model, "document", kwargs)
+        return self._encode(texts, kw.get("prompt_name"), kw.get("prompt"), False)
+
+    def maxsim(self, query: Any, documents: Any) -> F32:
+        """MaxSim scores ``(n_queries, n_docs)`` of token-vector arrays (or one query: ``(n_docs,)``)."""
+        queries = [query] if isinstance(query, np.ndarray) else list(query)
+        docs = [documents] if isinstance(documents, np.ndarray) else list(documents)
+        scores = _heads.maxsim_matrix(queries, docs, reduce=self.score_reduce)
+        return scores[0] if isinstance(query, np.ndarray) else scores
+
+    def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None) -> list[dict[str, Any]]:
+        """The documents ranked by MaxSim with ``query``: ``[{"corpus_id", "score"}]``, the best first."""
+        scores = self.maxsim(self.encode_query(query), self.encode_document(list(documents)))
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]
+
+    def __repr__(self) -> str:
+        return f"<MultiVectorEncoder {self.name!r} {self.style}>"
