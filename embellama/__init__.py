@@ -34,6 +34,8 @@ from embellama._exceptions import (
     TruncationWarning,
 )
 from embellama._models import Classifier, EmbeddingModel, Reranker
+from embellama._models.multivector import MultiVectorEncoder
+from embellama._models.sparse import SparseEmbedding, SparseEncoder
 from embellama._native import Library, get_library, load_library
 from embellama._version import __version__
 
@@ -56,10 +58,13 @@ __all__ = [
     "ModelConfig",
     "ModelLoadError",
     "ModelNotFoundError",
+    "MultiVectorEncoder",
     "Normalization",
     "PoolingStrategy",
     "Reranker",
     "ResourceClosedError",
+    "SparseEmbedding",
+    "SparseEncoder",
     "ThreadAffinityError",
     "TruncationWarning",
     "__version__",
