@@ -29,7 +29,7 @@ from tests.server.test_serve import _JSON, KEY, TEXTS, WAIT, Server, _metric, _r
 def server(minilm_f16, tmp_path_factory):
     config = tmp_path_factory.mktemp("ollama") / "models.json"
     config.write_text(json.dumps({"models": [_reranker_config("bert")]}))
-    options = ["--api-key", KEY, "--max-inputs", "32", "--max-batch-wait-ms", "2"]
+    options = ["--api-key", KEY, "--max-inputs", "32", "--max-batch-wait-ms", "2", "--threads", "1"]
     srv = Server(str(minilm_f16), "--model-name", "minilm", "--config", str(config), *options)
     yield srv
     assert srv.stop() == 0, "".join(srv.stderr)[-3000:]
