@@ -134,24 +134,78 @@ class MultiVectorEncoder(_TokenEncoder):
         return self.encode_document(texts, prompt_name=prompt_name, prompt=prompt)
 
     def encode_query(self, texts: Any, **kwargs: Any) -> Any:
-        """Token vectors of queries: the query marker and ``[MASK]`` augmentation where the model has them."""
+        """Token vectors of queries: the query marker and ``[MASK]`` augmentation where the model has them.
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            The queries.
+        **kwargs
+            ``prompt_name`` or ``prompt``, as for :meth:`encode` (default: the model's ``query`` prompt).
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+            float32 ``(n_tokens, dim)`` per text.
+        """
         kw = _task_prompt(self.model, "query", kwargs)
         return self._encode(texts, kw.get("prompt_name"), kw.get("prompt"), True)
 
     def encode_document(self, texts: Any, **kwargs: Any) -> Any:
-        """Token vectors of documents: the document marker and the skiplist where the model has them."""
+        """Token vectors of documents: the document marker and the skiplist where the model has them.
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            The documents.
+        **kwargs
+            ``prompt_name`` or ``prompt``, as for :meth:`encode` (default: the model's ``document`` prompt).
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+            float32 ``(n_tokens, dim)`` per text.
+        """
         kw = _task_prompt(self.model, "document", kwargs)
         return self._encode(texts, kw.get("prompt_name"), kw.get("prompt"), False)
 
     def maxsim(self, query: Any, documents: Any) -> F32:
-        """MaxSim scores ``(n_queries, n_docs)`` of token-vector arrays (or one query: ``(n_docs,)``)."""
+        """MaxSim scores of queries' and documents' token vectors (summed or, for bge-m3, averaged).
+
+        Parameters
+        ----------
+        query : numpy.ndarray or sequence of numpy.ndarray
+            One query's ``(tokens, dim)`` vectors, or several.
+        documents : numpy.ndarray or sequence of numpy.ndarray
+            One document's vectors, or several.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(n_queries, n_docs)``; ``(n_docs,)`` for one query.
+        """
         queries = [query] if isinstance(query, np.ndarray) else list(query)
         docs = [documents] if isinstance(documents, np.ndarray) else list(documents)
         scores = _heads.maxsim_matrix(queries, docs, reduce=self.score_reduce)
         return scores[0] if isinstance(query, np.ndarray) else scores
 
     def rank(self, query: str, documents: Sequence[str], *, top_k: int | None = None) -> list[dict[str, Any]]:
-        """The documents ranked by MaxSim with ``query``: ``[{"corpus_id", "score"}]``, the best first."""
+        """The documents ranked by MaxSim with ``query``.
+
+        Parameters
+        ----------
+        query : str
+            The query.
+        documents : sequence of str
+            The documents.
+        top_k : int, optional
+            Only the best ``top_k``.
+
+        Returns
+        -------
+        list of dict
+            ``{"corpus_id": int, "score": float}``, the best first.
+        """
         scores = self.maxsim(self.encode_query(query), self.encode_document(list(documents)))
         order = np.argsort(-scores, kind="stable")[:top_k]
         return [{"corpus_id": int(i), "score": float(scores[i])} for i in order]

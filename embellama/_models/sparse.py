@@ -49,7 +49,14 @@ class SparseEmbedding:
         return int(self.indices.size)
 
     def to_dict(self) -> dict[str, float]:
-        """Token strings to weights (the vocabulary's strings, e.g. ``"##ing"``; ids as text without one)."""
+        """Token strings to weights.
+
+        Returns
+        -------
+        dict of str to float
+            The vocabulary's strings (WordPiece's ``"##ing"`` as Hugging Face writes it; ids as text without a
+            vocabulary) to their weights, in id order.
+        """
         words = self.vocabulary
         return {
             (words[i] if words is not None else str(i)): float(v)
@@ -57,7 +64,17 @@ class SparseEmbedding:
         }
 
     def decode(self, top_k: int | None = None) -> list[tuple[str, float]]:
-        """``(token, weight)`` pairs, the largest weight first; the first ``top_k`` only when given."""
+        """The tokens and their weights, the largest weight first.
+
+        Parameters
+        ----------
+        top_k : int, optional
+            Only the first ``top_k`` pairs.
+
+        Returns
+        -------
+        list of (str, float)
+        """
         order = np.argsort(-self.values, kind="stable")[: top_k if top_k is not None else None]
         words = self.vocabulary
         return [
@@ -66,18 +83,45 @@ class SparseEmbedding:
         ]
 
     def to_dense(self) -> npt.NDArray[np.float32]:
-        """The full ``(dim,)`` vector."""
+        """The full vector.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(dim,)``.
+        """
         out = np.zeros(self.dim, dtype=np.float32)
         out[self.indices] = self.values
         return out
 
     def dot(self, other: SparseEmbedding) -> float:
-        """The dot product with another sparse vector (shared ids only)."""
+        """The dot product with another sparse vector (over the ids both have).
+
+        Parameters
+        ----------
+        other : SparseEmbedding
+            The other vector.
+
+        Returns
+        -------
+        float
+        """
         _, a, b = np.intersect1d(self.indices, other.indices, assume_unique=True, return_indices=True)
         return float(np.dot(self.values[a].astype(np.float64), other.values[b].astype(np.float64)))
 
     def to_scipy(self) -> Any:
-        """A ``scipy.sparse.csr_array`` of shape ``(1, dim)`` (scipy is imported here, not before)."""
+        """The vector as scipy's sparse type (scipy is imported here, not before).
+
+        Returns
+        -------
+        scipy.sparse.csr_array
+            Shape ``(1, dim)``.
+
+        Raises
+        ------
+        ConfigurationError
+            scipy is not installed.
+        """
         return sparse_to_scipy([self])
 
 
@@ -121,6 +165,13 @@ class _TokenEncoder:
         self._vocabulary: list[str] | None = None
 
     def load(self) -> Any:
+        """Load the model now (else the first call does), on this thread.
+
+        Returns
+        -------
+        SparseEncoder or MultiVectorEncoder
+            The encoder itself.
+        """
         self.model.load()
         return self
 
@@ -146,7 +197,13 @@ class _TokenEncoder:
         return self._vocabulary
 
     def special_ids(self) -> set[int]:
-        """The ids of the vocabulary's special tokens (BOS/CLS, EOS, UNK, PAD, SEP) from the GGUF."""
+        """The vocabulary's special tokens.
+
+        Returns
+        -------
+        set of int
+            The ids of BOS/CLS, EOS, UNK, PAD and SEP the GGUF names.
+        """
         llama = self.model.load().model
         out: set[int] = set()
         for key in _SPECIAL_KEYS:
@@ -308,19 +365,53 @@ class SparseEncoder(_TokenEncoder):
         return out[0] if single else out
 
     def encode_query(self, texts: Any, **kwargs: Any) -> Any:
-        """:meth:`encode` with the model's ``query`` prompt when it has one."""
+        """:meth:`encode` with the model's ``query`` prompt when it has one (and no prompt is given).
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            The texts.
+        **kwargs
+            As for :meth:`encode`.
+
+        Returns
+        -------
+        SparseEmbedding or list of SparseEmbedding
+        """
         return self.encode(texts, **_task_prompt(self.model, "query", kwargs))
 
     def encode_document(self, texts: Any, **kwargs: Any) -> Any:
-        """:meth:`encode` with the model's ``document`` prompt when it has one."""
+        """:meth:`encode` with the model's ``document`` prompt when it has one (and no prompt is given).
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            The texts.
+        **kwargs
+            As for :meth:`encode`.
+
+        Returns
+        -------
+        SparseEmbedding or list of SparseEmbedding
+        """
         return self.encode(texts, **_task_prompt(self.model, "document", kwargs))
 
     @staticmethod
     def similarity(
         a: SparseEmbedding | Sequence[SparseEmbedding], b: SparseEmbedding | Sequence[SparseEmbedding]
     ) -> npt.NDArray[np.float32]:
-        """Dot products of every vector of ``a`` with every vector of ``b``, ``(len(a), len(b))`` (SPLADE's and
-        bge-m3's lexical score)."""
+        """Dot products of every vector of ``a`` with every vector of ``b`` (SPLADE's and bge-m3's lexical score).
+
+        Parameters
+        ----------
+        a, b : SparseEmbedding or sequence of SparseEmbedding
+            The vectors.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, shape ``(len(a), len(b))``.
+        """
         left = [a] if isinstance(a, SparseEmbedding) else list(a)
         right = [b] if isinstance(b, SparseEmbedding) else list(b)
         ra, ca, va, _ = sparse_to_coo(left)
@@ -337,7 +428,19 @@ class SparseEncoder(_TokenEncoder):
         return out.astype(np.float32)
 
     def decode(self, embedding: SparseEmbedding, top_k: int | None = None) -> list[tuple[str, float]]:
-        """``(token, weight)`` of ``embedding``, the largest first (``top_k`` of them when given)."""
+        """The tokens of ``embedding`` and their weights, the largest first.
+
+        Parameters
+        ----------
+        embedding : SparseEmbedding
+            A vector this encoder made.
+        top_k : int, optional
+            Only the first ``top_k`` pairs.
+
+        Returns
+        -------
+        list of (str, float)
+        """
         return embedding.decode(top_k)
 
     def __repr__(self) -> str:

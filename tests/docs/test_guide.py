@@ -44,6 +44,8 @@ EXPECTED = {
         "(3, 384) [[0, 33], [34, 60], [61, 95]]",
         "(2, 384) (3, 2)",
     ],
+    "guide/sparse.md:Sparse vectors": ["splade 30522 SparseEmbedding int32 float32\n(1, 2)\n3 True\n[32, 32]"],
+    "guide/sparse.md:Multi-vector: ColBERT and MaxSim": ["bge-m3 True 3\n(3,)\n['corpus_id', 'score']"],
     "guide/classify.md:Classify texts: sequence-classification heads": [
         "(3, 3) ('negative', 'neutral', 'positive') softmax 3 2 ['label', 'score']"
     ],
@@ -109,6 +111,11 @@ def test_guide_example(key, minilm_f16):
         from tests.support import classify_models
 
         names["CLASSIFIER"] = str(classify_models.ensure("bert3").gguf)
+    if "SPLADE" in EXAMPLES[key] or "BGE_M3" in EXAMPLES[key]:
+        from tests.support import sparse_models
+
+        names["SPLADE"] = str(sparse_models.ensure("splade") / "model.F32.gguf")
+        names["BGE_M3"] = str(sparse_models.ensure("bge-m3") / "model.F32.gguf")
     printed = examples.run(EXAMPLES[key], f"docs/{key}", **names)
     for expected in EXPECTED[key]:
         assert expected in printed, f"{key}: {expected!r} not in {printed!r}"
