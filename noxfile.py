@@ -270,7 +270,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def profile(session: nox.Session) -> None:
-    """Where embed_batch's time goes inside llama.cpp (benchmarks/profile.py, with Linux ``perf``).
+    """Where embed_batch's time goes inside llama.cpp (benchmarks/bench_profile.py, with Linux ``perf``).
 
     ``nox -s profile -- --corpus long --layout length`` passes options to profile.py: the corpus, and the
     packing before calls were laid out by attention tiles (``--layout length``) for a before/after.
@@ -281,7 +281,7 @@ def profile(session: nox.Session) -> None:
     session.install("-e", ".", *MODEL_DEPS)
     session.run("python", "tests/support/make_model.py")
     env = {"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""}
-    session.run("python", "benchmarks/profile.py", *session.posargs, env=env)
+    session.run("python", "benchmarks/bench_profile.py", *session.posargs, env=env)
 
 
 @nox.session

@@ -2,7 +2,7 @@
 """Where embed_batch's time goes inside llama.cpp: ``perf`` samples grouped by ggml op and kernel.
 
     nox -s profile                                   # short corpus, the defaults
-    python benchmarks/profile.py --corpus long --layout length --out benchmarks/results/profile-long-length.md
+    python benchmarks/bench_profile.py --corpus long --layout length --out benchmarks/results/profile-long-length.md
 
 One process loads all-MiniLM-L6-v2 F16 (the test model), warms up, then embeds one corpus under
 ``perf record`` (cpu-clock samples at 999 Hz of every thread, no call graphs). Samples are grouped by symbol
