@@ -24,6 +24,7 @@ from embellama._cli.common import (
     read_texts,
     whole_file,
 )
+from embellama._cli.heads import OUTPUT_KINDS, embed_heads
 from embellama._compute import output as compute_output
 from embellama._config import PoolingStrategy
 from embellama._exceptions import ConfigurationError
@@ -46,6 +47,8 @@ def embed_command(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     texts = read_texts(args)
     config = model_config(args)
+    if getattr(args, "output_kind", "dense") != "dense":  # sparse or ColBERT token vectors: _cli/heads
+        return embed_heads(args, fmt, texts, config)
     if fmt in ("npy", "csv") and config.pooling is PoolingStrategy.NONE:
         raise ConfigurationError(
             f"--pooling none gives one vector per token, which {fmt} cannot hold; use json or jsonl"
@@ -155,6 +158,12 @@ def add_parsers(sub: Subparsers) -> None:
             p.add_argument("--prompt-name", help="prepend the model's prompt of this name (see 'embellama prompts')")
             p.add_argument("--prompt", help="prepend this text to every text (wins over --prompt-name)")
             p.add_argument("--truncate-dim", type=int, help="keep the first N dimensions (cut before normalizing)")
+            p.add_argument(
+                "--output-kind",
+                default="dense",
+                choices=OUTPUT_KINDS,
+                help="sparse (SPLADE, bge-m3) or multi (ColBERT token vectors); needs the model's .heads.npz",
+            )
             p.add_argument(
                 "--precision",
                 default="float32",
