@@ -74,7 +74,7 @@ class MultiVectorEncoder(_TokenEncoder):
         return self._skip
 
     def _ids(self, texts: list[str], prefix: str, is_query: bool) -> list[npt.NDArray[np.int32]]:
-        ids = [self.model.tokenize(prefix + text) for text in texts]
+        ids = self._tokens(texts, prefix)
         if self.style != "colbert":
             return ids
         marker = self._marker("query_prefix" if is_query else "document_prefix")

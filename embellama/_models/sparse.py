@@ -18,6 +18,8 @@ from embellama._config import ModelConfig
 from embellama._exceptions import ConfigurationError, InvalidInputError
 from embellama._gguf.heads import Heads, load_heads
 from embellama._models.embedding import EmbeddingModel
+from embellama._models.options import text_tokens
+from embellama._models.overflow import report_cuts
 
 __all__ = ["SparseEmbedding", "SparseEncoder", "sparse_to_coo", "token_model"]
 
@@ -227,6 +229,19 @@ class _TokenEncoder:
         text = resolve_prompt(self.model.prompts, self.model.default_prompt_name, prompt, prompt_name, self.name)
         return text or ""
 
+    def _tokens(self, texts: list[str], prefix: str) -> list[npt.NDArray[np.int32]]:
+        """Each text's ids with the special tokens (``prefix`` first), cut at ``max_tokens`` with a
+        TruncationWarning counting what was cut (or refused with ``truncate=False``)."""
+        llama, limit, cfg = self.model.load().model, self.model.max_sequence_length, self.model.config
+        cuts: dict[int, int] = {}
+        ids = [
+            text_tokens(llama, text, i, truncate=cfg.truncate, limit=limit, parse_special=cfg.parse_special,
+                        name=self.name, prompt=prefix, cuts=cuts)
+            for i, text in enumerate(texts)
+        ]  # fmt: skip
+        report_cuts(self.name, limit, cuts, len(texts), stacklevel=4)
+        return ids
+
     def _token_vectors(self, ids: list[npt.NDArray[np.int32]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """The hidden states of every text concatenated ``(total, hidden)`` and each text's length."""
         vectors = self.model.embed_token_ids(ids)
@@ -320,7 +335,7 @@ class SparseEncoder(_TokenEncoder):
         """
         items, single = self._texts(texts)
         prefix = self._prompt(prompt_name, prompt)
-        ids = [self.model.tokenize(prefix + text) for text in items]
+        ids = self._tokens(items, prefix)
         hidden, lengths = self._token_vectors(ids)
         k = max_active_dims if max_active_dims is not None else self.max_active_dims
         words = self._vocabulary

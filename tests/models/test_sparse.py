@@ -152,3 +152,20 @@ def test_errors(splade, bge, tmp_path):
         SparseEncoder(bge[0].config, kind="splade")
     with pytest.raises(ConfigurationError, match="max_active_dims"):
         SparseEncoder(enc.config, max_active_dims=0)
+
+
+def test_long_texts_are_cut_with_a_count_or_refused(splade):
+    import dataclasses
+
+    from embellama import TruncationWarning
+
+    enc, _ = splade
+    long_text = "cat " * 700
+    with pytest.warns(TruncationWarning, match=r"1 of 2 text\(s\) exceeded max_tokens \(512\)") as caught:
+        cut = enc.encode(["short text", long_text])
+    warning = caught[0].message
+    assert isinstance(warning, TruncationWarning) and (warning.texts, warning.tokens) == (1, 702 - 512)
+    assert len(cut) == 2 and len(cut[1]) > 0
+    strict = SparseEncoder(dataclasses.replace(enc.config, truncate=False))
+    with strict, pytest.raises(InvalidInputError, match="702 tokens; the limit is 512"):
+        strict.encode(["short text", long_text])
