@@ -54,6 +54,13 @@ class MultiVectorEncoder(_TokenEncoder):
         self.style = str(self.settings.get("style", "bge-m3"))
         self.score_reduce = str(self.settings.get("score", "sum"))
         self._skip: set[int] | None = None
+        activation = str(self.settings.get("activation", "Identity")).rsplit(".", 1)[-1].lower()
+        if activation not in ("identity", "tanh"):
+            raise ConfigurationError(
+                f"model {self.name!r}: its ColBERT projection's activation {activation!r} is not supported "
+                "(Identity, Tanh)"
+            )
+        self._tanh = activation == "tanh"
 
     @property
     def dimension(self) -> int:
@@ -104,6 +111,8 @@ class MultiVectorEncoder(_TokenEncoder):
         if self.style == "colbert" and not is_query and self._skiplist():
             keep &= ~np.isin(np.concatenate(ids), np.array(sorted(self._skiplist())))
         vectors = _heads.project(hidden, self.heads.arrays["colbert.weight"], self.heads.arrays["colbert.bias"])
+        if self._tanh:
+            vectors = np.tanh(vectors)
         if self.settings.get("normalize", True):
             vectors = normalize(vectors)
         text_of = np.repeat(np.arange(len(items)), lengths)[keep]

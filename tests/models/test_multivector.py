@@ -97,3 +97,8 @@ def test_errors(tmp_path):
     shutil.copy(folder / "model.F32.heads.npz", tmp_path / "m.heads.npz")
     with pytest.raises(ConfigurationError, match="ColBERT projection"):
         MultiVectorEncoder(ModelConfig(model_path=tmp_path / "m.gguf"))
+    meta = {"format": 1, "heads": ["colbert"], "colbert": {"style": "colbert", "activation": "torch.nn.GELU"}}
+    arrays = {"colbert.weight": np.eye(4, dtype=np.float32), "colbert.bias": np.zeros(4, np.float32)}
+    np.savez(tmp_path / "m.heads.npz", meta=np.array(json.dumps(meta)), **arrays)
+    with pytest.raises(ConfigurationError, match="activation 'gelu' is not supported"):
+        MultiVectorEncoder(ModelConfig(model_path=tmp_path / "m.gguf"))

@@ -129,3 +129,52 @@ def test_heads_sidecar_round_trip(tmp_path):
     (tmp_path / "bad.heads.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigurationError, match="not a heads file"):
         gguf_heads.load_heads(tmp_path / "bad.gguf", who="bad")
+
+
+def test_reads_a_masked_lm_head_with_its_tied_decoder(tmp_path):
+    rng = np.random.default_rng(1)
+    h, v = 4, 9
+    tensors = {
+        "bert.embeddings.word_embeddings.weight": rng.normal(size=(v, h)),
+        "cls.predictions.transform.dense.weight": rng.normal(size=(h, h)),
+        "cls.predictions.transform.dense.bias": rng.normal(size=h),
+        "cls.predictions.transform.LayerNorm.weight": rng.normal(size=h),
+        "cls.predictions.transform.LayerNorm.bias": rng.normal(size=h),
+        "cls.predictions.bias": rng.normal(size=v),
+    }
+    _safetensors(tmp_path / "model.safetensors", tensors)
+    config = {"architectures": ["BertForMaskedLM"], "hidden_act": "gelu", "layer_norm_eps": 1e-12}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "1_SpladePooling").mkdir()
+    (tmp_path / "1_SpladePooling" / "config.json").write_text(
+        json.dumps({"pooling_strategy": "sum", "activation_function": "log1p_relu"})
+    )
+    found = gguf_heads.read_checkpoint_heads(tmp_path)
+    assert found is not None and found.names == ["mlm"]
+    assert found.meta["mlm"] == {"activation": "gelu", "eps": 1e-12, "tied": True}
+    assert found.meta["splade"] == {"pooling_strategy": "sum", "activation_function": "log1p_relu"}
+    np.testing.assert_allclose(found.arrays["mlm.decoder.weight"], tensors["bert.embeddings.word_embeddings.weight"])
+    np.testing.assert_allclose(found.arrays["mlm.decoder.bias"], tensors["cls.predictions.bias"], rtol=1e-6)
+
+
+def test_reads_a_colbert_dense_module_and_its_settings(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+    ]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    (tmp_path / "1_Dense").mkdir()
+    weight = np.arange(12.0).reshape(3, 4)
+    _safetensors(tmp_path / "1_Dense" / "model.safetensors", {"linear.weight": weight})
+    (tmp_path / "1_Dense" / "config.json").write_text(json.dumps({"in_features": 4, "out_features": 3}))
+    settings = {"query_prefix": "[unused0]", "document_prefix": "[unused1]", "query_length": 32,
+                "document_length": 180, "attend_to_expansion_tokens": False, "skiplist_words": ["!", ","]}  # fmt: skip
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps(settings))
+    found = gguf_heads.read_checkpoint_heads(tmp_path)
+    assert found is not None and found.names == ["colbert"]
+    colbert = found.meta["colbert"]
+    assert colbert["style"] == "colbert" and colbert["score"] == "sum"
+    assert {k: colbert[k] for k in settings} == settings
+    np.testing.assert_array_equal(found.arrays["colbert.weight"], weight)
+    np.testing.assert_array_equal(found.arrays["colbert.bias"], np.zeros(3))
