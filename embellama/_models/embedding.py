@@ -600,7 +600,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         cuts: dict[int, int] = {}
         tokens = self._tokens(chunk, offset, 1, prompt, None, cuts)
         if cuts:
-            _overflow.report_cuts(self.name, self._max_tokens, cuts, len(chunk), stacklevel=2)
+            _overflow.report_cuts(self.name, self._max_tokens, cuts, len(chunk), stacklevel=2, offset=offset)
         return tokens
 
     def embed_token_ids(self, token_ids: Sequence[npt.NDArray[np.int32]]) -> Any:

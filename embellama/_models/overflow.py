@@ -77,17 +77,19 @@ class SpanEmbeddings(NamedTuple):
     spans: npt.NDArray[np.int64]
 
 
-def report_cuts(name: str, limit: int, cuts: dict[int, int], total: int, stacklevel: int = 3) -> npt.NDArray[np.int64]:
+def report_cuts(
+    name: str, limit: int, cuts: dict[int, int], total: int, stacklevel: int = 3, offset: int = 0
+) -> npt.NDArray[np.int64]:
     """The tokens cut per text (``cuts``: text index to tokens lost) as an array; a :class:`TruncationWarning`
-    when any text was cut."""
+    when any text was cut (the message counts a text's index from ``offset``: a stream's chunk)."""
     dropped = np.zeros(total, dtype=np.int64)
     if cuts:
         dropped[list(cuts)] = list(cuts.values())
         first = min(cuts)
         message = (
             f"model {name!r}: {len(cuts)} of {total} text(s) exceeded max_tokens ({limit}) and were cut, losing "
-            f"{int(dropped.sum())} token(s) (text #{first} lost {cuts[first]}); pass return_truncation=True for the "
-            "counts, overflow='chunk' to embed every token, or truncate=False to refuse them"
+            f"{int(dropped.sum())} token(s) (text #{first + offset} lost {cuts[first]}); pass return_truncation=True "
+            "for the counts, overflow='chunk' to embed every token, or truncate=False to refuse them"
         )
         warnings.warn(TruncationWarning(message, name, len(cuts), int(dropped.sum())), stacklevel=stacklevel)
     return dropped

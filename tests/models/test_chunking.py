@@ -173,3 +173,17 @@ def test_late_chunking_of_a_long_text_covers_its_first_tokens(model, docs, ref):
         model.embed_spans(docs[0], [(0.5, 3)])
     with pytest.raises(ConfigurationError, match="by must be"):
         model.embed_spans(docs[0], by="paragraph")
+
+
+def test_the_engine_chunks_and_warns(minilm_f16, model, docs):
+    from embellama import EmbeddingEngine
+
+    want = model.embed_chunked(docs, chunk_tokens=CHUNK, chunk_overlap=OVERLAP)
+    config = ModelConfig(model_path=minilm_f16, max_tokens=LIMIT, model_name="minilm", n_threads=1)
+    with EmbeddingEngine([config]) as engine:
+        got = engine.embed_batch(docs, overflow="chunk", chunk_tokens=CHUNK, chunk_overlap=OVERLAP)
+        with pytest.warns(TruncationWarning, match="2 of 4 text"):  # raised on the model's worker thread
+            engine.embed_batch(docs)
+        with pytest.raises(InvalidInputError, match="the limit is 256"):
+            engine.embed_batch(docs, overflow="error")
+    np.testing.assert_allclose(got, want, atol=1e-5)

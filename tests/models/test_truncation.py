@@ -91,6 +91,8 @@ def test_embed_and_embed_iter_warn(model, words):
     with pytest.warns(TruncationWarning, match="1 of 2 text"):
         chunks = list(model.embed_iter(["short", long, "also short"], chunk_size=2))
     assert [c.shape[0] for c in chunks] == [2, 1]
+    with pytest.warns(TruncationWarning, match=r"1 of 1 text.*\(text #2 lost"):  # its index in the stream
+        list(model.embed_iter(["short", "also short", long], chunk_size=2))
 
 
 def test_truncate_false_raises_naming_the_text(minilm_f16, model, words):
