@@ -470,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-ok", action="store_true", help="measure on a busy machine (says its load)")
     parser.add_argument("--skip-peer", action="store_true", help="embellama alone")
     parser.add_argument("--out", type=Path, default=RESULTS / "seed")
+    parser.add_argument(
+        "--stream-only", action="store_true", help="measure the embed_iter stream alone, into the results JSON at --out"
+    )
     parser.add_argument("--render", type=Path, help="write the Markdown of a results JSON again, measure nothing")
     args = parser.parse_args(argv)
     if args.render:
@@ -499,11 +502,27 @@ def main(argv: list[str] | None = None) -> int:
 
     sentences = read_sts()
     minilm_path = str(make_model.ensure_models(verbose=False)["f16"])
+    env = dict(os.environ, EMBELLAMA_BACKEND="cpu", LLAMA_CPP_LIB_PATH=str(LIB_DIR / "lib"), HF_HUB_OFFLINE="1")
+    env.setdefault("EMBELLAMA_LIB", "")
+
+    def measure_stream() -> dict[str, Any]:
+        job = dict(work="stream", tool="embellama", model=minilm_path, texts=sentences, threads=args.stream_threads,
+                   count=args.stream_texts, sample_s=args.sample_s, chunk_size=1024)  # fmt: skip
+        result = spawn(job, env, 3600)
+        log(f"embed_iter: {json.dumps({k: v for k, v in result.items() if k != 'samples'})[:300]}")
+        return result
+
+    if args.stream_only:
+        saved = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8"))
+        saved["stream"] = measure_stream()
+        saved["meta"].update(stream_threads=args.stream_threads, sample_s=args.sample_s, stream_load_start=load_start)
+        saved["meta"]["stream_load_end"] = os.getloadavg()[0]
+        args.out.with_suffix(".json").write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+        args.out.with_suffix(".md").write_text(markdown(saved), encoding="utf-8")
+        return 0
     t0 = time.perf_counter()
     gguf = big_model.ensure()
     log(f"1 GB model: {gguf} ({time.perf_counter() - t0:.0f} s)")
-    env = dict(os.environ, EMBELLAMA_BACKEND="cpu", LLAMA_CPP_LIB_PATH=str(LIB_DIR / "lib"), HF_HUB_OFFLINE="1")
-    env.setdefault("EMBELLAMA_LIB", "")
     latency = sentences[: args.latency_texts]
     probe = "The seed's first embedding."
     base = {"threads": args.threads, "probe": probe, "n_ctx": 512}
@@ -554,11 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     big["per_core"] = big["embellama"]["texts_cpu_s"]
     big["cores_needed"] = TARGETS["texts_s"] / (big["per_core"] * min(1.0, minilm["projection"]["efficiency_2"]))
 
-    stream_job = dict(base, work="stream", tool="embellama", model=minilm_path, texts=sentences,
-                      threads=args.stream_threads, count=args.stream_texts, sample_s=args.sample_s,
-                      chunk_size=1024)  # fmt: skip
-    stream = spawn(stream_job, env, 3600)
-    log(f"embed_iter: {json.dumps({k: v for k, v in stream.items() if k != 'samples'})[:300]}")
+    stream = measure_stream()
 
     manifest = LIB_DIR / "manifest.json"
     commit = json.loads(manifest.read_text()).get("llama_cpp_commit", "unknown") if manifest.is_file() else "unknown"
