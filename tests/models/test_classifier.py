@@ -36,7 +36,7 @@ def texts() -> list[str]:
 @pytest.mark.parametrize("name", list(classify_models.RECIPES))
 def test_logits_equal_transformers(built, texts, name):
     ref = built[name].logits()
-    with Classifier(ModelConfig(model_path=built[name].gguf, compute_type="off")) as model:
+    with Classifier(ModelConfig(model_path=built[name].gguf, compute_type="off", n_threads=1)) as model:
         logits = model.predict(texts, raw=True)
         probs = model.predict(texts)
         assert model.labels == tuple(built[name].labels)
@@ -62,7 +62,7 @@ def test_logits_equal_transformers(built, texts, name):
 
 
 def test_top_k_single_text_and_options(built, texts):
-    with Classifier(ModelConfig(model_path=built["bert5"].gguf, compute_type="off")) as model:
+    with Classifier(ModelConfig(model_path=built["bert5"].gguf, compute_type="off", n_threads=1)) as model:
         scores = model.predict(texts[:4])
         ranked = model.predict(texts[:4], top_k=2)
         one = model.predict(texts[0])
@@ -93,10 +93,10 @@ def test_top_k_single_text_and_options(built, texts):
 
 def test_long_texts_warn_or_raise(built, texts):
     long = " ".join(texts[:60])
-    config = ModelConfig(model_path=built["bert3"].gguf, compute_type="off", max_tokens=64)
+    config = ModelConfig(model_path=built["bert3"].gguf, compute_type="off", n_threads=1, max_tokens=64)
     with Classifier(config) as model, pytest.warns(TruncationWarning, match="1 of 2 text"):
         model.predict([texts[0], long])
-    config = ModelConfig(model_path=built["bert3"].gguf, compute_type="off", max_tokens=64, truncate=False)
+    config = ModelConfig(model_path=built["bert3"].gguf, compute_type="off", n_threads=1, max_tokens=64, truncate=False)
     with Classifier(config) as model, pytest.raises(InvalidInputError, match=r"the limit is 64.*input #1"):
         model.predict([texts[0], long])
 

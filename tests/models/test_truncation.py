@@ -35,7 +35,7 @@ def hf_tokenizer():
 
 @pytest.fixture(scope="module")
 def model(minilm_f16):
-    with EmbeddingModel(ModelConfig(model_path=minilm_f16, max_tokens=LIMIT, model_name="minilm")) as m:
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, max_tokens=LIMIT, model_name="minilm", n_threads=1)) as m:
         yield m
 
 
