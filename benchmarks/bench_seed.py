@@ -454,6 +454,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{a['last']:.1f} MB, max {a['max']:.1f} MB (growth {st['growth']:+.1%}): "
             f"{'flat' if st['flat'] else '**not flat**'} (bound: within {FLAT_TOLERANCE:.0%}).",
         ]
+        if "stream_load_start" in meta:
+            lines[-1] += f" Measured in a run of its own (--stream-only), load average {meta['stream_load_start']:.2f}."
     return "\n".join(lines) + "\n"
 
 
