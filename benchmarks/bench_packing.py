@@ -32,6 +32,7 @@ CONFIGS: dict[str, tuple[str, int]] = {
     "tiles, calls of 128": ("tiles", 128),
     "tiles, calls of 256 (default)": ("tiles", 256),
     "tiles, calls of 512": ("tiles", 512),
+    "tiles 256, long texts alone": ("alone", 256),
 }
 
 
@@ -55,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     model = EmbeddingModel(ModelConfig(model_path=model_path, n_threads=2)).load()
     model.embed_batch(corpora["short"][:64])
 
+    budget = model.token_budget
+
     def layout(name: str) -> TileLayout | None:
         kind, tokens = CONFIGS[name]
-        return TileLayout(64, tokens) if kind == "tiles" else None
+        # "alone": a call grows no longer than a short one, so a text over it goes alone (no pairing)
+        model._budget = tokens if kind == "alone" else budget
+        return None if kind == "length" else TileLayout(64, tokens)
 
     times: dict[tuple[str, str], list[float]] = {}
     vectors: dict[tuple[str, str], Any] = {}

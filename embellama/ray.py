@@ -52,7 +52,7 @@ from embellama._exceptions import (
     ModelLoadError,
     ModelNotFoundError,
 )
-from embellama._models import DEFAULT_CTX_CAP, Reranker, context_params, is_reranker
+from embellama._models import DEFAULT_CTX_CAP, Reranker, context_params, is_reranker, resolve_config
 from embellama._native import ENV_LIB, Library, load_library
 from embellama.llama import Model
 
@@ -605,6 +605,8 @@ def _on_node(
         raise LibraryError(f"on node {node}: {exc}") from exc
     if shipped is not None:
         config = dataclasses.replace(config, model_path=_materialize(shipped, cache_dir))
+    else:
+        config = resolve_config(config)  # an hf:// reference: this node's Hugging Face cache (or a download)
     path = Path(config.model_path)
     if not path.is_file():
         err = ModelNotFoundError(str(path), config.name)
@@ -1013,7 +1015,7 @@ def _map_dataset(
         **kwargs,
         "config": cfg,
         "output_column": output_column,
-        "shipped": _put_model(cfg.model_path) if ship_model else None,
+        "shipped": _put_model(resolve_config(cfg).model_path) if ship_model else None,
         "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
     }
     if plan.num_gpus > 0:

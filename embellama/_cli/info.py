@@ -15,7 +15,7 @@ from embellama._exceptions import ConfigurationError
 from embellama._gguf import convert as gguf_convert
 from embellama._gguf import known as _known
 from embellama._gguf.known import KnownModel
-from embellama._models import Reranker, is_reranker
+from embellama._models import Reranker, is_reranker, resolve_config
 from embellama._native import load_library
 from embellama._version import __version__
 from embellama.llama import Model
@@ -102,7 +102,8 @@ def describe_reranker(info: dict[str, Any] | None) -> str:
 
 def info_command(args: argparse.Namespace) -> int:
     """``embellama info``."""
-    path: Path = args.model
+    # An hf:// reference: the file in the Hugging Face cache (downloaded if missing and allowed).
+    path = Path(resolve_config(ModelConfig(model_path=args.model)).model_path)
     reranker = reranker_info(path)  # None for an embedding model, and for a file that Model then refuses
     with Model(path, n_gpu_layers=0) as model:
         ftypes = {code: name.upper() for name, code in gguf_convert.FTYPE_CODES.items()}
@@ -227,7 +228,7 @@ def add_doctor_parser(sub: Subparsers) -> None:
 def add_info_parser(sub: Subparsers) -> None:
     """The ``info`` subcommand."""
     info = sub.add_parser("info", help="show a GGUF model's metadata, dimensions, pooling and size")
-    info.add_argument("model", type=Path, help="GGUF model file")
+    info.add_argument("model", type=Path, help="GGUF model file, or an hf:// reference to one")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.add_argument(
         "--check",

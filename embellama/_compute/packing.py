@@ -7,9 +7,10 @@
    without the GIL and only reads the vocabulary; every thread is joined before the call
    returns or raises. (On the CPU, inference keeps every core busy and tokenization is
    0.3 % of the time: threads bring nothing there.)
-2. **Pack by length:** texts are sorted by token count, longest first, and cut into
-   llama.cpp calls of at most ``budget`` tokens and ``max_seqs`` texts, so each call holds
-   texts of similar length (flash attention skips the masked tiles between them).
+2. **Pack:** on the CPU, by the attention kernel's tiles (:func:`pack_tiles`: no text crosses
+   a 64-token block, short texts in calls of 256 tokens); elsewhere by length
+   (:func:`pack_by_length`: sorted longest first and cut into calls of at most ``budget``
+   tokens and ``max_seqs`` texts).
 3. **Infer** each call into the one reused :class:`~embellama.llama.Batch`, and copy each
    pooled vector straight from llama.cpp's buffer into its row of the result: one copy,
    no scatter pass. Pooling llama.cpp does not have (MAX, MEAN_SQRT) is a numpy reduction.
@@ -102,7 +103,8 @@ class TileLayout:
     a ``tile``-token boundary computes just the blocks on the diagonal; one whose sequences
     straddle the boundaries computes the neighbours too, and every call scans all
     ``(tokens / tile)^2`` blocks of its mask for each head and layer, so short texts go in calls
-    of ``call_tokens`` (a multiple of ``tile``) and longer texts one per call.
+    of ``call_tokens`` (a multiple of ``tile``); a call led by a longer text may grow to the
+    context's budget (see :func:`pack_tiles`).
     """
 
     tile: int
@@ -113,64 +115,86 @@ class TileLayout:
             raise ValueError(f"call_tokens ({self.call_tokens}) must be a positive multiple of tile ({self.tile})")
 
 
-def pack_tiles(lengths: npt.NDArray[np.int64], layout: TileLayout, max_seqs: int) -> list[npt.NDArray[np.intp]]:
+def pack_tiles(
+    lengths: npt.NDArray[np.int64], layout: TileLayout, max_seqs: int, budget: int | None = None
+) -> list[npt.NDArray[np.intp]]:
     """Each llama.cpp call's slots in token order: a text's index (``>= 0``) or ``-p`` for ``p`` pad tokens.
 
-    Texts longer than ``layout.call_tokens`` go one per call, longest first. The others are
-    packed into ``tile``-token bins by best-fit decreasing: a text of up to ``tile`` tokens
-    goes into the fullest bin it fits, a longer one opens ``ceil(len / tile)`` tiles whose last
-    one's free room takes short texts too. Bins are then cut into calls of at most
-    ``call_tokens`` tokens and ``max_seqs`` sequences (pads included); a bin that is not the
-    last of its call is padded to the tile boundary with a sequence of its own, so no text
-    crosses a boundary. The loops run per text and per bin, never per token.
+    Texts are packed into ``tile``-token bins by best-fit decreasing: a text of up to ``tile``
+    tokens goes into the fullest bin it fits, a longer one opens ``ceil(len / tile)`` tiles whose
+    last one's free room takes short texts too. These units then go into calls, largest first,
+    each into the fullest call it fits: a call of short texts holds at most ``call_tokens``
+    tokens; one that starts with a text over half of that may grow to ``budget`` (default
+    ``call_tokens``), so long texts share a call where two fit. A call holds at most
+    ``max_seqs`` sequences, pads included: a unit that is not the last of its call is padded to
+    the tile boundary with a sequence of its own, so no text crosses a boundary. A text over
+    ``budget`` goes alone. The loops run per text, unit and call, never per token.
     """
-    tile, call_tiles = layout.tile, layout.call_tokens // layout.tile
+    tile = layout.tile
+    call_tiles = layout.call_tokens // tile
+    long_tiles = max(call_tiles, (budget or layout.call_tokens) // tile)
     calls: list[npt.NDArray[np.intp]] = []
     order = np.argsort(-lengths, kind="stable")
-    sorted_lengths = lengths[order].tolist()
     members: list[list[int]] = []  # the texts of each unit (a bin, or a multi-tile text with its tail)
     tiles: list[int] = []
     free: list[int] = []
     by_free: list[list[int]] = [[] for _ in range(tile + 1)]  # units by the room left in their last tile
-    for index, n in zip(order.tolist(), sorted_lengths, strict=True):
-        if n > layout.call_tokens:
+    for index, n in zip(order.tolist(), lengths[order].tolist(), strict=True):
+        if n > long_tiles * tile:
             calls.append(np.array([index], dtype=np.intp))
             continue
         if n > tile:
-            k = -(-n // tile)
-            unit, room = len(members), k * tile - n
+            unit, room = len(members), -(-n // tile) * tile - n
             members.append([index])
-            tiles.append(k)
+            tiles.append(-(-n // tile))
+            free.append(room)
         else:
             room = next((f for f in range(n, tile + 1) if by_free[f]), 0)
             if room:
                 unit = by_free[room].pop()
                 members[unit].append(index)
                 room -= n
+                free[unit] = room
             else:
                 unit, room = len(members), tile - n
                 members.append([index])
                 tiles.append(1)
-        if len(free) <= unit:
-            free.append(room)
-        else:
-            free[unit] = room
+                free.append(room)
         if room and len(members[unit]) < max_seqs:  # a bin never holds more texts than a call may
             by_free[room].append(unit)
-    slots: list[int] = []
-    used_tiles = used_seqs = 0
-    for unit in range(len(members)):
-        seqs = len(members[unit])
-        pad = 1 if slots and free[unit - 1] else 0
-        if slots and (used_tiles + tiles[unit] > call_tiles or used_seqs + pad + seqs > max_seqs):
-            calls.append(np.array(slots, dtype=np.intp))
-            slots, used_tiles, used_seqs, pad = [], 0, 0, 0
-        if pad:
-            slots.append(-free[unit - 1])
-        slots.extend(members[unit])
-        used_tiles += tiles[unit]
-        used_seqs += pad + seqs
-    if slots:
+    # Units into calls: largest first, each into the open call with the least room that takes it.
+    call_units: list[list[int]] = []
+    call_seqs: list[int] = []
+    open_by_room: list[list[int]] = [[] for _ in range(long_tiles + 1)]
+    for unit in sorted(range(len(members)), key=lambda u: -tiles[u]):
+        k, seqs = tiles[unit], len(members[unit])
+        chosen = -1
+        for room in range(k, long_tiles + 1):
+            bucket = open_by_room[room]
+            while bucket:
+                c = bucket[-1]
+                if call_seqs[c] + seqs + (1 if free[call_units[c][-1]] else 0) <= max_seqs:
+                    chosen = c
+                    break
+                bucket.pop()  # no room for this unit's sequences: the call takes nothing more of this size
+            if chosen >= 0:
+                open_by_room[room].pop()
+                break
+        if chosen < 0:
+            chosen = len(call_units)
+            call_units.append([])
+            call_seqs.append(0)
+            room = long_tiles if k > call_tiles // 2 else call_tiles
+        call_seqs[chosen] += seqs + (1 if call_units[chosen] and free[call_units[chosen][-1]] else 0)
+        call_units[chosen].append(unit)
+        if room - k > 0 and call_seqs[chosen] < max_seqs:
+            open_by_room[room - k].append(chosen)
+    for units in call_units:
+        slots: list[int] = []
+        for position, unit in enumerate(units):
+            slots.extend(members[unit])
+            if position < len(units) - 1 and free[unit]:
+                slots.append(-free[unit])
         calls.append(np.array(slots, dtype=np.intp))
     return calls
 
@@ -180,7 +204,7 @@ def _calls(
 ) -> list[npt.NDArray[np.intp]]:
     if layout is None or layout.call_tokens > budget:
         return pack_by_length(lengths, budget, max_seqs)
-    return pack_tiles(lengths, layout, max_seqs)
+    return pack_tiles(lengths, layout, max_seqs, budget)
 
 
 def run_batch(

@@ -112,7 +112,8 @@ class Reranker(LlamaModel):
     def _prepare(self, model: Model, context: Context, max_tokens: int) -> _Head:
         who = f"model {self.name!r}"
         arch = model.architecture
-        header = _gguf.read_header(model.path)
+        # Arrays are read only when asked for: the labels are one (the model's id2label).
+        header = _gguf.read_header(model.path, arrays=(f"{arch}.classifier.output_labels",))
         if not any(name in header.tensors for name in HEAD_TENSORS):
             raise ConfigurationError(
                 f"{who} has no classification head (no {' or '.join(HEAD_TENSORS)} tensor): it embeds text, it does "

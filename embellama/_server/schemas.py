@@ -20,7 +20,7 @@ from embellama._compute.pooling import Normalization, parse_normalization
 from embellama._config import ModelConfig
 from embellama._engine import EMBEDDING, RERANKER, EmbeddingEngine
 from embellama._exceptions import InvalidInputError
-from embellama._models import truncate_tokens
+from embellama._models import resolve_config, truncate_tokens
 from embellama._server.errors import HTTPError, input_error, rerank_input_error
 from embellama.llama import Model
 
@@ -88,7 +88,8 @@ class ServedModel:
         """The view of ``engine``'s (loaded) model ``name``, with its own vocabulary-only copy of the GGUF."""
         config = engine.model_config(name)
         info = engine.info(name)
-        vocab = Model(config.model_path, vocab_only=True, n_gpu_layers=0, name=config.name)
+        path = resolve_config(config).model_path  # an hf:// reference: the file the engine loaded from the cache
+        vocab = Model(path, vocab_only=True, n_gpu_layers=0, name=config.name)
         served = cls(
             name=config.name,
             config=config,

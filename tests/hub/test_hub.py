@@ -242,6 +242,9 @@ def test_the_engine_cli_and_server_config_take_hf_references(cached_minilm, plai
     assert proc.returncode == 0, proc.stderr
     got = np.array(json.loads(proc.stdout)["embeddings"], dtype=np.float32)
     np.testing.assert_allclose(got, plain_vectors, atol=1e-6)
+    proc = run_cli("info", ref, "--json", env=env)  # the cached file's header, offline
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["path"] == str(cached_minilm)
     proc = run_cli("ls", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(proc.stdout)
@@ -334,3 +337,12 @@ def test_convert_a_cached_hub_repository_offline(hf_cache, tmp_path):
         np.testing.assert_allclose(ours.score_pairs(pairs), ref.score_pairs(pairs), rtol=1e-6)
     proc = run_cli("convert", "acme/not-cached", str(tmp_path / "x.gguf"), env=env)
     assert proc.returncode == 1 and "acme/not-cached" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
+
+
+def test_ray_workers_resolve_hf_references_on_their_node(cached_minilm, no_network):
+    # What every embellama.ray actor runs first on its node (no cluster needed): the node's own cache, offline.
+    from embellama.ray import _on_node
+
+    _, config = _on_node(ModelConfig(model_path=f"hf://{REPO_ID}/*F16.gguf"), None, None, "embed_dataset")
+    assert config.model_path == cached_minilm and config.name == cached_minilm.stem
+    assert not no_network

@@ -215,7 +215,7 @@ def test_multi_label_head(built, items):
     with Reranker(ModelConfig(model_path=built["bert3"].gguf("f32"), compute_type="off")) as model:
         probs = model.predict(items[:50], activation="softmax")
         row = model.predict(items[0])
-        assert model.labels == ("LABEL_0", "LABEL_1", "LABEL_2")
+        assert model.labels == tuple(rerank_models.LABELS3[i] for i in range(3))  # the id2label it was saved with
         with pytest.raises(ConfigurationError, match="3 outputs per pair; rank needs one"):
             model.rank("q", ["d"])
     expected = np.exp(ref[:50]) / np.exp(ref[:50]).sum(axis=1, keepdims=True)
