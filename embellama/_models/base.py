@@ -23,6 +23,7 @@ from embellama._gguf import convert as _convert
 from embellama._gguf.known import KnownModel
 from embellama._models import defaults as _defaults
 from embellama._models import pretrained as _pretrained
+from embellama._models.kinds import check_runnable
 from embellama._native import Library, get_library
 from embellama.llama import (
     GGML_MAX_N_THREADS,
@@ -253,6 +254,7 @@ class LlamaModel:
         model = self._open_weights()
         context: Context | None = None
         try:
+            check_runnable(model, cfg.name)
             pooling = self._choose_pooling(model)
             kind = "reranker" if pooling is PoolingStrategy.RANK else "embedding"
             known = _defaults.known_entry(model, cfg, getattr(self, "_source", None), kind)

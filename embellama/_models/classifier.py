@@ -24,6 +24,7 @@ from embellama._config import ModelConfig, Normalization, PoolingStrategy
 from embellama._exceptions import ConfigurationError, InvalidInputError
 from embellama._gguf import reader as _gguf
 from embellama._models.base import LlamaModel, is_positive_int
+from embellama._models.kinds import check_scoring_config
 from embellama._models.options import text_tokens
 from embellama._models.overflow import report_cuts
 from embellama.llama import Context, Model
@@ -80,14 +81,7 @@ class Classifier(LlamaModel):
 
     def __init__(self, config: ModelConfig, *, activation: str | None = None) -> None:
         super().__init__(config)
-        who = f"model {config.name!r}"
-        if config.pooling is not None and config.pooling is not PoolingStrategy.RANK:
-            raise ConfigurationError(
-                f"{who}: a Classifier runs with pooling 'rank', not {PoolingStrategy.parse(config.pooling).value!r}"
-            )
-        for field, unset in (("prompts", None), ("truncate_dim", None), ("precision", "float32")):
-            if getattr(config, field) != unset:
-                raise ConfigurationError(f"{who}: {field} applies to embeddings, not to a Classifier")
+        check_scoring_config(config, "Classifier", "runs")
         self._activation = self._check_activation(activation)
         self._head: _Head | None = None
 

@@ -31,6 +31,7 @@ from embellama._gguf import convert as _convert
 from embellama._gguf import reader as _gguf
 from embellama._gguf.reader import ACTIVATION_KEY, TOKEN_TYPE_OFFSET_KEY
 from embellama._models.base import LlamaModel, is_positive_int
+from embellama._models.kinds import check_scoring_config
 from embellama.llama import Context, Model
 
 __all__ = ["ACTIVATIONS", "Reranker", "check_activation", "is_pair", "rank_results"]
@@ -94,13 +95,7 @@ class Reranker(LlamaModel):
     def __init__(self, config: ModelConfig, *, activation: str | None = None) -> None:
         super().__init__(config)
         who = f"model {config.name!r}"
-        if config.pooling is not None and config.pooling is not PoolingStrategy.RANK:
-            raise ConfigurationError(
-                f"{who}: a Reranker scores with pooling 'rank', not {PoolingStrategy.parse(config.pooling).value!r}"
-            )
-        for field, unset in (("prompts", None), ("truncate_dim", None), ("precision", "float32")):
-            if getattr(config, field) != unset:
-                raise ConfigurationError(f"{who}: {field} applies to embeddings, not to a Reranker")
+        check_scoring_config(config, "Reranker", "scores")
         self._activation = check_activation(activation, who)
         self._head: _Head | None = None
 

@@ -230,3 +230,37 @@ def test_no_pair_kills_the_process(child, reranker_f16, pairs, query, documents,
         assert predicted["error"] == "InvalidInputError", predicted
     if isinstance(documents, list) and documents and valid(query) and all(map(valid, documents)) and long_ok:
         assert ranked["ok"] and ranked["n"] == len(documents), ranked
+
+
+# -- models llama.cpp aborts on --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        (7, "fewer than its sliding-window pattern's 7"),  # as a Gemma3 embedding model of fewer than 6 layers
+        (0, "sliding_window_pattern is 0"),
+        ([True] * 6, "marks every one of its 6 layers"),
+    ],
+)
+def test_an_encoder_with_every_layer_sliding_window_is_refused_not_aborted(child, tmp_path, pattern, why):
+    """llama.cpp aborts the process at the first decode of such a model (GGML_ASSERT(buffer)); embellama refuses
+    it, naming why, and a model with one full-attention layer in six still runs."""
+    import gguf
+
+    from embellama._gguf import reader
+    from tests.support import arch_models
+
+    built = arch_models.ensure("gemma3")  # 6 layers: five sliding-window, the last full attention
+    array = (gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.BOOL)
+    kind = gguf.GGUFValueType.UINT32 if isinstance(pattern, int) else array
+    value = pattern
+    key = "gemma-embedding.attention.sliding_window_pattern"
+    broken = reader.rewrite(built.gguf("f32"), tmp_path / "all-swa.gguf", why="test", set_keys={key: (value, kind)})
+    reply = child.call({"op": "load", "config": {"model_path": str(broken), "n_threads": 1}, "texts": ["a b c"]})
+    assert reply.get("error") == "ConfigurationError", reply
+    assert why in reply["message"] and "full-attention layer" in reply["message"]
+    one_full = {key: (6, gguf.GGUFValueType.UINT32)}
+    fine = reader.rewrite(built.gguf("f32"), tmp_path / "one-full.gguf", why="test", set_keys=one_full)
+    reply = child.call({"op": "load", "config": {"model_path": str(fine), "n_threads": 1}, "texts": ["a b c"]})
+    assert reply["ok"] and reply["shapes"] == [[64]], reply
