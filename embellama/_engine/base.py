@@ -239,8 +239,9 @@ class EngineBase:
         -------
         dict
             ``name``, ``kind`` ("embedding" or "reranker"), ``max_sequence_length``, ``model_size``,
-            ``pooling``, ``workers`` and more: ``embedding_dimensions`` and ``prompts`` for an embedding
-            model; ``num_labels``, ``labels`` and ``activation`` for a reranker.
+            ``pooling``, ``workers`` and more: ``embedding_dimensions``, ``prompts`` and
+            ``similarity_fn_name`` for an embedding model; ``num_labels``, ``labels`` and ``activation`` for a
+            reranker.
 
         Raises
         ------

@@ -338,5 +338,6 @@ def describe(model: EmbeddingModel | Reranker) -> dict[str, Any]:
             embedding_dimensions=model.embedding_dimensions,
             prompts=model.prompts,
             default_prompt_name=model.default_prompt_name,
+            similarity_fn_name=model.similarity_fn_name,
         )
     return info

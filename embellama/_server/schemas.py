@@ -82,6 +82,7 @@ class ServedModel:
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # an embedding model's prompts by name
     default_prompt_name: str | None = None
     labels: list[str] = dataclasses.field(default_factory=list)  # a reranker's output labels
+    similarity_fn_name: str = "cosine"  # an embedding model's own similarity function
 
     @classmethod
     def describe(cls, engine: EmbeddingEngine, name: str, created: int) -> ServedModel:
@@ -104,6 +105,7 @@ class ServedModel:
             prompts=dict(info.get("prompts") or {}),
             default_prompt_name=info.get("default_prompt_name"),
             labels=list(info.get("labels") or []),
+            similarity_fn_name=str(info.get("similarity_fn_name") or "cosine"),
         )
         if served.kind == RERANKER:  # the special tokens the reranker puts around a pair, measured on one pair
             joined = engine.submit(_pair_length, model=name).result()

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from embellama._compute import similarity as _similarity
 from embellama._compute.pooling import Normalization, PoolingStrategy
 from embellama._engine import EMBEDDING, RERANKER
 from embellama._exceptions import InvalidInputError
@@ -125,6 +126,44 @@ async def embed_body(request: Request, body: dict[str, Any]) -> Response:
 async def embed(request: Request) -> Response:
     """``POST /embed``."""
     return await embed_body(request, await read_object(request, server_state(request).limits))
+
+
+def _similarity_inputs(body: dict[str, Any], state: ServerState) -> list[str]:
+    """[source_sentence, *sentences] from TEI's sentence-similarity body."""
+    value = body.get("inputs")
+    shape = '\'inputs\' must be {"source_sentence": str, "sentences": [str, ...]}'
+    if not isinstance(value, dict):
+        raise HTTPError(400, shape, param="inputs")
+    source, sentences = value.get("source_sentence"), value.get("sentences")
+    if not isinstance(source, str) or not isinstance(sentences, list) or not sentences:
+        raise HTTPError(400, shape + " (sentences not empty)", param="inputs")
+    check_count(sentences, "inputs.sentences", state.limits)
+    for i, x in enumerate(sentences):
+        if not isinstance(x, str):
+            raise HTTPError(400, f"inputs.sentences[{i}] is {type(x).__name__}; {shape}", param=f"sentences[{i}]")
+    return [source, *sentences]
+
+
+async def similarity_body(request: Request, body: dict[str, Any]) -> Response:
+    """``POST /similarity``: TEI's sentence similarity, the source sentence against each of the others, scored
+    with the model's own similarity function (``similarity_fn_name``: cosine unless the model says otherwise)."""
+    state = server_state(request)
+    name, model = state.pick(body, EMBEDDING)
+    texts = _similarity_inputs(body, state)
+    try:
+        truncate = _flag(body, "truncate", False) or model.config.truncate
+        prepared = prepare_texts(model, texts, truncate=truncate, prompt_name=body.get("prompt_name"))
+    except InvalidInputError as exc:
+        raise tei_input_error(exc) from None
+    vectors = await run_vectors(state, request, name, prepared, None, tei_input_error)
+    scores = _similarity.similarity(vectors[:1], vectors[1:], model.similarity_fn_name)[0]
+    state.metrics.served(len(prepared.texts), prepared.usage)
+    return JSONResponse([float(x) for x in scores])
+
+
+async def similarity(request: Request) -> Response:
+    """``POST /similarity``."""
+    return await similarity_body(request, await read_object(request, server_state(request).limits))
 
 
 def _token_vectors(arrays: list[npt.NDArray[np.int32]]) -> Any:
@@ -398,7 +437,8 @@ async def info(request: Request) -> Response:
 
 async def root(request: Request) -> Response:
     """``POST /`` (and ``/invocations``): TEI's route by the model's kind, which ``huggingface_hub``'s
-    ``InferenceClient(base_url=...)`` posts to: /embed for an embedding model, /rerank for a reranker.
+    ``InferenceClient(base_url=...)`` posts to: /embed for an embedding model (/similarity for a body whose
+    ``inputs`` is a ``source_sentence`` and its ``sentences``), /rerank for a reranker.
 
     A body with ``parameters`` is a Hugging Face pipeline request (text classification): 424, as /predict.
     """
@@ -406,6 +446,8 @@ async def root(request: Request) -> Response:
     body = await read_object(request, state.limits)
     if _kind_of(state, body) == RERANKER:
         return await tei_rerank_body(request, body)
+    if isinstance(body.get("inputs"), dict):  # InferenceClient.sentence_similarity's body
+        return await similarity_body(request, body)
     if "parameters" in body:
         raise HTTPError(
             424,
@@ -419,6 +461,7 @@ async def root(request: Request) -> Response:
 ROUTES: list[tuple[str, Any, list[str], ErrorShape]] = [
     ("/embed", embed, ["POST"], tei_error),
     ("/embed_all", embed_all, ["POST"], tei_error),
+    ("/similarity", similarity, ["POST"], tei_error),
     ("/embed_sparse", embed_sparse, ["POST"], tei_error),
     ("/rerank", rerank, ["POST"], openai_error),
     ("/predict", predict, ["POST"], tei_error),

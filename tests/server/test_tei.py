@@ -84,6 +84,29 @@ def test_inference_client_feature_extraction_equals_embed_batch(server, minilm):
     assert info.value.response.status_code == 422 and "prompt_name" in info.value.response.json()["error"]
 
 
+def test_sentence_similarity_scores_with_the_models_own_function(server, http, minilm):
+    """InferenceClient.sentence_similarity posts {"inputs": {"source_sentence", "sentences"}} to POST /; TEI's
+    /similarity takes the same body. The scores are the model's similarity (cosine for MiniLM) of its vectors."""
+    client = InferenceClient(base_url=server.url, api_key=KEY, timeout=WAIT)
+    others = TEXTS[1:7]
+    vectors = minilm.embed_batch([TEXTS[0], *others])
+    expected = _cosines(np.repeat(vectors[:1], len(others), axis=0), vectors[1:])
+    np.testing.assert_allclose(client.sentence_similarity(TEXTS[0], other_sentences=others), expected, atol=1e-4)
+    direct = http.post("/similarity", json={"inputs": {"source_sentence": TEXTS[0], "sentences": others}})
+    assert direct.status_code == 200
+    np.testing.assert_allclose(direct.json(), expected, atol=1e-4)
+    for bad in (
+        {"inputs": "a text"},
+        {"inputs": {"source_sentence": "a"}},
+        {"inputs": {"source_sentence": "a", "sentences": []}},
+        {"inputs": {"source_sentence": "a", "sentences": ["b", 3]}},
+    ):
+        answer = http.post("/similarity", json=bad)
+        assert answer.status_code == 422 and "source_sentence" in answer.json()["error"], bad
+    too_many = http.post("/similarity", json={"inputs": {"source_sentence": "a", "sentences": ["b"] * 33}})
+    assert too_many.status_code == 413  # the server's --max-inputs 32
+
+
 def test_chromas_tei_embedding_function_equals_embed_batch(server, minilm, monkeypatch):
     """A framework's TEI client: Chroma's HuggingFaceEmbeddingServer posts {"inputs": [...]} to /embed."""
     from chromadb.utils.embedding_functions.huggingface_embedding_function import HuggingFaceEmbeddingServer
@@ -277,6 +300,11 @@ _BODIES = {
     "/decode": {"ids": st.lists(st.integers(-5, 40000), max_size=5) | _JSON, "skip_special_tokens": _JSON},
     "/": {"inputs": _TEXTS | _JSON, "parameters": _JSON, "model": st.sampled_from(["minilm", "bert"]) | _JSON},
     "/predict": {"inputs": _TEXTS | _JSON},
+    "/similarity": {
+        "inputs": st.fixed_dictionaries({}, optional={"source_sentence": _TEXTS | _JSON, "sentences": _TEXTS | _JSON})
+        | _JSON,
+        "prompt_name": _JSON,
+    },
 }
 
 
