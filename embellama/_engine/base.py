@@ -11,34 +11,99 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import numpy as np
+
 from embellama._config import EngineConfig, ModelConfig
 from embellama._engine.cache import Cache, CacheInfo
 from embellama._engine.replicas import Admission, Replicas, awaitable
-from embellama._engine.worker import EMBEDDING, RERANKER, Batching
-from embellama._exceptions import ConfigurationError, ResourceClosedError
+from embellama._engine.worker import CLASSIFIER, EMBEDDING, KINDS, MULTI_VECTOR, RERANKER, SPARSE, Batching
+from embellama._exceptions import ConfigurationError, EmbellamaError, ResourceClosedError
+from embellama._gguf.heads import heads_path
 from embellama._models import EmbeddingModel, is_reranker
+from embellama._models.pretrained import model_file
 
 T = TypeVar("T")
 E = TypeVar("E", bound="EngineBase")
 
 
-def _wrong_kind(name: str, kind: str) -> ConfigurationError:
-    """The error of a request that the model ``name`` (a ``kind`` model) cannot serve."""
-    if kind == RERANKER:
-        return ConfigurationError(
-            f"model {name!r} is a reranker: it scores (query, document) pairs with rerank() or predict(); it does "
-            "not embed text"
-        )
+_IS = {
+    EMBEDDING: "an embedding model",
+    RERANKER: "a reranker",
+    CLASSIFIER: "a classifier",
+    SPARSE: "a sparse encoder",
+    MULTI_VECTOR: "a multi-vector (ColBERT) encoder",
+}
+_DOES = {
+    EMBEDDING: "it gives one dense vector per text with embed() and embed_batch()",
+    RERANKER: "it scores (query, document) pairs with rerank() and predict()",
+    CLASSIFIER: "it gives single texts' label scores with classify()",
+    SPARSE: "it gives sparse vectors with embed_sparse()",
+    MULTI_VECTOR: "it gives token vectors with embed_multi()",
+}
+_NEEDS = {
+    EMBEDDING: "a GGUF without a classification head",
+    RERANKER: "a cross-encoder GGUF: rank pooling or a classification head's labels",
+    CLASSIFIER: "a *ForSequenceClassification GGUF loaded with kind='classifier'",
+    SPARSE: "a GGUF with a SPLADE or bge-m3 sparse head in its .heads.npz, kind 'sparse'",
+    MULTI_VECTOR: "a GGUF with a ColBERT projection in its .heads.npz, kind 'multi_vector'",
+}
+
+
+def _wrong_kind(name: str, kind: str, wanted: str) -> ConfigurationError:
+    """The error of a request that the model ``name`` (a ``kind`` model) cannot serve: it needs a ``wanted`` one."""
     return ConfigurationError(
-        f"model {name!r} is an embedding model, not a reranker: it has no classification head to score (query, "
-        "document) pairs; use embed() or embed_batch(), or load a cross-encoder GGUF for rerank() and predict()"
+        f"model {name!r} is {_IS[kind]}, not {_IS[wanted]}: {_DOES[kind]}; this call needs {_IS[wanted]} "
+        f"({_NEEDS[wanted]})"
     )
+
+
+def model_kind(config: ModelConfig, kind: str | None = None) -> str:
+    """The kind an engine serves ``config`` as: ``kind`` when given, else ``config.extra["kind"]``, else found
+    from the files: a cross-encoder GGUF is a reranker; a heads file (``<model>.heads.npz``) with a SPLADE MLM
+    head makes a sparse encoder, one with a ColBERT projection and no bge-m3 sparse head a multi-vector encoder;
+    anything else an embedding model (bge-m3's dense vector: load it again with kind 'sparse' or 'multi_vector'
+    for its other outputs).
+
+    Raises
+    ------
+    ConfigurationError
+        An unknown kind.
+    """
+    if kind is None:
+        kind = config.extra.get("kind")  # type: ignore[assignment]
+    if kind is not None:
+        if kind not in KINDS:
+            raise ConfigurationError(
+                f"model {config.name!r}: unknown kind {kind!r}; expected one of: {', '.join(KINDS)}"
+            )
+        return kind
+    if is_reranker(config):  # reads the GGUF's header
+        return RERANKER
+    heads = _head_names(config)
+    if "mlm" in heads:
+        return SPARSE
+    if "colbert" in heads and "sparse" not in heads:
+        return MULTI_VECTOR
+    return EMBEDDING
+
+
+def _head_names(config: ModelConfig) -> list[str]:
+    """The heads named in the model's heads file (its small ``meta`` entry only), none when it has none."""
+    try:
+        path = heads_path(model_file(config)[0])
+        if not path.is_file():
+            return []
+        with np.load(path, allow_pickle=False) as data:
+            return list(json.loads(str(data["meta"])).get("heads", []))
+    except (OSError, ValueError, KeyError, EmbellamaError):
+        return []  # loading it then says what is wrong
 
 
 _LIVE_ENGINES: weakref.WeakSet[EngineBase] = weakref.WeakSet()
@@ -114,7 +179,12 @@ class EngineBase:
     # -- models ----------------------------------------------------------------------
 
     def load_model(
-        self, config: ModelConfig, *, workers: int | None = None, timeout: float | None = None
+        self,
+        config: ModelConfig,
+        *,
+        workers: int | None = None,
+        timeout: float | None = None,
+        kind: str | None = None,
     ) -> dict[str, Any]:
         """Start copies of a model, each on its own worker thread, and wait until they are loaded.
 
@@ -130,6 +200,10 @@ class EngineBase:
             How many copies; default ``EngineConfig.workers_per_model``.
         timeout : float, optional
             Seconds to wait for the load; then it is abandoned and the workers stopped. Default: no limit.
+        kind : str, optional
+            What the model serves: "embedding", "reranker", "classifier" (single texts' labels, :meth:`classify`),
+            "sparse" (:meth:`embed_sparse`) or "multi_vector" (:meth:`embed_multi`). Default:
+            ``config.extra["kind"]`` when set, else found from the files (:func:`model_kind`).
 
         Returns
         -------
@@ -147,15 +221,15 @@ class EngineBase:
         TimeoutError
             The load took longer than ``timeout``.
         """
-        return self._await(self._start(config, workers), timeout)
+        return self._await(self._start(config, workers, kind), timeout)
 
-    def _start(self, config: ModelConfig, workers: int | None) -> Replicas:
+    def _start(self, config: ModelConfig, workers: int | None, kind: str | None = None) -> Replicas:
         if not isinstance(config, ModelConfig):
             raise ConfigurationError(f"expected a ModelConfig, got {type(config).__name__}")
         copies = self._config.workers_per_model if workers is None else workers
         if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
             raise ConfigurationError(f"model {config.name!r}: workers must be a positive int, got {copies!r}")
-        kind = RERANKER if is_reranker(config) else EMBEDDING  # reads the GGUF's header: not under the lock
+        kind = model_kind(config, kind)  # reads the GGUF's header: not under the lock
         with self._lock:
             self._check_open()
             if config.name in self._workers:
@@ -413,7 +487,7 @@ class EngineBase:
             if replicas is None:
                 raise ConfigurationError(f"no model named {key!r}; models: {sorted(self._workers)}")
         if kind is not None and replicas.kind != kind:
-            raise _wrong_kind(replicas.name, replicas.kind)
+            raise _wrong_kind(replicas.name, replicas.kind, kind)
         return replicas
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ its coroutine form, and :func:`stream` runs a sequence of calls for ``embed_iter
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import itertools
 import threading
@@ -29,7 +30,9 @@ from embellama._engine.cache import Cache, Lookup, cache_key
 from embellama._engine.replicas import Admission, Replicas, awaitable
 from embellama._engine.worker import Job
 from embellama._exceptions import ConfigurationError, InvalidInputError
-from embellama._models import EmbeddingModel, Reranker, check_activation, is_pair, rank_results
+from embellama._models import Classifier, EmbeddingModel, Reranker, check_activation, is_pair, rank_results
+from embellama._models.multivector import MultiVectorEncoder
+from embellama._models.sparse import SparseEncoder
 
 SPLIT_MIN = 16
 """Fewest pairs a copy of a reranker gets when a request is split among the copies."""
@@ -347,3 +350,76 @@ def rerank_call(
     docs = list(documents)
     parts = _pair_parts(replicas, [(query, d) for d in docs], activation, batch_size, None, rank=True)
     return Call(replicas, parts, lambda results: rank_results(concat(results), docs, top_k, return_documents))
+
+
+# -- sparse, multi-vector and classifier outputs ----------------------------------------------------
+
+
+def _encoder_tokens(model: Any, text: Any) -> int:
+    """Tokens of ``text`` for a sparse or multi-vector encoder (its pooling-NONE EmbeddingModel's), raising if bad."""
+    return len(model.model.tokenize(text))
+
+
+def _classifier_tokens(model: Classifier, text: Any) -> int:
+    """Tokens of ``text`` for a classifier (the text with its special tokens), raising if bad."""
+    if not isinstance(text, str) or not text:
+        raise InvalidInputError("each text must be a non-empty str", model.name)
+    return len(model.model.tokenize(text, add_special=True, parse_special=model.config.parse_special))
+
+
+def _sparse(model: SparseEncoder, texts: list[Any], progress: Any, settings: dict[str, Any]) -> Any:
+    method = model.encode_query if settings["is_query"] else model.encode
+    options = {k: v for k, v in settings.items() if k != "is_query"}
+    words = model.vocabulary  # read here, on the worker's thread (once per model): to_dict() works on any thread
+    encoded: list[Any] = method(texts, **options)  # type: ignore[assignment]
+    return [dataclasses.replace(e, vocabulary=words) for e in encoded]
+
+
+def _multi(model: MultiVectorEncoder, texts: list[Any], progress: Any, settings: dict[str, Any]) -> Any:
+    method = model.encode_query if settings["is_query"] else model.encode_document
+    options = {k: v for k, v in settings.items() if k != "is_query"}
+    return method(texts, **options)
+
+
+def _classify(model: Classifier, texts: list[Any], progress: Any, settings: dict[str, Any]) -> Any:
+    return model.predict(texts, **settings)
+
+
+_OUTPUTS: dict[str, tuple[Callable[..., Any], Callable[[Any, Any], int]]] = {
+    "embed_sparse": (_sparse, _encoder_tokens),
+    "embed_multi": (_multi, _encoder_tokens),
+    "classify": (_classify, _classifier_tokens),
+}
+"""Each output's worker function and its token count for dynamic batching, by the call's name (the join key's
+first item, so that no joined call mixes outputs)."""
+
+
+def _texts_of(replicas: Replicas, texts: Any, verb: str) -> tuple[list[Any], bool]:
+    """A request's texts as a list, and whether one str was given alone."""
+    if isinstance(texts, str):
+        return [texts], True
+    if isinstance(texts, bytes) or not isinstance(texts, Sequence):
+        raise InvalidInputError(f"{verb} expects a str or a sequence of str, got {type(texts).__name__}", replicas.name)
+    items = list(texts)
+    if not items:
+        raise InvalidInputError(f"{verb} got no texts", replicas.name)
+    return items, False
+
+
+def output_call(replicas: Replicas, output: str, texts: Any, settings: dict[str, Any], *, join: bool = True) -> Call:
+    """A request for ``texts``' sparse vectors, token vectors or label scores (``output``: "embed_sparse",
+    "embed_multi" or "classify"), answered for one str by its own result.
+
+    Requests of the same output and ``settings`` waiting for one copy may share a llama.cpp call (dynamic batching,
+    as for embeddings); the join key starts with ``output``, so a joined call never mixes outputs.
+    """
+    items, single = _texts_of(replicas, texts, output)
+    compute, count = _OUTPUTS[output]
+    key: Hashable | None = (output, tuple(sorted(settings.items())))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable argument: the request runs alone
+        key = None
+    job = Job(items, functools.partial(compute, settings=settings), None, _as_computed, None, key if join else None,
+              count)  # fmt: skip
+    return Call(replicas, [job], _first_row if single else _rows)

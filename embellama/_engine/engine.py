@@ -23,12 +23,14 @@ from embellama._engine.calls import (
     check_calibration,
     check_stream,
     embed_call,
+    output_call,
     predict_call,
     rerank_call,
     stream,
     stream_tracker,
 )
-from embellama._engine.worker import EMBEDDING, RERANKER
+from embellama._engine.worker import CLASSIFIER, EMBEDDING, MULTI_VECTOR, RERANKER, SPARSE
+from embellama._exceptions import ConfigurationError
 
 __all__ = ["EmbeddingEngine"]
 
@@ -586,6 +588,250 @@ class EmbeddingEngine(EngineBase):
         replicas = self._model(model, RERANKER)
         call = rerank_call(replicas, query, documents, top_k, return_documents, activation, batch_size)
         return await call.arun(self._admission)  # type: ignore[no-any-return]
+
+    # -- sparse, multi-vector and classifier outputs ----------------------------------------------
+
+    def embed_sparse(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        is_query: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        max_active_dims: int | None = None,
+    ) -> Any:
+        """Sparse vectors of ``texts`` with the named (or default) sparse encoder (:class:`SparseEncoder`).
+
+        Requests of the same settings waiting for one copy of the model share a llama.cpp call (dynamic
+        batching); a joined call never mixes sparse, multi-vector, dense or classifier requests.
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            One text or several; all are checked before any is encoded.
+        model : str, optional
+            The sparse encoder's name (a model of kind "sparse"); default: the default model.
+        is_query : bool, optional
+            Encode as queries (:meth:`SparseEncoder.encode_query`: the model's ``query`` prompt when it has one).
+        prompt_name, prompt : str, optional
+            A prompt of the model's, or a prompt text, before each text.
+        max_active_dims : int, optional
+            Keep the largest this many weights per vector (default: the encoder's).
+
+        Returns
+        -------
+        SparseEmbedding or list of SparseEmbedding
+            One for a str, a list (in input order) for a sequence.
+
+        Raises
+        ------
+        InvalidInputError
+            A text is empty or not a str (the message names the model and the text's index).
+        ConfigurationError
+            No such model, or the model is not a sparse encoder (the message names it and its kind).
+        ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
+        """
+        return self._output_call(model, SPARSE, texts, _sparse_settings(is_query, prompt_name, prompt,
+                                 max_active_dims)).run(self._admission)  # fmt: skip
+
+    async def aembed_sparse(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        is_query: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        max_active_dims: int | None = None,
+    ) -> Any:
+        """:meth:`embed_sparse` for coroutines: the work runs on the worker; the event loop never blocks.
+
+        Parameters
+        ----------
+        texts, model, is_query, prompt_name, prompt, max_active_dims
+            As for :meth:`embed_sparse`.
+
+        Returns
+        -------
+        SparseEmbedding or list of SparseEmbedding
+            As :meth:`embed_sparse` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed_sparse`; a cancelled task cancels the request if it has not started.
+        """
+        settings = _sparse_settings(is_query, prompt_name, prompt, max_active_dims)
+        return await self._output_call(model, SPARSE, texts, settings).arun(self._admission)
+
+    def embed_multi(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        is_query: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> Any:
+        """ColBERT token vectors of ``texts`` with the named (or default) multi-vector encoder
+        (:class:`MultiVectorEncoder`), as documents or as queries.
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            One text or several.
+        model : str, optional
+            The encoder's name (a model of kind "multi_vector"); default: the default model.
+        is_query : bool, optional
+            Encode as queries (the query marker and ``[MASK]`` augmentation where the model has them); default
+            documents (the document marker and the punctuation skiplist).
+        prompt_name, prompt : str, optional
+            A prompt of the model's, or a prompt text, before each text.
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+            float32 ``(n_tokens, dim)`` for a str, a list of them for a sequence.
+
+        Raises
+        ------
+        InvalidInputError
+            A text is empty or not a str (naming the model and the text's index).
+        ConfigurationError
+            No such model, or the model is not a multi-vector encoder.
+        ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
+        """
+        settings = _multi_settings(is_query, prompt_name, prompt)
+        return self._output_call(model, MULTI_VECTOR, texts, settings).run(self._admission)
+
+    async def aembed_multi(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        is_query: bool = False,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> Any:
+        """:meth:`embed_multi` for coroutines: the work runs on the worker; the event loop never blocks.
+
+        Parameters
+        ----------
+        texts, model, is_query, prompt_name, prompt
+            As for :meth:`embed_multi`.
+
+        Returns
+        -------
+        numpy.ndarray or list of numpy.ndarray
+            As :meth:`embed_multi` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed_multi`; a cancelled task cancels the request if it has not started.
+        """
+        settings = _multi_settings(is_query, prompt_name, prompt)
+        return await self._output_call(model, MULTI_VECTOR, texts, settings).arun(self._admission)
+
+    def classify(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        top_k: int | None = None,
+        raw: bool = False,
+        activation: str | None = None,
+    ) -> Any:
+        """Label scores of single texts with the named (or default) classifier (:meth:`Classifier.predict`).
+
+        Parameters
+        ----------
+        texts : str or sequence of str
+            One text or several.
+        model : str, optional
+            The classifier's name (a model loaded with kind "classifier"); default: the default model.
+        top_k : int, optional
+            Per text, the ``top_k`` best labels as ``{"label", "score"}`` dicts, best first.
+        raw : bool, optional
+            Logits, without the activation.
+        activation : str, optional
+            "softmax", "sigmoid" or "identity" instead of the model's.
+
+        Returns
+        -------
+        numpy.ndarray or list
+            float32 ``(len(texts), num_labels)`` (a row for a str); with ``top_k``, a list per text of dicts.
+
+        Raises
+        ------
+        InvalidInputError
+            A text is empty, not a str, or too long with ``truncate=False`` (naming the model and its index).
+        ConfigurationError
+            No such model, the model is not a classifier, or a bad ``top_k`` or ``activation``.
+        ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`embed`.
+        """
+        settings = _classify_settings(top_k, raw, activation)
+        return self._output_call(model, CLASSIFIER, texts, settings).run(self._admission)
+
+    async def aclassify(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str | None = None,
+        top_k: int | None = None,
+        raw: bool = False,
+        activation: str | None = None,
+    ) -> Any:
+        """:meth:`classify` for coroutines: the work runs on the worker; the event loop never blocks.
+
+        Parameters
+        ----------
+        texts, model, top_k, raw, activation
+            As for :meth:`classify`.
+
+        Returns
+        -------
+        numpy.ndarray or list
+            As :meth:`classify` returns.
+
+        Raises
+        ------
+        InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
+            As for :meth:`classify`; a cancelled task cancels the request if it has not started.
+        """
+        settings = _classify_settings(top_k, raw, activation)
+        return await self._output_call(model, CLASSIFIER, texts, settings).arun(self._admission)
+
+    def _output_call(self, model: str | None, kind: str, texts: Any, settings: dict[str, Any]) -> Call:
+        output = {SPARSE: "embed_sparse", MULTI_VECTOR: "embed_multi", CLASSIFIER: "classify"}[kind]
+        return output_call(self._model(model, kind), output, texts, settings)
+
+
+def _flag(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{field} must be a bool, got {value!r}")
+    return value
+
+
+def _sparse_settings(is_query: bool, prompt_name: str | None, prompt: str | None, k: int | None) -> dict[str, Any]:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ConfigurationError(f"max_active_dims must be a positive int, got {k!r}")
+    return {"is_query": _flag(is_query, "is_query"), "prompt_name": prompt_name, "prompt": prompt,
+            "max_active_dims": k}  # fmt: skip
+
+
+def _multi_settings(is_query: bool, prompt_name: str | None, prompt: str | None) -> dict[str, Any]:
+    return {"is_query": _flag(is_query, "is_query"), "prompt_name": prompt_name, "prompt": prompt}
+
+
+def _classify_settings(top_k: int | None, raw: bool, activation: str | None) -> dict[str, Any]:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ConfigurationError(f"top_k must be a positive int, got {top_k!r}")
+    return {"top_k": top_k, "raw": _flag(raw, "raw"), "activation": activation}
 
 
 def _overflow_options(overflow: str | None, chunk_tokens: int | None, chunk_overlap: int) -> dict[str, Any]:

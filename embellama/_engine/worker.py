@@ -10,8 +10,9 @@ Every future resolves: with the result, with the request's own exception, with t
 model's load error when the load fails, or with :class:`ResourceClosedError` when the
 model is removed or the engine closed before the request ran.
 
-A worker holds an :class:`EmbeddingModel`, or a :class:`Reranker` when the GGUF is a
-cross-encoder; a reranker's requests are split among its copies instead of joined.
+A worker holds an :class:`EmbeddingModel`, a :class:`Reranker` when the GGUF is a cross-encoder (its
+requests are split among its copies instead of joined), or, by the model's kind, a :class:`Classifier`, a
+:class:`SparseEncoder` or a :class:`MultiVectorEncoder` (whose requests are joined like embeddings).
 
 Dynamic batching: when a worker is free and several embedding requests of the same kind
 wait for it, it joins them into one packed llama.cpp call (at most the model's
@@ -35,14 +36,27 @@ from typing import Any, NamedTuple, TypeVar
 from embellama._compute.packing import ProgressCallback
 from embellama._config import ModelConfig
 from embellama._exceptions import InvalidInputError, ResourceClosedError
-from embellama._models import EmbeddingModel, Reranker
+from embellama._models import Classifier, EmbeddingModel, Reranker
+from embellama._models.multivector import MultiVectorEncoder
+from embellama._models.sparse import SparseEncoder
 
 logger = logging.getLogger("embellama")
 T = TypeVar("T")
 _STOP = object()
 
 EMBEDDING, RERANKER = "embedding", "reranker"
-"""The kinds of model an engine serves (``info()["kind"]``): an EmbeddingModel or a Reranker per worker."""
+CLASSIFIER, SPARSE, MULTI_VECTOR = "classifier", "sparse", "multi_vector"
+KINDS = (EMBEDDING, RERANKER, CLASSIFIER, SPARSE, MULTI_VECTOR)
+"""The kinds of model an engine serves (``info()["kind"]``): an EmbeddingModel, a Reranker, a Classifier, a
+SparseEncoder or a MultiVectorEncoder per worker."""
+
+_MODEL_CLASSES: dict[str, Any] = {
+    EMBEDDING: EmbeddingModel,
+    RERANKER: Reranker,
+    CLASSIFIER: Classifier,
+    SPARSE: SparseEncoder,
+    MULTI_VECTOR: MultiVectorEncoder,
+}
 
 Compute = Callable[[EmbeddingModel, list[Any], "ProgressCallback | None"], Any]
 """``compute(model, texts, progress)``: the rows of ``texts``, computed on the worker."""
@@ -86,6 +100,7 @@ class Job:
         finish: Callable[[Any, bool], Any],
         places: list[int] | None,
         key: Hashable | None,
+        count: Callable[[Any, Any], int] | None = None,
     ) -> None:
         self.texts = texts
         self.compute = compute
@@ -93,6 +108,7 @@ class Job:
         self.finish = finish
         self.places = places  # the caller's index of each text, when it differs from its place in ``texts``
         self.key = key
+        self.count = count  # ``count(model, text)``: the text's tokens (default: ``model.tokenize``), raising if bad
         self._tokens: int | None = None
 
     def __call__(self, model: EmbeddingModel) -> Any:
@@ -108,10 +124,29 @@ class Job:
         """Tokens of the texts, or None when a text fails its check (it then runs alone, for its own error)."""
         if self._tokens is None:
             try:
-                self._tokens = sum(len(model.tokenize(text)) for text in self.texts)
+                count = self.count or _tokens
+                self._tokens = sum(count(model, text) for text in self.texts)
             except Exception:
                 self._tokens = -1
         return None if self._tokens < 0 else self._tokens
+
+
+def _tokens(model: EmbeddingModel, text: Any) -> int:
+    return len(model.tokenize(text))
+
+
+def batching_model(model: Any) -> Any:
+    """The llama.cpp model whose call limits a joined call keeps: the encoder's pooling-NONE EmbeddingModel for a
+    sparse or multi-vector encoder, else the model itself."""
+    return model.model if isinstance(model, SparseEncoder | MultiVectorEncoder) else model
+
+
+def free(model: Any) -> None:
+    """Free a worker's model (an encoder closes its EmbeddingModel)."""
+    if isinstance(model, SparseEncoder | MultiVectorEncoder):
+        model.close()
+    else:
+        model.unload()
 
 
 class Worker:
@@ -177,7 +212,7 @@ class Worker:
     def _run(self) -> None:
         model: Any = None
         try:
-            model = Reranker(self.config) if self.kind == RERANKER else EmbeddingModel(self.config)
+            model = _MODEL_CLASSES[self.kind](self.config)
             model.load()
         except BaseException as exc:  # delivered to every caller waiting for this model
             with self._lock:
@@ -202,7 +237,7 @@ class Worker:
                     _settle(future, fn, model)
         finally:
             try:
-                model.unload()
+                free(model)
             finally:
                 with self._lock:
                     self._stopping = True
@@ -214,9 +249,10 @@ class Worker:
 
     def _limits(self, model: EmbeddingModel) -> tuple[int, int]:
         """Most texts and tokens of one joined call: one llama.cpp call's worth, and ``max_batch_texts``."""
-        n_seq_max = model.context.n_seq_max
+        base = batching_model(model)
+        n_seq_max = base.context.n_seq_max
         texts = min(self.batching.max_texts, n_seq_max) if self.batching.max_texts else n_seq_max
-        return texts, model.token_budget
+        return texts, base.token_budget
 
     def _joinable(self, fn: Any, model: EmbeddingModel, key: Hashable | None = None) -> bool:
         """Whether ``fn`` is an embedding request that may share a call (with requests of ``key``)."""
@@ -315,16 +351,18 @@ class Worker:
                 fail(item[1], exc)
 
 
-def describe(model: EmbeddingModel | Reranker) -> dict[str, Any]:
+def describe(model: Any) -> dict[str, Any]:
     """What ``EmbeddingEngine.info`` tells of a loaded model; ``kind`` says which class serves it."""
+    kind = next(k for k, cls in _MODEL_CLASSES.items() if type(model) is cls or isinstance(model, cls))
+    base = batching_model(model)
     info: dict[str, Any] = {
         "name": model.name,
-        "kind": RERANKER if isinstance(model, Reranker) else EMBEDDING,
-        "path": str(model.config.model_path),
-        "max_sequence_length": model.max_sequence_length,
-        "model_size": model.model_size,
-        "pooling": model.pooling.value,
-        "architecture": model.model.architecture,
+        "kind": kind,
+        "path": str(base.config.model_path),
+        "max_sequence_length": base.max_sequence_length,
+        "model_size": base.model_size,
+        "pooling": base.pooling.value,
+        "architecture": base.model.architecture,
     }
     if isinstance(model, Reranker):
         info.update(
@@ -333,6 +371,15 @@ def describe(model: EmbeddingModel | Reranker) -> dict[str, Any]:
             activation=model.activation,
             exact_token_types=model.exact_token_types,
         )
+    elif isinstance(model, Classifier):
+        info.update(num_labels=model.num_labels, labels=list(model.labels), activation=model.activation)
+    elif isinstance(model, SparseEncoder | MultiVectorEncoder):
+        info.update(embedding_dimensions=model.dimension, prompts=base.prompts)
+        info["default_prompt_name"] = base.default_prompt_name
+        if isinstance(model, SparseEncoder):
+            info.update(sparse_kind=model.kind, max_active_dims=model.max_active_dims)
+        else:
+            info.update(style=model.style, score=model.score_reduce)
     else:
         info.update(
             embedding_dimensions=model.embedding_dimensions,

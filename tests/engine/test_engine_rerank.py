@@ -229,7 +229,7 @@ def test_kind_mismatch_is_a_configuration_error_naming_the_model(engine):
     ):
         with pytest.raises(ConfigurationError, match=embedding):
             call()
-    reranker = "'bert' is a reranker: it scores"
+    reranker = "'bert' is a reranker, not an embedding model: it scores"
     for call in (
         lambda: engine.embed("text", model="bert"),
         lambda: engine.embed_batch(["a", "b"], model="bert"),
