@@ -31,6 +31,6 @@ def test_a_short_soak_keeps_memory_flat_and_answers_every_request(minilm_f16, tm
     assert {"400", "404", "422"} <= set(result["statuses"])  # ... and the bad requests got their 4xx
     assert sum(row["hang_ups"] for row in rows) > 0
     assert result["server_metrics"]["embellama_inputs_total"] > 20
-    table = (tmp_path / "soak_serve.md").read_text()
+    table = (tmp_path / "soak-embellama.md").read_text()
     assert "**PASS.**" in table and table.count("\n| ") >= 9
-    assert (tmp_path / "soak_serve.png").stat().st_size > 1000
+    assert (tmp_path / "soak-embellama.png").stat().st_size > 1000
