@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,11 @@ class ModelConfig:
         YaRN: the context the model was trained with; default: the model's.
     yarn_ext_factor, yarn_attn_factor, yarn_beta_fast, yarn_beta_slow : float, optional
         YaRN's extrapolation mix, attention magnitude, and correction range; default: llama.cpp's.
+    lora : sequence of str or os.PathLike, or dict of str to str or os.PathLike, optional
+        LoRA adapters (GGUF files or ``hf://`` references) loaded with the model. An adapter whose GGUF names a task
+        (``adapter.lora.task_name``, as jina-embeddings-v3's) applies only to calls with that ``task=``; one
+        without a task applies to every call. A dict names each adapter's task itself: ``{"retrieval.query":
+        "query.gguf"}``. See docs/guide/lora.md.
     known_models : str or os.PathLike, optional
         A JSON file of known-model entries that extend (and come before) the built-in table; also
         ``$EMBELLAMA_KNOWN_MODELS``. See docs/guide/known-models.md.
@@ -155,6 +161,9 @@ class ModelConfig:
     yarn_attn_factor: float | None = None
     yarn_beta_fast: float | None = None
     yarn_beta_slow: float | None = None
+    lora: Sequence[str | os.PathLike[str]] | Mapping[str, str | os.PathLike[str]] | None = field(
+        default=None, hash=False
+    )
     known_models: str | os.PathLike[str] | None = None
     use_known_defaults: bool = True
     extra: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
@@ -236,6 +245,7 @@ class ModelConfig:
         if self.similarity_fn_name is not None:
             object.__setattr__(self, "similarity_fn_name", check_similarity_fn_name(self.similarity_fn_name, who))
         self._check_rope(who)
+        object.__setattr__(self, "lora", _check_lora(self.lora, who))
         if self.known_models is not None:
             if not isinstance(self.known_models, (str, os.PathLike)) or not str(self.known_models):
                 raise ConfigurationError(f"{who}: known_models must be a path, got {self.known_models!r}")
@@ -274,6 +284,27 @@ class ModelConfig:
     def name(self) -> str:
         """The model's name (``model_name`` or the file's stem)."""
         return str(self.model_name)
+
+
+def _check_lora(value: object, who: str) -> tuple[str | Path, ...] | dict[str, str | Path] | None:
+    """``ModelConfig.lora`` checked: a sequence of paths, or a dict of task name to path (an ``hf://`` reference
+    stays a str)."""
+
+    def path(item: object) -> str | Path:
+        if not isinstance(item, (str, os.PathLike)) or not str(item):
+            raise ConfigurationError(f"{who}: lora must hold GGUF paths or hf:// references, got {item!r}")
+        return item if isinstance(item, str) and item.startswith("hf://") else Path(item)
+
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        for task in value:
+            if not isinstance(task, str) or not task:
+                raise ConfigurationError(f"{who}: lora's task names must be non-empty str, got {task!r}")
+        return {task: path(item) for task, item in value.items()}
+    if isinstance(value, (str, os.PathLike)) or not isinstance(value, Sequence):
+        raise ConfigurationError(f"{who}: lora must be a list of GGUF paths (or a dict of task to path), got {value!r}")
+    return tuple(path(item) for item in value)
 
 
 @dataclass(frozen=True, kw_only=True)

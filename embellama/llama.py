@@ -38,7 +38,7 @@ from embellama._exceptions import (
 )
 from embellama._native import Library, enum_names, get_library
 
-__all__ = ["Batch", "Context", "ContextParams", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
+__all__ = ["Batch", "Context", "ContextParams", "LoraAdapter", "Model", "ModelLoadOptions", "SpecialTokens", "quantize"]
 
 logger = logging.getLogger("embellama")
 
@@ -392,16 +392,7 @@ class Model:
         str or None
             The value as llama.cpp prints it.
         """
-        ffi, lib = self._lib.ffi, self._lib.lib
-        size = 256
-        while True:
-            buf = ffi.new("char[]", size)
-            n = lib.llama_model_meta_val_str(self._handle(), key.encode(), buf, size)
-            if n < 0:
-                return None
-            if n < size:
-                return ffi.string(buf, n).decode("utf-8", "replace")
-            size = n + 1
+        return _meta_value(self._lib.ffi, self._lib.lib.llama_model_meta_val_str, self._handle(), key)
 
     def metadata(self) -> dict[str, str]:
         """All GGUF metadata as text (large arrays are summarised by llama.cpp).
@@ -411,16 +402,35 @@ class Model:
         dict of str to str
             Key to value, in the file's order.
         """
-        ffi, lib = self._lib.ffi, self._lib.lib
-        out = {}
-        handle = self._handle()
-        buf = ffi.new("char[]", 4096)
-        for i in range(lib.llama_model_meta_count(handle)):
-            n = lib.llama_model_meta_key_by_index(handle, i, buf, 4096)
-            key = ffi.string(buf, max(n, 0)).decode("utf-8", "replace")
-            n = lib.llama_model_meta_val_str_by_index(handle, i, buf, 4096)
-            out[key] = ffi.string(buf, max(min(n, 4095), 0)).decode("utf-8", "replace")
-        return out
+        lib = self._lib.lib
+        functions = (
+            lib.llama_model_meta_count,
+            lib.llama_model_meta_key_by_index,
+            lib.llama_model_meta_val_str_by_index,
+        )
+        return _meta_all(self._lib.ffi, functions, self._handle())
+
+    def load_lora(self, path: str | os.PathLike[str], *, name: str | None = None) -> LoraAdapter:
+        """Load a LoRA adapter of this model (see :class:`LoraAdapter`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The adapter's GGUF file (``convert_lora_to_gguf.py``'s output).
+        name : str, optional
+            Name used in errors; default: the file's stem.
+
+        Returns
+        -------
+        LoraAdapter
+            The adapter, owned by this model.
+
+        Raises
+        ------
+        ModelNotFoundError, ModelLoadError, LibraryError
+            As for :class:`LoraAdapter`.
+        """
+        return LoraAdapter(self, path, name=name)
 
     # -- tokens ----------------------------------------------------------------
 
@@ -569,6 +579,115 @@ class Model:
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.description
         return f"<Model {self.name!r} {state}>"
+
+
+def _meta_value(ffi: Any, fn: Any, handle: Any, key: str) -> str | None:
+    """One metadata value read with ``fn`` (llama.cpp's ``*_meta_val_str``), None when absent."""
+    size = 256
+    while True:
+        buf = ffi.new("char[]", size)
+        n = fn(handle, key.encode(), buf, size)
+        if n < 0:
+            return None
+        if n < size:
+            return str(ffi.string(buf, n).decode("utf-8", "replace"))
+        size = n + 1
+
+
+def _meta_all(ffi: Any, functions: tuple[Any, Any, Any], handle: Any) -> dict[str, str]:
+    """Every metadata value, with llama.cpp's ``*_meta_count``, ``*_meta_key_by_index``, ``*_val_str_by_index``."""
+    count, key_at, value_at = functions
+    out = {}
+    buf = ffi.new("char[]", 4096)
+    for i in range(count(handle)):
+        n = key_at(handle, i, buf, 4096)
+        key = ffi.string(buf, max(n, 0)).decode("utf-8", "replace")
+        n = value_at(handle, i, buf, 4096)
+        out[key] = ffi.string(buf, max(min(n, 4095), 0)).decode("utf-8", "replace")
+    return out
+
+
+class LoraAdapter:
+    """A LoRA adapter loaded for one :class:`Model` (llama.cpp's ``llama_adapter_lora``).
+
+    The adapter belongs to its model: llama.cpp frees a model's adapters with the model, so an adapter is never
+    freed on its own (a context may still use it); it keeps its model's weights alive while it is referenced.
+    Set it on a context with :meth:`Context.set_adapters`. Load adapters before creating the model's contexts:
+    llama.cpp sizes a context's compute graph for the adapters its model has then.
+
+    Parameters
+    ----------
+    model : Model
+        The base model the adapter was made for.
+    path : str or os.PathLike
+        The adapter's GGUF file (``general.type`` ``adapter``, ``adapter.type`` ``lora``).
+    name : str, optional
+        Name used in errors; default: the file's stem.
+
+    Raises
+    ------
+    ModelNotFoundError
+        ``path`` is not a file.
+    ModelLoadError
+        Not a GGUF file, or llama.cpp refused it (another architecture, a tensor the model lacks or of another
+        shape: the reason is in the ``embellama.llama_cpp`` log).
+    LibraryError
+        The loaded libllama has no LoRA functions.
+    """
+
+    def __init__(self, model: Model, path: str | os.PathLike[str], *, name: str | None = None) -> None:
+        library = model._lib
+        library.caps.check_lora(f"model {model.name!r}")
+        self.model = model
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        if not self.path.is_file():
+            raise ModelNotFoundError(str(self.path), model.name)
+        if not _looks_like_gguf(self.path):
+            raise ModelLoadError(str(self.path), "not a GGUF file (bad magic)", model.name)
+        self._model_ptr = model._handle()  # the model (and so this adapter) lives while this object does
+        raw = library.lib.llama_adapter_lora_init(self._model_ptr, os.fsencode(self.path))
+        if raw == library.ffi.NULL:
+            raise ModelLoadError(
+                str(self.path),
+                "llama.cpp could not load it as a LoRA adapter of this model (see the 'embellama.llama_cpp' log)",
+                model.name,
+            )
+        self._ptr: Any = raw
+
+    def metadata_value(self, key: str) -> str | None:
+        """One GGUF metadata value of the adapter as text, None when absent.
+
+        Parameters
+        ----------
+        key : str
+            The metadata key, e.g. ``"adapter.lora.task_name"``.
+
+        Returns
+        -------
+        str or None
+            The value as llama.cpp prints it.
+        """
+        return _meta_value(self.model._lib.ffi, self.model._lib.lib.llama_adapter_meta_val_str, self._ptr, key)
+
+    def metadata(self) -> dict[str, str]:
+        """The adapter's GGUF metadata as text (scalars only: llama.cpp keeps no arrays of an adapter).
+
+        Returns
+        -------
+        dict of str to str
+            Key to value.
+        """
+        lib = self.model._lib.lib
+        functions = (
+            lib.llama_adapter_meta_count,
+            lib.llama_adapter_meta_key_by_index,
+            lib.llama_adapter_meta_val_str_by_index,
+        )
+        return _meta_all(self.model._lib.ffi, functions, self._ptr)
+
+    def __repr__(self) -> str:
+        return f"<LoraAdapter {self.name!r} of {self.model.name!r}>"
 
 
 # Architectures whose llama.cpp loader sets causal_attn = false whatever the metadata says.
@@ -738,6 +857,7 @@ class Context:
         self._memory = self._lib.caps.memory_of(lib, raw)
         self._use_encode = model.has_encoder and not model.has_decoder
         self._last_n_seqs = 0
+        self._adapters: tuple[tuple[LoraAdapter, float], ...] = ()
 
     # -- lifetime and ownership --------------------------------------------------
 
@@ -775,6 +895,58 @@ class Context:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- LoRA adapters ----------------------------------------------------------
+
+    @property
+    def adapters(self) -> tuple[tuple[LoraAdapter, float], ...]:
+        """The LoRA adapters set on this context, with their scales (empty: the base model)."""
+        return self._adapters
+
+    def set_adapters(self, adapters: Sequence[LoraAdapter], scales: Sequence[float] | None = None) -> bool:
+        """Make ``adapters`` the context's LoRA adapters (replacing any set before); none: the base model.
+
+        Setting the adapters already set does nothing (no call into llama.cpp).
+
+        Parameters
+        ----------
+        adapters : sequence of LoraAdapter
+            Adapters of this context's model.
+        scales : sequence of float, optional
+            One scale per adapter (default 1.0 each); llama.cpp multiplies it by the adapter's alpha / rank.
+
+        Returns
+        -------
+        bool
+            Whether the adapters changed.
+
+        Raises
+        ------
+        ConfigurationError
+            An adapter of another model, or a scale that is not a finite number, or one scale per adapter missing.
+        ThreadAffinityError, ResourceClosedError
+            Used from another thread, or after :meth:`close`.
+        """
+        ptr = self._handle()
+        chosen = list(adapters)
+        weights = [1.0] * len(chosen) if scales is None else list(scales)
+        if len(weights) != len(chosen):
+            raise ConfigurationError(f"model {self.model.name!r}: {len(chosen)} adapters but {len(weights)} scales")
+        for adapter, scale in zip(chosen, weights, strict=True):
+            if not isinstance(adapter, LoraAdapter) or adapter._model_ptr != self.model._handle():
+                raise ConfigurationError(f"model {self.model.name!r}: {adapter!r} is not an adapter of this model")
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+                raise ConfigurationError(
+                    f"model {self.model.name!r}: a LoRA scale must be a finite number, got {scale!r}"
+                )
+        wanted = tuple((adapter, float(scale)) for adapter, scale in zip(chosen, weights, strict=True))
+        if wanted == self._adapters:
+            return False
+        self._lib.caps.set_adapters(
+            self._lib.lib, self._lib.ffi, ptr, [a._ptr for a, _ in wanted], [w for _, w in wanted]
+        )
+        self._adapters = wanted
+        return True
 
     # -- computing ------------------------------------------------------------
 

@@ -297,6 +297,7 @@ typedef struct llama_model_quantize_params {
     size_t max_buf_size;
 } llama_model_quantize_params;
 
+struct llama_adapter_lora;
 const char *llama_version(void);
 struct llama_model_params llama_model_default_params(void);
 struct llama_context_params llama_context_default_params(void);
@@ -339,6 +340,12 @@ bool llama_model_has_encoder(const struct llama_model *model);
 bool llama_model_has_decoder(const struct llama_model *model);
 bool llama_model_is_recurrent(const struct llama_model *model);
 uint32_t llama_model_quantize(const char *fname_inp, const char *fname_out, const llama_model_quantize_params *params);
+struct llama_adapter_lora *llama_adapter_lora_init(struct llama_model *model, const char *path_lora);
+int32_t llama_adapter_meta_val_str(const struct llama_adapter_lora *adapter, const char *key, char *buf, size_t buf_size);
+int32_t llama_adapter_meta_count(const struct llama_adapter_lora *adapter);
+int32_t llama_adapter_meta_key_by_index(const struct llama_adapter_lora *adapter, int32_t i, char *buf, size_t buf_size);
+int32_t llama_adapter_meta_val_str_by_index(const struct llama_adapter_lora *adapter, int32_t i, char *buf, size_t buf_size);
+int32_t llama_set_adapters_lora(struct llama_context *ctx, struct llama_adapter_lora **adapters, size_t n_adapters, float *scales);
 void llama_memory_clear(llama_memory_t mem, bool data);
 struct llama_batch llama_batch_init(int32_t n_tokens, int32_t embd, int32_t n_seq_max);
 void llama_batch_free(struct llama_batch batch);

@@ -106,6 +106,7 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
     ) -> npt.NDArray[Any]:
         """Embedding of one text with the named (or default) model (from the cache when it holds it).
 
@@ -117,8 +118,8 @@ class EmbeddingEngine(EngineBase):
             The model's name; default: the default model.
         normalize : bool, str or float, optional
             Normalization instead of the model's ``ModelConfig.normalize``.
-        prompt_name, prompt, truncate_dim, precision
-            As for :meth:`EmbeddingModel.embed_batch`.
+        prompt_name, prompt, truncate_dim, precision, task
+            As for :meth:`EmbeddingModel.embed_batch` (requests of different tasks never share a llama.cpp call).
 
         Returns
         -------
@@ -134,7 +135,9 @@ class EmbeddingEngine(EngineBase):
         EmbeddingError
             llama.cpp failed.
         """
-        options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options = dict(
+            prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision, task=task
+        )
         call = self._embed_call(model, [text], options, None, normalize, False, None, single=True)
         return call.run(self._admission)  # type: ignore[no-any-return]
 
@@ -151,6 +154,7 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
         overflow: str | None = None,
         chunk_tokens: int | None = None,
         chunk_overlap: int = 0,
@@ -166,7 +170,7 @@ class EmbeddingEngine(EngineBase):
             The texts; all are checked before any is embedded.
         model : str, optional
             The model's name; default: the default model.
-        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
+        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`EmbeddingModel.embed_batch`.
         overflow, chunk_tokens, chunk_overlap
             As for :meth:`EmbeddingModel.embed_batch`: what a text over the model's limit gets ("truncate", with a
@@ -184,7 +188,9 @@ class EmbeddingEngine(EngineBase):
         ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed`.
         """
-        options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options = dict(
+            prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision, task=task
+        )
         options.update(_overflow_options(overflow, chunk_tokens, chunk_overlap))
         call = self._embed_call(model, texts, options, batch_size, normalize, show_progress_bar, progress)
         return call.run(self._admission)  # type: ignore[no-any-return]
@@ -199,12 +205,13 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
     ) -> npt.NDArray[Any]:
         """:meth:`embed` for coroutines: the work runs on the worker; the event loop never blocks.
 
         Parameters
         ----------
-        text, model, normalize, prompt_name, prompt, truncate_dim, precision
+        text, model, normalize, prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`embed`.
 
         Returns
@@ -217,7 +224,9 @@ class EmbeddingEngine(EngineBase):
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed`; a cancelled task cancels the request if it has not started.
         """
-        options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options = dict(
+            prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision, task=task
+        )
         call = self._embed_call(model, [text], options, None, normalize, False, None, single=True)
         return await call.arun(self._admission)  # type: ignore[no-any-return]
 
@@ -233,6 +242,7 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
         overflow: str | None = None,
         chunk_tokens: int | None = None,
         chunk_overlap: int = 0,
@@ -241,7 +251,7 @@ class EmbeddingEngine(EngineBase):
 
         Parameters
         ----------
-        texts, model, batch_size, normalize, progress, prompt_name, prompt, truncate_dim, precision
+        texts, model, batch_size, normalize, progress, prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`embed_batch`.
         overflow, chunk_tokens, chunk_overlap
             As for :meth:`embed_batch`.
@@ -256,7 +266,9 @@ class EmbeddingEngine(EngineBase):
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed_batch`.
         """
-        options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options = dict(
+            prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision, task=task
+        )
         options.update(_overflow_options(overflow, chunk_tokens, chunk_overlap))
         call = self._embed_call(model, texts, options, batch_size, normalize, False, progress)
         return await call.arun(self._admission)  # type: ignore[no-any-return]
@@ -275,6 +287,7 @@ class EmbeddingEngine(EngineBase):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
     ) -> Iterator[npt.NDArray[Any]]:
         """Embed a stream of texts in chunks: yields one ``(len(chunk), dim)`` array per chunk, in input order.
 
@@ -294,7 +307,7 @@ class EmbeddingEngine(EngineBase):
             The model's name; default: the default model.
         chunk_size : int, optional
             Texts per chunk (per request and per yielded array).
-        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
+        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`EmbeddingModel.embed_iter` (which refuses int8/uint8).
 
         Yields
@@ -314,7 +327,9 @@ class EmbeddingEngine(EngineBase):
         check_stream(texts, chunk_size)
         replicas = self._model(model, EMBEDDING)
         check_calibration(replicas, precision)
-        options = dict(prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision)
+        options = dict(
+            prompt_name=prompt_name, prompt=prompt, truncate_dim=truncate_dim, precision=precision, task=task
+        )
 
         def prepare(chunk: list[str]) -> Call:  # the stream's own chunks: each is one request, as the caller sized it
             return embed_call(
@@ -357,7 +372,7 @@ class EmbeddingEngine(EngineBase):
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`embed_batch`.
         """
-        if prompt_name is None and prompt is None and "query" in self._prompts(model):
+        if prompt_name is None and prompt is None and kwargs.get("task") is None and "query" in self._prompts(model):
             prompt_name = "query"
         return self._encode(sentences, model, prompt_name, prompt, kwargs)
 
@@ -390,7 +405,7 @@ class EmbeddingEngine(EngineBase):
         InvalidInputError, ConfigurationError, ResourceClosedError, EngineBusyError, EmbeddingError
             As for :meth:`encode_query`.
         """
-        if prompt_name is None and prompt is None:
+        if prompt_name is None and prompt is None and kwargs.get("task") is None:
             prompt_name = _prompts.document_prompt_name(self._prompts(model))
         return self._encode(sentences, model, prompt_name, prompt, kwargs)
 

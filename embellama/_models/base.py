@@ -24,6 +24,7 @@ from embellama._gguf.known import KnownModel
 from embellama._models import defaults as _defaults
 from embellama._models import pretrained as _pretrained
 from embellama._models.kinds import check_runnable
+from embellama._models.lora import Tasks
 from embellama._native import Library, get_library
 from embellama.llama import (
     GGML_MAX_N_THREADS,
@@ -150,6 +151,7 @@ class LlamaModel:
         self._known: KnownModel | None = None
         self._source: _pretrained.HubFile | None = None
         self._layout: _batch.TileLayout | None = None
+        self._tasks = Tasks([], config.name)  # ModelConfig.lora's adapters, once loaded
 
     @classmethod
     def from_pretrained(
@@ -258,7 +260,9 @@ class LlamaModel:
             pooling = self._choose_pooling(model)
             kind = "reranker" if pooling is PoolingStrategy.RANK else "embedding"
             known = _defaults.known_entry(model, cfg, getattr(self, "_source", None), kind)
+            tasks = Tasks.load(model, cfg)  # before the context: llama.cpp sizes its graph for the model's adapters
             context = Context(model, context_params(self.config, model, pooling, known))
+            tasks.activate(context, None)
             # Never more tokens per call than llama.cpp reserved its compute buffers for.
             budget = reserve_tokens(context.params, model.is_causal)
             n_ctx = context.params.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
@@ -273,7 +277,7 @@ class LlamaModel:
                 context.close()
             model.close()
             raise
-        self._budget, self._max_tokens = budget, max_tokens
+        self._budget, self._max_tokens, self._tasks = budget, max_tokens, tasks
         self._adopt(prepared)
         # Tokenize with several threads only while a GPU computes: on the CPU, inference already
         # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
@@ -415,6 +419,12 @@ class LlamaModel:
         """
         self._require()
         return self._budget
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks of the model's LoRA adapters (``ModelConfig.lora``), sorted: what a call's ``task=`` takes."""
+        self._require()
+        return self._tasks.names
 
     @property
     def known_model(self) -> KnownModel | None:

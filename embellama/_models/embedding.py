@@ -162,6 +162,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
     ) -> npt.NDArray[Any]:
         """Embedding of one text: shape ``(dim,)``, or ``(n_tokens, dim)`` with pooling NONE.
 
@@ -171,7 +172,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
             The text.
         normalize : bool, str or float, optional
             Normalization instead of ``ModelConfig.normalize`` (the same values).
-        prompt_name, prompt, truncate_dim, precision
+        prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`embed_batch` (int8/uint8 need several texts to calibrate on).
 
         Returns
@@ -186,7 +187,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         """
         model, context, batch = self._require()
         norm = self._norm if normalize is None else parse_normalization(normalize)
-        options = self._options(prompt_name, prompt, truncate_dim, precision)
+        options = self._options(prompt_name, prompt, truncate_dim, precision, task)
         assert self._pooling is not None
         cuts: dict[int, int] = {}
         if self._pooling.native == "none":  # pooled in numpy, or token vectors: the batch pipeline
@@ -197,6 +198,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         ids = self._tokenize(model, text, None, self.config.truncate, options.prompt, cuts)
         _overflow.report_cuts(self.name, self._max_tokens, cuts, 1)
         batch.fill((ids,))
+        self._tasks.activate(context, options.task)
         context.process(batch)
         out = np.empty((1, context.n_embd), dtype=np.float32)
         context.copy_sequence_embeddings(out, _FIRST_ROW)
@@ -205,11 +207,24 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         return _output.finish(out, options.truncate_dim, norm, options.precision, self.name)[0]  # type: ignore[no-any-return]
 
     def _options(
-        self, prompt_name: str | None, prompt: str | None, truncate_dim: int | None, precision: str | None
+        self,
+        prompt_name: str | None,
+        prompt: str | None,
+        truncate_dim: int | None,
+        precision: str | None,
+        task: str | None = None,
     ) -> Options:
-        """A call's prompt text, truncate_dim and precision: its own, else the config's (model loaded)."""
+        """A call's prompt text, truncate_dim, precision and task: its own, else the config's (model loaded).
+
+        A task (one of :attr:`tasks`) brings its adapter's prompt when the call names no prompt."""
         model, _, _ = self._require()
-        return self._prompts.options(model, self.config, self._max_tokens, prompt_name, prompt, truncate_dim, precision)
+        task = self._tasks.check(task)
+        if task is not None and prompt is None and prompt_name is None:
+            prompt = self._tasks.prompt(task)
+        found = self._prompts.options(
+            model, self.config, self._max_tokens, prompt_name, prompt, truncate_dim, precision
+        )
+        return found._replace(task=task)
 
     def embed_batch(
         self,
@@ -223,6 +238,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
         overflow: str | None = None,
         chunk_tokens: int | None = None,
         chunk_overlap: int = 0,
@@ -257,6 +273,9 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         precision : str, optional
             "float32", "int8", "uint8", "binary" or "ubinary" (as sentence-transformers' ``quantize_embeddings``:
             int8/uint8 ranges from these texts' vectors); default ``ModelConfig.precision``.
+        task : str, optional
+            Run with the LoRA adapter of this task (one of :attr:`tasks`, from ``ModelConfig.lora``), and its prompt
+            when the call names none; default: no task adapter.
         overflow : str, optional
             What a text over ``max_sequence_length`` gets: "truncate" (cut, keeping the end tokens, counted and
             warned of with :class:`TruncationWarning`), "error" (:class:`InvalidInputError` naming the text) or
@@ -314,10 +333,11 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
                 prompt=prompt,
                 truncate_dim=truncate_dim,
                 precision=precision,
+                task=task,
             )
             zeros = np.zeros(len(texts), dtype=np.int64)
             return _overflow.EmbeddingsWithTruncation(result, zeros) if return_truncation else result
-        options = self._options(prompt_name, prompt, truncate_dim, precision)
+        options = self._options(prompt_name, prompt, truncate_dim, precision, task)
         cuts: dict[int, int] = {}
         result = self._run(
             texts,
@@ -345,6 +365,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
     ) -> Iterator[Any]:
         """Stream embeddings: one ``(chunk, dim)`` array per ``chunk_size`` texts, in input order.
 
@@ -359,7 +380,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
             Any iterable, read lazily, ``chunk_size`` texts at a time.
         chunk_size : int, optional
             Texts per yielded array.
-        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision
+        batch_size, normalize, show_progress_bar, progress, prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`embed_batch`; ``progress`` gets ``total=None`` while the stream's length is unknown.
             ``precision`` int8/uint8 is refused: each chunk would get its own ranges (quantize the float32
             chunks with :func:`embellama.quantize_embeddings` and fixed ``ranges`` instead).
@@ -385,7 +406,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         self._require()  # loads the model on this thread, which then owns its context
         self._check_batch_size(batch_size)
         norm = self._norm if normalize is None else parse_normalization(normalize)
-        options = self._options(prompt_name, prompt, truncate_dim, precision)
+        options = self._options(prompt_name, prompt, truncate_dim, precision, task)
         check_streamable(options, self.name)
         tracker = _batch.Progress(total, self.name, show_progress_bar, progress)
         finished = False
@@ -498,6 +519,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         prompt: str | None = None,
         truncate_dim: int | None = None,
         precision: str | None = None,
+        task: str | None = None,
     ) -> Any:
         """One vector per text, however long: each text in windows of tokens, their vectors pooled.
 
@@ -519,7 +541,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
             "mean" (every window counts the same) or "weighted" (by its tokens, so a short last window counts less).
         return_chunks : bool, optional
             Also return each text's windows: their vectors and character spans (:class:`Chunks`).
-        batch_size, normalize, prompt_name, prompt, truncate_dim, precision
+        batch_size, normalize, prompt_name, prompt, truncate_dim, precision, task
             As for :meth:`embed_batch` (``truncate_dim`` and ``precision`` apply to the pooled vectors).
 
         Returns
@@ -548,6 +570,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
             prompt=prompt,
             truncate_dim=truncate_dim,
             precision=precision,
+            task=task,
         )
 
     def embed_spans(
@@ -644,6 +667,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
                 f"model {self.name!r}: truncate_dim and precision need one vector per text, not pooling NONE"
             )
         plain_norm = norm if options.plain else Normalization.NONE  # else: cut first, then normalize
+        self._tasks.activate(self.context, options.task)  # a no-op while the task stays the same
         result = self._run_batch(tokens, pooling, plain_norm, batch_size, progress)
         if options.plain:
             return result

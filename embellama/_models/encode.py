@@ -41,6 +41,7 @@ class EncodeMethods:
             prompt: str | None = None,
             truncate_dim: int | None = None,
             precision: str | None = None,
+            task: str | None = None,
         ) -> npt.NDArray[Any]: ...
 
         def embed_batch(
@@ -55,6 +56,7 @@ class EncodeMethods:
             prompt: str | None = None,
             truncate_dim: int | None = None,
             precision: str | None = None,
+            task: str | None = None,
         ) -> Any: ...
 
     @overload
@@ -70,6 +72,7 @@ class EncodeMethods:
         prompt: str | None = ...,
         precision: str | None = ...,
         truncate_dim: int | None = ...,
+        task: str | None = ...,
     ) -> npt.NDArray[Any]: ...
 
     @overload
@@ -85,6 +88,7 @@ class EncodeMethods:
         prompt: str | None = ...,
         precision: str | None = ...,
         truncate_dim: int | None = ...,
+        task: str | None = ...,
     ) -> npt.NDArray[Any]: ...
 
     def encode(
@@ -99,6 +103,7 @@ class EncodeMethods:
         prompt: str | None = None,
         precision: str | None = None,
         truncate_dim: int | None = None,
+        task: str | None = None,
     ) -> npt.NDArray[Any]:
         """sentence-transformers-style ``encode``: a str gives ``(dim,)``, a list ``(n, dim)``.
 
@@ -115,7 +120,7 @@ class EncodeMethods:
             As for :meth:`embed_batch`.
         normalize_embeddings : bool, optional
             L2-normalize the model's output once more.
-        prompt_name, prompt, precision, truncate_dim
+        prompt_name, prompt, precision, truncate_dim, task
             As for :meth:`embed_batch`.
 
         Returns
@@ -131,7 +136,7 @@ class EncodeMethods:
         InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
             As for :meth:`embed_batch`.
         """
-        options = encode_options(normalize_embeddings, prompt_name, prompt, truncate_dim, precision, self.name)
+        options = encode_options(normalize_embeddings, prompt_name, prompt, truncate_dim, precision, self.name, task)
         if isinstance(sentences, str):
             return self.embed(sentences, **options)
         result = self.embed_batch(
@@ -173,7 +178,7 @@ class EncodeMethods:
         ConfigurationError, InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
             As for :meth:`encode`.
         """
-        if prompt_name is None and prompt is None and "query" in self.prompts:
+        if prompt_name is None and prompt is None and kwargs.get("task") is None and "query" in self.prompts:
             prompt_name = "query"
         return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)
 
@@ -209,6 +214,6 @@ class EncodeMethods:
         ConfigurationError, InvalidInputError, ModelNotFoundError, ModelLoadError, ThreadAffinityError, EmbeddingError
             As for :meth:`encode`.
         """
-        if prompt_name is None and prompt is None:
+        if prompt_name is None and prompt is None and kwargs.get("task") is None:  # a task's prompt is its adapter's
             prompt_name = _prompts.document_prompt_name(self.prompts)
         return self.encode(sentences, prompt_name=prompt_name, prompt=prompt, **kwargs)

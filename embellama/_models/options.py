@@ -32,11 +32,13 @@ __all__ = [
 
 
 class Options(NamedTuple):
-    """What one call asks beyond the texts: the prompt text, truncate_dim and precision in effect."""
+    """What one call asks beyond the texts: the prompt text, truncate_dim and precision in effect, and the task
+    whose LoRA adapter it runs with (None: no task)."""
 
     prompt: str | None
     truncate_dim: int | None
     precision: str
+    task: str | None = None
 
     @property
     def plain(self) -> bool:
@@ -202,6 +204,7 @@ def encode_options(
     truncate_dim: int | None,
     precision: str | None,
     name: str,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """``encode``'s arguments as ``embed``/``embed_batch`` keywords (``normalize_embeddings`` becomes L2).
 
@@ -219,6 +222,7 @@ def encode_options(
         "prompt": prompt,
         "truncate_dim": truncate_dim,
         "precision": precision,
+        "task": task,
     }
 
 

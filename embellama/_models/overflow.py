@@ -155,6 +155,7 @@ def embed_chunked(
     prompt: str | None = None,
     truncate_dim: int | None = None,
     precision: str | None = None,
+    task: str | None = None,
 ) -> Any:
     """:meth:`EmbeddingModel.embed_chunked` (see there)."""
     name = self.name
@@ -169,7 +170,7 @@ def embed_chunked(
         )
     self._check_batch_size(batch_size)
     norm = self._norm if normalize is None else parse_normalization(normalize)
-    options = self._options(prompt_name, prompt, truncate_dim, precision)
+    options = self._options(prompt_name, prompt, truncate_dim, precision, task)
     special = model.special_tokens
     prefix = np.asarray(special.prefix, dtype=np.int32)
     suffix = np.asarray(special.suffix, dtype=np.int32)
@@ -199,7 +200,7 @@ def embed_chunked(
     counts = np.array([len(s) for s, _ in bounds], dtype=np.int64)
     lengths = np.concatenate([e - s for s, e in bounds]) if bounds else np.zeros(0, dtype=np.int64)
     progress = _batch.Progress(len(pieces), name, False)
-    vectors = self._infer(pieces, batch_size, Normalization.NONE, progress, PLAIN)
+    vectors = self._infer(pieces, batch_size, Normalization.NONE, progress, PLAIN._replace(task=options.task))
     if not len(texts):
         pooled = np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else self.embedding_dimensions), np.float32)
     else:
@@ -246,6 +247,7 @@ def _token_vectors(self: Any, ids: npt.NDArray[np.int32]) -> npt.NDArray[np.floa
         if self._token_context is None:
             params = dataclasses.replace(context.params, pooling="none")
             new = Context(model, params)
+            self._tasks.activate(new, None)  # the adapters every call has
             self._token_context = TokenContext(new, Batch(self.token_budget, 1))
         ctx, tok_batch = self._token_context.context, self._token_context.batch
     result = _batch.run_batch(

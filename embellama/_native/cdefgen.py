@@ -35,6 +35,7 @@ from typing import Any
 
 from pycparser import c_ast, c_generator, c_parser
 
+from embellama._native.compat import LORA_FUNCTIONS
 from llamabuild import probe as _probe
 from llamabuild.probe import probe_program as probe_program  # the one layout probe, the build's
 
@@ -131,6 +132,8 @@ FUNCTIONS = (
     "llama_get_embeddings",
     "llama_get_embeddings_ith",
     "llama_get_embeddings_seq",
+    # LoRA adapters (optional): the newer llama.cpp's array setter, and the older's single-adapter ones
+    *LORA_FUNCTIONS,
 )
 
 #: Enums written whether or not a kept declaration names them (the SDK reads their values).

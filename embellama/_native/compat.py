@@ -15,7 +15,12 @@ memory clearing             ``llama_memory_clear(mem, data)``      ``llama_kv_se
 flash attention setting     ``flash_attn_type`` enum               ``flash_attn`` bool (older still)
 embedding size              ``llama_model_n_embd_out()``           ``llama_model_n_embd()``
 dynamic backends            ``ggml_backend_load_all_from_path()``  not loaded (static backends)
+LoRA adapters on a context  ``llama_set_adapters_lora()`` (arrays)  ``llama_set_adapter_lora()`` one at
+                                                                   a time, ``llama_clear_adapter_lora()``
 ==========================  =====================================  =================================
+
+The LoRA functions are optional: a library without them loads, and only asking for an adapter
+raises :class:`~embellama.LibraryError` (:meth:`Capabilities.check_lora`).
 
 A function that embellama needs and has no replacement for makes the load fail with a
 :class:`~embellama.LibraryError` naming it and the supported llama.cpp range.
@@ -30,7 +35,7 @@ from typing import Any
 from embellama._exceptions import LibraryError
 from llamabuild import pins
 
-__all__ = ["OPTIONAL_FUNCTIONS", "SUPPORTED", "Capabilities", "decide"]
+__all__ = ["LORA_FUNCTIONS", "OPTIONAL_FUNCTIONS", "SUPPORTED", "Capabilities", "decide"]
 
 # The pin and the oldest llama.cpp supported (tested in CI by ``nox -s "llama(version='0.3.27')"``):
 # build_backend/llamabuild/pins.json, which ``python build_llama.py --update-pin VERSION`` rewrites.
@@ -44,6 +49,21 @@ SUPPORTED = (
     f"llama.cpp from the commit llama-cpp-python {OLDEST_VERSION} vendors ({OLDEST_COMMIT}) to the pinned one "
     f"of {PIN_VERSION} ({PIN_COMMIT}), and newer ones that keep the same C functions"
 )
+
+#: LoRA adapters: loading one and reading its metadata, then the setters (the newer array form, or the older
+#: single-adapter ones).
+LORA_FUNCTIONS = (
+    "llama_adapter_lora_init",
+    "llama_adapter_meta_val_str",
+    "llama_adapter_meta_count",
+    "llama_adapter_meta_key_by_index",
+    "llama_adapter_meta_val_str_by_index",
+    "llama_set_adapters_lora",
+    "llama_set_adapter_lora",
+    "llama_clear_adapter_lora",
+    "llama_rm_adapter_lora",
+)
+_LORA_LOAD = LORA_FUNCTIONS[:5]
 
 #: Functions embellama uses when they are there, each with a replacement (see the table above).
 OPTIONAL_FUNCTIONS = frozenset(
@@ -61,6 +81,7 @@ OPTIONAL_FUNCTIONS = frozenset(
         "ggml_backend_reg_count",
         "ggml_backend_reg_get",
         "ggml_backend_reg_name",
+        *LORA_FUNCTIONS,
     }
 )
 # GGUF general.file_type uses llama.cpp's enum llama_ftype.
@@ -156,6 +177,43 @@ class Capabilities:
             return int(ffi.string(buf, n).decode()) if n > 0 else -1
         except ValueError:
             return -1
+
+    @property
+    def lora(self) -> bool:
+        """Whether LoRA adapters can be loaded and set on a context (either form of the setter)."""
+        setter = self.has("llama_set_adapters_lora") or {"llama_set_adapter_lora", "llama_clear_adapter_lora"} <= (
+            self.functions
+        )
+        return setter and all(self.has(f) for f in _LORA_LOAD)
+
+    def check_lora(self, where: str) -> None:
+        """Raise :class:`~embellama.LibraryError` naming the missing functions unless :attr:`lora`."""
+        if self.lora:
+            return
+        wanted = [*_LORA_LOAD, "llama_set_adapters_lora"]
+        missing = [f for f in wanted if not self.has(f)]
+        raise LibraryError(
+            f"{where}: the loaded libllama cannot use LoRA adapters (it lacks {', '.join(missing)}): use a llama.cpp "
+            f"of the supported range ({SUPPORTED}), or open it with its own llama.h (header= or $EMBELLAMA_LLAMA_H)"
+        )
+
+    def set_adapters(self, lib: Any, ffi: Any, ctx: Any, adapters: list[Any], scales: list[float]) -> None:
+        """Make ``adapters`` (with their ``scales``) the context's LoRA adapters; none: the base model alone."""
+        if self.has("llama_set_adapters_lora"):
+            n = len(adapters)
+            if n == 0:  # llama.cpp asserts a NULL array has no adapters, so pass NULL for none
+                rc = lib.llama_set_adapters_lora(ctx, ffi.NULL, 0, ffi.NULL)
+            else:
+                array = ffi.new("struct llama_adapter_lora *[]", adapters)
+                weights = ffi.new("float[]", [float(s) for s in scales])
+                rc = lib.llama_set_adapters_lora(ctx, array, n, weights)
+        else:  # older llama.cpp: one adapter at a time
+            lib.llama_clear_adapter_lora(ctx)
+            rc = 0
+            for adapter, scale in zip(adapters, scales, strict=True):
+                rc = rc or lib.llama_set_adapter_lora(ctx, adapter, float(scale))
+        if rc != 0:
+            raise LibraryError(f"llama.cpp could not set the LoRA adapters on the context (return code {int(rc)})")
 
     def version(self, lib: Any, ffi: Any, fallback: str | None) -> str:
         """``llama_version()``, else ``fallback`` (the build's commit), else "unknown"."""
