@@ -183,7 +183,8 @@ def _load(request: dict[str, Any]) -> dict[str, Any]:
             out["shapes"] = [list(scores.shape)]
             out["finite"] = _finite(scores)
         elif texts:
-            vectors = model.embed_batch(texts, show_progress_bar=False)
+            task = {"task": request["task"]} if "task" in request else {}  # a LoRA task (tests/native)
+            vectors = model.embed_batch(texts, show_progress_bar=False, **task)
             arrays = vectors if isinstance(vectors, list) else list(vectors)
             out["shapes"] = [list(v.shape) for v in arrays]
             out["finite"] = all(bool(v.size) and bool((v == v).all() and abs(v).max() < 1e30) for v in arrays)
