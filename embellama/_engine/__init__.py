@@ -9,6 +9,6 @@ dynamic batching, ``cache`` the embedding cache.
 
 from embellama._engine.cache import CacheInfo
 from embellama._engine.engine import EmbeddingEngine
-from embellama._engine.worker import EMBEDDING, RERANKER
+from embellama._engine.worker import CLASSIFIER, EMBEDDING, KINDS, MULTI_VECTOR, RERANKER, SPARSE
 
-__all__ = ["EMBEDDING", "RERANKER", "CacheInfo", "EmbeddingEngine"]
+__all__ = ["CLASSIFIER", "EMBEDDING", "KINDS", "MULTI_VECTOR", "RERANKER", "SPARSE", "CacheInfo", "EmbeddingEngine"]

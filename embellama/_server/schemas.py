@@ -18,7 +18,7 @@ from starlette.requests import Request
 
 from embellama._compute.pooling import Normalization, parse_normalization
 from embellama._config import ModelConfig
-from embellama._engine import EMBEDDING, RERANKER, EmbeddingEngine
+from embellama._engine import CLASSIFIER, EMBEDDING, RERANKER, EmbeddingEngine
 from embellama._exceptions import InvalidInputError
 from embellama._models import resolve_config, truncate_tokens
 from embellama._server.errors import HTTPError, input_error, rerank_input_error
@@ -71,17 +71,17 @@ class ServedModel:
     name: str
     config: ModelConfig
     vocab: Model
-    dimensions: int  # 0 for a reranker
+    dimensions: int  # 0 for a reranker or a classifier (a sparse model's: its vocabulary; multi-vector: per token)
     max_tokens: int
     norm: Normalization | float
     created: int
     kind: str = EMBEDDING
-    num_labels: int = 0  # a reranker's outputs per pair
+    num_labels: int = 0  # a reranker's outputs per pair, a classifier's per text
     pair_overhead: int = 0  # a reranker's special tokens around a pair's two texts
     pooling: str = ""
     prompts: dict[str, str] = dataclasses.field(default_factory=dict)  # an embedding model's prompts by name
     default_prompt_name: str | None = None
-    labels: list[str] = dataclasses.field(default_factory=list)  # a reranker's output labels
+    labels: list[str] = dataclasses.field(default_factory=list)  # a reranker's or a classifier's output labels
     similarity_fn_name: str = "cosine"  # an embedding model's own similarity function
 
     @classmethod
@@ -113,6 +113,11 @@ class ServedModel:
         return served
 
     @property
+    def output_labels(self) -> list[str]:
+        """The head's labels in output order (``LABEL_<i>`` where the GGUF names none)."""
+        return self.labels or [f"LABEL_{i}" for i in range(self.num_labels)]
+
+    @property
     def file_type(self) -> int:
         """The weights' type (llama.cpp's ``enum llama_ftype``: 0 F32, 1 F16, 7 Q8_0, 32 BF16 …) as the GGUF's
         ``general.file_type`` says (the vocabulary-only copy has no weights to ask); -1 when it says nothing."""
@@ -128,8 +133,9 @@ class ServedModel:
             "owned_by": "embellama",
             "kind": self.kind,
         }
-        if self.kind == RERANKER:
+        if self.kind in (RERANKER, CLASSIFIER):
             card["num_labels"] = self.num_labels
+            card["labels"] = self.output_labels
         else:
             card["dimensions"] = self.dimensions
         card["max_input_tokens"] = self.max_tokens

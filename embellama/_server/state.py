@@ -9,12 +9,30 @@ from typing import Any
 
 from starlette.requests import Request
 
-from embellama._engine import RERANKER, EmbeddingEngine
+from embellama._engine import CLASSIFIER, EMBEDDING, MULTI_VECTOR, RERANKER, SPARSE, EmbeddingEngine
 from embellama._server.errors import HTTPError
 from embellama._server.metrics import Metrics
 from embellama._server.schemas import ServedModel, ServerLimits
 
-__all__ = ["ServerState", "server_state"]
+__all__ = ["KIND_NAMES", "KIND_ROUTES", "ServerState", "server_state"]
+
+KIND_NAMES = {
+    EMBEDDING: "an embedding model",
+    RERANKER: "a reranker",
+    CLASSIFIER: "a classifier",
+    SPARSE: "a sparse embedding model",
+    MULTI_VECTOR: "a multi-vector (ColBERT) model",
+}
+"""What each kind of served model is called in errors."""
+
+KIND_ROUTES = {
+    EMBEDDING: "/v1/embeddings",
+    RERANKER: "/v1/rerank",
+    CLASSIFIER: "/predict",
+    SPARSE: "/embed_sparse",
+    MULTI_VECTOR: "/embed_multi",
+}
+"""The route that serves each kind of model."""
 
 
 class ServerState:
@@ -74,11 +92,10 @@ class ServerState:
                 code="model_not_found",
             )
         if model.kind != kind:
-            where = "/v1/rerank" if model.kind == RERANKER else "/v1/embeddings"
-            what = "a reranker" if model.kind == RERANKER else "an embedding model, not a reranker"
             raise HTTPError(
                 400,
-                f"The model '{name}' is {what}: send its requests to {where}",
+                f"The model '{name}' is {KIND_NAMES[model.kind]}, not {KIND_NAMES[kind]}: send its requests to "
+                f"{KIND_ROUTES[model.kind]}",
                 param="model",
                 code="wrong_model_kind",
             )

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Hugging Face text-embeddings-inference's (TEI's) API on the one engine: /embed, /embed_all, /rerank (TEI's body),
-/tokenize (TEI's body), /decode, /info, /predict, /embed_sparse and ``POST /`` (and /invocations) by model kind.
+/tokenize (TEI's body), /decode, /info, /predict (a classifier's single texts, a reranker's pairs), /embed_sparse (a
+sparse model), embellama's /embed_multi (a multi-vector model's token vectors) and ``POST /`` (and /invocations) by
+model kind.
 
 Errors come in TEI's shape ``{"error": ..., "error_type": ...}`` with its status codes (413, 422, 424, 429; see
 :func:`embellama._server.errors.tei_status`). A request may name a served model with ``"model"`` (TEI serves one);
@@ -21,14 +23,14 @@ from starlette.responses import JSONResponse, Response
 
 from embellama._compute import similarity as _similarity
 from embellama._compute.pooling import Normalization, PoolingStrategy
-from embellama._engine import EMBEDDING, RERANKER
+from embellama._engine import CLASSIFIER, EMBEDDING, MULTI_VECTOR, RERANKER, SPARSE
 from embellama._exceptions import InvalidInputError
 from embellama._models import EmbeddingModel, context_params
 from embellama._server import llamacpp
 from embellama._server.errors import ErrorShape, HTTPError, openai_error, tei_error
 from embellama._server.routes import answer, rerank_body
 from embellama._server.schemas import ServedModel, check_count, read_object
-from embellama._server.state import ServerState, server_state
+from embellama._server.state import KIND_NAMES, ServerState, server_state
 from embellama._server.texts import Prepared, check_dimensions, cut_dimensions, prepare_texts, prompt_text, run_vectors
 from embellama._version import __version__
 from embellama.llama import Batch, Context
@@ -253,25 +255,214 @@ async def rerank(request: Request) -> Response:
     return await rerank_body(request, body)
 
 
+_NOT_SERVED = {
+    CLASSIFIER: "model is not a classifier model: the server serves no classifier (a *ForSequenceClassification GGUF "
+    "served with kind 'classifier'); score (query, text) pairs with POST /rerank",
+    SPARSE: "model is not a sparse (SPLADE) embedding model: the server serves no sparse model (a GGUF with a SPLADE "
+    "or bge-m3 sparse head in its .heads.npz); use POST /embed",
+    MULTI_VECTOR: "model is not a multi-vector (ColBERT) model: the server serves no model with a ColBERT projection "
+    "in its .heads.npz; use POST /embed_all for raw token vectors",
+}
+
+
+def _pick_output(state: ServerState, body: dict[str, Any], kind: str) -> tuple[str, ServedModel]:
+    """The model a body for ``kind``'s route names (default: the default model, else the first of ``kind``); 424 when
+    no model of ``kind`` is served, or the one named is of another kind."""
+    if body.get("model") is None and not any(m.kind == kind for m in state.served.values()):
+        raise HTTPError(424, _NOT_SERVED[kind], code="not_supported")
+    return state.pick(body, kind)
+
+
+def _output_texts(body: dict[str, Any], state: ServerState, model: ServedModel) -> tuple[list[str], int]:
+    """The texts of a /predict, /embed_sparse or /embed_multi body and the tokens the model sees of them.
+
+    A text over the model's limit is cut from the right by the model when it is served with truncation (TEI's
+    auto-truncate, whatever ``truncate`` says), else refused (413); ``truncation_direction`` 'Left' is refused for
+    such a text (these outputs are computed from the texts, which the model cuts from the right).
+    """
+    _, texts = _inputs(body, state, tokens=False)
+    _flag(body, "truncate", False)  # checked: a model served with truncation cuts long texts
+    left = _direction(body)
+    prompt = prompt_text(model, body.get("prompt_name")) if model.prompts or body.get("prompt_name") else None
+    usage = 0
+    for i, text in enumerate(texts):
+        try:
+            n = model.count(text, i)
+            if prompt:
+                n = model.count(prompt + text, i)
+            if n > model.max_tokens and left:
+                raise HTTPError(
+                    400,
+                    f"inputs[{i}] has {n} tokens, over the limit of {model.max_tokens}: {KIND_NAMES[model.kind]} cuts "
+                    "long texts from the right only (truncation_direction 'Right')",
+                    param="truncation_direction",
+                )
+            usage += model.limit(n, "text", i)
+        except InvalidInputError as exc:
+            raise tei_input_error(exc) from None
+    return texts, usage
+
+
+def _pairs(value: Any) -> list[tuple[str, str]] | None:
+    """TEI's pair inputs: one ``[a, b]`` (a list of two strings) or a list of them; None when ``value`` is neither."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(x, str) for x in value):
+        return [(value[0], value[1])]
+    if isinstance(value, list) and value and all(isinstance(x, list) for x in value):
+        if all(len(x) == 2 and all(isinstance(t, str) for t in x) for x in value):
+            return [(x[0], x[1]) for x in value]
+        raise HTTPError(400, "'inputs' as pairs must be [text, text] lists of two strings", param="inputs")
+    return None
+
+
+def _predict_model(state: ServerState, body: dict[str, Any]) -> tuple[str, ServedModel]:
+    """The model of a /predict body: the one named; else, for ``[text, text]`` pairs, the default model when it is a
+    reranker, else the first reranker; for texts, the default model when it is a classifier, else the first
+    classifier; 424 when none is served."""
+    if body.get("model") is not None:
+        name = body["model"]
+        chosen = state.served.get(name) if isinstance(name, str) else None
+        return state.pick(body, RERANKER if chosen is not None and chosen.kind == RERANKER else CLASSIFIER)
+    value = body["inputs"]
+    pairs = isinstance(value, list) and bool(value) and all(isinstance(x, list) for x in value)
+    pairs = pairs or (isinstance(value, list) and len(value) == 2 and all(isinstance(x, str) for x in value))
+    kind = RERANKER if pairs and any(m.kind == RERANKER for m in state.served.values()) else CLASSIFIER
+    if not any(m.kind == kind for m in state.served.values()):
+        raise HTTPError(424, _NOT_SERVED[CLASSIFIER], code="not_supported")
+    return state.pick(body, kind)
+
+
+def _ranked_labels(scores: npt.NDArray[np.float32], labels: list[str], top_k: int | None) -> list[Any]:
+    """Each row of ``scores`` as ``[{"label", "score"}, ...]``, the best first (``top_k`` of them)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    values = np.take_along_axis(scores, order, axis=1).tolist()
+    return [
+        [{"label": labels[j], "score": float(v)} for j, v in zip(row, vals, strict=True)]
+        for row, vals in zip(order.tolist(), values, strict=True)
+    ]
+
+
+_FUNCTIONS = {"softmax": "softmax", "sigmoid": "sigmoid", "none": "identity"}
+"""A Hugging Face pipeline's ``function_to_apply`` as :meth:`Classifier.predict`'s activation."""
+
+
+def _pipeline_parameters(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """``top_k`` and the activation of a text-classification pipeline body's ``parameters``."""
+    parameters = body.get("parameters")
+    if parameters is None:
+        return None, None
+    if not isinstance(parameters, dict):
+        raise HTTPError(400, "'parameters' must be an object", param="parameters")
+    top_k, function = parameters.get("top_k"), parameters.get("function_to_apply")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise HTTPError(400, f"'parameters.top_k' must be a positive int, got {top_k!r:.40}", param="parameters")
+    if function is not None and (not isinstance(function, str) or function.lower() not in _FUNCTIONS):
+        raise HTTPError(
+            400, f"'parameters.function_to_apply' must be softmax, sigmoid or none, got {function!r:.40}",
+            param="parameters",
+        )  # fmt: skip
+    return top_k, _FUNCTIONS[function.lower()] if function is not None else None
+
+
+async def predict_body(request: Request, body: dict[str, Any], pipeline: bool = False) -> Response:
+    """TEI's ``POST /predict``: each input's labels ``[{"label", "score"}]``, the best first (one list for one input,
+    a list per input for a list); a classifier scores single texts, a reranker (cross-encoder) ``[text, text]``
+    pairs. ``raw_scores``: logits. ``pipeline``: a Hugging Face pipeline body (``POST /`` with ``parameters``, as
+    ``InferenceClient.text_classification`` sends): always a list per input, ``parameters.top_k`` and
+    ``function_to_apply`` honoured."""
+    state = server_state(request)
+    if "inputs" not in body:
+        raise HTTPError(400, "'inputs' is required", param="inputs")
+    name, model = _predict_model(state, body)
+    raw = _flag(body, "raw_scores", False)
+    top_k, activation = _pipeline_parameters(body) if pipeline else (None, None)
+    if raw:
+        activation = "identity"
+    value = body["inputs"]
+    call: Any
+    if model.kind == RERANKER:
+        pairs = _pairs(value)
+        if pairs is None:
+            raise HTTPError(
+                400,
+                f"The model '{name}' is a reranker: 'inputs' must be a [text, text] pair or a list of them",
+                param="inputs",
+            )
+        check_count(pairs, "inputs", state.limits)
+        _flag(body, "truncate", False)
+        _direction(body)
+
+        def invalid(exc: InvalidInputError) -> HTTPError:
+            return tei_input_error(exc)
+
+        try:
+            usage = sum(model.pair_tokens(model.count(q, i, add_special=False), d, i) for i, (q, d) in
+                        enumerate(pairs))  # fmt: skip
+        except InvalidInputError as exc:
+            raise invalid(exc) from None
+        count = len(pairs)
+        call = state.engine.apredict(pairs, model=name, activation=activation)
+        single = len(pairs) == 1 and not (isinstance(value, list) and isinstance(value[0], list))
+    else:
+        if isinstance(value, list) and value and all(isinstance(x, list) for x in value):
+            raise HTTPError(
+                424, f"The model '{name}' is a classifier: it scores single texts, not pairs; send pairs to a "
+                "reranker", code="wrong_model_kind",
+            )  # fmt: skip
+        texts, usage = _output_texts(body, state, model)
+        count = len(texts)
+        single = isinstance(value, str)
+        call = state.engine.aclassify(texts, model=name, raw=activation == "identity", activation=activation)
+    scores = await answer(state, request, call, count, tei_input_error)
+    scores = np.asarray(scores, dtype=np.float32).reshape(count, -1)
+    state.metrics.served(count, usage)
+    ranked = _ranked_labels(scores, model.output_labels, top_k)
+    return JSONResponse(ranked if pipeline or not single else ranked[0])
+
+
 async def predict(request: Request) -> Response:
-    """``POST /predict``: TEI's sequence classification; no classifier model is served (424)."""
-    await read_object(request, server_state(request).limits)
-    raise HTTPError(
-        424,
-        "model is not a classifier model: embellama serves embedding models and rerankers; score (query, text) "
-        "pairs with POST /rerank",
-        code="not_supported",
+    """``POST /predict``."""
+    return await predict_body(request, await read_object(request, server_state(request).limits))
+
+
+async def embed_sparse_body(request: Request, body: dict[str, Any]) -> Response:
+    """``POST /embed_sparse``: TEI's sparse embeddings, ``[{"index", "value"}, ...]`` per input (the non-zero
+    weights, by index), from a served sparse model (SPLADE, bge-m3's sparse head)."""
+    state = server_state(request)
+    name, model = _pick_output(state, body, SPARSE)
+    texts, usage = _output_texts(body, state, model)
+    call = state.engine.aembed_sparse(texts, model=name, prompt_name=body.get("prompt_name"))
+    vectors = await answer(state, request, call, len(texts), tei_input_error)
+    state.metrics.served(len(texts), usage)
+    return JSONResponse(
+        [
+            [{"index": i, "value": v} for i, v in zip(e.indices.tolist(), e.values.tolist(), strict=True)]
+            for e in vectors
+        ]
     )
 
 
 async def embed_sparse(request: Request) -> Response:
-    """``POST /embed_sparse``: TEI's sparse (SPLADE) embeddings; not available (424)."""
-    await read_object(request, server_state(request).limits)
-    raise HTTPError(
-        424,
-        "model is not a sparse (SPLADE) embedding model: embellama gives dense vectors; use POST /embed",
-        code="not_supported",
-    )
+    """``POST /embed_sparse``."""
+    return await embed_sparse_body(request, await read_object(request, server_state(request).limits))
+
+
+async def embed_multi_body(request: Request, body: dict[str, Any]) -> Response:
+    """``POST /embed_multi`` (embellama's, in TEI's style): a multi-vector (ColBERT) model's token vectors, one list
+    of vectors per input; ``is_query`` encodes queries (the query marker and ``[MASK]`` augmentation where the model
+    has them), else documents."""
+    state = server_state(request)
+    name, model = _pick_output(state, body, MULTI_VECTOR)
+    texts, usage = _output_texts(body, state, model)
+    is_query = _flag(body, "is_query", False)
+    call = state.engine.aembed_multi(texts, model=name, is_query=is_query, prompt_name=body.get("prompt_name"))
+    matrices = await answer(state, request, call, len(texts), tei_input_error)
+    state.metrics.served(len(texts), usage)
+    return JSONResponse([m.tolist() for m in matrices])
+
+
+async def embed_multi(request: Request) -> Response:
+    """``POST /embed_multi``."""
+    return await embed_multi_body(request, await read_object(request, server_state(request).limits))
 
 
 def _special_ids(model: ServedModel) -> set[int]:
@@ -394,15 +585,15 @@ _DTYPES = {0: "float32", 1: "float16", 7: "q8_0", 32: "bfloat16"}
 
 def model_type(model: ServedModel) -> dict[str, Any]:
     """TEI's ``model_type`` of a served model."""
-    if model.kind == RERANKER:
-        labels = model.labels or [f"LABEL_{i}" for i in range(model.num_labels)]
+    if model.kind in (RERANKER, CLASSIFIER):
+        labels = model.output_labels
         return {
-            "reranker": {
+            model.kind: {
                 "id2label": {str(i): label for i, label in enumerate(labels)},
                 "label2id": {label: i for i, label in enumerate(labels)},
             }
         }
-    return {"embedding": {"pooling": model.pooling}}
+    return {"embedding": {"pooling": "splade" if model.kind == SPARSE else model.pooling}}
 
 
 async def info(request: Request) -> Response:
@@ -438,14 +629,23 @@ async def info(request: Request) -> Response:
 async def root(request: Request) -> Response:
     """``POST /`` (and ``/invocations``): TEI's route by the model's kind, which ``huggingface_hub``'s
     ``InferenceClient(base_url=...)`` posts to: /embed for an embedding model (/similarity for a body whose
-    ``inputs`` is a ``source_sentence`` and its ``sentences``), /rerank for a reranker.
+    ``inputs`` is a ``source_sentence`` and its ``sentences``), /rerank for a reranker, /predict for a classifier
+    (a body with ``parameters``, as ``InferenceClient.text_classification`` sends, answered in the pipeline's
+    shape), /embed_sparse for a sparse model, /embed_multi for a multi-vector model.
 
-    A body with ``parameters`` is a Hugging Face pipeline request (text classification): 424, as /predict.
+    A body with ``parameters`` for an embedding model is a text-classification request: 424, as /predict.
     """
     state = server_state(request)
     body = await read_object(request, state.limits)
-    if _kind_of(state, body) == RERANKER:
+    kind = _kind_of(state, body)
+    if kind == RERANKER:
         return await tei_rerank_body(request, body)
+    if kind == CLASSIFIER:
+        return await predict_body(request, body, pipeline="parameters" in body)
+    if kind == SPARSE:
+        return await embed_sparse_body(request, body)
+    if kind == MULTI_VECTOR:
+        return await embed_multi_body(request, body)
     if isinstance(body.get("inputs"), dict):  # InferenceClient.sentence_similarity's body
         return await similarity_body(request, body)
     if "parameters" in body:
@@ -463,6 +663,7 @@ ROUTES: list[tuple[str, Any, list[str], ErrorShape]] = [
     ("/embed_all", embed_all, ["POST"], tei_error),
     ("/similarity", similarity, ["POST"], tei_error),
     ("/embed_sparse", embed_sparse, ["POST"], tei_error),
+    ("/embed_multi", embed_multi, ["POST"], tei_error),
     ("/rerank", rerank, ["POST"], openai_error),
     ("/predict", predict, ["POST"], tei_error),
     ("/tokenize", tokenize, ["POST"], tei_error),

@@ -544,7 +544,7 @@ def test_rerank_and_embeddings_pick_a_model_of_their_kind(rerank_client):
     embedded = rerank_client.post("/v1/embeddings", json={"input": "a cat"}).json()
     assert embedded["model"] == "minilm" and len(embedded["data"][0]["embedding"]) == 384
     for path, model, fragment in (
-        ("/v1/embeddings", "bert", "'bert' is a reranker: send its requests to /v1/rerank"),
+        ("/v1/embeddings", "bert", "'bert' is a reranker, not an embedding model: send its requests to /v1/rerank"),
         ("/v1/rerank", "minilm", "'minilm' is an embedding model, not a reranker"),
         ("/v1/rerank", "bert3", "'bert3' has 3 outputs per pair"),
     ):

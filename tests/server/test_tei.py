@@ -119,6 +119,30 @@ def test_chromas_tei_embedding_function_equals_embed_batch(server, minilm, monke
     assert float(np.min(np.sum(got * minilm.embed_batch(TEXTS[:6]), axis=1))) >= 0.9999
 
 
+def test_haystacks_tei_embedders_equal_embed_batch(server, minilm):
+    """A framework's TEI client: Haystack's HuggingFaceAPITextEmbedder and HuggingFaceAPIDocumentEmbedder
+    (api_type text_embeddings_inference) post to POST / and /embed through huggingface_hub's InferenceClient."""
+    from haystack import Document
+    from haystack.utils import Secret
+    from haystack_integrations.components.embedders.huggingface_api import (
+        HuggingFaceAPIDocumentEmbedder,
+        HuggingFaceAPITextEmbedder,
+    )
+
+    params = {
+        "api_type": "text_embeddings_inference",
+        "api_params": {"url": server.url},
+        "token": Secret.from_token(KEY),
+    }
+    reference = minilm.embed_batch(TEXTS[:6])
+    text = HuggingFaceAPITextEmbedder(**params).run(TEXTS[0])["embedding"]
+    assert len(text) == 384 and float(np.asarray(text, dtype=np.float32) @ reference[0]) >= 0.9999
+    documents = [Document(content=t) for t in TEXTS[:6]]
+    embedded = HuggingFaceAPIDocumentEmbedder(**params, batch_size=4, normalize=True).run(documents)["documents"]
+    got = np.asarray([d.embedding for d in embedded], dtype=np.float32)
+    assert got.shape == (6, 384) and float(np.min(np.sum(got * reference, axis=1))) >= 0.9999
+
+
 def test_long_texts_are_cut_right_or_left_as_asked(http, minilm):
     text = " ".join(TEXTS * 3)  # ~700 tokens: over MiniLM's 512
     ids = minilm.model.tokenize(text)
@@ -140,7 +164,11 @@ def test_text_classification_gets_424_not_a_classifier(server, http):
     assert info.value.response.status_code == 424
     assert info.value.response.json()["error_type"] == "backend"
     assert "not a classifier" in info.value.response.json()["error"]
-    for path, body in (("/predict", {"inputs": "I like it"}), ("/embed_sparse", {"inputs": "I like it"})):
+    for path, body in (
+        ("/predict", {"inputs": "I like it"}),
+        ("/embed_sparse", {"inputs": "I like it"}),
+        ("/embed_multi", {"inputs": "I like it"}),
+    ):
         response = http.post(path, json=body)
         assert response.status_code == 424 and set(response.json()) == TEI_ERROR, response.text
 
@@ -300,6 +328,8 @@ _BODIES = {
     "/decode": {"ids": st.lists(st.integers(-5, 40000), max_size=5) | _JSON, "skip_special_tokens": _JSON},
     "/": {"inputs": _TEXTS | _JSON, "parameters": _JSON, "model": st.sampled_from(["minilm", "bert"]) | _JSON},
     "/predict": {"inputs": _TEXTS | _JSON},
+    "/embed_sparse": {"inputs": _TEXTS | _JSON, "model": st.sampled_from(["minilm", "bert"]) | _JSON},
+    "/embed_multi": {"inputs": _TEXTS | _JSON, "is_query": st.booleans() | _JSON},
     "/similarity": {
         "inputs": st.fixed_dictionaries({}, optional={"source_sentence": _TEXTS | _JSON, "sentences": _TEXTS | _JSON})
         | _JSON,
