@@ -15,6 +15,11 @@ Each actor owns one :class:`~embellama.EmbeddingModel` (inside an
 Ray calls the actor from), reads a text column and appends a ``fixed_size_list<float32>[dim]``
 column, keeping every other column and the row order of each batch.
 
+With ``output_kind="sparse"`` (a SPLADE or bge-m3 sparse model) the actor appends two list columns,
+``<output_column>_indices`` (``list<int32>``) and ``<output_column>_values`` (``list<float32>``); with
+``output_kind="multi"`` (a ColBERT model) one ``list<fixed_size_list<float32>[dim]>`` column: each row's token
+vectors.
+
 :func:`rerank_dataset` does the same with a reranker: each actor (a :class:`RerankScorer`) owns one
 :class:`~embellama.Reranker` and appends the score of each row's (query, document) pair.
 
@@ -60,12 +65,15 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
 __all__ = [
+    "OUTPUT_KINDS",
     "ActorPlan",
     "Embedder",
+    "Ragged",
     "RerankScorer",
     "ShippedModel",
     "embed_dataset",
     "embedding_matrix",
+    "output_names",
     "plan_actors",
     "rerank_dataset",
     "ship_model",
@@ -225,6 +233,53 @@ def _materialize(shipped: ShippedModel, cache_dir: str | os.PathLike[str] | None
     return target
 
 
+OUTPUT_KINDS = ("dense", "sparse", "multi")
+"""What :class:`Embedder` appends: one vector per text, a sparse vector (two list columns) or token vectors."""
+_KINDS = {"dense": "embedding", "sparse": "sparse", "multi": "multi_vector"}
+
+
+def _check_output_kind(value: object) -> str:
+    if value not in OUTPUT_KINDS:
+        raise ConfigurationError(f"output_kind must be one of {', '.join(OUTPUT_KINDS)}, got {value!r}")
+    return str(value)
+
+
+def output_names(output_column: str, output_kind: str) -> list[str]:
+    """The columns :class:`Embedder` appends: ``output_column``, or for sparse output its ``_indices`` and
+    ``_values`` columns."""
+    if output_kind == "sparse":
+        return [f"{output_column}_indices", f"{output_column}_values"]
+    return [output_column]
+
+
+class Ragged(NamedTuple):
+    """A column of one array per row, stored flat: row ``i`` is ``values[offsets[i]:offsets[i + 1]]``."""
+
+    offsets: npt.NDArray[np.int32]
+    values: npt.NDArray[Any]  # (total,) or (total, width)
+
+    @classmethod
+    def of(cls, rows: Sequence[npt.NDArray[Any]], dtype: Any, tail: tuple[int, ...]) -> Ragged:
+        """The rows (each ``(n_i, *tail)``) joined."""
+        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        flat = np.concatenate(rows).astype(dtype, copy=False) if rows else np.zeros((0, *tail), dtype=dtype)
+        return cls(offsets, flat)
+
+    def rows(self) -> list[npt.NDArray[Any]]:
+        """One array per row."""
+        return np.split(self.values, self.offsets[1:-1]) if len(self.offsets) > 1 else []
+
+    def arrow(self) -> Any:
+        """A pyarrow ``list<...>`` array: of the values' type, or of ``fixed_size_list<...>[width]`` rows."""
+        import pyarrow as pa
+
+        flat = pa.array(self.values.reshape(-1), type=pa.from_numpy_dtype(self.values.dtype))
+        if self.values.ndim == 2:
+            flat = pa.FixedSizeListArray.from_arrays(flat, self.values.shape[1])
+        return pa.ListArray.from_arrays(pa.array(self.offsets, type=pa.int32()), flat)
+
+
 # -- the callable class for map_batches ------------------------------------------------------
 
 
@@ -264,6 +319,11 @@ class Embedder:
         Where shipped models are written; default: a folder in the system temp folder.
     prompt_name, prompt : str, optional
         The prompt prepended to every text, as for :meth:`embellama.EmbeddingModel.embed_batch`.
+    output_kind : {"dense", "sparse", "multi"}, optional
+        One vector per text (default); a sparse model's vectors as two list columns ``<output_column>_indices``
+        and ``<output_column>_values`` (:meth:`embellama.EmbeddingEngine.embed_sparse`); or a multi-vector model's
+        token vectors, a list of ``dim``-wide arrays per row (:meth:`embellama.EmbeddingEngine.embed_multi`, as
+        documents). Ragged outputs are lists of arrays in numpy and pandas batches.
     **fields
         ``ModelConfig`` fields, overriding ``config``'s (``truncate_dim``, ``precision`` among them: the column is
         then ``fixed_size_list<int8 or uint8>`` for the quantized types, ``ceil(dim / 8)`` wide for the binary ones).
@@ -293,10 +353,13 @@ class Embedder:
         cache_dir: str | os.PathLike[str] | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        output_kind: str = "dense",
         **fields: Any,
     ) -> None:
         self.text_column = _check_column(text_column, "text_column")
         self.output_column = _check_column(output_column, "output_column")
+        self.output_kind = _check_output_kind(output_kind)
+        self.output_columns = output_names(self.output_column, self.output_kind)
         self.id_column = None if id_column is None else _check_column(id_column, "id_column")
         if texts_per_call is not None and (not isinstance(texts_per_call, int) or texts_per_call < 1):
             raise ConfigurationError(f"texts_per_call must be a positive int or None, got {texts_per_call!r}")
@@ -306,9 +369,9 @@ class Embedder:
         self.prompts: dict[str, Any] = {"prompt_name": prompt_name, "prompt": prompt}
         self.library, cfg = _on_node(cfg, shipped, cache_dir, "embed_dataset")
         self.config = cfg
-        self._engine = EmbeddingEngine([cfg])
-        self.info = self._engine.info()
-        if self.info["pooling"] == "none":
+        self._engine = EmbeddingEngine()
+        self.info = self._engine.load_model(cfg, kind=_KINDS[self.output_kind])
+        if self.info["pooling"] == "none" and self.output_kind == "dense":
             self._engine.close()
             raise ConfigurationError(
                 f"model {cfg.name!r}: pooling NONE gives one vector per token; a dataset column needs one per text"
@@ -318,7 +381,7 @@ class Embedder:
         )
         self._dtype = np.dtype({"float32": np.float32, "int8": np.int8, "binary": np.int8}.get(cfg.precision, np.uint8))
         if prompt_name is not None or prompt is not None:  # an unknown prompt_name fails as the actor starts
-            self._engine.embed("x", **self.prompts)
+            self._compute(["x"])
         logger.info("embellama.ray actor on %s: %s from %s", socket.gethostname(), cfg.name, self.library.path)
 
     @property
@@ -354,19 +417,33 @@ class Embedder:
         """
         return _map_batch(self, batch, (self.text_column,), self._embed)
 
-    def _embed(self, values: Mapping[str, list[Any]], ids: Callable[[], list[Any]]) -> npt.NDArray[Any]:
-        """Vectors of the text column's values; ``ids()`` gives the id column."""
+    def _embed(self, values: Mapping[str, list[Any]], ids: Callable[[], list[Any]]) -> Any:
+        """Vectors of the text column's values (an array, or for ragged outputs ``{column: Ragged}``); ``ids()``
+        gives the id column."""
         texts = values[self.text_column]
         _check_texts(self, self.text_column, texts, ids)
-        if not texts:
+        if not texts and self.output_kind == "dense":
             return np.empty((0, self.dimensions), dtype=self._dtype)
         try:
+            return self._compute(texts)
+        except InvalidInputError as exc:  # empty, undecodable or (with truncate=False) too long
+            raise _bad_row(self, f"column {self.text_column!r}", exc.reason, exc.index, ids) from None
+
+    def _compute(self, texts: list[str]) -> Any:
+        if self.output_kind == "dense":
             vectors = self._engine.embed_batch(
                 texts, batch_size=self.texts_per_call, show_progress_bar=False, **self.prompts
             )
-        except InvalidInputError as exc:  # empty, undecodable or (with truncate=False) too long
-            raise _bad_row(self, f"column {self.text_column!r}", exc.reason, exc.index, ids) from None
-        return np.ascontiguousarray(vectors, dtype=self._dtype)
+            return np.ascontiguousarray(vectors, dtype=self._dtype)
+        if self.output_kind == "sparse":
+            sparse = self._engine.embed_sparse(texts, **self.prompts) if texts else []
+            indices, values = self.output_columns
+            return {
+                indices: Ragged.of([e.indices for e in sparse], np.int32, ()),
+                values: Ragged.of([e.values for e in sparse], np.float32, ()),
+            }
+        matrices = self._engine.embed_multi(texts, **self.prompts) if texts else []
+        return {self.output_column: Ragged.of(matrices, np.float32, (self.dimensions,))}
 
 
 class RerankScorer:
@@ -524,44 +601,71 @@ def _map_batch(
 ) -> Any:
     """``batch`` with ``actor.output_column`` appended: ``compute({column: values}, ids)`` of the ``inputs``
     columns, as a column of the batch's own type."""
-    out, id_column = actor.output_column, actor.id_column
+    id_column = actor.id_column
     if isinstance(batch, dict):
         _check_batch_columns(actor, list(batch), inputs)
         values = {c: list(batch[c].tolist()) for c in inputs}
-        return {**batch, out: compute(values, lambda: batch[str(id_column)].tolist())}
+        columns = _columns(actor, compute(values, lambda: batch[str(id_column)].tolist()))
+        return {**batch, **{name: _as_numpy(column) for name, column in columns.items()}}
     kind = type(batch).__module__.split(".")[0]
     if kind == "pyarrow":
         import pyarrow as pa
 
         _check_batch_columns(actor, batch.column_names, inputs)
         values = {c: batch.column(c).to_pylist() for c in inputs}
-        array = compute(values, lambda: batch.column(id_column).to_pylist())
-        if array.ndim == 1:
-            column = pa.array(array)
-        else:
-            flat = pa.array(array.reshape(-1), type=pa.from_numpy_dtype(array.dtype))
-            column = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
-        return batch.append_column(pa.field(out, column.type), column)
+        columns = _columns(actor, compute(values, lambda: batch.column(id_column).to_pylist()))
+        for name, array in columns.items():
+            if isinstance(array, Ragged):
+                column = array.arrow()
+            elif array.ndim == 1:
+                column = pa.array(array)
+            else:
+                flat = pa.array(array.reshape(-1), type=pa.from_numpy_dtype(array.dtype))
+                column = pa.FixedSizeListArray.from_arrays(flat, array.shape[1])
+            batch = batch.append_column(pa.field(name, column.type), column)
+        return batch
     if kind == "pandas":
         _check_batch_columns(actor, [str(c) for c in batch.columns], inputs)
         values = {c: batch[c].tolist() for c in inputs}
-        array = compute(values, lambda: batch[id_column].tolist())
-        return batch.assign(**{out: array if array.ndim == 1 else list(array)})
+        columns = _columns(actor, compute(values, lambda: batch[id_column].tolist()))
+        return batch.assign(
+            **{
+                name: array.rows() if isinstance(array, Ragged) else array if array.ndim == 1 else list(array)
+                for name, array in columns.items()
+            }
+        )
     raise ConfigurationError(
         f"model {actor.name!r}: unsupported batch type {type(batch).__name__}; "
         'use batch_format="pyarrow", "numpy" or "pandas"'
     )
 
 
+def _columns(actor: Embedder | RerankScorer, result: Any) -> dict[str, Any]:
+    """The columns a ``compute`` gave: one array for ``actor.output_column``, or ``{column: Ragged}``."""
+    return dict(result) if isinstance(result, dict) else {actor.output_column: result}
+
+
+def _as_numpy(column: Any) -> Any:
+    """A numpy batch's column: the array itself, or an object array of a ragged column's rows."""
+    if not isinstance(column, Ragged):
+        return column
+    rows = column.rows()
+    out = np.empty(len(rows), dtype=object)
+    for i, row in enumerate(rows):  # one per row (not per token): numpy would stack equal-length rows
+        out[i] = row
+    return out
+
+
 def _check_batch_columns(actor: Embedder | RerankScorer, names: Sequence[str], inputs: tuple[str, ...]) -> None:
     for column in inputs:
         if column not in names:
             raise ConfigurationError(f"model {actor.name!r}: no column {column!r} in the batch; columns: {list(names)}")
-    if actor.output_column in names:
-        raise ConfigurationError(
-            f"model {actor.name!r}: the batch already has a column {actor.output_column!r}; "
-            "drop it or choose another output_column"
-        )
+    for output in getattr(actor, "output_columns", [actor.output_column]):
+        if output in names:
+            raise ConfigurationError(
+                f"model {actor.name!r}: the batch already has a column {output!r}; drop it or choose another "
+                "output_column"
+            )
     if actor.id_column is not None and actor.id_column not in names:
         raise ConfigurationError(
             f"model {actor.name!r}: no id column {actor.id_column!r} in the batch; columns: {list(names)}"
@@ -795,9 +899,11 @@ def embed_dataset(
     prompt: str | None = None,
     truncate_dim: int | None = None,
     precision: str | None = None,
+    output_kind: str = "dense",
     **ray_remote_args: Any,
 ) -> Dataset:
-    """``ds`` with an embedding column: ``fixed_size_list<float32>[dim]``, L2-normalized by default.
+    """``ds`` with an embedding column: ``fixed_size_list<float32>[dim]``, L2-normalized by default (or a sparse
+    model's two list columns, or a multi-vector model's token vectors: ``output_kind``).
 
     Lazy, like every Ray Data transform: the work runs when the result is consumed
     (``write_parquet``, ``take_all``, ``materialize``...). Defaults come from :func:`plan_actors`;
@@ -836,6 +942,9 @@ def embed_dataset(
         As for :meth:`embellama.EmbeddingModel.embed_batch` (``truncate_dim``, ``precision`` default to the
         config's); precision "binary"/"ubinary" make an int8/uint8 column of ``ceil(dim / 8)``; int8/uint8 are
         refused (each batch would be calibrated on its own).
+    output_kind : {"dense", "sparse", "multi"}, optional
+        As for :class:`Embedder`: "sparse" adds ``<output_column>_indices`` (``list<int32>``) and
+        ``<output_column>_values`` (``list<float32>``), "multi" a ``list<fixed_size_list<float32>[dim]>`` column.
     **ray_remote_args
         Passed to ``map_batches`` as they are.
 
@@ -855,7 +964,8 @@ def embed_dataset(
     overrides: dict[str, Any] = {"truncate_dim": truncate_dim, "precision": precision}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     _refuse_calibrated(cfg)
-    kwargs = {"text_column": text_column, "id_column": id_column, "prompt_name": prompt_name, "prompt": prompt}
+    kwargs = {"text_column": text_column, "id_column": id_column, "prompt_name": prompt_name, "prompt": prompt,
+              "output_kind": _check_output_kind(output_kind)}  # fmt: skip
     return _map_dataset(
         ds,
         cfg,
@@ -992,8 +1102,9 @@ def _map_dataset(
         for column in inputs.values():
             if column not in names:
                 raise ConfigurationError(f"model {cfg.name!r}: the dataset has no column {column!r}; columns: {names}")
-        if output_column in names:
-            raise ConfigurationError(f"model {cfg.name!r}: the dataset already has a column {output_column!r}")
+        for output in output_names(output_column, kwargs.get("output_kind", "dense")):
+            if output in names:
+                raise ConfigurationError(f"model {cfg.name!r}: the dataset already has a column {output!r}")
     plan = plan_actors(
         cfg,
         n_threads=asked.n_threads,

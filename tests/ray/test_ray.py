@@ -521,3 +521,104 @@ def test_rerank_dataset_checks_and_a_failing_batch(cluster, rerankers, minilm_f1
     with pytest.raises(Exception) as info:
         rerank_dataset(failing, config, id_column="id", concurrency=1).take_all()
     assert "InvalidInputError: model 'bert': column 'document': text is empty; row id=17 (input #17)" in str(info.value)
+
+
+# -- sparse and multi-vector outputs (issue 31 item 5) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def head_models(library):
+    from tests.support import sparse_models
+
+    folder = {name: sparse_models.ensure(name) for name in ("splade", "bge-m3")}
+    configs = {
+        name: ModelConfig(model_path=f / "model.F32.gguf", model_name=name, n_threads=1, compute_type="off")
+        for name, f in folder.items()
+    }
+    return configs, sparse_models.texts()[:6]
+
+
+def _same_sparse_rows(indices, values, expected, atol=0.0):
+    """Each row's (indices, values) equal to the SparseEncoder's vector: bit for bit from the same llama.cpp call,
+    else within ``atol`` (a text's numbers move in the last bits with the texts sharing its call)."""
+    assert len(indices) == len(values) == len(expected)
+    for ids, vals, want in zip(indices, values, expected, strict=True):
+        ids, vals = np.asarray(ids), np.asarray(vals, dtype=np.float32)
+        assert len(ids) == len(vals) > 0 and np.all(np.diff(ids) > 0)
+        if atol == 0:
+            np.testing.assert_array_equal(ids, want.indices)
+            np.testing.assert_array_equal(vals, want.values)
+        else:
+            dense = np.zeros(want.dim, dtype=np.float32)
+            dense[ids] = vals
+            np.testing.assert_allclose(dense, want.to_dense(), rtol=0, atol=atol)
+
+
+def test_sparse_and_multi_outputs_in_every_batch_format(head_models):
+    from embellama import MultiVectorEncoder, SparseEncoder
+
+    configs, texts = head_models
+    with SparseEncoder(configs["splade"]) as enc:
+        sparse_want = enc.encode(texts)
+    with MultiVectorEncoder(configs["bge-m3"]) as enc:
+        multi_want = enc.encode_document(texts)
+    table = pa.table({"id": np.arange(len(texts)), "text": texts})
+
+    sparse = Embedder(configs["splade"], output_kind="sparse", id_column="id")
+    try:
+        out = sparse(table)
+        assert out.column_names == ["id", "text", "embedding_indices", "embedding_values"]
+        assert out.schema.field("embedding_indices").type == pa.list_(pa.int32())
+        assert out.schema.field("embedding_values").type == pa.list_(pa.float32())
+        _same_sparse_rows(out.column("embedding_indices").to_pylist(), out.column("embedding_values").to_pylist(),
+                          sparse_want)  # fmt: skip
+        got = sparse({"id": np.arange(len(texts)), "text": np.array(texts, dtype=object)})
+        assert got["embedding_indices"].dtype == object and got["embedding_indices"][0].dtype == np.int32
+        _same_sparse_rows(got["embedding_indices"], got["embedding_values"], sparse_want)
+        frame = sparse(table.to_pandas())
+        _same_sparse_rows(frame["embedding_indices"], frame["embedding_values"], sparse_want)
+        assert sparse(table.slice(0, 0)).num_rows == 0
+        with pytest.raises(ConfigurationError, match="already has a column 'embedding_values'"):
+            sparse(table.append_column("embedding_values", pa.array([0] * len(texts))))
+        with pytest.raises(InvalidInputError, match=r"column 'text': each text must be a non-empty str; row id=1"):
+            sparse(pa.table({"id": [0, 1], "text": ["fine", ""]}))
+    finally:
+        sparse.close()
+
+    multi = Embedder(configs["bge-m3"], output_kind="multi", output_column="tokens")
+    try:
+        out = multi(table)
+        assert out.schema.field("tokens").type == pa.list_(pa.list_(pa.float32(), 64))
+        frame = multi(table.to_pandas())
+        for rows in (out.column("tokens").to_pylist(), frame["tokens"]):
+            for row, want in zip(rows, multi_want, strict=True):
+                np.testing.assert_array_equal(np.asarray(row, dtype=np.float32), want)  # the same llama.cpp call
+    finally:
+        multi.close()
+    with pytest.raises(ConfigurationError, match="output_kind must be one of dense, sparse, multi"):
+        Embedder(configs["splade"], output_kind="colbert")
+
+
+def test_sparse_and_multi_datasets_on_the_cluster(cluster, head_models):
+    from embellama import MultiVectorEncoder, SparseEncoder
+
+    configs, texts = head_models
+    ds = ray.data.from_items([{"id": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=2)
+    sparse_rows = sorted(embed_dataset(ds, configs["splade"], output_kind="sparse", concurrency=1).take_all(),
+                         key=lambda r: r["id"])  # fmt: skip
+    multi_rows = sorted(embed_dataset(ds, configs["bge-m3"], output_kind="multi", concurrency=1).take_all(),
+                        key=lambda r: r["id"])  # fmt: skip
+    with SparseEncoder(configs["splade"]) as enc:
+        sparse_want = enc.encode(texts)
+    with MultiVectorEncoder(configs["bge-m3"]) as enc:
+        multi_want = enc.encode_document(texts)
+    # Ray may batch the rows otherwise than one call of six: SPLADE's log(1 + ReLU) over 30,522 logits moves by up
+    # to ~1e-2 with the texts sharing a call (tests/engine/test_engine_outputs.py)
+    _same_sparse_rows([r["embedding_indices"] for r in sparse_rows], [r["embedding_values"] for r in sparse_rows],
+                      sparse_want, atol=2e-2)  # fmt: skip
+    for row, want in zip(multi_rows, multi_want, strict=True):
+        got = np.asarray([np.asarray(v, dtype=np.float32) for v in row["embedding"]])
+        assert got.shape == want.shape
+        assert float(np.min(np.sum(got * want, axis=1))) >= MIN_COS  # unit token vectors: cosines
+    with pytest.raises(ConfigurationError, match="already has a column 'text'"):
+        embed_dataset(ds, configs["splade"], output_column="text", output_kind="multi")
