@@ -17,7 +17,15 @@ import numpy.typing as npt
 from embellama._compute.pooling import normalize
 from embellama._exceptions import ConfigurationError, InvalidInputError
 
-__all__ = ["PRECISIONS", "check_precision", "check_truncate_dim", "finish", "output_width", "quantize_embeddings"]
+__all__ = [
+    "PRECISIONS",
+    "check_precision",
+    "check_truncate_dim",
+    "finish",
+    "layer_norm",
+    "output_width",
+    "quantize_embeddings",
+]
 
 logger = logging.getLogger("embellama")
 
@@ -122,13 +130,38 @@ def quantize_embeddings(
     return (packed - 128).astype(np.int8) if precision == "binary" else packed
 
 
+LAYER_NORM_BEFORE_TRUNCATE = "layer_norm_before_truncate"
+"""The known-model table's ``normalization`` of a model whose Matryoshka cut follows a layer norm (nomic v1.5)."""
+LAYER_NORM_EPS = 1e-5
+"""The epsilon of the layer norm before a Matryoshka cut (torch's ``F.layer_norm`` default, nomic's recipe)."""
+
+
+def layer_norm(vectors: npt.NDArray[np.float32], eps: float = LAYER_NORM_EPS) -> npt.NDArray[np.float32]:
+    """Layer norm without affine parameters over the last axis: ``(x - mean) / sqrt(var + eps)`` (biased variance),
+    as ``torch.nn.functional.layer_norm(x, (dim,))``; computed in float64, returned as float32."""
+    x = np.asarray(vectors, dtype=np.float64)
+    centered = x - x.mean(axis=-1, keepdims=True)
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    return (centered / np.sqrt(var + eps)).astype(np.float32)
+
+
 def finish(
-    vectors: npt.NDArray[np.float32], truncate_dim: int | None, norm: Any, precision: str, model_name: str
+    vectors: npt.NDArray[np.float32],
+    truncate_dim: int | None,
+    norm: Any,
+    precision: str,
+    model_name: str,
+    layer_norm_first: bool = False,
 ) -> npt.NDArray[Any]:
-    """Un-normalized pooled ``(n, dim)`` vectors cut to ``truncate_dim``, normalized, then quantized."""
+    """Un-normalized pooled ``(n, dim)`` vectors cut to ``truncate_dim``, normalized, then quantized.
+
+    ``layer_norm_first``: a cut vector is first layer-normed over all its dimensions (:func:`layer_norm`), the
+    Matryoshka recipe of nomic-embed-text v1.5 (the known-model table's ``layer_norm_before_truncate``)."""
     dim = vectors.shape[-1]
     check_truncate_dim(truncate_dim, f"model {model_name!r}", dim)
     if truncate_dim is not None and truncate_dim < dim:
+        if layer_norm_first:
+            vectors = layer_norm(vectors)
         vectors = np.ascontiguousarray(vectors[..., :truncate_dim])
     vectors = normalize(vectors, norm)
     if precision == "float32":

@@ -64,6 +64,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         self._norm: Normalization | float = parse_normalization(config.normalize)
         self._prompts = Prompts()
         self._token_context: _overflow.TokenContext | None = None  # late chunking's pooling-NONE context
+        self._layer_norm_cut = False  # the known model's Matryoshka recipe: layer norm before truncate_dim's cut
 
     # -- embedding-specific loading and information ------------------------------------
 
@@ -74,6 +75,9 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
 
     def _adopt(self, prepared: tuple[Prompts, str]) -> None:
         self._prompts, self._similarity_fn = prepared
+        self._layer_norm_cut = (
+            self._known is not None and self._known.normalization == _output.LAYER_NORM_BEFORE_TRUNCATE
+        )
 
     def _choose_pooling(self, model: Model) -> PoolingStrategy:
         return embedding_pooling(self.config, model)
@@ -204,7 +208,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         context.copy_sequence_embeddings(out, _FIRST_ROW)
         if options.plain:
             return _normalize(out, norm)[0]
-        return _output.finish(out, options.truncate_dim, norm, options.precision, self.name)[0]  # type: ignore[no-any-return]
+        return self._finish(out, options, norm)[0]  # type: ignore[no-any-return]
 
     def _options(
         self,
@@ -671,7 +675,13 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         result = self._run_batch(tokens, pooling, plain_norm, batch_size, progress)
         if options.plain:
             return result
-        return _output.finish(result, options.truncate_dim, norm, options.precision, self.name)
+        return self._finish(result, options, norm)
+
+    def _finish(self, vectors: npt.NDArray[np.float32], options: Options, norm: Normalization | float) -> Any:
+        """Pooled vectors cut to the call's ``truncate_dim`` (layer-normed first where the known model says so),
+        normalized, then quantized."""
+        ln = self._layer_norm_cut
+        return _output.finish(vectors, options.truncate_dim, norm, options.precision, self.name, ln)
 
     def __repr__(self) -> str:
         state = "loaded" if self.is_loaded else "not loaded"

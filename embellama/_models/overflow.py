@@ -12,7 +12,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from embellama._compute import output as _output
 from embellama._compute import packing as _batch
 from embellama._compute import spans as _spans
 from embellama._compute.pooling import Normalization, NormalizeSpec, PoolingStrategy, parse_normalization
@@ -206,11 +205,7 @@ def embed_chunked(
     else:
         weights = np.maximum(lengths, 1).astype(np.float64) if chunk_pooling == "weighted" else np.ones(len(lengths))
         pooled = _spans.pool_windows(vectors, counts, weights)
-    out = (
-        _normalize(pooled, norm)
-        if options.plain
-        else _output.finish(pooled, options.truncate_dim, norm, options.precision, name)
-    )
+    out = _normalize(pooled, norm) if options.plain else self._finish(pooled, options, norm)
     if not return_chunks:
         return out
     chunks = []
