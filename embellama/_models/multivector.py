@@ -54,6 +54,7 @@ class MultiVectorEncoder(_TokenEncoder):
         self.style = str(self.settings.get("style", "bge-m3"))
         self.score_reduce = str(self.settings.get("score", "sum"))
         self._skip: set[int] | None = None
+        self._markers: dict[str, npt.NDArray[np.int32]] = {}
         activation = str(self.settings.get("activation", "Identity")).rsplit(".", 1)[-1].lower()
         if activation not in ("identity", "tanh"):
             raise ConfigurationError(
@@ -68,10 +69,16 @@ class MultiVectorEncoder(_TokenEncoder):
         return int(self.heads.arrays["colbert.weight"].shape[0])
 
     def _marker(self, key: str) -> npt.NDArray[np.int32]:
-        text = self.settings.get(key) or ""
-        if not text:
-            return np.zeros(0, dtype=np.int32)
-        return self.model.load().model.tokenize(text.strip(), add_special=False, parse_special=True)
+        if key not in self._markers:
+            text = self.settings.get(key) or ""
+            ids = self.model.load().model.tokenize(text.strip(), add_special=False, parse_special=True)
+            # PyLate and ColBERT insert the marker's own vocabulary entry (convert_tokens_to_ids: PyLate's added
+            # "[Q] ", Stanford's "[unused0]"), which llama.cpp's tokenizer splits into pieces
+            found = [w for w in dict.fromkeys((text, text.strip())) if w and w in self.vocabulary]
+            if len(ids) > 1 and found:
+                ids = np.array([self.vocabulary.index(found[0])], dtype=np.int32)
+            self._markers[key] = ids
+        return self._markers[key]
 
     def _skiplist(self) -> set[int]:
         if self._skip is None:
