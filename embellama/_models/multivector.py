@@ -71,7 +71,9 @@ class MultiVectorEncoder(_TokenEncoder):
     def _marker(self, key: str) -> npt.NDArray[np.int32]:
         if key not in self._markers:
             text = self.settings.get(key) or ""
-            ids = self.model.load().model.tokenize(text.strip(), add_special=False, parse_special=True)
+            ids = np.zeros(0, dtype=np.int32)
+            if text.strip():
+                ids = self.model.load().model.tokenize(text.strip(), add_special=False, parse_special=True)
             # PyLate and ColBERT insert the marker's own vocabulary entry (convert_tokens_to_ids: PyLate's added
             # "[Q] ", Stanford's "[unused0]"), which llama.cpp's tokenizer splits into pieces
             found = [w for w in dict.fromkeys((text, text.strip())) if w and w in self.vocabulary]

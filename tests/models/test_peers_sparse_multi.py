@@ -212,3 +212,24 @@ def test_pylate_default_expansion_is_attended_by_llama_cpp(pylate):
     default = _split(ref["queries_default"], ref["query_lengths"])
     assert min(_cos(g, w).min() for g, w in zip(queries, attended, strict=True)) >= 0.9999
     assert min(_cos(g, w).min() for g, w in zip(queries, default, strict=True)) < 0.999
+
+
+def test_colbert_markers_are_vocabulary_entries(pylate, tmp_path):
+    """Stanford ColBERT's ``[unused0]``/``[unused1]`` markers are vocabulary entries too (one id each, as
+    ``convert_tokens_to_ids`` gives), and an empty marker inserts nothing."""
+    import json
+    import shutil
+
+    folder = peer_models.folder_for("pylate")
+    shutil.copy(folder / "model.F32.gguf", tmp_path / "m.gguf")
+    with np.load(folder / "model.F32.heads.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "meta"}
+        meta = json.loads(str(data["meta"]))
+    meta["colbert"].update(query_prefix="", document_prefix="[unused1]")
+    np.savez(tmp_path / "m.heads.npz", meta=np.array(json.dumps(meta)), **arrays)
+    enc, _ = pylate
+    plain = enc.model.tokenize(TEXTS[0])
+    with MultiVectorEncoder(ModelConfig(model_path=tmp_path / "m.gguf", n_threads=1)) as stanford:
+        assert stanford._ids(TEXTS[:1], "", True)[0][: len(plain)].tolist() == plain.tolist()
+        doc = stanford._ids(TEXTS[:1], "", False)[0]
+        assert doc.tolist() == [plain[0], stanford.vocabulary.index("[unused1]"), *plain[1:]]
