@@ -65,15 +65,12 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
 __all__ = [
-    "OUTPUT_KINDS",
     "ActorPlan",
     "Embedder",
-    "Ragged",
     "RerankScorer",
     "ShippedModel",
     "embed_dataset",
     "embedding_matrix",
-    "output_names",
     "plan_actors",
     "rerank_dataset",
     "ship_model",

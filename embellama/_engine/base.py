@@ -213,7 +213,7 @@ class EngineBase:
         Raises
         ------
         ConfigurationError
-            Not a ModelConfig, a bad ``workers``, or a model of that name is already registered.
+            Not a ModelConfig, a bad ``workers``, an unknown ``kind``, or a model of that name is already registered.
         ModelNotFoundError, ModelLoadError
             The model could not be loaded.
         ResourceClosedError
@@ -312,10 +312,11 @@ class EngineBase:
         Returns
         -------
         dict
-            ``name``, ``kind`` ("embedding" or "reranker"), ``max_sequence_length``, ``model_size``,
-            ``pooling``, ``workers`` and more: ``embedding_dimensions``, ``prompts`` and
-            ``similarity_fn_name`` for an embedding model; ``num_labels``, ``labels`` and ``activation`` for a
-            reranker.
+            ``name``, ``kind`` ("embedding", "reranker", "classifier", "sparse" or "multi_vector"),
+            ``max_sequence_length``, ``model_size``, ``pooling``, ``workers`` and more: ``embedding_dimensions``,
+            ``prompts`` and ``similarity_fn_name`` for an embedding model; ``num_labels``, ``labels`` and
+            ``activation`` for a reranker or a classifier; ``embedding_dimensions`` (the vocabulary, or a token
+            vector's width) and ``prompts`` for a sparse or multi-vector model.
 
         Raises
         ------

@@ -53,7 +53,11 @@ class EmbeddingEngine(EngineBase):
     A model whose GGUF is a cross-encoder (:func:`embellama._models.kinds.is_reranker`) is served by a
     :class:`Reranker` on each worker: :meth:`rerank` and :meth:`predict` score with it, and
     embedding calls on it raise :class:`ConfigurationError` (as :meth:`rerank` does on an
-    embedding model); :meth:`info` says which ``kind`` a model is.
+    embedding model); :meth:`info` says which ``kind`` a model is. A model loaded with ``kind="classifier"``
+    is served by a :class:`Classifier` (:meth:`classify`), a sparse or multi-vector model by a
+    :class:`SparseEncoder` (:meth:`embed_sparse`) or a :class:`MultiVectorEncoder` (:meth:`embed_multi`); see
+    :meth:`load_model` for how the kind is found. Their requests are joined by dynamic batching like embeddings,
+    never with requests of another output.
 
     With ``EngineConfig.max_pending`` set, a request that finds that many requests pending
     waits up to ``submit_timeout`` seconds for room, then raises :class:`EngineBusyError`

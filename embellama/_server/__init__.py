@@ -11,10 +11,13 @@ never imports this package. Endpoints:
   ``{"model", "query", "documents": [str, ...], "top_n", "return_documents"}`` answered with
   ``{"model", "object": "list", "results": [{"index", "relevance_score"[, "document": {"text"}]}, ...],
   "usage"}``, best first; the score is the model's default activation (sigmoid for one output);
-- ``GET /v1/models`` and ``GET /v1/models/{id}`` (each model's ``kind``: "embedding" or "reranker");
+- ``GET /v1/models`` and ``GET /v1/models/{id}`` (each model's ``kind``: "embedding", "reranker", "classifier",
+  "sparse" or "multi_vector");
   ``GET /health``; ``GET /metrics`` (Prometheus text);
 - TEI's API (``tei``): ``/embed``, ``/embed_all``, ``/rerank`` (TEI's body), ``/tokenize``, ``/decode``, ``/info``,
-  ``POST /`` by model kind, ``/predict`` and ``/embed_sparse`` (424); Ollama's (``ollama``): ``/api/embed``,
+  ``POST /`` by model kind, ``/predict`` (a classifier's texts, a reranker's pairs), ``/embed_sparse`` (a sparse
+  model) and embellama's ``/embed_multi`` (a multi-vector model's token vectors); 424 where no such model is
+  served; Ollama's (``ollama``): ``/api/embed``,
   ``/api/embeddings``, ``/api/tags``, ``/api/show``, ``/api/version``; llama-server's (``llamacpp``): ``/tokenize``
   (``content``) and ``/detokenize``. Each answers errors in its API's shape, behind the same key, limits,
   backpressure and metrics (docs/guide/apis.md).

@@ -46,6 +46,7 @@ EXPECTED = {
     ],
     "guide/sparse.md:Sparse vectors": ["splade 30522 SparseEmbedding int32 float32\n(1, 2)\n3 True\n[32, 32]"],
     "guide/sparse.md:Multi-vector: ColBERT and MaxSim": ["bge-m3 True 3\n(3,)\n['corpus_id', 'score']"],
+    "guide/sparse.md:Serving: the engine, `embellama serve` and Ray": ["sparse multi_vector 2 2\n3 SparseEmbedding"],
     "guide/classify.md:Classify texts: sequence-classification heads": [
         "(3, 3) ('negative', 'neutral', 'positive') softmax 3 2 ['label', 'score']"
     ],
