@@ -286,3 +286,25 @@ def test_an_adapter_keeps_its_model_alive_and_goes_with_it(built):
     assert adapter.metadata_value("adapter.type") == "lora"  # its llama.cpp object is still valid
     del adapter, low, model
     gc.collect()  # the model goes, and llama.cpp deletes its adapter with it: no double free, no crash
+
+
+def test_jina_v3_s_layout_converts_and_each_task_equals_its_merged_weights(library, texts):
+    """The pinned convert_hf_to_gguf.py takes jina-embeddings-v3's layout (LoRA parametrizations inside the model's
+    safetensors, ``lora_adaptations`` and ``task_instructions`` in its config): it writes the base GGUF
+    (jina-bert-v3) and one adapter GGUF per task with its name and prompt. Each task with its adapter equals the
+    checkpoint with that task's LoRA merged into the weights (numpy, alpha / rank as jina's LoRAParametrization),
+    converted and run with no adapter."""
+    folder = lora_models.ensure_jina()
+    run = {"pooling": "mean", "n_threads": 1, "compute_type": "off"}
+    adapters = sorted(folder.glob("lora-*-jina.F32.gguf"))
+    with EmbeddingModel(ModelConfig(model_path=folder / "jina.F32.gguf", lora=adapters, **run)) as model:
+        assert model.model.architecture == "jina-bert-v3"
+        assert model.tasks == sorted(lora_models.JINA_TASKS)
+        got = {task: model.embed_batch(texts, task=task) for task in lora_models.JINA_TASKS}
+        base = model.embed_batch(texts)
+    for task, prompt in lora_models.JINA_TASKS.items():
+        with EmbeddingModel(ModelConfig(model_path=folder / f"merged-{task}.F32.gguf", **run)) as merged:
+            want = merged.embed_batch([prompt + t for t in texts])  # the task's prompt came with its adapter
+        low = _close(got[task], want)
+        assert float(_cos(base, want).max()) < 0.95  # without the adapter (and prompt): far from it
+        print(f"jina-v3 layout, {task}: lowest cos {low:.7f}")

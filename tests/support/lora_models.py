@@ -163,10 +163,131 @@ def build() -> Path:
     return final
 
 
+# -- jina-embeddings-v3's layout ------------------------------------------------------------------------------
+
+JINA_TASKS = {"retrieval.query": "Represent the query for retrieving evidence documents: ",
+              "retrieval.passage": "Represent the document for retrieval: "}  # fmt: skip
+JINA_RANK, JINA_ALPHA = 4, 1.0
+
+
+def jina_folder() -> Path:
+    return make_model.cache_dir() / "lora" / f"tiny-jina-v3-{recipe_key()}"
+
+
+def ensure_jina() -> Path:
+    """A tiny checkpoint in jina-embeddings-v3's layout, converted by the pinned ``convert_hf_to_gguf.py`` (built in
+    a child process first): ``jina.F32.gguf`` and the converter's ``lora-<task>-jina.F32.gguf`` per task, and
+    ``merged-<task>.F32.gguf``: the same checkpoint with that task's LoRA merged into its weights (numpy)."""
+    arch_models.build_missing("tests.support.lora_models", {"jina": jina_folder() / "done"})
+    return jina_folder()
+
+
+def _jina_tensors(hidden: int, vocab: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int]]]:
+    """Random weights named as jina-embeddings-v3's checkpoint (XLM-RoBERTa with rotary positions, fused QKV), and
+    the LoRA-parametrized ones: name to (fan_in, fan_out), the word embeddings' as an embedding (vocab, hidden)."""
+    rng = np.random.default_rng(seed)
+
+    def rand(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    plain: dict[str, np.ndarray] = {
+        "roberta.embeddings.token_type_embeddings.weight": rand(1, hidden),
+        "roberta.emb_ln.weight": 1 + rand(hidden, scale=0.1),
+        "roberta.emb_ln.bias": rand(hidden, scale=0.1),
+    }
+    lora: dict[str, tuple[int, int]] = {"roberta.embeddings.word_embeddings": (vocab, hidden)}
+    for i in range(2):
+        pre = f"roberta.encoder.layers.{i}"
+        lora.update({f"{pre}.mixer.Wqkv": (hidden, 3 * hidden), f"{pre}.mixer.out_proj": (hidden, hidden),
+                     f"{pre}.mlp.fc1": (hidden, 2 * hidden), f"{pre}.mlp.fc2": (2 * hidden, hidden)})  # fmt: skip
+        plain.update({f"{pre}.mixer.Wqkv.bias": rand(3 * hidden, scale=0.1),
+                      f"{pre}.mixer.out_proj.bias": rand(hidden, scale=0.1),
+                      f"{pre}.mlp.fc1.bias": rand(2 * hidden, scale=0.1), f"{pre}.mlp.fc2.bias": rand(hidden, scale=0.1),
+                      f"{pre}.norm1.weight": 1 + rand(hidden, scale=0.1), f"{pre}.norm1.bias": rand(hidden, scale=0.1),
+                      f"{pre}.norm2.weight": 1 + rand(hidden, scale=0.1), f"{pre}.norm2.bias": rand(hidden, scale=0.1)})  # fmt: skip
+    for name, (fan_in, fan_out) in lora.items():
+        embedding = name.endswith("word_embeddings")
+        plain[f"{name}.parametrizations.weight.original"] = (
+            rand(fan_in, fan_out, scale=1.0) if embedding else rand(fan_out, fan_in, scale=fan_in**-0.5)
+        )
+        n = len(JINA_TASKS)
+        # jina's LoRAParametrization: linear A (tasks, rank, fan_in), B (tasks, fan_out, rank), delta B @ A;
+        # embedding A (tasks, fan_in, rank), B (tasks, rank, fan_out), delta A @ B; both times alpha / rank
+        if embedding:
+            a, b = rand(n, fan_in, JINA_RANK, scale=0.5), rand(n, JINA_RANK, fan_out, scale=0.5)
+        else:
+            a, b = rand(n, JINA_RANK, fan_in, scale=fan_in**-0.5), rand(n, fan_out, JINA_RANK, scale=0.5)
+        plain[f"{name}.parametrizations.weight.0.lora_A"] = a
+        plain[f"{name}.parametrizations.weight.0.lora_B"] = b
+    return plain, lora
+
+
+def _merged_tensors(
+    tensors: dict[str, np.ndarray], lora: dict[str, tuple[int, int]], task: int
+) -> dict[str, np.ndarray]:
+    """The checkpoint with task ``task``'s LoRA merged into the weights (and every LoRA zeroed)."""
+    out = dict(tensors)
+    for name in lora:
+        key = f"{name}.parametrizations.weight"
+        a, b = tensors[f"{key}.0.lora_A"][task], tensors[f"{key}.0.lora_B"][task]
+        delta = a @ b if name.endswith("word_embeddings") else b @ a
+        out[f"{key}.original"] = (tensors[f"{key}.original"] + delta * (JINA_ALPHA / JINA_RANK)).astype(np.float32)
+        out[f"{key}.0.lora_A"] = np.zeros_like(tensors[f"{key}.0.lora_A"])
+        out[f"{key}.0.lora_B"] = np.zeros_like(tensors[f"{key}.0.lora_B"])
+    return out
+
+
+def build_jina() -> Path:
+    import json
+
+    from safetensors.numpy import save_file
+
+    final = jina_folder()
+    tmp = final.with_name(final.name + f".{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_dir = tmp / "hf"
+    vocab = arch_models.TOKENIZERS["unigram"](hf_dir)
+    hidden = arch_models.HIDDEN
+    config = {
+        "architectures": ["XLMRobertaModel"], "model_type": "xlm-roberta", "vocab_size": vocab,
+        "hidden_size": hidden, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 2 * hidden,
+        "hidden_act": "gelu", "max_position_embeddings": 8194, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+        "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "position_embedding_type": "rotary",
+        "rotary_emb_base": 20000.0, "lora_adaptations": list(JINA_TASKS), "task_instructions": JINA_TASKS,
+        "lora_rank": JINA_RANK, "lora_alpha": JINA_ALPHA, "lora_main_params_trainable": False,
+    }  # fmt: skip
+    (hf_dir / "config.json").write_text(json.dumps(config, indent=1))
+    tensors, lora = _jina_tensors(hidden, vocab, arch_models.SEED + 40)
+    save_file(tensors, str(hf_dir / "model.safetensors"))
+    arch = arch_models.ARCHS["xlm-roberta"]
+    proc = arch_models.convert(arch, hf_dir, tmp / "jina.F32.gguf", "f32")
+    if proc.returncode != 0:
+        raise RuntimeError(f"convert_hf_to_gguf.py failed on the jina-v3 layout:\n{proc.stderr[-4000:]}")
+    for k, task in enumerate(JINA_TASKS):
+        merged_dir = tmp / f"merged-{task}"
+        shutil.copytree(hf_dir, merged_dir, ignore=shutil.ignore_patterns("model.safetensors"))
+        save_file(_merged_tensors(tensors, lora, k), str(merged_dir / "model.safetensors"))
+        out = tmp / "merged" / f"merged-{task}.F32.gguf"
+        out.parent.mkdir(exist_ok=True)
+        proc = arch_models.convert(arch, merged_dir, out, "f32")
+        if proc.returncode != 0:
+            raise RuntimeError(f"convert_hf_to_gguf.py failed on the merged checkpoint:\n{proc.stderr[-4000:]}")
+        (tmp / "merged" / f"merged-{task}.F32.gguf").replace(tmp / f"merged-{task}.F32.gguf")
+        shutil.rmtree(merged_dir)
+    shutil.rmtree(tmp / "merged")  # the merged checkpoints' own (zero) adapters
+    (tmp / "done").write_text("ok")
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.replace(final)
+    return final
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    built = build() if not (folder() / "reference.npz").is_file() else folder()
-    print(built)
+    names = argv or ["tiny-bert", "jina"]
+    if "tiny-bert" in names:
+        print(build() if not (folder() / "reference.npz").is_file() else folder())
+    if "jina" in names:
+        print(build_jina() if not (jina_folder() / "done").is_file() else jina_folder())
     return 0
 
 
