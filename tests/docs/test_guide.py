@@ -53,6 +53,7 @@ EXPECTED = {
     "guide/embedding.md:Similarity and search": [
         "cosine (1, 3) [[0.6 0.  0.6]]\n(2,)\n['Kittens nap in the sun.', 'A cat sleeps on the sofa.']"
     ],
+    "guide/lora.md:Tasks per call": ["['retrieval.passage', 'retrieval.query']", "(64,) (1, 64) True"],
     "guide/known-models.md:Which model a GGUF is": [
         "None {'query': '', 'document': ''}",
         "me/minilm-retrieval (by general.name 'minilm-l6-h384-uncased') from ",
@@ -117,6 +118,10 @@ def test_guide_example(key, minilm_f16):
 
         names["SPLADE"] = str(sparse_models.ensure("splade") / "model.F32.gguf")
         names["BGE_M3"] = str(sparse_models.ensure("bge-m3") / "model.F32.gguf")
+    if "LORA_DIR" in EXAMPLES[key]:
+        from tests.support import lora_models
+
+        names["LORA_DIR"] = str(lora_models.ensure())
     printed = examples.run(EXAMPLES[key], f"docs/{key}", **names)
     for expected in EXPECTED[key]:
         assert expected in printed, f"{key}: {expected!r} not in {printed!r}"
