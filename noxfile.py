@@ -215,6 +215,7 @@ LLAMA_WINDOW_TESTS = [
     "tests/models/test_rerank.py::test_scores_equal_crossencoder",
     "tests/models/test_rerank.py::test_tokens_equal_huggingface",
     "tests/models/test_packing_tiles.py",  # the attention tile of that llama.cpp's CPU kernel, pads and all
+    "tests/models/test_lora.py",  # LoRA adapters through that llama.cpp's adapter functions
 ]
 
 # llama.cpp's WordPiece tokenizer drops spacing combining marks (Unicode Mc) that Hugging Face
