@@ -50,13 +50,17 @@ KINDS = (EMBEDDING, RERANKER, CLASSIFIER, SPARSE, MULTI_VECTOR)
 """The kinds of model an engine serves (``info()["kind"]``): an EmbeddingModel, a Reranker, a Classifier, a
 SparseEncoder or a MultiVectorEncoder per worker."""
 
-_MODEL_CLASSES: dict[str, Any] = {
-    EMBEDDING: EmbeddingModel,
-    RERANKER: Reranker,
-    CLASSIFIER: Classifier,
-    SPARSE: SparseEncoder,
-    MULTI_VECTOR: MultiVectorEncoder,
-}
+
+def model_classes() -> dict[str, Any]:
+    """The class a worker loads for each kind (looked up when called, so that tests may replace one)."""
+    return {
+        EMBEDDING: EmbeddingModel,
+        RERANKER: Reranker,
+        CLASSIFIER: Classifier,
+        SPARSE: SparseEncoder,
+        MULTI_VECTOR: MultiVectorEncoder,
+    }
+
 
 Compute = Callable[[EmbeddingModel, list[Any], "ProgressCallback | None"], Any]
 """``compute(model, texts, progress)``: the rows of ``texts``, computed on the worker."""
@@ -212,7 +216,7 @@ class Worker:
     def _run(self) -> None:
         model: Any = None
         try:
-            model = _MODEL_CLASSES[self.kind](self.config)
+            model = model_classes()[self.kind](self.config)
             model.load()
         except BaseException as exc:  # delivered to every caller waiting for this model
             with self._lock:
@@ -353,7 +357,7 @@ class Worker:
 
 def describe(model: Any) -> dict[str, Any]:
     """What ``EmbeddingEngine.info`` tells of a loaded model; ``kind`` says which class serves it."""
-    kind = next(k for k, cls in _MODEL_CLASSES.items() if type(model) is cls or isinstance(model, cls))
+    kind = next((k for k, cls in model_classes().items() if isinstance(model, cls)), EMBEDDING)
     base = batching_model(model)
     info: dict[str, Any] = {
         "name": model.name,
