@@ -299,8 +299,17 @@ def bench(session: nox.Session) -> None:
     ``--only`` runs bench.py alone); otherwise bench_serve.py (the servers) and bench_rerank.py (Reranker beside
     CrossEncoder) run too.
     ``nox -s bench -- --backend cuda`` instead measures a GPU build's throughput and compares it with the CPU build.
+    ``nox -s bench -- --kinds [--texts N]`` instead runs benchmarks/bench_kinds.py: sparse and multi-vector output
+    beside fastembed and sentence-transformers.
     """
     args = list(session.posargs)
+    if "--kinds" in args:
+        args.remove("--kinds")
+        _build(session, "cpu")
+        session.install("-e", ".", *MODEL_DEPS, *BENCH_DEPS)
+        session.run("python", "tests/support/make_model.py")
+        session.run("python", "benchmarks/bench_kinds.py", *args, env={"EMBELLAMA_BACKEND": "cpu", "EMBELLAMA_LIB": ""})
+        return
     backend = "cpu"
     if "--backend" in args:
         at = args.index("--backend")
