@@ -11,6 +11,9 @@
   and ``rank.rerank``'s MaxSim rankings.
 
 Figures on the tiny models (F32 GGUF, llama.cpp's CPU kernels against torch's) are in docs/guide/sparse.md.
+FlagEmbedding is installed by the nox test session without its dependencies (noxfile.py's PEER_DEPS:
+``pip install --no-deps FlagEmbedding==1.4.2 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19``); PyLate's
+folder is installed by :func:`tests.support.peer_models.pylate_site` on first use.
 """
 
 from __future__ import annotations
