@@ -559,6 +559,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_features() -> str:
+    """The CPU's wide-vector and matrix extensions that ggml uses, from /proc/cpuinfo (e.g. "AVX-512, BF16, AMX")."""
+    try:
+        flags = next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return ""
+    names = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "BF16", "amx_tile": "AMX"}
+    found = [name for flag, name in names.items() if flag in flags]
+    if "AVX-512" in found and "AVX2" in found:
+        found.remove("AVX2")
+    return ", ".join(found)
+
+
 TITLES = {
     "embellama": "embellama serve",
     "llama-cpp-python": "llama-cpp-python's server",
@@ -597,8 +614,8 @@ def write_report(result: dict[str, Any], out: Path, stem: str | None = None) -> 
     text = [
         f"# Soak of {TITLES[target]} ({datetime.date.today().isoformat()})",
         "",
-        f"{cpu_name()}, {os.cpu_count()} cores{load}; {what}; {s['clients']} clients for "
-        f"{s['seconds'] / 60:.1f} min; a sample every {s['interval']:g} s, warm-up {s['warmup']:g} s.",
+        f"{cpu_name()} ({cpu_features() or 'no AVX2'}), {os.cpu_count()} cores{load}; {what}; {s['clients']} "
+        f"clients for {s['seconds'] / 60:.1f} min; a sample every {s['interval']:g} s, warm-up {s['warmup']:g} s.",
         "",
         f"**{verdict_line}.** RSS after the warm-up {result['rss_base_kib'] / 1024:.1f} MiB, at the end "
         f"{result['rss_last_kib'] / 1024:.1f} MiB ({100 * result['rss_growth_after_warmup']:+.2f} %; the rule: "
@@ -606,6 +623,7 @@ def write_report(result: dict[str, Any], out: Path, stem: str | None = None) -> 
         f"{result['requests_answered']} (hang-ups included); statuses {result['statuses']}; exit status "
         f"{result['exit_status']} on SIGTERM.",
         "",
+        *([s["note"], ""] if s.get("note") else []),
         *rows,
         "",
         (
@@ -695,6 +713,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--llama-server", help="llama-server binary (default: on PATH, else beside the libraries)")
     parser.add_argument("--lib-path", type=Path, default=LIB_DIR, help="the libllama folder a peer loads")
     parser.add_argument("--parallel", type=int, default=8, help="llama-server --parallel slots")
+    parser.add_argument("--note", help="a paragraph for the report (the machine, the build, what else ran)")
     return parser.parse_args(argv)
 
 
@@ -730,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         lib_path=args.lib_path,
     )
+    if args.note:
+        result["settings"]["note"] = args.note
     write_report(result, args.out)
     print("PASS" if result["passed"] else "FAIL: " + "; ".join(result["failures"]))
     print(f"wrote {args.out}/soak-{args.target}.{{json,md,png}}")

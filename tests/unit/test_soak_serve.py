@@ -173,8 +173,11 @@ def _result(target: str, passed: bool) -> dict:
 
 
 def test_a_peer_report_names_the_server_its_command_and_the_load(tmp_path: Path) -> None:
-    soak_serve.write_report(_result("llama-server", False), tmp_path)
+    result = _result("llama-server", False)
+    result["settings"]["note"] = "Built from llama.cpp abc."
+    soak_serve.write_report(result, tmp_path)
     text = (tmp_path / "soak-llama-server.md").read_text()
+    assert "\n\nBuilt from llama.cpp abc.\n\n" in text
     assert text.startswith("# Soak of llama-server (")
     assert "`llama-server -m m.gguf --embedding`" in text
     assert "load average (1 min) 2.5 to 5.5" in text
@@ -183,3 +186,11 @@ def test_a_peer_report_names_the_server_its_command_and_the_load(tmp_path: Path)
     assert "--target llama-server" in text
     assert json.loads((tmp_path / "soak-llama-server.json").read_text())["settings"]["target"] == "llama-server"
     assert (tmp_path / "soak-llama-server.png").stat().st_size > 1000
+
+
+def test_cpu_features_name_the_extensions_in_proc_cpuinfo() -> None:
+    flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    named = soak_serve.cpu_features().split(", ")
+    assert ("AVX-512" in named) == ("avx512f" in flags)
+    assert ("AMX" in named) == ("amx_tile" in flags)
+    assert ("BF16" in named) == ("avx512_bf16" in flags)
