@@ -17,6 +17,7 @@ from embellama._compute.similarity import semantic_search
 from embellama._config import EngineConfig, ModelConfig
 from embellama._engine import EmbeddingEngine
 from embellama._exceptions import (
+    ApproximationWarning,
     ConfigurationError,
     EmbeddingError,
     EmbellamaError,
@@ -40,6 +41,7 @@ from embellama._native import Library, get_library, load_library
 from embellama._version import __version__
 
 __all__ = [
+    "ApproximationWarning",
     "Classifier",
     "ConfigurationError",
     "EmbeddingEngine",

@@ -19,12 +19,14 @@
      └── EngineBusyError       an engine's max_pending requests are already pending
 
     UserWarning
-     └── TruncationWarning     texts were cut to the model's token limit (how many, how many tokens)
+     ├── TruncationWarning     texts were cut to the model's token limit (how many, how many tokens)
+     └── ApproximationWarning  a model asks for something llama.cpp's graph cannot compute exactly (what differs)
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ApproximationWarning",
     "ConfigurationError",
     "EmbeddingError",
     "EmbellamaError",
@@ -197,4 +199,23 @@ class TruncationWarning(UserWarning):
         self.model_name = model_name
         self.texts = texts
         self.tokens = tokens
+        super().__init__(message)
+
+
+class ApproximationWarning(UserWarning):
+    """The model's own recipe asks for something llama.cpp's graph cannot compute exactly; embellama computes the
+    nearest thing it can and says what differs, once per model.
+
+    The case known today: a ColBERT checkpoint trained with ``attend_to_expansion_tokens=False`` keeps its query's
+    ``[MASK]`` expansion tokens out of the other tokens' attention, while llama.cpp's encoder lets every token of a
+    sequence see every other one.
+
+    Attributes
+    ----------
+    model_name : str
+        The model.
+    """
+
+    def __init__(self, message: str, model_name: str = "") -> None:
+        self.model_name = model_name
         super().__init__(message)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy.typing as npt
 from embellama._compute import heads as _heads
 from embellama._compute.pooling import normalize
 from embellama._config import ModelConfig
-from embellama._exceptions import ConfigurationError
+from embellama._exceptions import ApproximationWarning, ConfigurationError
 from embellama._models.sparse import _task_prompt, _TokenEncoder
 
 __all__ = ["MultiVectorEncoder"]
@@ -55,6 +56,7 @@ class MultiVectorEncoder(_TokenEncoder):
         self.score_reduce = str(self.settings.get("score", "sum"))
         self._skip: set[int] | None = None
         self._markers: dict[str, npt.NDArray[np.int32]] = {}
+        self._approximation_told = False
         activation = str(self.settings.get("activation", "Identity")).rsplit(".", 1)[-1].lower()
         if activation not in ("identity", "tanh"):
             raise ConfigurationError(
@@ -106,8 +108,25 @@ class MultiVectorEncoder(_TokenEncoder):
                 if mask < 0:
                     raise ConfigurationError(f"model {self.name!r}: query expansion needs a [MASK] token")
                 row = np.concatenate([row, np.full(int(limit) - len(row), mask, np.int32)])
+                self._tell_expansion_attended()
             out.append(row)
         return out
+
+    def _tell_expansion_attended(self) -> None:
+        """Warn once when the checkpoint keeps [MASK] expansion out of attention, which llama.cpp cannot do."""
+        if self._approximation_told or self.settings.get("attend_to_expansion_tokens", True):
+            return
+        self._approximation_told = True
+        warnings.warn(
+            ApproximationWarning(
+                f"model {self.name!r} was trained with attend_to_expansion_tokens=False (its query tokens do not "
+                "attend to the [MASK] expansion); llama.cpp's encoder lets every token of a sequence see every "
+                "other one, so its query vectors are computed as if it were True and differ from PyLate's "
+                "(documents are exact); see the guide's sparse and multi-vector page",
+                self.name,
+            ),
+            stacklevel=4,
+        )
 
     def _encode(self, texts: Any, prompt_name: str | None, prompt: str | None, is_query: bool) -> Any:
         items, single = self._texts(texts)

@@ -18,11 +18,13 @@ folder is installed by :func:`tests.support.peer_models.pylate_site` on first us
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from embellama import ModelConfig, MultiVectorEncoder, SparseEncoder
+from embellama import ApproximationWarning, ModelConfig, MultiVectorEncoder, SparseEncoder
 from tests.support import peer_models, sparse_models
 
 TEXTS = sparse_models.texts()
@@ -208,9 +210,22 @@ def test_pylate_default_expansion_is_attended_by_llama_cpp(pylate):
     """PyLate's default (and Stanford ColBERT's) keeps the ``[MASK]`` expansion out of the other tokens' attention
     (a key mask: the expansion tokens read the query, the query never reads them). llama.cpp's encoder masks by
     sequence only, symmetrically, so embellama's query vectors are those of ``attend_to_expansion_tokens=True``
-    whatever the checkpoint says: this pins the difference (docs/guide/sparse.md gives its size)."""
-    enc, ref = pylate
-    queries = enc.encode_query(TEXTS[:10])
+    whatever the checkpoint says: this pins the difference (docs/guide/sparse.md gives its size), and the
+    ApproximationWarning that says so, once per model, for queries only."""
+    _, ref = pylate
+    config = ModelConfig(
+        model_path=peer_models.folder_for("pylate") / "model.F32.gguf", compute_type="off", n_threads=1
+    )
+    with MultiVectorEncoder(config) as enc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            enc.encode_document(TEXTS[:3])  # documents have no expansion: exact, nothing to say
+        with pytest.warns(ApproximationWarning, match="attend_to_expansion_tokens=False") as told:
+            queries = enc.encode_query(TEXTS[:10])
+        assert len(told) == 1 and told[0].message.model_name == enc.name
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            enc.encode_query(TEXTS[:2])  # once per model
     attended = _split(ref["queries_attend"], ref["query_lengths"])
     default = _split(ref["queries_default"], ref["query_lengths"])
     assert min(_cos(g, w).min() for g, w in zip(queries, attended, strict=True)) >= 0.9999

@@ -24,7 +24,7 @@ EXCEPTIONS = (
 ).split()
 CLASSES = (
     "EmbeddingModel Reranker EmbeddingEngine ModelConfig EngineConfig PoolingStrategy Normalization Library "
-    "TruncationWarning Classifier SparseEncoder SparseEmbedding MultiVectorEncoder"
+    "TruncationWarning ApproximationWarning Classifier SparseEncoder SparseEmbedding MultiVectorEncoder"
 ).split()
 FUNCTIONS = "normalize load_library get_library quantize_embeddings semantic_search".split()
 PUBLIC = sorted([*EXCEPTIONS, *CLASSES, *FUNCTIONS, "__version__"])
