@@ -52,6 +52,7 @@ def model_config(args: argparse.Namespace) -> ModelConfig:
         compute_type=args.compute_type,
         truncate_dim=getattr(args, "truncate_dim", None),
         precision=getattr(args, "precision", "float32"),
+        lora=getattr(args, "lora", None) or None,
     )
 
 

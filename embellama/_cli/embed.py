@@ -48,13 +48,15 @@ def embed_command(args: argparse.Namespace) -> int:
     texts = read_texts(args)
     config = model_config(args)
     if getattr(args, "output_kind", "dense") != "dense":  # sparse or ColBERT token vectors: _cli/heads
+        if args.task is not None or config.lora:
+            raise ConfigurationError(f"--task and --lora apply to dense vectors, not --output-kind {args.output_kind}")
         return embed_heads(args, fmt, texts, config)
     if fmt in ("npy", "csv") and config.pooling is PoolingStrategy.NONE:
         raise ConfigurationError(
             f"--pooling none gives one vector per token, which {fmt} cannot hold; use json or jsonl"
         )
     with EmbeddingModel(config) as model:
-        prompts = {"prompt_name": args.prompt_name, "prompt": args.prompt}
+        prompts = {"prompt_name": args.prompt_name, "prompt": args.prompt, "task": args.task}
         if config.precision in ("int8", "uint8"):  # calibrated on every text together, as one batch
             whole = model.embed_batch(texts, show_progress_bar=args.progress, **prompts)
             chunks: Iterator[Any] = iter([whole])
@@ -158,6 +160,13 @@ def add_parsers(sub: Subparsers) -> None:
             p.add_argument("--prompt-name", help="prepend the model's prompt of this name (see 'embellama prompts')")
             p.add_argument("--prompt", help="prepend this text to every text (wins over --prompt-name)")
             p.add_argument("--truncate-dim", type=int, help="keep the first N dimensions (cut before normalizing)")
+            p.add_argument(
+                "--lora",
+                action="append",
+                metavar="ADAPTER",
+                help="a LoRA adapter GGUF or hf:// reference (repeatable; see the guide's LoRA page)",
+            )
+            p.add_argument("--task", help="the LoRA task to run with (its adapter and prompt), e.g. retrieval.query")
             p.add_argument(
                 "--output-kind",
                 default="dense",

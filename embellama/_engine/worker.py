@@ -390,5 +390,6 @@ def describe(model: Any) -> dict[str, Any]:
             prompts=model.prompts,
             default_prompt_name=model.default_prompt_name,
             similarity_fn_name=model.similarity_fn_name,
+            tasks=model.tasks,
         )
     return info

@@ -76,7 +76,7 @@ async def embeddings(request: Request) -> Response:
 
     call: Awaitable[Any]
     if req.kind == "text":
-        call = state.engine.aembed_batch(req.items, model=name)
+        call = state.engine.aembed_batch(req.items, model=name, task=req.task)
     else:
         token_arrays = req.token_arrays
 

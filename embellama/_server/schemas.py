@@ -30,6 +30,7 @@ __all__ = [
     "ServedModel",
     "ServerLimits",
     "check_count",
+    "check_task",
     "parse_input",
     "read_object",
     "require",
@@ -83,6 +84,7 @@ class ServedModel:
     default_prompt_name: str | None = None
     labels: list[str] = dataclasses.field(default_factory=list)  # a reranker's or a classifier's output labels
     similarity_fn_name: str = "cosine"  # an embedding model's own similarity function
+    tasks: list[str] = dataclasses.field(default_factory=list)  # the tasks of its LoRA adapters (a call's task=)
 
     @classmethod
     def describe(cls, engine: EmbeddingEngine, name: str, created: int) -> ServedModel:
@@ -106,6 +108,7 @@ class ServedModel:
             default_prompt_name=info.get("default_prompt_name"),
             labels=list(info.get("labels") or []),
             similarity_fn_name=str(info.get("similarity_fn_name") or "cosine"),
+            tasks=list(info.get("tasks") or []),
         )
         if served.kind == RERANKER:  # the special tokens the reranker puts around a pair, measured on one pair
             joined = engine.submit(_pair_length, model=name).result()
@@ -285,6 +288,7 @@ class EmbeddingsRequest:
     usage: int  # tokens the model sees
     token_arrays: list[npt.NDArray[np.int32]]  # for "tokens": the arrays the model runs
     truncated: int = 0  # tokens cut from the texts over the model's limit (usage.truncated_tokens)
+    task: str | None = None  # the LoRA task the texts run with (its adapter and prompt)
 
     @classmethod
     def parse(cls, body: dict[str, Any], model: ServedModel, limits: ServerLimits) -> EmbeddingsRequest:
@@ -303,6 +307,9 @@ class EmbeddingsRequest:
             )
         kind, items = parse_input(body["input"], limits)
         where = "list" if isinstance(body["input"], list) and items is body["input"] else "one"
+        task = check_task(body.get("task"), model)
+        if task is not None and kind != "text":
+            raise HTTPError(400, "'task' needs texts: token arrays run without an adapter's prompt", param="task")
         token_arrays: list[npt.NDArray[np.int32]] = []
         try:
             truncated = 0
@@ -317,7 +324,17 @@ class EmbeddingsRequest:
             raise input_error(exc, where) from None
         except TypeError:  # a token array holding something else than ints
             raise HTTPError(400, "token arrays must be lists of ints", param="input") from None
-        return cls(kind, items, where, encoding, dimensions, usage, token_arrays, truncated)
+        return cls(kind, items, where, encoding, dimensions, usage, token_arrays, truncated, task)
+
+
+def check_task(value: Any, model: ServedModel) -> str | None:
+    """A request's ``task``: None, or one of the tasks of the model's LoRA adapters (400 otherwise)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in model.tasks:
+        tasks = f"one of the model's tasks {model.tasks}" if model.tasks else "absent: the model has no LoRA tasks"
+        raise HTTPError(400, f"'task' must be {tasks}, got {value!r:.60}", param="task")
+    return value
 
 
 @dataclasses.dataclass
