@@ -119,7 +119,9 @@ class ModelConfig:
         Take prompts, the similarity function and rope settings from the known-model table when the GGUF
         names a model in it (True by default).
     extra : dict, optional
-        Free-form settings for tools built on embellama; ignored by the library.
+        Free-form settings for tools built on embellama; ignored by the library, but for ``"kind"``, which
+        :class:`EmbeddingEngine` (and ``embellama serve --config``) reads as the kind of model to serve the file
+        as (``"classifier"``, ``"sparse"``, ``"multi_vector"``, ...) when its files do not say it.
 
     Raises
     ------
