@@ -230,7 +230,7 @@ class Classifier(LlamaModel):
         tracker = _batch.Progress(len(batch), self.name, show_progress_bar, progress)
         logits = self._run_batch(tokens, PoolingStrategy.RANK, Normalization.NONE, batch_size, tracker)
         tracker.close()
-        scores = _activate(np.asarray(logits, dtype=np.float32).reshape(len(batch), -1), kind)
+        scores = _activate(np.asarray(logits, dtype=np.float32).reshape(len(batch), self.num_labels), kind)
         if top_k is None:
             return scores[0] if single else scores
         labels = self.labels

@@ -130,6 +130,8 @@ class MultiVectorEncoder(_TokenEncoder):
 
     def _encode(self, texts: Any, prompt_name: str | None, prompt: str | None, is_query: bool) -> Any:
         items, single = self._texts(texts)
+        if not items:
+            return []
         ids = self._ids(items, self._prompt(prompt_name, prompt), is_query)
         hidden, lengths = self._token_vectors(ids)
         keep = np.ones(len(hidden), dtype=bool)

@@ -244,6 +244,9 @@ class _TokenEncoder:
 
     def _token_vectors(self, ids: list[npt.NDArray[np.int32]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """The hidden states of every text concatenated ``(total, hidden)`` and each text's length."""
+        if not ids:  # no texts: no tokens (the heads then give each output kind's empty list)
+            width = self.model.load().model.n_embd
+            return np.zeros((0, width), dtype=np.float32), np.zeros(0, dtype=np.int64)
         vectors = self.model.embed_token_ids(ids)
         lengths = np.array([len(v) for v in vectors], dtype=np.int64)
         return np.concatenate(vectors, axis=0).astype(np.float32, copy=False), lengths

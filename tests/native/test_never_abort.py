@@ -232,6 +232,66 @@ def test_no_pair_kills_the_process(child, reranker_f16, pairs, query, documents,
         assert ranked["ok"] and ranked["n"] == len(documents), ranked
 
 
+# -- classifiers, sparse and multi-vector encoders ---------------------------------------------------------
+
+# A text item for the output kinds: text, or what a caller might pass by mistake (JSON-able).
+text_item = st.one_of(texts, texts, texts, st.none(), st.integers(), st.lists(st.text(max_size=3), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def output_models(library) -> dict[str, str]:
+    from tests.support import classify_models, sparse_models
+
+    return {
+        "classifier": str(classify_models.ensure("bert3").gguf),
+        "sparse": str(sparse_models.ensure("splade") / "model.F32.gguf"),
+        "multi": str(sparse_models.ensure("bge-m3") / "model.F32.gguf"),
+    }
+
+
+@settings(
+    max_examples=TEXT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    kind=st.sampled_from(["classifier", "sparse", "multi"]),
+    batch=st.one_of(st.lists(text_item, max_size=5), text_item),
+    query=st.booleans(),
+    top_k=st.sampled_from([None, 1, 2]),
+    max_tokens=st.sampled_from([None, 8, 16, 512]),
+    truncate=st.booleans(),
+)
+def test_no_text_kills_a_classifier_sparse_or_multi_vector_model(
+    child, output_models, kind, batch, query, top_k, max_tokens, truncate
+):
+    """Whatever a caller passes to ``predict`` or ``encode_query``/``encode_document``: a result for valid texts,
+    an embellama exception naming the model otherwise, never a dead interpreter."""
+    config = {"model_path": output_models[kind], "model_name": NAME, "n_threads": 1, "truncate": truncate}
+    config["compute_type"] = "off"
+    if max_tokens is not None:
+        config["max_tokens"] = max_tokens
+    call = {"texts": batch, "query": query, "top_k": top_k}
+    reply = child.call({"op": "outputs", "kind": kind, "config": config, "calls": [call]})
+    if not reply["ok"]:  # the model refused the config itself
+        assert reply["ours"] and f"'{NAME}'" in reply["message"], reply
+        return
+    (result,) = reply["results"]
+
+    def valid(item: object) -> bool:
+        return isinstance(item, str) and bool(item) and not any(0xD800 <= ord(c) <= 0xDFFF for c in item)
+
+    items = batch if isinstance(batch, list) else [batch]
+    event(f"{kind}: {'ok' if result['ok'] else result['error']}")
+    if result["ok"]:
+        assert result["finite"] and result["n"] == len(items), result
+    else:
+        assert result["error"] in ("InvalidInputError", "ConfigurationError"), result
+        assert f"'{NAME}'" in result["message"], result
+    if all(map(valid, items)) and truncate:
+        assert result["ok"], (batch, result)
+
+
 # -- models llama.cpp aborts on --------------------------------------------------------------
 
 

@@ -243,6 +243,42 @@ def _rerank(request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "results": results}
 
 
+_OUTPUT_CLASSES = {"classifier": "Classifier", "sparse": "SparseEncoder", "multi": "MultiVectorEncoder"}
+
+
+def _outputs(request: dict[str, Any]) -> dict[str, Any]:
+    """Run anything the request holds (valid or not) through a Classifier, SparseEncoder or MultiVectorEncoder kept
+    loaded between requests; each call's result or error, with the outputs' shapes and finiteness."""
+    import numpy as np
+
+    import embellama
+
+    kind = request["kind"]
+    key = f"{kind}:" + json.dumps(request["config"], sort_keys=True)
+    model = _MODELS.get(key)
+    if model is None:
+        model = _MODELS[key] = getattr(embellama, _OUTPUT_CLASSES[kind])(embellama.ModelConfig(**request["config"]))
+    results: list[dict[str, Any]] = []
+    for call in request["calls"]:
+        try:
+            texts = call["texts"]
+            if kind == "classifier":
+                out = model.predict(texts, top_k=call.get("top_k"))
+                top = call.get("top_k")
+                rows = [out] if isinstance(texts, str) else out  # one str: one row (of scores, or top-k dicts)
+                values = [r["score"] for row in rows for r in row] if top else np.asarray(rows, dtype=np.float32)
+                n = len(rows)
+            else:
+                out = model.encode_query(texts) if call.get("query") else model.encode_document(texts)
+                rows = out if isinstance(out, list) else [out]
+                n = len(rows)
+                values = np.concatenate([np.ravel(getattr(r, "values", r)) for r in rows] or [np.zeros(0)])
+            results.append({"ok": True, "n": n, "finite": _finite(values)})
+        except BaseException as exc:
+            results.append(_error(exc))
+    return {"ok": True, "results": results}
+
+
 def _finite(array: Any) -> bool:
     import numpy as np
 
@@ -250,7 +286,7 @@ def _finite(array: Any) -> bool:
 
 
 def serve() -> None:
-    handlers = {"load": _load, "embed": _embed, "rerank": _rerank}
+    handlers = {"load": _load, "embed": _embed, "rerank": _rerank, "outputs": _outputs}
     for line in sys.stdin:
         request = json.loads(line, object_hook=_unpack)
         try:
