@@ -139,7 +139,8 @@ def tests(session: nox.Session, backend: str) -> None:
         # the gold-score tests' (marker sts_gold) fails the run. It measures line coverage of embellama/ and fails
         # under 80 % (pyproject's [tool.coverage]).
         strict = {"EMBELLAMA_HIDE_SHARED": "1", "EMBELLAMA_STRICT_SKIPS": "1"}
-        session.run("pytest", "-q", *COVERAGE, env={**env, **strict})
+        # --durations: the slowest tests in CI's log, where trimming the suite's time starts
+        session.run("pytest", "-q", "--durations=30", *COVERAGE, env={**env, **strict})
         _gold_score_tests(session, env)
     if backend != "cpu":
         # The same texts through the CPU build: the GPU build must agree (exit 1 below cosine 0.999).
