@@ -56,23 +56,29 @@ class Call:
         self.finish = finish
         self.answer = answer
 
-    def send(self, admission: Admission) -> Future[list[Any]]:
-        """Send the parts of an admitted call; a future of their results."""
+    def send(self, admission: Admission) -> Future[Any]:
+        """Send the parts of an admitted call; a future of their results (of the one part's result, for one)."""
+        if len(self.parts) == 1:  # the usual request: its part's own future, no second one to settle
+            return admission.send(self.replicas, self.parts[0])
         return admission.send_parts(self.replicas, self.parts)
+
+    def results(self, value: Any) -> list[Any]:
+        """The parts' results, in order, from what :meth:`send`'s future resolved with."""
+        return [value] if len(self.parts) == 1 else value
 
     def run(self, admission: Admission) -> Any:
         """The answer, computed on the workers while this thread waits (after waiting for room, as admission says)."""
         if not self.parts:
             return self.answer
         admission.acquire()
-        return self.finish(self.send(admission).result())
+        return self.finish(self.results(self.send(admission).result()))
 
     async def arun(self, admission: Admission) -> Any:
         """:meth:`run` for coroutines: waits for room and for the workers on the event loop, never blocking it."""
         if not self.parts:
             return self.answer
         await admission.acquire_async()
-        return self.finish(await awaitable(self.send(admission)))
+        return self.finish(self.results(await awaitable(self.send(admission))))
 
 
 # -- embeddings ----------------------------------------------------------------------------
@@ -203,7 +209,7 @@ def stream(
         while in_flight:
             start, size, call, future = in_flight.popleft()
             try:
-                vectors = call.answer if future is None else call.finish(future.result())
+                vectors = call.answer if future is None else call.finish(call.results(future.result()))
             except InvalidInputError as exc:  # name the text by its place in the whole stream
                 if exc.index is None:
                     raise
