@@ -83,8 +83,9 @@ class ModelConfig:
     use_mmap : bool, optional
         Memory-map the model file.
     compute_type : str, optional
-        Weight type to compute with: "auto" (BF16 for F16/F32 files on CPUs with AVX512_BF16, else the file's type),
-        "off" (the file as it is), or "f32", "f16", "bf16", "q8_0" (converted once, cached).
+        Weight type to compute with: "auto" (the fastest type for the CPU: on CPUs with AVX512_BF16, F32 for models
+        of up to 268 M weights on Intel and BF16 otherwise; elsewhere the file's type), "off" (the file as it is), or
+        "f32", "f16", "bf16", "q8_0" (converted once, cached).
     prompts : dict of str to str, optional
         Prompt name to text prepended to every text embedded with that ``prompt_name`` (e.g.
         ``{"query": "query: "}``); added to, and overriding, the prompts the GGUF carries (``embellama.prompts``).

@@ -184,6 +184,15 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument(
+        "--blas",
+        action="store_true",
+        help=(
+            "also build ggml's BLAS backend with OpenBLAS from the scipy-openblas32 wheel (pip install "
+            "scipy-openblas32), for matrix products of F32 weights; its own build folder (...-blas). Measured "
+            "slower than ggml's own kernels on the CPUs tried (docs/performance.md), so never the default"
+        ),
+    )
+    parser.add_argument(
         "--with-server",
         action="store_true",
         help=(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import shutil
 from pathlib import Path
 
-from llamabuild import cmake, cuda, paths, pins
+from llamabuild import blas, cmake, cuda, paths, pins
 from llamabuild import source as sources
 from llamabuild.report import PREFIX, BuildError
 
@@ -57,19 +58,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
         name = paths.build_dir_name(
             args.backend, args.portable, args.with_tools, source_path=in_place, with_server=args.with_server
         )
+        if getattr(args, "blas", False):
+            name += "-blas"
         if args.llama_cpp_python:
             name = name.replace(pins.LLAMA_CPP_COMMIT[:12], key or "", 1)
         build_dir = cache_dir / "build" / name
     prefix = (args.prefix or paths.default_prefix(args.backend, key, cache_dir)).expanduser().resolve()
     cuda_arch, note = _plan_cuda_arch(args)
-    local: list[str] = []  # options for this machine, before the user's --cmake-arg
-    if args.backend == "cuda":
-        cublas = cuda.find_pip_cublas()
-        if cublas is not None:
-            local += cublas.cmake_options()
-            note = f"{note + '; ' if note else ''}cuBLAS from a pip wheel: {cublas.cublas}"
-    if args.with_tools:
-        local.append(f"-DCMAKE_PROJECT_INCLUDE={build_dir / paths.RPATH_INCLUDE_NAME}")
+    no_amx = not args.portable and cmake.compiler_can_drop_amx()
+    local, found = _local_options(args, build_dir, no_amx)  # before the user's --cmake-arg
+    note = "; ".join(n for n in (note, *found) if n) or None
     pinned_build = key is None and (kind != "path" or sources.recorded_commit(source_dir) is not None)
     options = cmake.cmake_options(
         args.backend,
@@ -79,8 +77,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
         with_server=args.with_server,
         extra=[*local, *args.cmake_arg],
         build_commit=pins.LLAMA_CPP_COMMIT[:8] if pinned_build else None,
-        no_amx=not args.portable and cmake.compiler_can_drop_amx(),
+        no_amx=no_amx,
     )
+    if getattr(args, "blas", False):
+        options = blas.merge_flags(options)  # the renames and the native build's flags in one CMAKE_C_FLAGS
     generator = cmake.cmake_generator()
     return Plan(
         backend=args.backend,
@@ -100,6 +100,26 @@ def make_plan(args: argparse.Namespace) -> Plan:
         build_cmd=cmake.build_command(build_dir, cmake.build_targets(args.with_tools, args.with_server), args.jobs),
         with_server=args.with_server,
     )
+
+
+def _local_options(args: argparse.Namespace, build_dir: Path, no_amx: bool) -> tuple[list[str], list[str]]:
+    """The options for what this machine has (cuBLAS or OpenBLAS from pip wheels), and notes naming them."""
+    local: list[str] = []
+    notes: list[str] = []
+    if args.backend == "cuda":
+        cublas = cuda.find_pip_cublas()
+        if cublas is not None:
+            local += cublas.cmake_options()
+            notes.append(f"cuBLAS from a pip wheel: {cublas.cublas}")
+    if getattr(args, "blas", False):
+        openblas = blas.find_pip_openblas()
+        if openblas is None:
+            raise BuildError("--blas needs OpenBLAS from its wheel: pip install scipy-openblas32")
+        local += openblas.cmake_options(None if no_amx else os.environ)  # no_amx's flags carry $CFLAGS
+        notes.append(f"OpenBLAS from a pip wheel: {openblas.library}")
+    if args.with_tools:
+        local.append(f"-DCMAKE_PROJECT_INCLUDE={build_dir / paths.RPATH_INCLUDE_NAME}")
+    return local, notes
 
 
 def _plan_source(args: argparse.Namespace, cache_dir: Path) -> tuple[str, Path]:

@@ -130,7 +130,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--compute-type",
         default="auto",
         choices=gguf_convert.COMPUTE_TYPES,
-        help="weight type to compute with (default auto: BF16 on CPUs with AVX512_BF16)",
+        help=(
+            "weight type to compute with (default auto: on CPUs with AVX512_BF16, F32 for small models on Intel, "
+            "else BF16)"
+        ),
     )
 
 

@@ -1,23 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
 """Weight types: the compute-type choice, the converted-model cache and ``embellama convert``.
 
-llama.cpp computes with the weights in the type the GGUF file stores. On CPUs with
-AVX512_BF16 its tinyBLAS kernels multiply BF16 weights natively (``vdpbf16ps``), while F16
-weights are converted on every load of every operand; elsewhere there is no BF16 kernel and
-F16 stays faster. ``ModelConfig(compute_type="auto")`` therefore converts F16/F32 models to
-BF16 only where the library reports ``AVX512_BF16 = 1`` and the model runs on the CPU. A
-conversion runs once, through llama.cpp's own quantizer, into the cache
-(``$EMBELLAMA_CACHE_DIR``, else ``~/.cache/embellama``, folder ``converted``), keyed by the
-source file's identity (path, size, modification time) and the target type, written
-atomically and reused; ``embellama cache --clear`` removes the copies.
+llama.cpp computes with the weights in the type the GGUF file stores, and which type is fastest
+depends on the CPU's arithmetic (measured in ``docs/performance.md``):
+
+- **AMD CPUs with AVX512_BF16** (Zen 4 and later): tinyBLAS multiplies BF16 weights natively
+  (``vdpbf16ps``, twice the FP32 rate of those cores), so BF16 is fastest;
+- **Intel CPUs with AVX512_BF16** (Xeon Cooper Lake, Sapphire Rapids and later): two 512-bit FMA
+  units make FP32 as fast as ``vdpbf16ps`` without converting the activations, so F32 weights
+  are fastest (1.3-1.4 times BF16 on encoders) and exact; models above :data:`F32_MAX_WEIGHTS`
+  run as BF16, where F32 gains nothing and would double the memory;
+- **other CPUs** (AVX2 and older): F16 files as they are, converted to F32 on the fly.
+
+``ModelConfig(compute_type="auto")`` applies this to F16/F32 files (and BF16 ones where F32 is
+chosen, a lossless widening) when the model runs on the CPU. A conversion runs once, through
+llama.cpp's own quantizer, into the cache (``$EMBELLAMA_CACHE_DIR``, else ``~/.cache/embellama``,
+folder ``converted``), keyed by the source file's identity (path, size, modification time) and
+the target type, written atomically and reused; ``embellama cache --clear`` removes the copies.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -38,19 +48,26 @@ __all__ = [
     "clear_converted",
     "convert_hf",
     "converted_path",
+    "cpu_vendor",
     "target_type",
 ]
 
 logger = logging.getLogger("embellama")
 
 COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
-"""``auto``: BF16 where the CPU has a BF16 kernel, else the file's own type; ``off``: the file
-as it is; a type name: always that type (converted once if the file has another)."""
+"""``auto``: the fastest exact type for the CPU (BF16 or F32 where it has AVX512_BF16, see the module's
+docstring), else the file's own type; ``off``: the file as it is; a type name: always that type
+(converted once if the file has another)."""
+
+F32_MAX_WEIGHTS = 2**28
+"""Most weights (268 M: an F32 copy of 1 GiB) that ``auto`` runs as F32 on Intel CPUs; larger models run as BF16
+(a 0.6 B-parameter Qwen3 ran at the same speed in both, with 1.7 times the memory in F32)."""
 
 FTYPE_CODES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 """``enum llama_ftype`` values of the types a model can be converted to."""
 
 _AUTO_SOURCES = (FTYPE_CODES["f32"], FTYPE_CODES["f16"])
+_WIDENED = (FTYPE_CODES["bf16"],)  # auto also converts these to F32: lossless
 
 
 def cpu_has_bf16_kernel(library: Library) -> bool:
@@ -58,12 +75,48 @@ def cpu_has_bf16_kernel(library: Library) -> bool:
     return "AVX512_BF16 = 1" in library.system_info()
 
 
-def target_type(compute_type: str, library: Library, *, offloaded: bool) -> str | None:
-    """The weight type to run with, or None for the file's own type."""
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """``"intel"``, ``"amd"`` or ``""`` (not known): who made the CPU this process runs on."""
+    text = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            text = next((line for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        text = platform.processor()  # Windows: "Intel64 Family 6 Model 143 Stepping 8, GenuineIntel"
+    if "GenuineIntel" in text:
+        return "intel"
+    if "AuthenticAMD" in text:
+        return "amd"
+    return ""
+
+
+def weight_count(path: str | os.PathLike[str]) -> int | None:
+    """The number of weights in a GGUF (from its tensor directory), None when it cannot be read."""
+    try:
+        header = _gguf.read_header(path)
+    except Exception:  # not a GGUF, or unreadable: llama.cpp's load will say what is wrong
+        return None
+    return sum(math.prod(shape) for shape, _ in header.tensors.values())
+
+
+def target_type(
+    compute_type: str, library: Library, *, offloaded: bool, source: str | os.PathLike[str] | None = None
+) -> str | None:
+    """The weight type to run with, or None for the file's own type.
+
+    ``auto`` reads ``source`` (the GGUF) for its size where the choice depends on it.
+    """
     if compute_type == "off":
         return None
     if compute_type == "auto":
-        return "bf16" if cpu_has_bf16_kernel(library) and not offloaded else None
+        if offloaded or not cpu_has_bf16_kernel(library):
+            return None
+        if cpu_vendor() == "intel" and source is not None:
+            weights = weight_count(source)
+            if weights is not None and weights <= F32_MAX_WEIGHTS:
+                return "f32"
+        return "bf16"
     if compute_type not in FTYPE_CODES:
         raise ConfigurationError(f"unknown compute_type {compute_type!r}; expected one of: {', '.join(COMPUTE_TYPES)}")
     return compute_type
@@ -71,9 +124,11 @@ def target_type(compute_type: str, library: Library, *, offloaded: bool) -> str 
 
 def wants_conversion(compute_type: str, file_ftype: int, target: str) -> bool:
     """Whether a file of ``file_ftype`` must be converted to ``target``."""
+    if file_ftype == FTYPE_CODES[target]:
+        return False
     if compute_type == "auto":
-        return file_ftype in _AUTO_SOURCES
-    return file_ftype != FTYPE_CODES[target]
+        return file_ftype in _AUTO_SOURCES or (target == "f32" and file_ftype in _WIDENED)
+    return True
 
 
 def converted_path(source: str | os.PathLike[str], target: str, library: Library) -> Path:

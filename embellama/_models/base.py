@@ -334,7 +334,7 @@ class LlamaModel:
         self._source = source or self._source
         library = get_library()
         offloaded = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
-        target = _convert.target_type(cfg.compute_type, library, offloaded=offloaded)
+        target = _convert.target_type(cfg.compute_type, library, offloaded=offloaded, source=path)
         if target is None:
             return self._open(path)
         if not Path(path).is_file():

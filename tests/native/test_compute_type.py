@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""compute_type: weights converted once into the cache (BF16 where the CPU has a BF16 kernel)."""
+"""compute_type: weights converted once into the cache (BF16 or F32 where the CPU has a BF16 kernel, by its maker)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,23 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "converted"
 
 
-@pytest.fixture
-def bf16_cpu(library, monkeypatch):
-    """Pretend the library was compiled with AVX512_BF16 (this test machine may lack it)."""
+def _with_bf16_kernel(library, monkeypatch):
     info = library.system_info().replace("AVX2 = 1", "AVX2 = 1 | AVX512_BF16 = 1")
     monkeypatch.setattr(type(library), "system_info", lambda self: info)
+
+
+@pytest.fixture
+def bf16_cpu(library, monkeypatch):
+    """Pretend the library was compiled with AVX512_BF16 on an AMD CPU (this test machine may be neither)."""
+    _with_bf16_kernel(library, monkeypatch)
+    monkeypatch.setattr(_convert, "cpu_vendor", lambda: "amd")
+
+
+@pytest.fixture
+def intel_bf16_cpu(library, monkeypatch):
+    """Pretend the library was compiled with AVX512_BF16 on an Intel CPU."""
+    _with_bf16_kernel(library, monkeypatch)
+    monkeypatch.setattr(_convert, "cpu_vendor", lambda: "intel")
 
 
 def _sts_sample(sts, sts_reference, step=5):
@@ -83,6 +95,43 @@ def test_auto_converts_f16_to_bf16_on_a_bf16_cpu(minilm_f16, minilm_q8, cache, b
     with EmbeddingModel(ModelConfig(model_path=minilm_q8)) as q8:
         assert q8.weights_path == minilm_q8 and q8.model.ftype == _convert.FTYPE_CODES["q8_0"]
     assert len(list(cache.glob("*.gguf"))) == 1
+
+
+def test_auto_runs_a_small_model_as_f32_on_an_intel_bf16_cpu(
+    minilm_f16, cache, intel_bf16_cpu, library, sts, sts_reference
+):
+    texts, reference = _sts_sample(sts, sts_reference)
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16, max_tokens=256, n_threads=2)) as model:
+        assert model.model.ftype == _convert.FTYPE_CODES["f32"] and model.weights_path.parent == cache
+        cos = (model.embed_batch(texts) * reference).sum(1)
+    assert cos.min() >= 0.99999  # F32 weights: exact, where BF16 gives about 0.99995
+    f32_copy = model.weights_path
+    # an F32 file is the target already (nothing copied); a BF16 one is widened, losslessly
+    with EmbeddingModel(ModelConfig(model_path=f32_copy)) as f32_file:
+        assert f32_file.weights_path == f32_copy
+    bf16_file = cache.parent / "mini.bf16.gguf"
+    _convert.convert_gguf(minilm_f16, bf16_file, "bf16", library)
+    with EmbeddingModel(ModelConfig(model_path=bf16_file)) as widened:
+        assert widened.model.ftype == _convert.FTYPE_CODES["f32"] and widened.weights_path.parent == cache
+
+
+def test_auto_runs_a_large_model_as_bf16_on_an_intel_bf16_cpu(minilm_f16, cache, intel_bf16_cpu, monkeypatch, library):
+    weights = _convert.weight_count(minilm_f16)
+    assert weights is not None and 20_000_000 < weights < 25_000_000  # all-MiniLM-L6-v2: 22.7 M
+    assert _convert.target_type("auto", library, offloaded=False, source=minilm_f16) == "f32"
+    monkeypatch.setattr(_convert, "F32_MAX_WEIGHTS", weights - 1)  # as if it had one weight too many
+    assert _convert.target_type("auto", library, offloaded=False, source=minilm_f16) == "bf16"
+    with EmbeddingModel(ModelConfig(model_path=minilm_f16)) as model:
+        assert model.model.ftype == BF16
+    # no readable header: the safe choice, BF16 (llama.cpp's load then says what is wrong with the file)
+    assert _convert.target_type("auto", library, offloaded=False, source=cache.parent / "missing.gguf") == "bf16"
+
+
+def test_cpu_vendor_names_this_machine():
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        vendor_line = next(line for line in f if line.startswith("vendor_id"))
+    expected = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor_line.split(":")[1].strip(), "")
+    assert _convert.cpu_vendor() == expected
 
 
 def test_auto_keeps_gpu_offloaded_weights(minilm_f16, cache, bf16_cpu, monkeypatch, library):
