@@ -82,8 +82,15 @@ TOOLS = (
     # On the F16 file with defaults, so it is also the F16 row of the weight types.
     Tool(BASE, "embellama", "F16", "defaults: ModelConfig(model_path=F16 GGUF, n_threads=2), embed_batch"),
     *(Tool(f"embellama-{w.lower()}", "embellama", w, f"{w} GGUF, defaults") for w in ("BF16", "Q8_0", "F32")),
-    *(Tool(f"llama-embedding-{w.lower()}", "llama-embedding", w, CLI_CONFIG, w == "F16") for w in ("F16", "BF16")),
-    *(Tool(f"llama-cpp-python-{w.lower()}", "llama-cpp-python", w, LCP_CONFIG, w == "F16") for w in ("F16", "BF16")),
+    # F16 (the converted file) and F32 (the fastest type on some CPUs) are both the peers' own best choices.
+    *(
+        Tool(f"llama-embedding-{w.lower()}", "llama-embedding", w, CLI_CONFIG, w != "BF16")
+        for w in ("F16", "BF16", "F32")
+    ),
+    *(
+        Tool(f"llama-cpp-python-{w.lower()}", "llama-cpp-python", w, LCP_CONFIG, w != "BF16")
+        for w in ("F16", "BF16", "F32")
+    ),
     Tool("sentence-transformers", "sentence-transformers", "HF", "torch CPU, encode(batch_size=64), cut 256/512", True),
     Tool(
         "onnxruntime",

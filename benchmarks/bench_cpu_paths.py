@@ -201,7 +201,10 @@ def render(report: dict[str, Any]) -> str:
             runs, median = row["runs"][corpus], row["median"][corpus]
             cells.append(f"{median:.1f} ({min(runs):.1f}-{max(runs):.1f}) | {median / base[corpus]:.2f}")
         lines.append(f"| {row['group']} | {name} | {cells[0]} | {cells[1]} |")
-    lines += ["", *report["verdict"], ""]
+    if report["verdict"]:
+        lines += ["", "Rounds spreading more than 15 % (the benchmarks' rule for a ratio that may be published):", ""]
+        lines += [f"- {line}" for line in report["verdict"]]
+    lines.append("")
     return "\n".join(lines)
 
 

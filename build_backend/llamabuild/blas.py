@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """ggml's BLAS backend with OpenBLAS from the ``scipy-openblas32`` wheel (``build_llama.py --blas``).
 
 The wheel carries ``libscipy_openblas.so`` and its headers, with every symbol prefixed

@@ -167,7 +167,7 @@ def test_parse_raw_skips_log_lines():
 
 def test_select_keeps_embellama_and_takes_families():
     names = [t.name for t in bench._select(["llama-cpp-python"])]
-    assert names == ["embellama", "llama-cpp-python-f16", "llama-cpp-python-bf16"]
+    assert names == ["embellama", "llama-cpp-python-f16", "llama-cpp-python-bf16", "llama-cpp-python-f32"]
     assert [t.name for t in bench._select(["fastembed,onnxruntime"])] == ["embellama", "onnxruntime", "fastembed"]
     assert len(bench._select(None)) == len(bench.TOOLS)
     with pytest.raises(SystemExit, match="unknown tool"):
