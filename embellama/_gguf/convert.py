@@ -92,10 +92,13 @@ def cpu_vendor() -> str:
 
 
 def weight_count(path: str | os.PathLike[str]) -> int | None:
-    """The number of weights in a GGUF (from its tensor directory), None when it cannot be read."""
+    """The number of weights in a GGUF (from its tensor directory), None when it cannot be read or is one shard
+    of a split model (whose other shards hold more)."""
     try:
         header = _gguf.read_header(path)
     except Exception:  # not a GGUF, or unreadable: llama.cpp's load will say what is wrong
+        return None
+    if int(header.metadata.get("split.count", 1) or 1) > 1:
         return None
     return sum(math.prod(shape) for shape, _ in header.tensors.values())
 

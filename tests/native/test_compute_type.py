@@ -123,8 +123,13 @@ def test_auto_runs_a_large_model_as_bf16_on_an_intel_bf16_cpu(minilm_f16, cache,
     assert _convert.target_type("auto", library, offloaded=False, source=minilm_f16) == "bf16"
     with EmbeddingModel(ModelConfig(model_path=minilm_f16)) as model:
         assert model.model.ftype == BF16
-    # no readable header: the safe choice, BF16 (llama.cpp's load then says what is wrong with the file)
+    # no readable header, or one shard of a split model: the safe choice, BF16
     assert _convert.target_type("auto", library, offloaded=False, source=cache.parent / "missing.gguf") == "bf16"
+    header = _convert._gguf.read_header(minilm_f16)
+    header.metadata["split.count"] = 3
+    monkeypatch.setattr(_convert._gguf, "read_header", lambda path: header)
+    assert _convert.weight_count(minilm_f16) is None
+    assert _convert.target_type("auto", library, offloaded=False, source=minilm_f16) == "bf16"
 
 
 def test_cpu_vendor_names_this_machine():
