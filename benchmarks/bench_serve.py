@@ -17,7 +17,8 @@
    batch every waiting request as embellama does. Every server runs with ``OMP_WAIT_POLICY=PASSIVE``
    (unless set), embellama serve's default. Requests/s, texts/s, p50/p99 and embellama's ratio to each peer.
 
-Rounds are interleaved (each configuration once per round, in turn) and medians reported.
+Rounds are interleaved (each configuration once per round, in turn) and medians reported. In the engine part,
+``embed_batch`` runs again before each client count, and each engine run is reported against that neighbour.
 Results: ``benchmarks/results/serve.json`` and ``serve.md``.
 
     python benchmarks/bench_serve.py --rounds 2 --lcp-python /path/to/venv/bin/python
@@ -64,6 +65,12 @@ def read_sts(limit: int) -> list[str]:
     return [s for r in rows for s in (r[5], r[6])][:limit]
 
 
+def _spread(row: dict[str, Any]) -> str:
+    """`` , 0.95-1.04`` : the range of a configuration's paired ratios, where the run recorded them."""
+    low, high = row.get("vs_embed_batch_range") or (None, None)
+    return f", {low:.2f}-{high:.2f}" if low is not None else ""
+
+
 def _percentiles(latencies: list[float]) -> tuple[float, float]:
     a = np.asarray(latencies) * 1000
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
@@ -105,9 +112,9 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
     from embellama import EmbeddingEngine, EngineConfig, ModelConfig
 
     config = ModelConfig(model_path=model, n_threads=args.threads)
-    modes: dict[str, EngineConfig] = {
-        "before": EngineConfig(max_batch_texts=1),  # one llama.cpp call per request, as before dynamic batching
+    modes: dict[str, EngineConfig] = {  # "after" first: right behind the embed_batch run it is divided by
         "after": EngineConfig(),
+        "before": EngineConfig(max_batch_texts=1),  # one llama.cpp call per request, as before dynamic batching
     }
     if args.wait_sweep:
         for ms in args.wait_sweep:
@@ -119,14 +126,17 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
         for eng in engines.values():
             eng.embed_batch(texts[:64])  # warm up
         for r in range(args.rounds):
-            began = time.perf_counter()
-            engines["after"].embed_batch(texts)
-            batch_runs.append(len(texts) / (time.perf_counter() - began))
             for c in args.concurrency:
+                # embed_batch right before each client count's runs: each run's ratio is to its neighbour, so
+                # that the machine's drift over a round cancels out of the ratios
+                began = time.perf_counter()
+                engines["after"].embed_batch(texts)
+                batch_runs.append(len(texts) / (time.perf_counter() - began))
                 for mode, eng in engines.items():
                     if mode.startswith("wait") and c not in (1, 8, 64):
                         continue
                     run = engine_run(eng, texts, c)
+                    run["vs_embed_batch"] = run["texts_per_s"] / batch_runs[-1]
                     runs[mode][c].append(run)
                     print(
                         f"  engine round {r + 1} {mode:>10} c={c:<4} {run['texts_per_s']:7.1f} texts/s "
@@ -144,8 +154,8 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
         for c, rs in by_c.items():
             if not rs:
                 continue
-            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-            med["vs_embed_batch"] = med["texts_per_s"] / batch
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}  # vs_embed_batch: of the paired ratios
+            med["vs_embed_batch_range"] = [min(r["vs_embed_batch"] for r in rs), max(r["vs_embed_batch"] for r in rs)]
             med["runs"] = rs
             table[mode][c] = med
     return {"embed_batch_texts_per_s": batch, "embed_batch_runs": batch_runs, "modes": table, "joined": stats}
@@ -478,6 +488,8 @@ def markdown(result: dict[str, Any]) -> str:
         out += [
             f"## Engine: `embed()` from N threads (embed_batch of the same texts: {batch:.0f} texts/s)",
             "",
+            "Each engine run is divided by the `embed_batch` run just before it; × is the median of those ratios.",
+            "",
             "| clients | before: texts/s | before: p50 / p99 ms | after: texts/s (× embed_batch) "
             "| after: p50 / p99 ms |",
             "|---|---|---|---|---|",
@@ -487,7 +499,8 @@ def markdown(result: dict[str, Any]) -> str:
             b, a = before[c], after[c]
             out.append(
                 f"| {c} | {b['texts_per_s']:.0f} ({b['vs_embed_batch']:.2f}×) | {b['p50_ms']:.1f} / {b['p99_ms']:.1f} "
-                f"| {a['texts_per_s']:.0f} ({a['vs_embed_batch']:.2f}×) | {a['p50_ms']:.1f} / {a['p99_ms']:.1f} |"
+                f"| {a['texts_per_s']:.0f} ({a['vs_embed_batch']:.2f}×{_spread(a)}) "
+                f"| {a['p50_ms']:.1f} / {a['p99_ms']:.1f} |"
             )
         waits = {m: v for m, v in engine["modes"].items() if m.startswith("wait")}
         if waits:

@@ -218,11 +218,12 @@ def run_batch(
     max_seqs: int,
     progress: Progress,
     layout: TileLayout | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Any:
     """Embed already tokenized texts: ``(n, dim)`` float32, or a list of token matrices for pooling NONE.
 
     With a :class:`TileLayout`, calls are laid out by :func:`pack_tiles`; without one, by
-    :func:`pack_by_length`.
+    :func:`pack_by_length`. ``started()`` is called once, just before the first llama.cpp call.
     """
     dim = context.n_embd
     n = len(tokens)
@@ -246,6 +247,10 @@ def run_batch(
                 np.argsort(np.argsort(~real, kind="stable")),
             )
             slot_lengths = np.where(real, lengths[np.maximum(slots, 0)], -slots)
+        if started is not None:
+            before: Callable[[], None] = started
+            started = None
+            before()
         context.process(batch)
         if native:
             context.copy_sequence_embeddings(out, group)

@@ -20,6 +20,11 @@ wait for it, it joins them into one packed llama.cpp call (at most the model's
 hands each request its own rows. Each request's texts are checked before it joins; one
 that fails runs on its own and gets its own error, and when the joined call fails every
 request is run again on its own, so no request gets another's result or exception.
+
+The answers of a joined call are handed out only when the next llama.cpp call starts (after the worker
+has taken, measured and tokenized its requests), or before the worker waits for more: handing them out
+wakes their callers, whose Python then runs while llama.cpp computes with the GIL released, instead of
+holding the GIL while the worker prepares the next batch.
 """
 
 from __future__ import annotations
@@ -173,6 +178,7 @@ class Worker:
         self._stop_error: BaseException | None = None  # what queued requests fail with once stopped
         self._failure: BaseException | None = None
         self.joined_calls = self.joined_requests = 0  # dynamic batching's shared calls and the requests in them
+        self._answers: list[tuple[Future[Any], Callable[[Any], Any], Any]] = []  # a joined call's, not yet handed out
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.thread.start()
 
@@ -224,12 +230,13 @@ class Worker:
             self._drain(exc)
             self.ready.set_exception(exc)
             return
+        batching_model(model).before_llama_calls(self._hand_out)
         self.ready.set_result(describe(model))
         closed = ResourceClosedError(f"model {self.name!r} was removed or its engine closed before the request ran")
         held: Any = None  # a message taken from the inbox that did not join the last batch: the next one
         try:
             while True:
-                item, held = (self._inbox.get() if held is None else held), None
+                item, held = (self._take() if held is None else held), None
                 if item is _STOP:
                     break
                 fn, future = item
@@ -238,9 +245,13 @@ class Worker:
                 elif self._joinable(fn, model) and (self.batching.wait > 0 or not self._inbox.empty()):
                     held = self._run_joined(model, fn, future)
                 elif future.set_running_or_notify_cancel():
+                    if not isinstance(fn, Job):  # it may make no llama.cpp call, or run long before one
+                        self._hand_out()
                     _settle(future, fn, model)
+                    self._hand_out()  # if it made no llama.cpp call
         finally:
             try:
+                self._hand_out()
                 free(model)
             finally:
                 with self._lock:
@@ -264,6 +275,20 @@ class Worker:
             return False
         return (key is None or fn.key == key) and len(fn.texts) <= self._limits(model)[0]
 
+    def _take(self) -> Any:
+        """The next message of the inbox, waiting for one (the last call's answers are handed out first)."""
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            self._hand_out()
+            return self._inbox.get()
+
+    def _hand_out(self) -> None:
+        """Resolve the futures of the last joined call (kept until the next call starts or the worker waits)."""
+        answers, self._answers = self._answers, []
+        for future, fn, arg in answers:
+            _settle(future, fn, arg)
+
     def _next(self, deadline: float) -> Any:
         """The next message of the inbox, waiting until ``deadline`` at most; None when none came."""
         try:
@@ -272,6 +297,7 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
+            self._hand_out()
             try:
                 return self._inbox.get(timeout=remaining)
             except queue.Empty:
@@ -316,7 +342,9 @@ class Worker:
                 self._answer_joined(model, group)
             for job, fut in alone:
                 _settle(fut, job, model)
+                self._hand_out()
         except BaseException as exc:  # never leave a taken request unanswered
+            self._hand_out()
             for _, fut in group + alone:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -328,21 +356,24 @@ class Worker:
     def _answer_joined(self, model: EmbeddingModel, group: list[tuple[Job, Future[Any]]]) -> None:
         joined = [text for job, _ in group for text in job.texts]
         try:
-            rows = group[0][0].compute(model, joined, None)
+            rows = group[0][0].compute(model, joined, None)  # hands out the last call's answers as it starts
         except Exception:  # whose text? each request runs again on its own and gets its own answer
+            self._hand_out()
             logger.debug(
                 "model %r: a joined call of %d requests failed; running them one by one", self.name, len(group)
             )
             for job, fut in group:
                 _settle(fut, job, model)
             return
+        self._hand_out()  # if it made no llama.cpp call
         self.joined_calls += 1
         self.joined_requests += len(group)
         start = 0
         for job, fut in group:
             part = rows[start : start + len(job.texts)]
             start += len(job.texts)
-            _settle(fut, functools.partial(job.finish, part if isinstance(part, list) else part.copy()), False)
+            rows_of_job = part if isinstance(part, list) else part.copy()
+            self._answers.append((fut, functools.partial(job.finish, rows_of_job), False))
 
     def _drain(self, exc: BaseException) -> None:
         """Fail every queued request (called once the lock has closed the inbox)."""

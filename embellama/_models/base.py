@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -152,6 +152,7 @@ class LlamaModel:
         self._source: _pretrained.HubFile | None = None
         self._layout: _batch.TileLayout | None = None
         self._tasks = Tasks([], config.name)  # ModelConfig.lora's adapters, once loaded
+        self._before_call: Callable[[], None] | None = None  # see before_llama_calls
 
     @classmethod
     def from_pretrained(
@@ -387,6 +388,16 @@ class LlamaModel:
         self._context._handle()  # thread affinity and closed checks before any work
         return self._model, self._context, self._batch
 
+    def before_llama_calls(self, hook: Callable[[], None] | None) -> None:
+        """Have ``hook()`` called on the model's thread just before the first llama.cpp call of each batch.
+
+        The engine's workers hand out the answers of the last joined call there: the callers they wake then run
+        while llama.cpp computes (it releases the GIL), not while the worker prepares the batch.
+
+        :meta private:
+        """
+        self._before_call = hook
+
     def _run_batch(
         self,
         tokens: Sequence[npt.NDArray[np.int32]],
@@ -407,6 +418,7 @@ class LlamaModel:
             max_seqs=min(context.n_seq_max, batch_size or context.n_seq_max),
             progress=progress,
             layout=self._layout,
+            started=self._before_call,
         )
 
     # -- information ------------------------------------------------------------

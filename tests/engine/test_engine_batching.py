@@ -38,12 +38,25 @@ class _Recording(EmbeddingModel):
 
     calls: ClassVar[list[list]] = []
     fail_joined: ClassVar[bool] = False
+    events: ClassVar[list[tuple]] = []  # ("tokenize", text) and ("llama call",), in the worker's order
 
     def embed_batch(self, texts, **kwargs):
         type(self).calls.append(list(texts))
         if type(self).fail_joined and len(texts) > 1:
             raise EmbeddingError("joined calls fail in this test", self.name)
         return super().embed_batch(texts, **kwargs)
+
+    def _tokenize(self, model, text, *args, **kwargs):
+        type(self).events.append(("tokenize", text))
+        return super()._tokenize(model, text, *args, **kwargs)
+
+    def before_llama_calls(self, hook):
+        def logged():
+            type(self).events.append(("llama call",))
+            if hook is not None:
+                hook()
+
+        super().before_llama_calls(logged)
 
 
 @pytest.fixture
@@ -53,6 +66,7 @@ def recording(monkeypatch):
     class Rec(_Recording):
         calls: ClassVar[list[list]] = []
         fail_joined: ClassVar[bool] = False
+        events: ClassVar[list[tuple]] = []
 
     monkeypatch.setattr(worker_module, "EmbeddingModel", Rec)
     return Rec
@@ -312,6 +326,70 @@ def test_close_answers_every_waiting_request(minilm_f16):
         for future in futures:  # each caller's thread wakes and raises on its own time: wait for it, bounded
             with pytest.raises(ResourceClosedError):
                 future.result(WAIT)
+
+
+def test_a_joined_calls_answers_are_handed_out_as_the_next_llama_call_starts(minilm_f16, recording, monkeypatch):
+    import embellama._engine.worker as worker_module
+
+    settle = worker_module._settle
+
+    def logged(future, fn, arg):  # runs on the worker thread, in its order with the model's events
+        settle(future, fn, arg)
+        recording.events.append(("answer",))
+
+    monkeypatch.setattr(worker_module, "_settle", logged)
+    config = EngineConfig(max_batch_texts=3)
+    with EmbeddingEngine(config, models=[_config(minilm_f16)]) as eng, ThreadPoolExecutor(6) as pool:
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda t=t: eng.embed(t) for t in TEXTS[:6]], pool)
+        recording.events.clear()
+        release.set()
+        assert all(f.result(WAIT).shape == (384,) for f in futures)
+    assert recording.calls == [TEXTS[0:3], TEXTS[3:6]]
+    events = recording.events
+    answers = [i for i, e in enumerate(events) if e == ("answer",)]
+    assert answers[0] == 0  # the blocking function's own answer, then the six requests'
+    answers = answers[1:]
+    assert len(answers) == 6
+    # the first call's callers are woken only once the second call is tokenized, as its first llama.cpp call starts
+    last_tokenize = max(i for i, e in enumerate(events) if e == ("tokenize", TEXTS[5]))
+    assert answers[0] > last_tokenize
+    assert events[answers[0] - 1] == ("llama call",)
+    assert answers[:3] == list(range(answers[0], answers[0] + 3))
+
+
+def test_a_joined_calls_answers_are_not_held_back_by_a_function_that_follows(minilm_f16, recording):
+    second, started = threading.Event(), threading.Event()
+
+    def hold(m):
+        started.set()
+        assert second.wait(WAIT)
+        return "second"
+
+    with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(3) as pool:
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda t=t: eng.embed(t) for t in TEXTS[:3]], pool)
+        held = eng.submit(hold)
+        _wait_pending(eng, 5)
+        release.set()
+        assert started.wait(WAIT)
+        assert all(f.result(WAIT).shape == (384,) for f in futures)  # answered while the function still runs
+        assert not held.done()
+        second.set()
+        assert held.result(WAIT) == "second"
+    assert recording.calls == [TEXTS[:3]]
+
+
+def test_the_hook_runs_once_per_batch_before_its_first_llama_call(minilm_f16):
+    events: list[object] = []
+    with EmbeddingModel(_config(minilm_f16)) as model:
+        model.before_llama_calls(lambda: events.append("hook"))
+        model.embed_batch(TEXTS * 20, progress=lambda done, total: events.append(done))
+        model.before_llama_calls(None)
+        model.embed_batch(TEXTS[:3], progress=lambda done, total: events.append(done))
+    calls = [e for e in events if e != "hook"]
+    assert len(calls) > 2  # several llama.cpp calls in the first batch
+    assert events[0] == "hook" and events.count("hook") == 1
 
 
 def test_max_pending_counts_each_waiting_request(minilm_f16):
