@@ -179,6 +179,7 @@ class Worker:
         self._failure: BaseException | None = None
         self.joined_calls = self.joined_requests = 0  # dynamic batching's shared calls and the requests in them
         self._answers: list[tuple[Future[Any], Callable[[Any], Any], Any]] = []  # a joined call's, not yet handed out
+        self._limits_of: tuple[int, int] | None = None  # see _limits
         self.thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self.thread.start()
 
@@ -263,11 +264,14 @@ class Worker:
     # -- dynamic batching ---------------------------------------------------------------
 
     def _limits(self, model: EmbeddingModel) -> tuple[int, int]:
-        """Most texts and tokens of one joined call: one llama.cpp call's worth, and ``max_batch_texts``."""
-        base = batching_model(model)
-        n_seq_max = base.context.n_seq_max
-        texts = min(self.batching.max_texts, n_seq_max) if self.batching.max_texts else n_seq_max
-        return texts, base.token_budget
+        """Most texts and tokens of one joined call: one llama.cpp call's worth, and ``max_batch_texts`` (asked of
+        the worker's model once: they hold while it is loaded)."""
+        if self._limits_of is None:
+            base = batching_model(model)
+            n_seq_max = base.context.n_seq_max
+            texts = min(self.batching.max_texts, n_seq_max) if self.batching.max_texts else n_seq_max
+            self._limits_of = (texts, base.token_budget)
+        return self._limits_of
 
     def _joinable(self, fn: Any, model: EmbeddingModel, key: Hashable | None = None) -> bool:
         """Whether ``fn`` is an embedding request that may share a call (with requests of ``key``)."""
