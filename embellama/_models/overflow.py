@@ -254,6 +254,7 @@ def _token_vectors(self: Any, ids: npt.NDArray[np.int32]) -> npt.NDArray[np.floa
         budget=self.token_budget,
         max_seqs=1,
         progress=_batch.Progress(1, self.name, False),
+        started=self._before_call,
     )
     return result[0]  # type: ignore[no-any-return]
 
