@@ -13,6 +13,7 @@ against the plain length packing, which was embellama's layout before tiles. It 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -30,9 +31,9 @@ CONFIGS: dict[str, tuple[str, int]] = {
     # name: (layout, call tokens); "length" = sorted by length into calls of the whole budget (512)
     "length (before)": ("length", 512),
     "tiles, calls of 128": ("tiles", 128),
-    "tiles, calls of 256 (default)": ("tiles", 256),
+    "tiles, calls of 256, long texts paired": ("tiles", 256),
     "tiles, calls of 512": ("tiles", 512),
-    "tiles 256, long texts alone": ("alone", 256),
+    "tiles 256, long texts alone (default)": ("alone", 256),
 }
 
 
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     load = quiet.wait_until_quiet(args.wait, max_load=args.max_load)
 
     from embellama import EmbeddingModel, ModelConfig
-    from embellama._compute.packing import TileLayout
+    from embellama._compute import packing as _batch
+    from embellama._compute.packing import TileLayout, pack_tiles
     from tests.support.make_model import ensure_models
 
     sentences, _ = read_sts()
@@ -60,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def layout(name: str) -> TileLayout | None:
         kind, tokens = CONFIGS[name]
-        # "alone": a call grows no longer than a short one, so a text over it goes alone (no pairing)
-        model._budget = tokens if kind == "alone" else budget
+        # "tiles": a call led by a long text grows to the budget, so two long texts share it (the default until
+        # 2026-12-07); "alone" (embellama's default): a text over a call of short texts goes in one of its own
+        _batch.pack_tiles = pack_tiles if kind == "alone" else functools.partial(pack_tiles, budget=budget)
         return None if kind == "length" else TileLayout(64, tokens)
 
     times: dict[tuple[str, str], list[float]] = {}

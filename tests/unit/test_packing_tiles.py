@@ -73,3 +73,20 @@ def test_short_texts_fill_tiles_tightly():
 def test_a_layout_must_be_whole_tiles():
     with pytest.raises(ValueError, match="multiple of tile"):
         TileLayout(64, 100)
+
+
+@given(lengths=st.lists(st.integers(1, 512), min_size=1, max_size=200), max_seqs=st.integers(1, 64))
+@settings(max_examples=200, deadline=None)
+def test_a_batchs_text_longer_than_a_short_call_gets_a_call_of_its_own(lengths, max_seqs):
+    from embellama._compute.packing import _calls
+
+    arr = np.array(lengths, dtype=np.int64)
+    layout = TileLayout(64, 256)
+    calls = _calls(arr, 512, max_seqs, layout)
+    assert sorted(int(i) for call in calls for i in call if i >= 0) == list(range(len(lengths)))
+    for call in calls:
+        texts = call[call >= 0]
+        if arr[texts].max() > layout.call_tokens:
+            assert len(call) == 1  # alone: no second text, no pad
+        else:
+            assert arr[texts].sum() + (-call[call < 0]).sum() <= layout.call_tokens
