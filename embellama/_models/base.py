@@ -394,6 +394,11 @@ class LlamaModel:
         The engine's workers hand out the answers of the last joined call there: the callers they wake then run
         while llama.cpp computes (it releases the GIL), not while the worker prepares the batch.
 
+        Parameters
+        ----------
+        hook : callable or None
+            Called with no arguments on the model's thread; None removes it.
+
         :meta private:
         """
         self._before_call = hook
