@@ -34,7 +34,16 @@ from embellama._compute.pooling import Normalization, PoolingStrategy, pool_toke
 from embellama._compute.pooling import normalize as _normalize
 from embellama.llama import Batch, Context
 
-__all__ = ["Progress", "ProgressCallback", "TileLayout", "pack_by_length", "pack_tiles", "run_batch", "tokenize_all"]
+__all__ = [
+    "Progress",
+    "ProgressCallback",
+    "TileLayout",
+    "pack_by_length",
+    "pack_tiles",
+    "plan_calls",
+    "run_batch",
+    "tokenize_all",
+]
 
 logger = logging.getLogger("embellama")
 
@@ -199,12 +208,15 @@ def pack_tiles(
     return calls
 
 
-def _calls(
+def plan_calls(
     lengths: npt.NDArray[np.int64], budget: int, max_seqs: int, layout: TileLayout | None
 ) -> list[npt.NDArray[np.intp]]:
-    """The calls of one batch: by tiles where there is a layout, a text longer than a call of short texts in a call
-    of its own (pairing two measured 0.91-0.97x on 220-353-token passages, benchmarks/bench_packing.py); else by
-    length into calls of ``budget`` tokens."""
+    """The llama.cpp calls of one batch, each as its slots (see :func:`pack_tiles`; length packing has no pads).
+
+    By tiles where there is a layout, a text longer than a call of short texts in a call of its own (pairing two
+    measured 0.91-0.97x on 220-353-token passages, benchmarks/bench_packing.py); else by length into calls of
+    ``budget`` tokens.
+    """
     if layout is None or layout.call_tokens > budget:
         return pack_by_length(lengths, budget, max_seqs)
     return pack_tiles(lengths, layout, max_seqs)
@@ -236,7 +248,7 @@ def run_batch(
     if pooling is PoolingStrategy.NONE:
         per_token = [np.empty((0, dim), np.float32)] * n
     out = np.empty((n, dim), dtype=np.float32)
-    for slots in _calls(lengths, budget, max_seqs, layout):
+    for slots in plan_calls(lengths, budget, max_seqs, layout):
         real = slots >= 0
         group = slots[real]
         if real.all():

@@ -437,6 +437,33 @@ class LlamaModel:
         self._require()
         return self._budget
 
+    def call_plan(self, lengths: Sequence[int]) -> list[tuple[npt.NDArray[np.intp], float]]:
+        """The llama.cpp calls a batch of texts with these token counts makes, and how full each is.
+
+        What the engine's workers read to leave a joined call's underfull tail for the next one.
+
+        Parameters
+        ----------
+        lengths : sequence of int
+            Each text's tokens.
+
+        Returns
+        -------
+        list of (numpy.ndarray, float)
+            Per call, in the order they run: the indices of its texts into ``lengths``, and its tokens over a
+            call of short texts' size (the tile layout's call, else the token budget).
+
+        :meta private:
+        """
+        _, context, _ = self._require()
+        counts = np.asarray(lengths, dtype=np.int64)
+        size = self._layout.call_tokens if self._layout is not None else self._budget
+        plan = []
+        for slots in _batch.plan_calls(counts, self._budget, context.n_seq_max, self._layout):
+            texts = slots[slots >= 0]
+            plan.append((texts, float(counts[texts].sum()) / size))
+        return plan
+
     @property
     def tasks(self) -> list[str]:
         """The tasks of the model's LoRA adapters (``ModelConfig.lora``), sorted: what a call's ``task=`` takes."""

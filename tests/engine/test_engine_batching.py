@@ -114,20 +114,50 @@ def _queue(eng, calls, pool):
 
 def test_waiting_requests_share_one_call_and_each_gets_its_own_rows(minilm_f16, recording, reference):
     alone, batch = reference
-    texts = TEXTS[:20]
+    texts = TEXTS[:12]  # one llama.cpp call's worth
     with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(len(texts)) as pool:
         release, held = _block(eng)
         futures = _queue(eng, [lambda t=t: eng.embed(t) for t in texts], pool)
         release.set()
         results = [f.result(WAIT) for f in futures]
         assert held.result(WAIT) == "held"
-        assert recording.calls == [texts]  # one llama.cpp call for the twenty requests, in their order
-        for text, vector, row in zip(texts, results, batch[:20], strict=True):
+        assert recording.calls == [texts]  # one llama.cpp call for the twelve requests, in their order
+        for text, vector, row in zip(texts, results, batch[:12], strict=True):
             assert vector.shape == (384,)
             assert float(vector @ row) > 0.9999  # equal to embed_batch's vector of the same text
             assert float(vector @ alone[text]) > 0.9999  # and its own: nothing mixed up
         stats = eng.stats()
-        assert (stats["joined_calls"], stats["joined_requests"], stats["pending"]) == (1, 20, 0)
+        assert (stats["joined_calls"], stats["joined_requests"], stats["pending"]) == (1, 12, 0)
+
+
+def test_a_joined_call_leaves_its_nearly_empty_last_llama_call_to_the_next(
+    minilm_f16, recording, reference, monkeypatch
+):
+    import embellama.llama as llama_module
+
+    alone, batch = reference
+    texts = TEXTS[:20]  # more than one llama.cpp call of short texts, the second nearly empty
+    tokens: list[int] = []
+    process = llama_module.Context.process
+
+    def counted(self, b):
+        tokens.append(b.n_tokens)
+        return process(self, b)
+
+    with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(len(texts)) as pool:
+        plan = eng.submit(lambda m: m.call_plan([len(m.tokenize(t)) for t in texts])).result(WAIT)
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda t=t: eng.embed(t) for t in texts], pool)
+        monkeypatch.setattr(llama_module.Context, "process", counted)
+        release.set()
+        results = [f.result(WAIT) for f in futures]
+    assert len(plan) == 2 and min(fill for _, fill in plan) < 0.75  # what embed_batch of the twenty would run
+    first, second = recording.calls
+    assert first + second == texts and len(second) < len(first)  # the oldest first, the newest left for later
+    assert len(tokens) == len(plan)  # no llama.cpp call more than embed_batch's: the first fills one whole call
+    assert tokens[0] > 0.75 * 256
+    for text, vector, row in zip(texts, results, batch[:20], strict=True):
+        assert float(vector @ row) > 0.9999 and float(vector @ alone[text]) > 0.9999
 
 
 def test_a_lone_request_runs_alone_at_once_and_bit_identical(minilm_f16, recording, reference):

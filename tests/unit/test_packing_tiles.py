@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embellama._compute.packing import TileLayout, pack_tiles
+from embellama._compute.packing import TileLayout, pack_tiles, plan_calls
 
 
 def _layout_of(call: np.ndarray, lengths: np.ndarray) -> list[tuple[int, int, int]]:
@@ -78,11 +78,9 @@ def test_a_layout_must_be_whole_tiles():
 @given(lengths=st.lists(st.integers(1, 512), min_size=1, max_size=200), max_seqs=st.integers(1, 64))
 @settings(max_examples=200, deadline=None)
 def test_a_batchs_text_longer_than_a_short_call_gets_a_call_of_its_own(lengths, max_seqs):
-    from embellama._compute.packing import _calls
-
     arr = np.array(lengths, dtype=np.int64)
     layout = TileLayout(64, 256)
-    calls = _calls(arr, 512, max_seqs, layout)
+    calls = plan_calls(arr, 512, max_seqs, layout)
     assert sorted(int(i) for call in calls for i in call if i >= 0) == list(range(len(lengths)))
     for call in calls:
         texts = call[call >= 0]
