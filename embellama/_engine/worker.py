@@ -126,6 +126,7 @@ class Job:
         self.key = key
         self.count = count  # ``count(model, text)``: the text's tokens (default: ``model.tokenize``), raising if bad
         self.lengths: list[int] = []  # each text's tokens, once measured
+        self.tokens: list[Any] | None = None  # and the tokens themselves, when counted by ``model.tokenize``
         self.deferred = False  # it was left for the next joined call once, and never will be again
         self._tokens: int | None = None
 
@@ -142,16 +143,15 @@ class Job:
         """Tokens of the texts, or None when a text fails its check (it then runs alone, for its own error)."""
         if self._tokens is None:
             try:
-                count = self.count or _tokens
-                self.lengths = [count(model, text) for text in self.texts]
+                if self.count is None:
+                    self.tokens = [model.tokenize(text) for text in self.texts]
+                    self.lengths = [len(ids) for ids in self.tokens]
+                else:
+                    self.lengths = [self.count(model, text) for text in self.texts]
                 self._tokens = sum(self.lengths)
             except Exception:
                 self._tokens = -1
         return None if self._tokens < 0 else self._tokens
-
-
-def _tokens(model: EmbeddingModel, text: Any) -> int:
-    return len(model.tokenize(text))
 
 
 def batching_model(model: Any) -> Any:
@@ -420,8 +420,15 @@ class Worker:
 
     def _answer_joined(self, model: EmbeddingModel, group: list[tuple[Job, Future[Any]]]) -> None:
         joined = [text for job, _ in group for text in job.texts]
+        reuse = isinstance(model, EmbeddingModel) and all(job.tokens is not None for job, _ in group)
+        if reuse:  # the tokens counted as the requests joined: not tokenized twice
+            model.reuse_tokens({t: ids for job, _ in group for t, ids in zip(job.texts, job.tokens or (), strict=True)})
         try:
-            rows = group[0][0].compute(model, joined, None)  # hands out the last call's answers as it starts
+            try:
+                rows = group[0][0].compute(model, joined, None)  # hands out the last call's answers as it starts
+            finally:
+                if reuse:
+                    model.reuse_tokens(None)
         except Exception:  # whose text? each request runs again on its own and gets its own answer
             self._hand_out()
             logger.debug(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,7 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         self._prompts = Prompts()
         self._token_context: _overflow.TokenContext | None = None  # late chunking's pooling-NONE context
         self._layer_norm_cut = False  # the known model's Matryoshka recipe: layer norm before truncate_dim's cut
+        self._known_tokens: Mapping[str, npt.NDArray[np.int32]] | None = None  # see reuse_tokens
 
     # -- embedding-specific loading and information ------------------------------------
 
@@ -134,6 +135,22 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         model, _, _ = self._require()
         return self._tokenize(model, text, None, self.config.truncate if truncate is None else truncate)
 
+    def reuse_tokens(self, known: Mapping[str, npt.NDArray[np.int32]] | None) -> None:
+        """Have the texts of ``known`` take these tokens, from :meth:`tokenize`, instead of being tokenized again.
+
+        The engine's workers tokenize each request as it joins a call (to count it); the joined call then
+        reuses those tokens. They stand only where :meth:`tokenize` would give the same: no prompt, the
+        config's ``truncate``.
+
+        Parameters
+        ----------
+        known : mapping of str to numpy.ndarray, or None
+            Each text's tokens, as :meth:`tokenize` gave them; None stops.
+
+        :meta private:
+        """
+        self._known_tokens = known
+
     def _tokenize(
         self,
         model: Model,
@@ -143,6 +160,11 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         prompt: str | None = None,
         cuts: dict[int, int] | None = None,
     ) -> npt.NDArray[np.int32]:
+        known = self._known_tokens
+        if known is not None and type(text) is str and not prompt and truncate == self.config.truncate:
+            ids = known.get(text)
+            if ids is not None and (cuts is None or len(ids) < self._max_tokens):  # at the limit: it may be cut
+                return ids
         return text_tokens(
             model,
             text,

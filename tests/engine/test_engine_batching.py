@@ -160,6 +160,31 @@ def test_a_joined_call_leaves_its_nearly_empty_last_llama_call_to_the_next(
         assert float(vector @ row) > 0.9999 and float(vector @ alone[text]) > 0.9999
 
 
+def test_a_joined_call_tokenizes_each_text_once(minilm_f16, reference, monkeypatch):
+    import embellama._models.embedding as embedding_module
+
+    alone, batch = reference
+    texts = TEXTS[:12]
+    seen: list[str] = []
+    tokenize = embedding_module.text_tokens
+
+    def counted(model, text, *args, **kwargs):
+        seen.append(text)
+        return tokenize(model, text, *args, **kwargs)
+
+    with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(len(texts)) as pool:
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda t=t: eng.embed(t) for t in texts], pool)
+        monkeypatch.setattr(embedding_module, "text_tokens", counted)
+        release.set()
+        results = [f.result(WAIT) for f in futures]
+        assert eng.stats()["joined_calls"] == 1
+        assert eng.embed(texts[0], prompt="query: ").shape == (384,)  # a prompt's tokens are never reused
+    assert sorted(seen) == sorted([*texts, texts[0]])  # counted as they joined, not again in the call
+    for text, vector, row in zip(texts, results, batch[:12], strict=True):
+        assert float(vector @ row) > 0.9999 and float(vector @ alone[text]) > 0.9999
+
+
 def test_a_lone_request_runs_alone_at_once_and_bit_identical(minilm_f16, recording, reference):
     alone, _ = reference
     with EmbeddingEngine(EngineConfig(max_batch_wait_ms=0), models=[_config(minilm_f16)]) as eng:
