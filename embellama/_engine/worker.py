@@ -25,6 +25,10 @@ The answers of a joined call are handed out only when the next llama.cpp call st
 has taken, measured and tokenized its requests), or before the worker waits for more: handing them out
 wakes their callers, whose Python then runs while llama.cpp computes with the GIL released, instead of
 holding the GIL while the worker prepares the next batch.
+
+A joined call fills whole llama.cpp calls: requests that would end it in a nearly empty call wait for the next
+joined call, ahead of later ones (:meth:`Worker._fill_calls`). Each request is tokenized once, as it joins; the
+joined call reuses those tokens.
 """
 
 from __future__ import annotations
@@ -398,8 +402,8 @@ class Worker:
         When the group's texts make more than one call and the emptiest is under ``FILL`` full, the newest requests,
         as many tokens as that call holds, wait for the next joined call (each at most once, so none waits twice):
         the requests that arrive meanwhile join them, instead of a call running nearly empty (each call streams all
-        the weights: MiniLM's cost about 2.5 ms a call besides 136 us a token). Each request still gets its answer
-        no later than in the joined call it leaves, whose answers all come when its last llama.cpp call ends.
+        the weights: MiniLM's cost about 2.5 ms a call besides 136 us a token). Those wait one joined call more; the
+        rest no longer wait for the nearly empty call, since a joined call's answers all come when its last ends.
         """
         lengths = [n for job, _ in group for n in job.lengths]
         plan = batching_model(model).call_plan(lengths)
