@@ -437,6 +437,15 @@ class LlamaModel:
         self._require()
         return self._budget
 
+    @property
+    def call_tokens(self) -> int:
+        """Tokens of one llama.cpp call of short texts: the tile layout's call, else the token budget.
+
+        :meta private:
+        """
+        self._require()
+        return self._layout.call_tokens if self._layout is not None else self._budget
+
     def call_plan(self, lengths: Sequence[int]) -> list[tuple[npt.NDArray[np.intp], float]]:
         """The llama.cpp calls a batch of texts with these token counts makes, and how full each is.
 
@@ -457,7 +466,7 @@ class LlamaModel:
         """
         _, context, _ = self._require()
         counts = np.asarray(lengths, dtype=np.int64)
-        size = self._layout.call_tokens if self._layout is not None else self._budget
+        size = self.call_tokens
         plan = []
         for slots in _batch.plan_calls(counts, self._budget, context.n_seq_max, self._layout):
             texts = slots[slots >= 0]
