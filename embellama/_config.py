@@ -48,7 +48,9 @@ class ModelConfig:
     model_name : str, optional
         Name used in errors, logs and by EmbeddingEngine; default: the file's stem.
     n_ctx : int, optional
-        Context length (tokens per text); default: the model's training context.
+        Context length (tokens per text); default: the model's training context, at most 8,192. Left to the
+        default, a causal model's context (and its KV cache) starts at 512 tokens and grows when a text needs
+        more; a value given here is made whole at load.
     n_threads : int, optional
         CPU threads (at most 512); default: the number of CPUs this process may use.
     n_gpu_layers : int, optional

@@ -43,6 +43,10 @@ logger = logging.getLogger("embellama")
 DEFAULT_CTX_CAP = 8192
 """Default n_ctx is the model's training context, but at most this many tokens."""
 
+FIRST_CTX = 512
+"""Tokens a causal model's context starts with when n_ctx is left to the default: its KV cache grows (by
+recreating the context) only when a text needs more, up to the default n_ctx (see LlamaModel._grow)."""
+
 
 def _cpu_count() -> int:
     try:
@@ -69,9 +73,15 @@ def truncate_tokens(ids: npt.NDArray[np.int32], limit: int, suffix: Sequence[int
 
 
 def context_params(
-    config: ModelConfig, model: Model, pooling: PoolingStrategy, known: KnownModel | None = None
+    config: ModelConfig,
+    model: Model,
+    pooling: PoolingStrategy,
+    known: KnownModel | None = None,
+    n_ctx: int | None = None,
 ) -> ContextParams:
     """Context settings for ``model``: the config's, and for the rest values llama.cpp accepts.
+
+    ``n_ctx`` replaces the default context size (a causal model's context that starts small and grows).
 
     Rope settings are the config's, else, for an ``n_ctx`` beyond the training context, the ``known`` entry's.
 
@@ -80,7 +90,7 @@ def context_params(
     one that does not is refused when the context is created.
     """
     causal = model.is_causal
-    n_ctx = config.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
+    n_ctx = n_ctx or config.n_ctx or min(model.n_ctx_train, DEFAULT_CTX_CAP) or 512
     if config.n_batch:
         n_batch = config.n_batch
     elif causal:
@@ -127,6 +137,20 @@ def tile_layout(config: ModelConfig, library: Library, *, on_gpu: bool, budget: 
     return _batch.TileLayout(tile, call_tokens) if call_tokens else None
 
 
+def _first_ctx(config: ModelConfig, model: Model, full: ContextParams, tasks: Tasks) -> int | None:
+    """The n_ctx a causal model's context starts with, or None to create it whole.
+
+    A causal model's KV cache holds n_ctx tokens and llama.cpp clears it when the context is made, so it is
+    resident from the start: 896 MiB for the default 8,192 tokens of a 0.6 B Qwen3, more than its F16 weights'
+    2x budget (benchmarks/results/seed.md). Left to the defaults, the context starts at ``FIRST_CTX`` tokens and
+    grows when a text needs it. Any context setting of the config's, or LoRA adapters, keep it whole.
+    """
+    settings = (config.n_ctx, config.n_batch, config.n_ubatch, config.n_seq_max)
+    if not model.is_causal or any(settings) or tasks.names or full.n_ctx <= FIRST_CTX:
+        return None
+    return FIRST_CTX
+
+
 _M = TypeVar("_M", bound="LlamaModel")
 
 
@@ -153,6 +177,8 @@ class LlamaModel:
         self._layout: _batch.TileLayout | None = None
         self._tasks = Tasks([], config.name)  # ModelConfig.lora's adapters, once loaded
         self._before_call: Callable[[], None] | None = None  # see before_llama_calls
+        self._full_ctx: int | None = None  # the n_ctx a context that started small may grow to (see _grow)
+        self._on_gpu = False
 
     @classmethod
     def from_pretrained(
@@ -262,12 +288,15 @@ class LlamaModel:
             kind = "reranker" if pooling is PoolingStrategy.RANK else "embedding"
             known = _defaults.known_entry(model, cfg, getattr(self, "_source", None), kind)
             tasks = Tasks.load(model, cfg)  # before the context: llama.cpp sizes its graph for the model's adapters
-            context = Context(model, context_params(self.config, model, pooling, known))
+            full = context_params(self.config, model, pooling, known)
+            first = _first_ctx(cfg, model, full, tasks)
+            params = full if first is None else context_params(self.config, model, pooling, known, n_ctx=first)
+            context = Context(model, params)
             tasks.activate(context, None)
             # Never more tokens per call than llama.cpp reserved its compute buffers for.
             budget = reserve_tokens(context.params, model.is_causal)
-            n_ctx = context.params.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
-            max_tokens = min(cfg.max_tokens or n_ctx, n_ctx, budget)
+            n_ctx = full.n_ctx  # as asked: llama.cpp rounds its own up to a multiple of 256
+            max_tokens = min(cfg.max_tokens or n_ctx, n_ctx, reserve_tokens(full, model.is_causal))
             if max_tokens <= len(model.special_tokens.prefix) + len(model.special_tokens.suffix):
                 raise ConfigurationError(f"model {cfg.name!r}: max_tokens {max_tokens} leaves no room for text")
             batch = Batch(budget, context.n_seq_max, library=library)
@@ -279,10 +308,11 @@ class LlamaModel:
             model.close()
             raise
         self._budget, self._max_tokens, self._tasks = budget, max_tokens, tasks
+        self._full_ctx = None if first is None else full.n_ctx
         self._adopt(prepared)
         # Tokenize with several threads only while a GPU computes: on the CPU, inference already
         # keeps every core busy and tokenization is 0.3 % of embed_batch (benchmarks/bench_pipeline.py).
-        on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
+        on_gpu = self._on_gpu = cfg.n_gpu_layers != 0 and bool(_gpu_devices(library))
         self._tokenize_threads = min(_cpu_count(), 8) if on_gpu else 1
         self._layout = tile_layout(cfg, library, on_gpu=on_gpu, budget=budget)
         self._model, self._context, self._batch, self._pooling = model, context, batch, pooling
@@ -412,6 +442,7 @@ class LlamaModel:
         progress: _batch.Progress,
     ) -> Any:
         """Tokenized texts or pairs through llama.cpp, packed by length into calls of at most ``batch_size``."""
+        self._fit(max((len(t) for t in tokens), default=0))
         _, context, batch = self._require()
         return _batch.run_batch(
             tokens,
@@ -425,6 +456,39 @@ class LlamaModel:
             layout=self._layout,
             started=self._before_call,
         )
+
+    def _fit(self, tokens: int) -> None:
+        """Grow a context that started small (see :func:`_first_ctx`) until one call takes ``tokens`` tokens."""
+        if self._full_ctx is not None and tokens > self._budget:
+            self._grow(tokens)
+
+    def _grow(self, tokens: int) -> None:
+        """Recreate the context with room for ``tokens`` tokens a call: twice the size at least, the whole at most.
+
+        Results do not change: each llama.cpp call starts from an empty KV cache, whatever its size.
+        """
+        model, old, _ = self._require()
+        assert self._full_ctx is not None and self._pooling is not None
+        full = self._full_ctx
+        n_ctx = min(full, max(2 * old.params.n_ctx, -(-tokens // FIRST_CTX) * FIRST_CTX))
+        params = context_params(self.config, model, self._pooling, self._known, n_ctx=None if n_ctx >= full else n_ctx)
+        library = get_library()
+        context = Context(model, params)
+        try:
+            budget = reserve_tokens(context.params, model.is_causal)
+            batch = Batch(budget, context.n_seq_max, library=library)
+        except BaseException:
+            context.close()
+            raise
+        old.close()
+        self._context, self._batch, self._budget = context, batch, budget
+        self._layout = tile_layout(self.config, library, on_gpu=self._on_gpu, budget=budget)
+        self._full_ctx = None if n_ctx >= full else full
+        self._grown()
+        logger.info("model %s: context grown to n_ctx %d for a text of %d tokens", self.name, context.n_ctx, tokens)
+
+    def _grown(self) -> None:
+        """Called once the context has grown: drop what was made for the old one."""
 
     # -- information ------------------------------------------------------------
 
@@ -510,5 +574,6 @@ class LlamaModel:
 
     @property
     def context(self) -> Context:
-        """The low-level :class:`~embellama.llama.Context`."""
+        """The low-level :class:`~embellama.llama.Context` (a causal model's default context is made again,
+        larger, when a text needs more room: read it anew)."""
         return self._require()[1]

@@ -92,6 +92,11 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
 
     close = unload
 
+    def _grown(self) -> None:
+        if self._token_context is not None:  # late chunking's context: made again, as large, on its next use
+            self._token_context.close()
+            self._token_context = None
+
     @property
     def embedding_dimensions(self) -> int:
         """Length of each embedding vector."""
@@ -223,6 +228,8 @@ class EmbeddingModel(LlamaModel, EncodeMethods, SimilarityMethods):
         # One text, one llama.cpp call: the batch pipeline's steps without its packing and bookkeeping.
         ids = self._tokenize(model, text, None, self.config.truncate, options.prompt, cuts)
         _overflow.report_cuts(self.name, self._max_tokens, cuts, 1)
+        self._fit(len(ids))
+        model, context, batch = self._require()
         batch.fill((ids,))
         self._tasks.activate(context, options.task)
         context.process(batch)

@@ -235,6 +235,7 @@ class TokenContext:
 
 def _token_vectors(self: Any, ids: npt.NDArray[np.int32]) -> npt.NDArray[np.float32]:
     """The last hidden state of every token of one sequence (one llama.cpp pass)."""
+    self._fit(len(ids))
     model, context, batch = self._require()
     if self.pooling is PoolingStrategy.NONE:
         ctx, tok_batch = context, batch
