@@ -442,7 +442,8 @@ class LlamaModel:
         progress: _batch.Progress,
     ) -> Any:
         """Tokenized texts or pairs through llama.cpp, packed by length into calls of at most ``batch_size``."""
-        self._fit(max((len(t) for t in tokens), default=0))
+        if self._full_ctx is not None:  # only a context that started small measures the batch's longest text
+            self._fit(max((len(t) for t in tokens), default=0))
         _, context, batch = self._require()
         return _batch.run_batch(
             tokens,
