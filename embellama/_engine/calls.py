@@ -89,8 +89,9 @@ def _embed(model: EmbeddingModel, texts: list[Any], progress: ProgressCallback |
 
 
 def _join_key(settings: dict[str, Any]) -> Hashable | None:
-    """What requests must share to share a call: every argument of ``embed_batch`` but the texts and progress."""
-    key = ("embed_batch", tuple(sorted((k, v) for k, v in settings.items() if k != "show_progress_bar")))
+    """What requests must share to share a call: ``settings``, every argument of ``embed_batch`` but the texts and
+    progress."""
+    key = ("embed_batch", *sorted(settings.items()))  # keys differ: the values are never compared
     try:
         hash(key)
     except TypeError:  # an unhashable argument: the request runs alone
@@ -134,13 +135,14 @@ def embed_call(
     items: Any = list(texts) if not isinstance(texts, (str, bytes)) else texts  # a str: the worker refuses it
     # int8/uint8 are calibrated on the texts computed together: never assembled from cached pieces, never shared
     calibrated = (options.get("precision") or replicas.config.precision) in _output.CALIBRATED
-    settings = {"batch_size": batch_size, "normalize": normalize, "show_progress_bar": show_progress_bar, **options}
+    joined = {"batch_size": batch_size, "normalize": normalize, **options}  # what requests must share to join
+    settings = {**joined, "show_progress_bar": show_progress_bar}
     compute = functools.partial(_embed, settings=settings)
     finish = _first_row if single else _rows
     join_key: Hashable | None = None
     # no cap per call and nothing to report: the request may share a call
     if join and not calibrated and isinstance(items, list) and items and progress is None and batch_size is None:
-        join_key = _join_key(settings) if show_progress_bar is not True else None
+        join_key = _join_key(joined) if show_progress_bar is not True else None
     keys: list[Hashable | None] = []
     if cache is not None and isinstance(items, list) and (len(items) == 1 or config.cache_batches) and not calibrated:
         keys = [cache_key(replicas.generation, replicas.config, t, normalize, options) for t in items]

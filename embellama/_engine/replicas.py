@@ -91,9 +91,12 @@ class Replicas:
                 fail(future, self._failure)
                 return future
             n = len(self._pending)
-            order = [(self._turn + k) % n for k in range(n)]
-            self._turn = (self._turn + 1) % n
-            index = min(order, key=self._pending.__getitem__)
+            if n == 1:
+                index = 0
+            else:
+                order = [(self._turn + k) % n for k in range(n)]
+                self._turn = (self._turn + 1) % n
+                index = min(order, key=self._pending.__getitem__)
             self._pending[index] += 1
         try:
             future = self.workers[index].submit(fn)
@@ -197,6 +200,8 @@ class Admission:
 
     def send(self, replicas: Replicas, fn: Callable[[Any], T]) -> Future[T]:
         """Send an admitted ``fn`` to a copy of the model; its room is given back when it resolves."""
+        if not self.limit:  # nothing to give back
+            return replicas.submit(fn)
         try:
             future = replicas.submit(fn)
         except BaseException:

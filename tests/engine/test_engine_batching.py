@@ -414,6 +414,50 @@ def test_a_joined_calls_answers_are_handed_out_as_the_next_llama_call_starts(min
     assert answers[:3] == list(range(answers[0], answers[0] + 3))
 
 
+def test_callers_that_ask_again_at_once_join_the_next_call_together(minilm_f16, recording, reference, monkeypatch):
+    """Six threads, each asking for one text after another: after a joined call, the worker waits for its callers'
+    next requests (while the waiting ones do not fill a call), so every call holds all six, not a few at a time."""
+    import embellama._engine.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "SETTLE_GAP", WAIT)  # a slow test machine still counts as "at once"
+    monkeypatch.setattr(worker_module, "SETTLE_MAX", WAIT)
+    alone, _ = reference
+    texts, rounds = TEXTS[:6], 5
+
+    def client(text):
+        return [eng.embed(text) for _ in range(rounds)]
+
+    with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(len(texts)) as pool:
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda t=t: client(t) for t in texts], pool)
+        release.set()
+        answers = [f.result(WAIT) for f in futures]
+    assert len(recording.calls) == rounds  # old code: the first arrivals ran ahead, a few texts per call
+    assert all(sorted(call) == sorted(texts) for call in recording.calls)
+    for text, vectors in zip(texts, answers, strict=True):
+        assert all(float(v @ alone[text]) > 0.9999 for v in vectors)
+
+
+def test_callers_are_answered_before_the_worker_waits_for_their_next_requests(minilm_f16, recording, monkeypatch):
+    """The wait for callers' next requests comes after their answers, and ends once ``SETTLE_GAP`` passes without a
+    request (here 2 s), long before ``SETTLE_MAX`` (10 s)."""
+    import embellama._engine.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "SETTLE_GAP", 2.0)
+    monkeypatch.setattr(worker_module, "SETTLE_MAX", 10.0)
+    with EmbeddingEngine([_config(minilm_f16)]) as eng, ThreadPoolExecutor(2) as pool:
+        release, _ = _block(eng)
+        futures = _queue(eng, [lambda t=t: eng.embed(t) for t in TEXTS[:2]], pool)
+        began = time.monotonic()
+        release.set()
+        assert all(f.result(WAIT).shape == (384,) for f in futures)
+        assert time.monotonic() - began < 1.5  # not kept for the wait
+        began = time.monotonic()
+        assert eng.embed(TEXTS[2]).shape == (384,)  # one of two callers asks again: it waits for the other's
+        assert 1.0 < time.monotonic() - began < 6.0  # for SETTLE_GAP, not SETTLE_MAX
+    assert recording.calls == [TEXTS[:2], [TEXTS[2]]]
+
+
 def test_a_joined_calls_answers_are_not_held_back_by_a_function_that_follows(minilm_f16, recording):
     second, started = threading.Event(), threading.Event()
 
