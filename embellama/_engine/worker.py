@@ -356,7 +356,7 @@ class Worker:
             arrived += 1
 
     def _fills(self, model: Any) -> bool:
-        """Whether the requests waiting fill a joined call (or end it: a message that does not join).
+        """Whether the requests waiting fill a joined call (or end it: a message that does not join it).
 
         A lone request is not measured: it joins the requests that come, and is measured then (or runs alone).
         """
@@ -364,8 +364,11 @@ class Worker:
             return bool(self._pending) and (self._pending[0] is _STOP or not self._joinable(self._pending[0][0], model))
         max_texts, max_tokens = self._limits(model)
         texts = tokens = 0
+        key = (
+            self._pending[0][0].key if self._pending[0] is not _STOP and isinstance(self._pending[0][0], Job) else None
+        )
         for item in self._pending:
-            if item is _STOP or not self._joinable(item[0], model):
+            if item is _STOP or key is None or not self._joinable(item[0], model, key):  # the call ends before it
                 return True
             job, future = item
             size = None if future.cancelled() else job.measure(model)
