@@ -360,15 +360,17 @@ class Worker:
 
         A lone request is not measured: it joins the requests that come, and is measured then (or runs alone).
         """
-        if len(self._pending) < 2:
-            return bool(self._pending) and (self._pending[0] is _STOP or not self._joinable(self._pending[0][0], model))
+        if not self._pending:
+            return False
+        first = self._pending[0]
+        if first is _STOP or not self._joinable(first[0], model):
+            return True
+        if len(self._pending) == 1:
+            return False
         max_texts, max_tokens = self._limits(model)
         texts = tokens = 0
-        key = (
-            self._pending[0][0].key if self._pending[0] is not _STOP and isinstance(self._pending[0][0], Job) else None
-        )
         for item in self._pending:
-            if item is _STOP or key is None or not self._joinable(item[0], model, key):  # the call ends before it
+            if item is _STOP or not self._joinable(item[0], model, first[0].key):  # the call ends before it
                 return True
             job, future = item
             size = None if future.cancelled() else job.measure(model)
