@@ -42,7 +42,9 @@ def load_embellama(job: dict[str, Any], marks: dict[str, float]) -> Loaded:
     from embellama import EmbeddingModel, ModelConfig
 
     marks["import"] = time.perf_counter()
-    extra = {"max_tokens": job["max_len"]} if job["set_max_tokens"] else {}
+    extra: dict[str, Any] = {"max_tokens": job["max_len"]} if job["set_max_tokens"] else {}
+    if job.get("compute_type"):
+        extra["compute_type"] = job["compute_type"]
     model = EmbeddingModel(ModelConfig(model_path=job["model"], n_threads=job["threads"], **extra)).load()
     return lambda texts: model.embed_batch(texts, show_progress_bar=False), model.embed, embellama.__version__
 

@@ -74,14 +74,20 @@ class Tool:
     weights: str  # GGUF type, or "HF" (the safetensors, or the ONNX export of them)
     config: str
     peer: bool = False  # a peer on embellama's source weights: the targets compare against these
+    compute_type: str = ""  # embellama only: ModelConfig.compute_type, "" for its default ("auto")
 
 
 CLI_CONFIG = "-c/-b/-ub 512, flash attn auto, raw output"
 LCP_CONFIG = "n_ctx=n_batch=n_ubatch=512, flash_attn=True, embed"
 TOOLS = (
-    # On the F16 file with defaults, so it is also the F16 row of the weight types.
+    # The F16 file with the defaults (compute_type="auto": the CPU's fastest type, see embellama._gguf.convert).
     Tool(BASE, "embellama", "F16", "defaults: ModelConfig(model_path=F16 GGUF, n_threads=2), embed_batch"),
-    *(Tool(f"embellama-{w.lower()}", "embellama", w, f"{w} GGUF, defaults") for w in ("BF16", "Q8_0", "F32")),
+    # The weight-type rows compute with the file's own type (compute_type="off"): "auto" would rewrite the F16 and
+    # F32 files to the CPU's fastest type (BF16 on AMD CPUs with AVX512_BF16) and make them copies of the first row.
+    *(
+        Tool(f"embellama-{w.lower()}", "embellama", w, f"{w} GGUF, compute_type='off'", compute_type="off")
+        for w in ("F16", "BF16", "Q8_0", "F32")
+    ),
     # F16 (the converted file) and F32 (the fastest type on some CPUs) are both the peers' own best choices.
     *(
         Tool(f"llama-embedding-{w.lower()}", "llama-embedding", w, CLI_CONFIG, w != "BF16")
@@ -205,6 +211,7 @@ def run_worker(tool: Tool, files: dict[str, Path], corpus: str, work: Path, save
         "max_len": MAX_LEN[corpus],
         "n_ctx": 512,
         "set_max_tokens": corpus == "long",
+        "compute_type": tool.compute_type,
         "texts": str(work / f"{corpus}.json"),
         "probe": str(work / "probe.txt"),
         "latency": str(work / "latency.json") if corpus == "short" else "",
