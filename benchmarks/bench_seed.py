@@ -94,6 +94,21 @@ def _latencies(one: Callable[[str], Any], texts: Sequence[str]) -> dict[str, flo
     return _percentiles(wall, cpu) if texts else None
 
 
+def _load_backends(llama_cpp: Any) -> None:
+    """Load the CPU backends of a ``GGML_BACKEND_DL`` build (embellama's portable one), which llama-cpp-python does not
+    load itself: ggml is one library in the process, so registering them once through ctypes serves its libllama."""
+    import ctypes
+
+    folder = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).parent / "lib")
+    ggml = folder / "libggml.so"
+    if not ggml.is_file() or not any(folder.glob("libggml-cpu*.so")):
+        return  # backends built in: nothing to load
+    lib = ctypes.CDLL(str(ggml))
+    if hasattr(lib, "ggml_backend_load_all_from_path"):
+        lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        lib.ggml_backend_load_all_from_path(str(folder).encode())
+
+
 def _load(job: dict[str, Any]) -> tuple[Any, Callable[[Sequence[str]], Any], Callable[[str], Any], str]:
     """(model, embed a list, embed one, version) for embellama or llama-cpp-python."""
     if job["tool"] == "embellama":
@@ -104,12 +119,24 @@ def _load(job: dict[str, Any]) -> tuple[Any, Callable[[Sequence[str]], Any], Cal
         return model, lambda t: model.embed_batch(t, show_progress_bar=False), model.embed, embellama.__version__
     import llama_cpp  # type: ignore[import-not-found]
 
+    _load_backends(llama_cpp)
     n = job["n_ctx"]
     llm = llama_cpp.Llama(
         model_path=job["model"], embedding=True, n_ctx=n, n_batch=n, n_ubatch=n, n_threads=job["threads"],
         n_threads_batch=job["threads"], flash_attn=True, verbose=False,
     )  # fmt: skip
     return llm, lambda t: llm.embed(list(t)), llm.embed, str(llama_cpp.__version__)
+
+
+def _compute_sentence(meta: dict[str, Any], big: dict[str, Any]) -> str:
+    """What embellama computed with: ``compute_type`` and the weight type it gave."""
+    asked = meta.get("compute_type", "auto")
+    weights = big.get("embellama", {}).get("weights")
+    if weights is None:  # results from before the weight type was recorded: auto converted F16 to BF16 then
+        return "embellama: compute_type auto, which ran the F16 file as BF16 on AVX512_BF16 CPUs (before 2026-12-08)."
+    if asked == "auto":
+        return f"embellama's defaults: compute_type auto, the fastest exact type for this CPU, here {weights}."
+    return f"embellama: compute_type={asked!r} ({weights}), not the defaults."
 
 
 def work_seed(job: dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +169,14 @@ def work_seed(job: dict[str, Any]) -> dict[str, Any]:
     embed(texts)
     batch_s = time.perf_counter() - wall0
     batch_cpu_s = _cpu_s() - cpu0
+    weights = None
+    if job["tool"] == "embellama":  # the type it computed with (compute_type may have converted the file)
+        from embellama._gguf.convert import FTYPE_CODES
+
+        weights = next((k.upper() for k, v in FTYPE_CODES.items() if v == model.model.ftype), str(model.model.ftype))
     return {
         "version": version,
+        "weights": weights,
         **marks,
         "rss_loaded_mb": rss_loaded,
         "rss_first_mb": rss_first,
@@ -182,7 +215,8 @@ def work_stream(job: dict[str, Any]) -> dict[str, Any]:
 
     import embellama
 
-    model = embellama.EmbeddingModel(embellama.ModelConfig(model_path=job["model"], n_threads=job["threads"])).load()
+    config = embellama.ModelConfig(model_path=job["model"], n_threads=job["threads"], **job.get("config", {}))
+    model = embellama.EmbeddingModel(config).load()
     texts, count = job["texts"], job["count"]
     done = [0]
     samples: list[tuple[float, int, float]] = []
@@ -368,10 +402,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{meta['llama_cpp_python'] or 'not installed here (no wheel for the pin): embellama alone'}.",
         "",
         f"Model: {big['name']} (Qwen3-Embedding-0.6B's shape, random weights; tests/support/big_model.py), F16 GGUF "
-        f"{big['gguf_mb']:,.0f} MiB, {big['parameters']:,} parameters; page cache warm. embellama's defaults: "
-        "compute_type auto rewrites the F16 file to BF16 on AVX512_BF16 CPUs once, into its cache. A first load "
-        f"(which writes that rewrite when the cache lacks it) took {_fmt(big.get('first_load_s'), 2)} s to the first "
-        "embedding before the measured start-up.",
+        f"{big['gguf_mb']:,.0f} MiB, {big['parameters']:,} parameters; page cache warm. "
+        f"{_compute_sentence(meta, big)} A first load (which writes a conversion when the cache lacks it) took "
+        f"{_fmt(big.get('first_load_s'), 2)} s to the first embedding before the measured start-up.",
         "",
         "| target (seed) | bound | embellama | met | llama-cpp-python |",
         "|---|---|---|---|---|",
@@ -486,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a quiet machine")
     parser.add_argument("--busy-ok", action="store_true", help="measure on a busy machine (says its load)")
     parser.add_argument("--skip-peer", action="store_true", help="embellama alone")
+    parser.add_argument("--compute-type", default="auto", help="embellama's compute_type (default: auto, the default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "seed")
     parser.add_argument(
         "--stream-only", action="store_true", help="measure the embed_iter stream alone, into the results JSON at --out"
@@ -519,12 +553,13 @@ def main(argv: list[str] | None = None) -> int:
 
     sentences = read_sts()
     minilm_path = str(make_model.ensure_models(verbose=False)["f16"])
-    env = dict(os.environ, EMBELLAMA_BACKEND="cpu", LLAMA_CPP_LIB_PATH=str(LIB_DIR / "lib"), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, EMBELLAMA_BACKEND="cpu", LLAMA_CPP_LIB_PATH=str(LIB_DIR), HF_HUB_OFFLINE="1")
     env.setdefault("EMBELLAMA_LIB", "")
 
     def measure_stream() -> dict[str, Any]:
         job = dict(work="stream", tool="embellama", model=minilm_path, texts=sentences, threads=args.stream_threads,
-                   count=args.stream_texts, sample_s=args.sample_s, chunk_size=1024)  # fmt: skip
+                   count=args.stream_texts, sample_s=args.sample_s, chunk_size=1024,
+                   config={"compute_type": args.compute_type})  # fmt: skip
         result = spawn(job, env, 3600)
         log(f"embed_iter: {json.dumps({k: v for k, v in result.items() if k != 'samples'})[:300]}")
         return result
@@ -542,9 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"1 GB model: {gguf} ({time.perf_counter() - t0:.0f} s)")
     latency = sentences[: args.latency_texts]
     probe = "The seed's first embedding."
-    base = {"threads": args.threads, "probe": probe, "n_ctx": 512}
+    base = {"threads": args.threads, "probe": probe, "n_ctx": 512, "config": {"compute_type": args.compute_type}}
 
-    # The first load ever rewrites F16 to BF16 (compute_type auto) into the cache: timed apart, not in start-up.
+    # A first load may convert the weights (compute_type) into the cache: timed apart, not in start-up.
     info = json.loads((gguf.parent / "info.json").read_text())
     big: dict[str, Any] = {
         "name": big_model.NAME, "gguf_mb": gguf.stat().st_size / 2**20, "parameters": info["parameters"],
@@ -567,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     # Memory with the whole context asked for (embellama's default starts a decoder's at 512 tokens and grows it;
     # n_ctx=8192 reserves a KV cache for all of it from the start, as the default did before).
     whole = spawn(dict(base, work="seed", tool="embellama", model=str(gguf), texts=[], latency=[],
-                       config={"n_ctx": 8192}), env, 900)  # fmt: skip
+                       config={"n_ctx": 8192, "compute_type": args.compute_type}), env, 900)  # fmt: skip
     big["n_ctx_whole"] = whole
     log(f"n_ctx 8192: {json.dumps(whole)[:200]}")
 
@@ -599,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(), "threads": args.threads, "load_start": load_start, "load_end": os.getloadavg()[0],
             "busy": busy, "embellama": big["embellama"]["version"], "llama_cpp": str(commit)[:12],
             "llama_cpp_python": peer_version, "sample_s": args.sample_s, "stream_threads": args.stream_threads,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "compute_type": args.compute_type,
         },
         "big": big, "minilm": minilm, "stream": stream,
     }  # fmt: skip

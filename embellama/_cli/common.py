@@ -131,8 +131,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         choices=gguf_convert.COMPUTE_TYPES,
         help=(
-            "weight type to compute with (default auto: on CPUs with AVX512_BF16, F32 for small models on Intel, "
-            "else BF16)"
+            "weight type to compute with (default auto, the fastest exact one: F32 for small models on Intel CPUs "
+            "with AVX512_BF16, else the file's; bf16 is faster on AMD Zen 4, at cosine 0.99995)"
         ),
     )
 

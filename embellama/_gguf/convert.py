@@ -4,18 +4,21 @@
 llama.cpp computes with the weights in the type the GGUF file stores, and which type is fastest
 depends on the CPU's arithmetic (measured in ``docs/performance.md``):
 
-- **AMD CPUs with AVX512_BF16** (Zen 4 and later): tinyBLAS multiplies BF16 weights natively
-  (``vdpbf16ps``, twice the FP32 rate of those cores), so BF16 is fastest (1.4 times F16 on a Zen 4), at
-  min cosine 0.99995 against sentence-transformers where F16 and F32 keep 0.999996 (``"off"`` keeps the
-  file's own type);
 - **Intel CPUs with AVX512_BF16** (Xeon Cooper Lake, Sapphire Rapids and later): two 512-bit FMA
   units make FP32 as fast as ``vdpbf16ps`` without converting the activations, so F32 weights
   are fastest (1.3-1.4 times BF16 on encoders) and exact; models above :data:`F32_MAX_WEIGHTS`
-  run as BF16, where F32 gains nothing and would double the memory;
+  keep their file's type, where F32 gains nothing and would double the memory;
+- **AMD CPUs with AVX512_BF16** (Zen 4 and later): tinyBLAS multiplies BF16 weights natively
+  (``vdpbf16ps``, twice the FP32 rate of those cores), so BF16 is fastest (1.4 times F16 on a Zen 4), but it
+  rounds every activation to 8 bits of mantissa: min cosine 0.99995 against sentence-transformers where F16
+  and F32 keep 0.999996. ``auto`` keeps the file's type there (F32 gained nothing over F16 on a Zen 4), and
+  ``compute_type="bf16"`` asks for the speed;
 - **other CPUs** (AVX2 and older): F16 files as they are, converted to F32 on the fly.
 
-``ModelConfig(compute_type="auto")`` applies this to F16/F32 files (and BF16 ones where F32 is
-chosen, a lossless widening) when the model runs on the CPU. A conversion runs once, through
+``auto`` only ever picks an exact type (min cosine 0.99999 or better against sentence-transformers).
+
+``ModelConfig(compute_type="auto")`` applies this to F16 files (and BF16 ones, a lossless widening) when the
+model runs on the CPU. A conversion runs once, through
 llama.cpp's own quantizer, into the cache (``$EMBELLAMA_CACHE_DIR``, else ``~/.cache/embellama``,
 folder ``converted``), keyed by the source file's identity (path, size, modification time) and
 the target type, written atomically and reused; ``embellama cache --clear`` removes the copies.
@@ -57,13 +60,14 @@ __all__ = [
 logger = logging.getLogger("embellama")
 
 COMPUTE_TYPES = ("auto", "off", "f32", "f16", "bf16", "q8_0")
-"""``auto``: the fastest exact type for the CPU (BF16 or F32 where it has AVX512_BF16, see the module's
-docstring), else the file's own type; ``off``: the file as it is; a type name: always that type
-(converted once if the file has another)."""
+"""``auto``: the fastest exact type for the CPU (F32 for models of up to :data:`F32_MAX_WEIGHTS` on Intel CPUs
+with AVX512_BF16, see the module's docstring), else the file's own type; ``off``: the file as it is; a type name:
+always that type (converted once if the file has another)."""
 
 F32_MAX_WEIGHTS = 2**28
-"""Most weights (268 M: an F32 copy of 1 GiB) that ``auto`` runs as F32 on Intel CPUs; larger models run as BF16
-(a 0.6 B-parameter Qwen3 ran at the same speed in both, with 1.7 times the memory in F32)."""
+"""Most weights (268 M: an F32 copy of 1 GiB) that ``auto`` runs as F32 on Intel CPUs; larger models keep their
+file's type (a 0.6 B-parameter Qwen3 ran at 11.0-11.7 texts/s in F32 against 10.2 in F16, with 1.7 times the
+memory)."""
 
 FTYPE_CODES = {"f32": 0, "f16": 1, "q8_0": 7, "bf16": 32}
 """``enum llama_ftype`` values of the types a model can be converted to."""
@@ -121,7 +125,7 @@ def target_type(
             weights = weight_count(source)
             if weights is not None and weights <= F32_MAX_WEIGHTS:
                 return "f32"
-        return "bf16"
+        return None  # BF16 would be faster on AMD, and on large models on Intel, but it is not exact
     if compute_type not in FTYPE_CODES:
         raise ConfigurationError(f"unknown compute_type {compute_type!r}; expected one of: {', '.join(COMPUTE_TYPES)}")
     return compute_type

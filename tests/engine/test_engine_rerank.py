@@ -31,7 +31,7 @@ LOGITS_TOL = 1e-3  # llama.cpp's CPU GELU goes through an F16 table: logits agre
 
 
 def _config(name: str, model_name: str, **kwargs) -> ModelConfig:
-    # compute_type "off": the F32 file as it is (auto would convert to BF16 here), for exactness against the reference
+    # compute_type "off": the F32 file as it is, the same weights on every CPU, for exactness against the reference
     return ModelConfig(
         model_path=rerank_models.ensure(name).gguf("f32"),
         model_name=model_name,

@@ -150,7 +150,7 @@ def test_a_wrong_choice_falls_well_below_the_bar(built):
 
 
 def test_engine_serves_every_architecture(all_built):
-    """All models in one engine, with the default ``compute_type`` (BF16 or F32 on CPUs with AVX512_BF16)."""
+    """All models in one engine, with the default ``compute_type`` (F32 on Intel CPUs with AVX512_BF16, else the F16 file)."""
     texts = arch_models.embed_texts()
     configs = [ModelConfig(model_path=b.gguf("f16"), model_name=name, n_threads=1) for name, b in all_built.items()]
     with EmbeddingEngine(configs) as engine:

@@ -66,7 +66,7 @@ def model(minilm_f16):
 
 
 def _config(model_path, **fields) -> ModelConfig:
-    """F16 as the file is (compute_type="auto" would run BF16 on CPUs with AVX512_BF16), cut as ST cuts MiniLM."""
+    """F16 as the file is (compute_type="auto" would run F32 on Intel CPUs with AVX512_BF16), cut as ST cuts MiniLM."""
     fields.setdefault("max_tokens", ST_MAX_SEQ_LENGTH)
     return ModelConfig(model_path=model_path, compute_type="off", **fields)
 

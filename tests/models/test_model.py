@@ -25,7 +25,7 @@ from embellama.llama import Batch, Context, ContextParams, Model
 
 @pytest.fixture(scope="module")
 def minilm(minilm_f16):
-    # The file's own weights, as the low-level classes read them (auto would run BF16 on AVX512_BF16 CPUs).
+    # The file's own weights, as the low-level classes read them (auto would run F32 on Intel AVX512_BF16 CPUs).
     model = EmbeddingModel(ModelConfig(model_path=minilm_f16, model_name="minilm", compute_type="off"))
     model.load()
     yield model

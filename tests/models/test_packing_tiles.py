@@ -43,8 +43,8 @@ def texts() -> list[str]:
 
 @pytest.fixture(scope="module")
 def model(minilm_f16):
-    # The file's F16 weights (compute_type "off"): where the CPU has AVX512_BF16, "auto" computes in BF16, whose
-    # 8-bit mantissa turns the last-bit differences of another attention tile order into ~1e-5 of cosine.
+    # The file's F16 weights (compute_type "off"), the same on every CPU. (compute_type "bf16" would turn the
+    # last-bit differences of another attention tile order into ~1e-5 of cosine, through its 8-bit mantissa.)
     with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=2, compute_type="off")) as m:
         yield m
 

@@ -94,7 +94,7 @@ def test_threads_only_while_a_gpu_computes(minilm_f16, monkeypatch):
     """On the CPU inference keeps the cores busy: tokenization stays on the calling thread."""
     import embellama._models.base as model_module
 
-    # compute_type="off": with a stand-in GPU, auto would keep F16 weights that it runs as BF16 on a
+    # compute_type="off": with a stand-in GPU, auto would keep F16 weights that it runs as F32 on an Intel
     # CPU with AVX512_BF16, and the two runs would differ in their weights, not their tokenization.
     with EmbeddingModel(ModelConfig(model_path=minilm_f16, n_threads=1, compute_type="off")) as cpu:
         assert cpu._tokenize_threads == 1

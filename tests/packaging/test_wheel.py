@@ -189,8 +189,8 @@ def sts_run(installed, sts):
     texts_file.write_text(json.dumps(texts), encoding="utf-8")
     texts_file.chmod(0o644)
     out = installed.work / "sts.npy"
-    # The file's own F16 weights: exactness. (compute_type="auto" would run them as BF16 where the
-    # CPU variant has AVX512_BF16: test_runs_without_a_writable_home takes that path.)
+    # The file's own F16 weights, which the checkout's run below reads too. (compute_type="auto" would run them
+    # as F32 on an Intel CPU with AVX512_BF16: test_runs_without_a_writable_home takes that path.)
     proc = installed.run("python", "-I", "child.py", str(installed.model), str(texts_file), str(out), "off")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     return texts, np.load(out), report
@@ -246,7 +246,7 @@ def test_doctor_names_the_cpu_variant_ggml_chose(installed):
     assert report["cpu_variant"] == expected_variant(cpu_flags()), report
     assert set(report["cpu_variants_shipped"]) == set(X86_VARIANTS)
     assert Path(report["library"]).is_relative_to(installed.venv)
-    # compute_type="auto" asks the loaded variant: BF16 only where it has the AVX512_BF16 kernel.
+    # compute_type="auto" asks the loaded variant: F32 (on Intel CPUs) only where it has the AVX512_BF16 kernel.
     assert ("AVX512_BF16 = 1" in report["system_info"]) == ("avx512_bf16" in X86_VARIANTS[report["cpu_variant"]])
 
 

@@ -48,3 +48,19 @@ def test_the_report_judges_each_target_on_its_figure() -> None:
     text = bench_seed.markdown(report)
     assert f"{e['peak_rss_mb'] / big['gguf_mb']:.2f}x" in text
     assert math.isclose(big["cores_needed"] * big["per_core"] * min(1.0, minilm["projection"]["efficiency_2"]), 1000)
+
+
+@pytest.mark.parametrize(
+    ("meta", "weights", "expected"),
+    [
+        ({"compute_type": "auto"}, "F16", "embellama's defaults: compute_type auto, the fastest exact type"),
+        ({"compute_type": "bf16"}, "BF16", "compute_type='bf16' (BF16), not the defaults"),
+        ({}, None, "ran the F16 file as BF16 on AVX512_BF16 CPUs (before 2026-12-08)"),
+    ],
+)
+def test_the_report_says_which_weights_embellama_ran(meta: dict[str, str], weights: str | None, expected: str) -> None:
+    big = {"embellama": {"weights": weights}} if weights else {"embellama": {}}
+    sentence = bench_seed._compute_sentence(meta, big)
+    assert expected in sentence
+    if weights:
+        assert weights in sentence
