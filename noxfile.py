@@ -330,8 +330,10 @@ def bench(session: nox.Session) -> None:
     # llama-embedding (and llama-server), from the same llama.cpp as embellama; the server build has a build
     # folder of its own (<commit>-cpu-server), which no other session builds.
     _build(session, "cpu", "--with-server" if serve else "--with-tools")
-    # convert: the converter's pins, for the 1 GB model of benchmarks/bench_seed.py (tests/support/big_model.py)
-    session.install("-e", ".[server,convert]", *MODEL_DEPS, *BENCH_DEPS)
+    # sentencepiece: the converter imports it before it falls back to a BPE vocabulary, for the 1 GB Qwen3 of
+    # benchmarks/bench_seed.py (tests/support/big_model.py); not the convert extra, whose transformers wants a
+    # huggingface_hub that fastembed refuses.
+    session.install("-e", ".[server]", *MODEL_DEPS, *BENCH_DEPS, "sentencepiece==0.2.3")
     # llama-cpp-python without its own llama.cpp: it loads ours (bench.py sets LLAMA_CPP_LIB_PATH); with its
     # server, the peer of embellama serve in bench_serve.py.
     lcp_server = LLAMA_CPP_PYTHON.replace("==", "[server]==")

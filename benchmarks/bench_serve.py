@@ -121,7 +121,9 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
             modes[f"wait {ms:g} ms"] = EngineConfig(max_batch_wait_ms=ms)
     runs: dict[str, dict[int, list[dict[str, float]]]] = {m: {c: [] for c in args.concurrency} for m in modes}
     batch_runs: list[float] = []
+    batch_split: dict[int, list[dict[str, float]]] = {c: [] for c in args.concurrency}
     engines = {m: EmbeddingEngine(cfg, models=[config]) for m, cfg in modes.items()}
+    decode = _DecodeClock()
     try:
         for eng in engines.values():
             eng.embed_batch(texts[:64])  # warm up
@@ -129,13 +131,19 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
             for c in args.concurrency:
                 # embed_batch right before each client count's runs: each run's ratio is to its neighbour, so
                 # that the machine's drift over a round cancels out of the ratios
+                decode.reset()
                 began = time.perf_counter()
                 engines["after"].embed_batch(texts)
-                batch_runs.append(len(texts) / (time.perf_counter() - began))
+                wall = time.perf_counter() - began
+                batch_runs.append(len(texts) / wall)
+                batch_split[c].append({"wall_s": wall, "decode_s": decode.seconds})
                 for mode, eng in engines.items():
                     if mode.startswith("wait") and c not in (1, 8, 64):
                         continue
+                    decode.reset()
                     run = engine_run(eng, texts, c)
+                    run["decode_s"] = decode.seconds
+                    run["wall_s"] = len(texts) / run["texts_per_s"]
                     run["vs_embed_batch"] = run["texts_per_s"] / batch_runs[-1]
                     runs[mode][c].append(run)
                     print(
@@ -145,6 +153,7 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
                     )
         stats = engines["after"].stats()
     finally:
+        decode.close()
         for eng in engines.values():
             eng.close()
     batch = statistics.median(batch_runs)
@@ -158,7 +167,45 @@ def bench_engine(model: Path, texts: list[str], args: argparse.Namespace) -> dic
             med["vs_embed_batch_range"] = [min(r["vs_embed_batch"] for r in rs), max(r["vs_embed_batch"] for r in rs)]
             med["runs"] = rs
             table[mode][c] = med
-    return {"embed_batch_texts_per_s": batch, "embed_batch_runs": batch_runs, "modes": table, "joined": stats}
+    split = {
+        c: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "decode_s")} for c, rs in batch_split.items()
+    }
+    return {
+        "embed_batch_texts_per_s": batch,
+        "embed_batch_runs": batch_runs,
+        "embed_batch_split": split,
+        "modes": table,
+        "joined": stats,
+    }
+
+
+class _DecodeClock:
+    """Wall-clock seconds spent inside llama.cpp's calls (``Context.process``) since the last reset: where an engine
+    run loses against ``embed_batch``, inside llama.cpp (its threads slowed by the callers' Python) or outside it
+    (the worker's own Python between calls)."""
+
+    def __init__(self) -> None:
+        from embellama import llama as _llama
+
+        self._cls = _llama.Context
+        self._original = self._cls.process
+        self.seconds = 0.0
+        clock = self
+
+        def process(context: Any, batch: Any) -> None:
+            began = time.perf_counter()
+            try:
+                clock._original(context, batch)
+            finally:
+                clock.seconds += time.perf_counter() - began
+
+        self._cls.process = process  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.seconds = 0.0
+
+    def close(self) -> None:
+        self._cls.process = self._original  # type: ignore[method-assign]
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -502,6 +549,27 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {a['texts_per_s']:.0f} ({a['vs_embed_batch']:.2f}×{_spread(a)}) "
                 f"| {a['p50_ms']:.1f} / {a['p99_ms']:.1f} |"
             )
+        split = engine.get("embed_batch_split")
+        if split:
+            out += [
+                "",
+                "Where the time goes: seconds for the whole corpus, inside llama.cpp's calls (`Context.process`, wall "
+                "clock on the worker) and outside them (medians):",
+                "",
+                "| clients | embed_batch: in llama.cpp / outside | after: in llama.cpp / outside | "
+                "after − embed_batch: in / outside |",
+                "|---|---|---|---|",
+            ]
+            for c, a in after.items():
+                b = split.get(str(c)) or split.get(c)  # JSON keys are str
+                if not b or "wall_s" not in a:
+                    continue
+                a_in, a_out = a["decode_s"], a["wall_s"] - a["decode_s"]
+                b_in, b_out = b["decode_s"], b["wall_s"] - b["decode_s"]
+                out.append(
+                    f"| {c} | {b_in:.2f} / {b_out:.2f} | {a_in:.2f} / {a_out:.2f} | "
+                    f"{a_in - b_in:+.2f} / {a_out - b_out:+.2f} |"
+                )
         waits = {m: v for m, v in engine["modes"].items() if m.startswith("wait")}
         if waits:
             out += ["", "max_batch_wait_ms (texts/s, p50 / p99 ms):", ""]

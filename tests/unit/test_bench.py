@@ -261,3 +261,34 @@ def test_serve_client_follows_the_server_closing_the_connection():
     run = asyncio.run(main())
     assert run["errors"] == 0 and served == [f"t{i}" for i in range(7)]
     assert run["sample"] == {0: [1.0, 0.0]}
+
+
+def test_serve_report_splits_the_engine_time_inside_and_outside_llama_cpp(monkeypatch):
+    """bench_serve's engine table: the seconds each run spent inside llama.cpp's calls, and outside them."""
+    import bench_serve
+
+    from embellama import llama as llama_module
+
+    calls = []
+    monkeypatch.setattr(llama_module.Context, "process", lambda self, batch: calls.append(batch))
+    clock = bench_serve._DecodeClock()
+    try:
+        llama_module.Context.process(object(), "b1")  # the clock wraps whatever process is, and times it
+        assert calls == ["b1"] and clock.seconds > 0
+        clock.reset()
+        assert clock.seconds == 0
+    finally:
+        clock.close()
+    assert llama_module.Context.process.__name__ == "<lambda>"  # restored
+    run = {"texts_per_s": 500.0, "p50_ms": 1.0, "p99_ms": 2.0, "vs_embed_batch": 0.8, "decode_s": 2.5, "wall_s": 3.0}
+    engine = {
+        "embed_batch_texts_per_s": 600.0,
+        "embed_batch_split": {"64": {"wall_s": 2.5, "decode_s": 2.25}},
+        "modes": {
+            "before": {64: dict(run, vs_embed_batch=0.4)},
+            "after": {64: dict(run, vs_embed_batch_range=[0.7, 0.9])},
+        },
+    }
+    meta = {"date": "d", "cpu": "c", "threads": 2, "model": "m", "texts": 1500, "rounds": 1, "llama_cpp": "x"}
+    md = bench_serve.markdown({"meta": meta, "engine": engine})
+    assert "| 64 | 2.25 / 0.25 | 2.50 / 0.50 | +0.25 / +0.25 |" in md
