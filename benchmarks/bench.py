@@ -80,10 +80,10 @@ class Tool:
 CLI_CONFIG = "-c/-b/-ub 512, flash attn auto, raw output"
 LCP_CONFIG = "n_ctx=n_batch=n_ubatch=512, flash_attn=True, embed"
 TOOLS = (
-    # The F16 file with the defaults (compute_type="auto": the CPU's fastest type, see embellama._gguf.convert).
+    # The F16 file with the defaults (compute_type="auto": the CPU's fastest exact type, see embellama._gguf.convert).
     Tool(BASE, "embellama", "F16", "defaults: ModelConfig(model_path=F16 GGUF, n_threads=2), embed_batch"),
     # The weight-type rows compute with the file's own type (compute_type="off"): "auto" would rewrite the F16 and
-    # F32 files to the CPU's fastest type (BF16 on AMD CPUs with AVX512_BF16) and make them copies of the first row.
+    # BF16 files to F32 on Intel CPUs with AVX512_BF16 and make them copies of the F32 row.
     *(
         Tool(f"embellama-{w.lower()}", "embellama", w, f"{w} GGUF, compute_type='off'", compute_type="off")
         for w in ("F16", "BF16", "Q8_0", "F32")
